@@ -1,0 +1,42 @@
+"""Errors the domain raises; the HTTP layer maps each to its status and a JSON error body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ServiceError(Exception):
+    """An error the caller can act on. ``message`` is shown to the user, so never put a secret in it."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class Unauthorized(ServiceError):
+    status = 401
+    code = "unauthorized"
+
+
+class NotFound(ServiceError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ServiceError):
+    status = 409
+    code = "conflict"
+
+
+class CredentialsRejected(ServiceError):
+    status = 422
+    code = "credentials_rejected"
+
+
+class NotImplementedYet(ServiceError):
+    status = 501
+    code = "not_implemented"

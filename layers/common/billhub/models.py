@@ -1,0 +1,140 @@
+"""The canonical domain model: users, linked accounts, bills and refresh jobs.
+
+Money is always a ``Decimal`` beside an ISO 4217 currency code; it is never a float and amounts in
+different currencies are never added together.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+class Category(StrEnum):
+    ELECTRICITY = "electricity"
+    GAS = "gas"
+    WATER = "water"
+    INTERNET = "internet"
+
+
+class BillStatus(StrEnum):
+    PAID = "paid"
+    UNPAID = "unpaid"
+    OVERDUE = "overdue"
+
+
+class AccountStatus(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    NEEDS_REAUTH = "needs_reauth"
+    DELETING = "deleting"
+
+
+class Preferences(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    refresh_interval: Literal["daily", "weekly"] = "daily"
+    due_soon_days: int = Field(default=7, ge=1, le=60)
+    currency: CurrencyCode = "USD"
+
+
+class User(BaseModel):
+    user_id: str
+    email: str
+    created_at: datetime
+    preferences: Preferences = Field(default_factory=Preferences)
+
+
+class Account(BaseModel):
+    """A provider account linked by a user. Credentials are held apart, encrypted, never in here."""
+
+    account_id: str
+    user_id: str
+    provider: str
+    external_ref: str = Field(description="The provider's account reference, masked for display")
+    nickname: str | None = None
+    status: AccountStatus
+    created_at: datetime
+    last_success_at: datetime | None = None
+    last_attempt_at: datetime | None = None
+    last_error: str | None = None
+    next_refresh_at: datetime
+
+
+class Bill(BaseModel):
+    """One statement from a provider, normalised. ``(provider, account_id, provider_bill_id)`` is its identity."""
+
+    model_config = ConfigDict(frozen=True)
+
+    provider: str
+    account_id: str
+    provider_bill_id: str = Field(min_length=1, max_length=128)
+    category: Category
+    amount: Decimal
+    currency: CurrencyCode
+    issued_on: date
+    due_on: date
+    period_start: date | None = None
+    period_end: date | None = None
+    status: BillStatus
+    revision: int = Field(default=1, ge=1)
+
+    @property
+    def bill_id(self) -> str:
+        """Stable id of this bill in the API, the same across re-fetches and revisions."""
+        return f"{self.provider}.{self.account_id}.{self.provider_bill_id}"
+
+    def same_statement(self, other: Bill) -> bool:
+        """True when ``other`` carries exactly what this bill does (a re-fetch that changed nothing)."""
+        return self.model_dump() == other.model_dump()
+
+
+class JobAccountResult(BaseModel):
+    status: Literal["succeeded", "retrying", "failed"]
+    error: str | None = None
+
+
+class RefreshJob(BaseModel):
+    job_id: str
+    user_id: str
+    account_ids: list[str]
+    created_at: datetime
+    results: dict[str, JobAccountResult] = Field(default_factory=dict)
+
+    @property
+    def succeeded(self) -> int:
+        return sum(1 for result in self.results.values() if result.status == "succeeded")
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for result in self.results.values() if result.status == "failed")
+
+    @property
+    def pending(self) -> int:
+        return len(self.account_ids) - self.succeeded - self.failed
+
+    @property
+    def status(self) -> Literal["running", "succeeded", "failed", "partial"]:
+        if self.pending:
+            return "running"
+        if not self.failed:
+            return "succeeded"
+        return "failed" if not self.succeeded else "partial"
+
+
+class FetchRequest(BaseModel):
+    """The body of one ``FetchQueue`` message: fetch this account's bills."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str
+    account_id: str
+    job_id: str | None = None
+    reason: Literal["link", "manual", "schedule"]

@@ -1,0 +1,51 @@
+"""Each function's configuration, read once from its environment into a typed, validated model."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+
+
+class _EnvSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> Self:
+        return cls.model_validate(dict(environ))
+
+
+class TableSettings(_EnvSettings):
+    TABLE_NAME: str = Field(min_length=3)
+
+
+class JwtSettings(_EnvSettings):
+    JWT_SECRET_ARN: str
+    JWT_ISSUER: str
+    JWT_AUDIENCE: str
+    ACCESS_TOKEN_TTL_SECONDS: int = Field(default=3600, ge=60, le=86400)
+    # The signing key is cached this long, so a rotated key reaches every warm Lambda within it.
+    JWT_SECRET_MAX_AGE_SECONDS: int = Field(default=300, ge=0)
+
+
+class AuthSettings(TableSettings, JwtSettings):
+    pass
+
+
+class ProviderSettings(_EnvSettings):
+    PROVIDER_BASE_URL: HttpUrl
+    CREDENTIALS_KEY_ID: str
+
+
+class LinkSettings(TableSettings, ProviderSettings):
+    pass
+
+
+class RefreshSettings(TableSettings):
+    FETCH_QUEUE_URL: str
+
+
+class FetchSettings(TableSettings, ProviderSettings):
+    ALERTS_TOPIC_ARN: str
+    FETCH_MAX_RECEIVE_COUNT: int = Field(ge=1)

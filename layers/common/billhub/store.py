@@ -1,0 +1,382 @@
+"""All access to the single DynamoDB table: item layout, conditions and transactions live here only.
+
+Item layout (PK / SK):
+    USER#<uid>   PROFILE                                user profile, password hash, preferences
+    EMAIL#<e>    EMAIL                                  unique email -> uid
+    USER#<uid>   ACCOUNT#<aid>                          linked account (+ KMS ciphertext of credentials)
+    USER#<uid>   LINK#<provider>#<ref-digest>           one link per provider account per user
+    USER#<uid>   BILL#<provider>#<aid>#<provider bill>  one bill
+    USER#<uid>   JOB#<job_id>                           refresh job, expires by TTL
+Accounts carry GSI1PK=REFRESH#<shard>, GSI1SK=<next_refresh_at>#<aid> so the planner finds due
+accounts without a scan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from billhub.errors import Conflict
+from billhub.models import Account, AccountStatus, Bill, JobAccountResult, Preferences, RefreshJob, User
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+REFRESH_SHARDS = 8
+TRANSACTION_LIMIT = 100
+JOB_TTL_SECONDS = 7 * 24 * 3600
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+def _to_item(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: _serializer.serialize(value) for key, value in values.items() if value is not None}
+
+
+def _from_item(item: dict[str, Any]) -> dict[str, Any]:
+    return {key: _deserializer.deserialize(value) for key, value in item.items()}
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def user_key(user_id: str) -> str:
+    return f"USER#{user_id}"
+
+
+def refresh_shard(account_id: str) -> str:
+    digest = hashlib.sha256(account_id.encode()).digest()
+    return f"REFRESH#{digest[0] % REFRESH_SHARDS}"
+
+
+def bill_sort_key(bill: Bill) -> str:
+    return f"BILL#{bill.provider}#{bill.account_id}#{bill.provider_bill_id}"
+
+
+def link_sort_key(provider: str, external_id: str) -> str:
+    # A digest, not the provider's account number, so the key itself discloses nothing.
+    return f"LINK#{provider}#{hashlib.sha256(external_id.encode()).hexdigest()[:32]}"
+
+
+def _is_conditional_failure(error: ClientError) -> bool:
+    code = error.response["Error"]["Code"]
+    if code == "ConditionalCheckFailedException":
+        return True
+    if code == "TransactionCanceledException":
+        reasons = error.response.get("CancellationReasons", [])
+        return any(reason.get("Code") == "ConditionalCheckFailed" for reason in reasons)
+    return False
+
+
+class ConcurrentUpdate(Exception):
+    """Someone else changed the same items first; the caller retries from a fresh read."""
+
+
+@dataclass(frozen=True)
+class StoredAccount:
+    account: Account
+    credentials_ciphertext: bytes
+
+
+@dataclass(frozen=True)
+class UserSnapshot:
+    """Everything the read endpoints show, from one paginated Query on the user's partition."""
+
+    accounts: list[Account]
+    bills: list[Bill]
+
+
+class BillsTable:
+    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
+        self._client = client
+        self._table = table_name
+
+    # ------------------------------------------------------------------ users
+    def create_user(self, user: User, password_hash: str) -> None:
+        profile = _to_item(
+            {
+                "PK": user_key(user.user_id),
+                "SK": "PROFILE",
+                "type": "user",
+                "user_id": user.user_id,
+                "email": user.email,
+                "password_hash": password_hash,
+                "created_at": _iso(user.created_at),
+                "preferences": user.preferences.model_dump(),
+            }
+        )
+        email = _to_item({"PK": f"EMAIL#{user.email}", "SK": "EMAIL", "type": "email", "user_id": user.user_id})
+        try:
+            self._client.transact_write_items(
+                TransactItems=[
+                    {"Put": {"TableName": self._table, "Item": email, "ConditionExpression": "attribute_not_exists(PK)"}},
+                    {"Put": {"TableName": self._table, "Item": profile, "ConditionExpression": "attribute_not_exists(PK)"}},
+                ]
+            )
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                raise Conflict("An account with this email already exists.") from error
+            raise
+
+    def user_id_for_email(self, email: str) -> str | None:
+        item = self._get(f"EMAIL#{email}", "EMAIL")
+        return str(item["user_id"]) if item else None
+
+    def get_user(self, user_id: str) -> tuple[User, str] | None:
+        """The user and their password hash."""
+        item = self._get(user_key(user_id), "PROFILE", consistent=True)
+        if item is None:
+            return None
+        return User.model_validate(item), str(item["password_hash"])
+
+    def update_preferences(self, user_id: str, preferences: Preferences) -> None:
+        self._client.update_item(
+            TableName=self._table,
+            Key=_to_item({"PK": user_key(user_id), "SK": "PROFILE"}),
+            UpdateExpression="SET preferences = :preferences",
+            ConditionExpression="attribute_exists(PK)",
+            ExpressionAttributeValues=_to_item({":preferences": preferences.model_dump()}),
+        )
+
+    # ------------------------------------------------------------------ accounts
+    def create_account(self, account: Account, external_id: str, credentials_ciphertext: bytes) -> None:
+        """Stores a new linked account; ``Conflict`` if this user already linked that provider account."""
+        link = _to_item(
+            {
+                "PK": user_key(account.user_id),
+                "SK": link_sort_key(account.provider, external_id),
+                "type": "link",
+                "account_id": account.account_id,
+            }
+        )
+        try:
+            self._client.transact_write_items(
+                TransactItems=[
+                    {"Put": {"TableName": self._table, "Item": link, "ConditionExpression": "attribute_not_exists(PK)"}},
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": self._account_item(account, credentials_ciphertext),
+                            "ConditionExpression": "attribute_not_exists(PK)",
+                        }
+                    },
+                ]
+            )
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                raise Conflict(
+                    f"This {account.provider} account is already linked.", details={"provider": account.provider}
+                ) from error
+            raise
+
+    def _account_item(self, account: Account, credentials_ciphertext: bytes) -> dict[str, Any]:
+        values = account.model_dump(mode="json")
+        values.update(
+            {
+                "PK": user_key(account.user_id),
+                "SK": f"ACCOUNT#{account.account_id}",
+                "type": "account",
+                "credentials": credentials_ciphertext,
+                "GSI1PK": refresh_shard(account.account_id),
+                "GSI1SK": f"{_iso(account.next_refresh_at)}#{account.account_id}",
+            }
+        )
+        return _to_item(values)
+
+    def get_account(self, user_id: str, account_id: str) -> StoredAccount | None:
+        item = self._get(user_key(user_id), f"ACCOUNT#{account_id}", consistent=True)
+        if item is None:
+            return None
+        return StoredAccount(Account.model_validate(item), bytes(item["credentials"].value))
+
+    def list_accounts(self, user_id: str) -> list[Account]:
+        items = self._query_prefix(user_id, "ACCOUNT#")
+        return [Account.model_validate(item) for item in items]
+
+    def record_fetch_failure(self, account: Account, error: str, attempted_at: datetime, status: AccountStatus) -> None:
+        self._client.update_item(
+            TableName=self._table,
+            Key=_to_item({"PK": user_key(account.user_id), "SK": f"ACCOUNT#{account.account_id}"}),
+            UpdateExpression="SET last_attempt_at = :at, last_error = :error, #status = :status",
+            # Never resurrect an account that is being deleted.
+            ConditionExpression="attribute_exists(PK) AND #status <> :deleting",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=_to_item(
+                {":at": _iso(attempted_at), ":error": error, ":status": status.value, ":deleting": "deleting"}
+            ),
+        )
+
+    def claim_due_refresh(self, user_id: str, account_id: str, due_key: str, next_refresh_at: datetime) -> bool:
+        """Moves the account's next refresh forward unless another planner already did (then False)."""
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=_to_item({"PK": user_key(user_id), "SK": f"ACCOUNT#{account_id}"}),
+                UpdateExpression="SET next_refresh_at = :next, GSI1SK = :next_key",
+                ConditionExpression="GSI1SK = :due_key AND #status <> :deleting",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=_to_item(
+                    {
+                        ":next": _iso(next_refresh_at),
+                        ":next_key": f"{_iso(next_refresh_at)}#{account_id}",
+                        ":due_key": due_key,
+                        ":deleting": "deleting",
+                    }
+                ),
+            )
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                return False
+            raise
+        return True
+
+    def due_for_refresh(self, shard: int, now: datetime) -> Iterator[tuple[str, str, str]]:
+        """``(user_id, account_id, due_key)`` of accounts in ``shard`` whose next refresh is at or before ``now``."""
+        paginator = self._client.get_paginator("query")
+        for page in paginator.paginate(
+            TableName=self._table,
+            IndexName="GSI1",
+            KeyConditionExpression="GSI1PK = :shard AND GSI1SK <= :now",
+            ExpressionAttributeValues=_to_item({":shard": f"REFRESH#{shard}", ":now": f"{_iso(now)}#~"}),
+        ):
+            for raw in page["Items"]:
+                item = _from_item(raw)
+                yield str(item["PK"]).removeprefix("USER#"), str(item["SK"]).removeprefix("ACCOUNT#"), str(item["GSI1SK"])
+
+    # ------------------------------------------------------------------ bills
+    def user_snapshot(self, user_id: str) -> UserSnapshot:
+        """The user's accounts and bills in one paginated Query (``ACCOUNT#`` sorts before ``BILL#``)."""
+        accounts: list[Account] = []
+        bills: list[Bill] = []
+        for item in self._query(
+            KeyConditionExpression="PK = :pk AND SK BETWEEN :first AND :last",
+            ExpressionAttributeValues=_to_item({":pk": user_key(user_id), ":first": "ACCOUNT#", ":last": "BILL$"}),
+        ):
+            if item["type"] == "account":
+                accounts.append(Account.model_validate(item))
+            else:
+                bills.append(Bill.model_validate(item))
+        return UserSnapshot(accounts=accounts, bills=bills)
+
+    def bills_of_account(self, account: Account) -> list[Bill]:
+        items = self._query_prefix(account.user_id, f"BILL#{account.provider}#{account.account_id}#")
+        return [Bill.model_validate(item) for item in items]
+
+    def save_fetched_bills(self, account: Account, fetched: Sequence[Bill], fetched_at: datetime) -> int:
+        """Writes new and changed bills and marks the account refreshed; returns how many bills changed.
+
+        Each write is conditional on what was read (absent, or the revision seen), so a concurrent or
+        older fetch can never overwrite newer data: it gets ``ConcurrentUpdate`` and retries. A provider
+        revision lower than the stored one is ignored. The account update rides in the last transaction
+        and requires the account to still exist and not be deleting.
+        """
+        stored = {bill.provider_bill_id: bill for bill in self.bills_of_account(account)}
+        writes: list[dict[str, Any]] = []
+        for bill in fetched:
+            previous = stored.get(bill.provider_bill_id)
+            if previous is not None and (previous.same_statement(bill) or previous.revision > bill.revision):
+                continue
+            item = bill.model_dump(mode="json")
+            item.update({"PK": user_key(account.user_id), "SK": bill_sort_key(bill), "type": "bill"})
+            item["fetched_at"] = _iso(fetched_at)
+            put: dict[str, Any] = {"TableName": self._table, "Item": _to_item(item)}
+            if previous is None:
+                put["ConditionExpression"] = "attribute_not_exists(PK)"
+            else:
+                put["ConditionExpression"] = "revision = :seen AND amount = :amount AND #status = :status"
+                put["ExpressionAttributeNames"] = {"#status": "status"}
+                put["ExpressionAttributeValues"] = _to_item(
+                    {":seen": previous.revision, ":amount": previous.amount, ":status": previous.status.value}
+                )
+            writes.append({"Put": put})
+
+        account_update = {
+            "Update": {
+                "TableName": self._table,
+                "Key": _to_item({"PK": user_key(account.user_id), "SK": f"ACCOUNT#{account.account_id}"}),
+                "UpdateExpression": "SET last_success_at = :at, last_attempt_at = :at, #status = :active "
+                "REMOVE last_error",
+                "ConditionExpression": "attribute_exists(PK) AND #status <> :deleting",
+                "ExpressionAttributeNames": {"#status": "status"},
+                "ExpressionAttributeValues": _to_item(
+                    {":at": _iso(fetched_at), ":active": AccountStatus.ACTIVE.value, ":deleting": "deleting"}
+                ),
+            }
+        }
+        chunks = list(_chunks(writes, TRANSACTION_LIMIT - 1)) or [[]]
+        chunks[-1].append(account_update)
+        for chunk in chunks:
+            try:
+                self._client.transact_write_items(TransactItems=chunk)
+            except ClientError as error:
+                if _is_conditional_failure(error):
+                    raise ConcurrentUpdate(f"account {account.account_id} changed during the fetch") from error
+                raise
+        return len(writes)
+
+    # ------------------------------------------------------------------ refresh jobs
+    def create_job(self, job: RefreshJob) -> None:
+        values = job.model_dump(mode="json")
+        values.update(
+            {
+                "PK": user_key(job.user_id),
+                "SK": f"JOB#{job.job_id}",
+                "type": "job",
+                "expires_at": int(job.created_at.timestamp()) + JOB_TTL_SECONDS,
+            }
+        )
+        self._client.put_item(
+            TableName=self._table, Item=_to_item(values), ConditionExpression="attribute_not_exists(PK)"
+        )
+
+    def get_job(self, user_id: str, job_id: str) -> RefreshJob | None:
+        item = self._get(user_key(user_id), f"JOB#{job_id}", consistent=True)
+        return RefreshJob.model_validate(item) if item else None
+
+    def record_job_result(self, user_id: str, job_id: str, account_id: str, result: JobAccountResult) -> None:
+        """Sets one account's outcome in the job; a redelivered message overwrites the same entry."""
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=_to_item({"PK": user_key(user_id), "SK": f"JOB#{job_id}"}),
+                UpdateExpression="SET results.#account = :result",
+                ConditionExpression="attribute_exists(PK)",
+                ExpressionAttributeNames={"#account": account_id},
+                ExpressionAttributeValues=_to_item({":result": result.model_dump(exclude_none=True)}),
+            )
+        except ClientError as error:
+            if not _is_conditional_failure(error):
+                raise
+            # The job expired; the account's own status still tells the outcome.
+
+    # ------------------------------------------------------------------ helpers
+    def _get(self, pk: str, sk: str, consistent: bool = False) -> dict[str, Any] | None:
+        response = self._client.get_item(
+            TableName=self._table, Key=_to_item({"PK": pk, "SK": sk}), ConsistentRead=consistent
+        )
+        return _from_item(response["Item"]) if "Item" in response else None
+
+    def _query_prefix(self, user_id: str, prefix: str) -> Iterator[dict[str, Any]]:
+        return self._query(
+            KeyConditionExpression="PK = :pk AND begins_with(SK, :prefix)",
+            ExpressionAttributeValues=_to_item({":pk": user_key(user_id), ":prefix": prefix}),
+        )
+
+    def _query(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        paginator = self._client.get_paginator("query")
+        for page in paginator.paginate(TableName=self._table, ConsistentRead=True, **kwargs):
+            for item in page["Items"]:
+                yield _from_item(item)
+
+
+def _chunks(items: list[dict[str, Any]], size: int) -> Iterable[list[dict[str, Any]]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

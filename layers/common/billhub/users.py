@@ -1,0 +1,91 @@
+"""Registration, login and the caller's profile."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from billhub.auth import DUMMY_PASSWORD_HASH, TokenService, hash_password, verify_password
+from billhub.errors import NotFound, Unauthorized
+from billhub.models import CurrencyCode, Preferences, User
+from billhub.store import BillsTable
+
+Email = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=254, pattern=r"^[^@\s]{1,64}@[^@\s]+\.[A-Za-z]{2,}$"),
+    AfterValidator(str.lower),
+]
+Password = Annotated[str, StringConstraints(min_length=10, max_length=128)]
+
+
+class Credentials(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: Email
+    password: Password
+
+
+class Registered(BaseModel):
+    user_id: str
+
+
+class AccessToken(BaseModel):
+    access_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int
+
+
+class Profile(BaseModel):
+    user_id: str
+    email: str
+    created_at: datetime
+    preferences: Preferences
+
+
+class PreferencesChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    refresh_interval: Literal["daily", "weekly"] | None = None
+    due_soon_days: int | None = Field(default=None, ge=1, le=60)
+    currency: CurrencyCode | None = None
+
+
+class ProfileChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    preferences: PreferencesChange
+
+
+def register(store: BillsTable, request: Credentials, now: datetime) -> Registered:
+    user = User(user_id=uuid.uuid4().hex, email=request.email, created_at=now)
+    store.create_user(user, hash_password(request.password))
+    return Registered(user_id=user.user_id)
+
+
+def login(store: BillsTable, tokens: TokenService, request: Credentials) -> AccessToken:
+    """The same answer, after the same work, for an unknown email and a wrong password."""
+    user_id = store.user_id_for_email(request.email)
+    found = store.get_user(user_id) if user_id else None
+    password_hash = found[1] if found else DUMMY_PASSWORD_HASH
+    if not verify_password(request.password, password_hash) or found is None:
+        raise Unauthorized("Email or password is wrong.")
+    issued = tokens.issue(found[0].user_id)
+    return AccessToken(access_token=issued.access_token, expires_in=issued.expires_in)
+
+
+def get_profile(store: BillsTable, user_id: str) -> Profile:
+    found = store.get_user(user_id)
+    if found is None:
+        raise NotFound("No such user.")
+    return Profile.model_validate(found[0].model_dump())
+
+
+def change_profile(store: BillsTable, user_id: str, change: ProfileChange) -> Profile:
+    profile = get_profile(store, user_id)
+    updates = change.preferences.model_dump(exclude_none=True)
+    preferences = profile.preferences.model_copy(update=updates)
+    store.update_preferences(user_id, preferences)
+    return profile.model_copy(update={"preferences": preferences})

@@ -1,0 +1,66 @@
+"""``make run``: start the whole system locally and keep it up until Ctrl-C.
+
+Configuration (environment): LOCALCLOUD_GATEWAY_PORT (3000), LOCALCLOUD_MOTO_PORT (5005),
+MOCK_PROVIDER_PORT (8300), AWS_ENDPOINT_URL (use that endpoint, e.g. LocalStack, instead of moto),
+LOCALCLOUD_SCHEDULE_SECONDS (60), LOCALCLOUD_RETRY_DELAY_SECONDS (5, or "queue" for the queue's own
+visibility timeout), LOCALCLOUD_SEED (1), LOCALCLOUD_STATE_FILE (write the URLs there as JSON when up).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+from localcloud.cloud import DEMO_EMAIL, DEMO_PASSWORD, CloudConfig, LocalCloud
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config = CloudConfig.from_environ(dict(os.environ))
+    cloud = LocalCloud(config)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    started = time.monotonic()
+    try:
+        cloud.start()
+        state = {
+            "api": cloud.gateway_url,
+            "aws_endpoint": cloud.endpoint_url,
+            "mock_provider": cloud.mock_provider_url,
+            "logs": str(config.log_dir),
+            "startup_seconds": round(time.monotonic() - started, 2),
+        }
+        state_file = os.environ.get("LOCALCLOUD_STATE_FILE")
+        if state_file:
+            Path(state_file).write_text(json.dumps(state))
+        print(
+            f"""
+billhub is running locally (started in {state['startup_seconds']} s)
+  API            {cloud.gateway_url}
+  AWS (moto)     {cloud.endpoint_url}
+  mock provider  {cloud.mock_provider_url}
+  logs           {config.log_dir}
+  schedule       the planner runs every {config.schedule_seconds:g} s
+
+Demo login: {DEMO_EMAIL} / {DEMO_PASSWORD} (a ClearWater account is linked and refreshing)
+  TOKEN=$(curl -s -X POST {cloud.gateway_url}/auth/login -H 'Content-Type: application/json' \\
+    -d '{{"email": "{DEMO_EMAIL}", "password": "{DEMO_PASSWORD}"}}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+  curl -s {cloud.gateway_url}/bills -H "Authorization: Bearer $TOKEN"
+
+Press Ctrl-C to stop.""",
+            flush=True,
+        )
+        stopping.wait()
+    finally:
+        print("stopping...", flush=True)
+        cloud.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+"""Starts the whole system on one machine: moto, the mock provider, the functions, gateway, poller, schedule."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from localcloud.gateway import create_gateway
+from localcloud.poller import QueuePoller, Schedule
+from localcloud.provision import Stack, provision
+from localcloud.runtime import FunctionRuntime
+from localcloud.template import ROOT, authorizer_function, function_specs, load_template
+
+logger = logging.getLogger("localcloud")
+HOST = "127.0.0.1"
+STACK_NAME = "billhub-local"
+DEMO_EMAIL = "demo@billhub.local"
+DEMO_PASSWORD = "demo-password-123"
+DEMO_API_KEY = "cw_sandbox_demo"
+
+
+@dataclass
+class CloudConfig:
+    gateway_port: int = 3000
+    moto_port: int = 5005
+    mock_provider_port: int = 8300
+    aws_endpoint_url: str | None = None  # another endpoint (LocalStack): moto is not started
+    region: str = "us-east-1"
+    schedule_seconds: float = 60.0
+    retry_delay_seconds: int | None = 5
+    log_dir: Path = ROOT / ".localcloud" / "logs"
+    seed_demo: bool = True
+    parameter_overrides: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_environ(cls, environ: dict[str, str]) -> CloudConfig:
+        retry = environ.get("LOCALCLOUD_RETRY_DELAY_SECONDS", "5")
+        return cls(
+            gateway_port=int(environ.get("LOCALCLOUD_GATEWAY_PORT", 3000)),
+            moto_port=int(environ.get("LOCALCLOUD_MOTO_PORT", 5005)),
+            mock_provider_port=int(environ.get("MOCK_PROVIDER_PORT", 8300)),
+            aws_endpoint_url=environ.get("AWS_ENDPOINT_URL") or None,
+            region=environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+            schedule_seconds=float(environ.get("LOCALCLOUD_SCHEDULE_SECONDS", 60)),
+            retry_delay_seconds=None if retry == "queue" else int(retry),
+            log_dir=Path(environ.get("LOCALCLOUD_LOG_DIR", ROOT / ".localcloud" / "logs")),
+            seed_demo=environ.get("LOCALCLOUD_SEED", "1") != "0",
+        )
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes] | None, name: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{name} exited with code {process.returncode}; see its log")
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{name} did not listen on {HOST}:{port} within {timeout:.0f} s")
+
+
+class LocalCloud:
+    def __init__(self, config: CloudConfig) -> None:
+        self.config = config
+        self.template = load_template()
+        self.stack: Stack | None = None
+        self.runtimes: dict[str, FunctionRuntime] = {}
+        self.pollers: list[QueuePoller] = []
+        self.schedules: list[Schedule] = []
+        self._processes: list[subprocess.Popen[bytes]] = []
+        self._threads: list[threading.Thread] = []
+        self._gateway: BaseWSGIServer | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        return self.config.aws_endpoint_url or f"http://{HOST}:{self.config.moto_port}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{HOST}:{self.config.gateway_port}"
+
+    @property
+    def mock_provider_url(self) -> str:
+        return f"http://{HOST}:{self.config.mock_provider_port}"
+
+    def _aws_environment(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_REGION": self.config.region,
+            "AWS_DEFAULT_REGION": self.config.region,
+            "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
+            "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
+        }
+
+    def _spawn(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
+        log = (self.config.log_dir / f"{name}.log").open("ab")
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ})
+        self._processes.append(process)
+        return process
+
+    def start(self) -> None:
+        self.config.log_dir.mkdir(parents=True, exist_ok=True)
+        if self.config.aws_endpoint_url is None:
+            moto = self._spawn(
+                "moto", [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(self.config.moto_port)]
+            )
+            _wait_for_port(self.config.moto_port, moto, "moto server")
+        provider = self._spawn(
+            "mock_provider", [sys.executable, "-m", "mock_provider", "--port", str(self.config.mock_provider_port)]
+        )
+        _wait_for_port(self.config.mock_provider_port, provider, "mock provider")
+
+        session = boto3.session.Session(region_name=self.config.region)
+        environment = self._aws_environment()
+        with _environment(environment):
+            parameters = {"ProviderBaseUrl": self.mock_provider_url, **self.config.parameter_overrides}
+            self.stack = provision(self.template, session, STACK_NAME, parameters)
+            sqs = session.client("sqs")
+
+        for spec in function_specs(self.template):
+            function_env = {str(k): str(v) for k, v in self.stack.resolve(spec.environment).items()}
+            function_env.update(environment)
+            function_env["AWS_LAMBDA_FUNCTION_NAME"] = spec.logical_id
+            self.runtimes[spec.logical_id] = FunctionRuntime(spec, function_env, self.config.log_dir)
+        # Cold-start every function once, in parallel, before taking traffic.
+        warmers = [threading.Thread(target=runtime.warm) for runtime in self.runtimes.values()]
+        for thread in warmers:
+            thread.start()
+        for thread in warmers:
+            thread.join()
+
+        for spec in function_specs(self.template):
+            for binding in spec.queues:
+                for _ in range(min(binding.maximum_concurrency, 2)):
+                    self.pollers.append(
+                        QueuePoller(
+                            sqs,
+                            self.stack.refs[binding.queue_logical_id],
+                            self.stack.attributes[binding.queue_logical_id]["Arn"],
+                            binding,
+                            self.runtimes[spec.logical_id],
+                            self.config.region,
+                            self.config.retry_delay_seconds,
+                        )
+                    )
+            for index, _ in enumerate(spec.schedules):
+                self.schedules.append(
+                    Schedule(self.runtimes[spec.logical_id], f"{spec.logical_id}-schedule-{index}", self.config.schedule_seconds, self.config.region)
+                )
+        self._start_gateway()
+        for worker in [*self.pollers, *self.schedules]:
+            thread = threading.Thread(target=worker.run, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        if self.config.seed_demo:
+            self.seed_demo()
+
+    def _start_gateway(self) -> None:
+        routes = [(route, self.runtimes[spec.logical_id]) for spec in function_specs(self.template) for route in spec.routes]
+        api = next(r for r in self.template["Resources"].values() if r["Type"] == "AWS::Serverless::HttpApi")
+        app = create_gateway(
+            routes,
+            self.runtimes[authorizer_function(self.template)],
+            api["Properties"].get("CorsConfiguration", {}),
+            self.config.region,
+        )
+        self._gateway = make_server(HOST, self.config.gateway_port, app, threaded=True)
+        thread = threading.Thread(target=self._gateway.serve_forever, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def seed_demo(self) -> dict[str, Any]:
+        """A demo user with a linked ClearWater account and a first refresh, through the public API."""
+        with httpx.Client(base_url=self.gateway_url, timeout=30) as client:
+            client.post("/auth/register", json={"email": DEMO_EMAIL, "password": DEMO_PASSWORD})
+            token = client.post("/auth/login", json={"email": DEMO_EMAIL, "password": DEMO_PASSWORD}).json()["access_token"]
+            headers = {"Authorization": f"Bearer {token}"}
+            client.post("/accounts/link", headers=headers, json={"provider": "clearwater", "credentials": {"api_key": DEMO_API_KEY}})
+            refresh = client.post("/bills/refresh", headers=headers)
+            return {"token": token, "refresh": refresh.json()}
+
+    def stop(self) -> None:
+        for worker in [*self.pollers, *self.schedules]:
+            worker.stop()
+        if self._gateway is not None:
+            self._gateway.shutdown()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        for runtime in self.runtimes.values():
+            runtime.stop()
+        for process in reversed(self._processes):
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Any:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

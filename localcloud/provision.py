@@ -1,0 +1,235 @@
+"""Creates the template's resources in moto (or any AWS endpoint) and resolves function environments.
+
+moto's CloudFormation lacks Secrets Manager secrets and CloudWatch alarms, so the plain CloudFormation
+resources of ``template.yaml`` are created here one by one with boto3, resolving ``Ref``,
+``Fn::GetAtt`` and ``Fn::Sub`` the way CloudFormation does. A resource type the template starts using
+without a creator here fails loudly, so the local cloud can never silently drift from the template.
+Creation is idempotent: running it again against the same endpoint reuses what is there.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import string
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+
+from localcloud.template import infrastructure
+
+ACCOUNT_ID = "123456789012"
+_SUB_VARIABLE = re.compile(r"\$\{([^}!]+)\}")
+
+
+@dataclass
+class Stack:
+    """What provisioning created: per logical id, its ``Ref`` value and its ``GetAtt`` attributes."""
+
+    name: str
+    region: str
+    parameters: dict[str, str]
+    refs: dict[str, str] = field(default_factory=dict)
+    attributes: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def resolve(self, value: Any) -> Any:
+        """Resolves intrinsic functions in ``value`` against this stack."""
+        if isinstance(value, list):
+            return [self.resolve(item) for item in value]
+        if not isinstance(value, dict):
+            return value
+        if len(value) == 1:
+            (key, argument), = value.items()
+            if key == "Ref":
+                return self._ref(argument)
+            if key == "Fn::GetAtt":
+                logical_id, attribute = argument
+                return self.attributes[logical_id][attribute]
+            if key == "Fn::Sub":
+                return _SUB_VARIABLE.sub(lambda match: str(self._sub_variable(match.group(1))), argument)
+        return {key: self.resolve(item) for key, item in value.items()}
+
+    def _sub_variable(self, name: str) -> str:
+        if "." in name:
+            logical_id, attribute = name.split(".", 1)
+            return self.attributes[logical_id][attribute]
+        return self._ref(name)
+
+    def _ref(self, name: str) -> str:
+        pseudo = {
+            "AWS::Region": self.region,
+            "AWS::AccountId": ACCOUNT_ID,
+            "AWS::Partition": "aws",
+            "AWS::StackName": self.name,
+            "AWS::URLSuffix": "amazonaws.com",
+        }
+        if name in pseudo:
+            return pseudo[name]
+        if name in self.parameters:
+            return self.parameters[name]
+        if name in self.refs:
+            return self.refs[name]
+        raise KeyError(f"template refers to {name!r}, which is neither a parameter nor a created resource")
+
+
+Creator = Callable[[Any, str, dict[str, Any], Stack], tuple[str, dict[str, str]]]
+
+
+def _table(session: Any, name: str, props: dict[str, Any], stack: Stack) -> tuple[str, dict[str, str]]:
+    client = session.client("dynamodb")
+    try:
+        client.describe_table(TableName=name)
+    except client.exceptions.ResourceNotFoundException:
+        create = {
+            key: props[key]
+            for key in ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "BillingMode")
+            if key in props
+        }
+        if props.get("SSESpecification", {}).get("SSEEnabled"):
+            create["SSESpecification"] = {"Enabled": True}
+        client.create_table(TableName=name, **create)
+        ttl = props.get("TimeToLiveSpecification")
+        if ttl:
+            client.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
+    arn = client.describe_table(TableName=name)["Table"]["TableArn"]
+    return name, {"Arn": arn}
+
+
+def _queue(session: Any, name: str, props: dict[str, Any], stack: Stack) -> tuple[str, dict[str, str]]:
+    client = session.client("sqs")
+    attributes = {
+        key: str(props[key])
+        for key in ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds", "ReceiveMessageWaitTimeSeconds")
+        if key in props
+    }
+    if "RedrivePolicy" in props:
+        redrive = props["RedrivePolicy"]
+        attributes["RedrivePolicy"] = json.dumps(
+            {"deadLetterTargetArn": redrive["deadLetterTargetArn"], "maxReceiveCount": int(redrive["maxReceiveCount"])}
+        )
+    url = client.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    arn = client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    return url, {"Arn": arn, "QueueName": name, "QueueUrl": url}
+
+
+def _topic(session: Any, name: str, props: dict[str, Any], stack: Stack) -> tuple[str, dict[str, str]]:
+    arn = session.client("sns").create_topic(Name=name)["TopicArn"]
+    return arn, {"TopicArn": arn, "TopicName": name}
+
+
+def _kms_key(session: Any, name: str, props: dict[str, Any], stack: Stack) -> tuple[str, dict[str, str]]:
+    client = session.client("kms")
+    alias = f"alias/{name}"
+    try:
+        key = client.describe_key(KeyId=alias)["KeyMetadata"]
+    except client.exceptions.NotFoundException:
+        key = client.create_key(Description=props.get("Description", ""), Policy=json.dumps(props["KeyPolicy"]))[
+            "KeyMetadata"
+        ]
+        client.create_alias(AliasName=alias, TargetKeyId=key["KeyId"])
+    return key["KeyId"], {"Arn": key["Arn"], "KeyId": key["KeyId"]}
+
+
+def _secret(session: Any, name: str, props: dict[str, Any], stack: Stack) -> tuple[str, dict[str, str]]:
+    client = session.client("secretsmanager")
+    try:
+        arn = client.describe_secret(SecretId=name)["ARN"]
+    except client.exceptions.ResourceNotFoundException:
+        generate = props.get("GenerateSecretString", {})
+        alphabet = string.ascii_letters + string.digits
+        if not generate.get("ExcludePunctuation"):
+            alphabet += string.punctuation
+        value = props.get("SecretString") or "".join(
+            secrets.choice(alphabet) for _ in range(int(generate.get("PasswordLength", 32)))
+        )
+        arn = client.create_secret(Name=name, SecretString=value)["ARN"]
+    return arn, {"Id": arn}
+
+
+def _alarm(session: Any, name: str, props: dict[str, Any], stack: Stack) -> tuple[str, dict[str, str]]:
+    alarm = {
+        key: props[key]
+        for key in (
+            "AlarmDescription",
+            "Namespace",
+            "MetricName",
+            "Dimensions",
+            "Statistic",
+            "Period",
+            "EvaluationPeriods",
+            "Threshold",
+            "ComparisonOperator",
+            "TreatMissingData",
+            "AlarmActions",
+            "OKActions",
+        )
+        if key in props
+    }
+    session.client("cloudwatch").put_metric_alarm(AlarmName=name, **alarm)
+    return name, {"Arn": f"arn:aws:cloudwatch:{stack.region}:{ACCOUNT_ID}:alarm:{name}"}
+
+
+CREATORS: dict[str, Creator] = {
+    "AWS::DynamoDB::Table": _table,
+    "AWS::SQS::Queue": _queue,
+    "AWS::SNS::Topic": _topic,
+    "AWS::KMS::Key": _kms_key,
+    "AWS::SecretsManager::Secret": _secret,
+    "AWS::CloudWatch::Alarm": _alarm,
+}
+
+
+def _dependencies(value: Any) -> set[str]:
+    """Logical ids a resource's properties refer to."""
+    if isinstance(value, list):
+        return set().union(*(_dependencies(item) for item in value)) if value else set()
+    if not isinstance(value, dict):
+        return set()
+    found: set[str] = set()
+    for key, argument in value.items():
+        if key == "Ref" and isinstance(argument, str):
+            found.add(argument)
+        elif key == "Fn::GetAtt":
+            found.add(argument[0])
+        elif key == "Fn::Sub" and isinstance(argument, str):
+            found.update(match.split(".")[0] for match in _SUB_VARIABLE.findall(argument))
+        else:
+            found |= _dependencies(argument)
+    return found
+
+
+def provision(
+    template: dict[str, Any],
+    session: boto3.session.Session,
+    stack_name: str,
+    parameter_overrides: dict[str, str] | None = None,
+) -> Stack:
+    """Creates every plain CloudFormation resource of ``template`` in dependency order."""
+    infra = infrastructure(template)
+    parameters = {name: str(spec.get("Default", "")) for name, spec in infra["Parameters"].items()}
+    parameters.update(parameter_overrides or {})
+    stack = Stack(name=stack_name, region=session.region_name, parameters=parameters)
+    pending = dict(infra["Resources"])
+    while pending:
+        ready = [
+            logical_id
+            for logical_id, resource in pending.items()
+            if not (_dependencies(resource.get("Properties", {})) & pending.keys())
+        ]
+        if not ready:
+            raise ValueError(f"circular references between {sorted(pending)}")
+        for logical_id in ready:
+            resource = pending.pop(logical_id)
+            creator = CREATORS.get(resource["Type"])
+            if creator is None:
+                raise NotImplementedError(
+                    f"{logical_id}: the local cloud cannot create {resource['Type']} yet; add a creator"
+                )
+            props = stack.resolve(resource.get("Properties", {}))
+            ref, attributes = creator(session, f"{stack_name}-{logical_id}", props, stack)
+            stack.refs[logical_id] = ref
+            stack.attributes[logical_id] = attributes
+    return stack

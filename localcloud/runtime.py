@@ -1,0 +1,125 @@
+"""Runs a template function's real handler in worker processes, as Lambda runs execution environments."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import IO, Any
+
+from localcloud.template import ROOT, FunctionSpec
+
+LAYER_DIR = ROOT / "layers" / "common"
+
+
+class InvocationError(Exception):
+    """The function raised, timed out or crashed; API Gateway would answer 500, SQS would retry."""
+
+
+class _Worker:
+    def __init__(self, spec: FunctionSpec, environment: dict[str, str], log: IO[bytes]) -> None:
+        self.spec = spec
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "localcloud.worker",
+                str(spec.code_dir),
+                str(LAYER_DIR),
+                spec.module,
+                spec.handler,
+                spec.logical_id,
+                str(spec.timeout),
+                str(spec.memory_mb),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env=environment,
+            cwd=ROOT,
+        )
+        self._read(timeout=60)  # the cold start: module-level set-up
+
+    def _read(self, timeout: float) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        if not ready:
+            self.process.kill()
+            raise InvocationError(f"{self.spec.logical_id} timed out after {timeout:.0f} s")
+        line = self.process.stdout.readline()
+        if not line:
+            raise InvocationError(f"{self.spec.logical_id} exited (code {self.process.wait()})")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def invoke(self, event: dict[str, Any]) -> Any:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(event).encode() + b"\n")
+        self.process.stdin.flush()
+        answer = self._read(timeout=self.spec.timeout + 1)
+        if "error" in answer:
+            raise InvocationError(f"{answer['error']['errorType']}: {answer['error']['errorMessage']}")
+        return answer["result"]
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.alive:
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+class FunctionRuntime:
+    """A pool of warm workers for one function, grown on demand up to ``max_workers``."""
+
+    def __init__(self, spec: FunctionSpec, environment: dict[str, str], log_dir: Path, max_workers: int = 4) -> None:
+        self.spec = spec
+        self._environment = {**os.environ, **environment}
+        self._log = (log_dir / f"{spec.logical_id}.log").open("ab")
+        self._idle: list[_Worker] = []
+        self._all: list[_Worker] = []
+        self._slots = threading.BoundedSemaphore(max_workers)
+        self._lock = threading.Lock()
+        self.invocations = 0
+
+    def warm(self) -> None:
+        with self._lock:
+            worker = _Worker(self.spec, self._environment, self._log)
+            self._all.append(worker)
+            self._idle.append(worker)
+
+    def invoke(self, event: dict[str, Any]) -> Any:
+        with self._slots:
+            with self._lock:
+                worker = self._idle.pop() if self._idle else None
+                self.invocations += 1
+            if worker is None:
+                worker = _Worker(self.spec, self._environment, self._log)
+                with self._lock:
+                    self._all.append(worker)
+            try:
+                return worker.invoke(event)
+            finally:
+                with self._lock:
+                    if worker.alive:
+                        self._idle.append(worker)
+                    else:
+                        self._all.remove(worker)
+
+    def stop(self) -> None:
+        with self._lock:
+            for worker in self._all:
+                worker.stop()
+            self._all.clear()
+            self._idle.clear()
+        self._log.close()

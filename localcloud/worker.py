@@ -1,0 +1,66 @@
+"""One Lambda execution environment: imports a function's handler and serves invocations over a pipe.
+
+Started by ``FunctionRuntime`` with the function's own environment, like Lambda does: the code
+directory and the layer on ``sys.path``, module-level set-up run once at cold start, then one event
+at a time. Requests arrive as JSON lines on stdin; answers leave as JSON lines on the original stdout,
+while anything the handler prints (logs) goes to stderr.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import time
+import traceback
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class LocalLambdaContext:
+    function_name: str
+    memory_limit_in_mb: int
+    timeout_seconds: int
+    aws_request_id: str
+    invoked_function_arn: str
+    function_version: str = "$LATEST"
+    log_group_name: str = ""
+    log_stream_name: str = "local"
+    started_at: float = 0.0
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(int((self.started_at + self.timeout_seconds - time.monotonic()) * 1000), 0)
+
+
+def main() -> None:
+    code_dir, layer_dir, module_name, handler_name, function_name, timeout, memory = sys.argv[1:8]
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # the handler's prints and logs go to stderr, never into the protocol
+    sys.path[:0] = [code_dir, layer_dir]
+    handler = getattr(importlib.import_module(module_name), handler_name)
+    region = os.environ.get("AWS_REGION", "us-east-1")
+    protocol.write(json.dumps({"ready": True}) + "\n")
+    for line in sys.stdin:
+        event = json.loads(line)
+        context = LocalLambdaContext(
+            function_name=function_name,
+            memory_limit_in_mb=int(memory),
+            timeout_seconds=int(timeout),
+            aws_request_id=str(uuid.uuid4()),
+            invoked_function_arn=f"arn:aws:lambda:{region}:123456789012:function:{function_name}",
+            log_group_name=f"/aws/lambda/{function_name}",
+            started_at=time.monotonic(),
+        )
+        try:
+            answer: dict[str, Any] = {"result": handler(event, context)}
+        except Exception as error:  # noqa: BLE001 - reported to the caller as Lambda reports it
+            traceback.print_exc()
+            answer = {"error": {"errorType": type(error).__name__, "errorMessage": str(error)}}
+        protocol.write(json.dumps(answer, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()
