@@ -41,7 +41,7 @@ def main() -> None:
             Path(state_file).write_text(json.dumps(state))
         print(
             f"""
-billhub is running locally (started in {state['startup_seconds']} s)
+billhub is running locally (started in {state["startup_seconds"]} s)
   API            {cloud.gateway_url}
   AWS (moto)     {cloud.endpoint_url}
   mock provider  {cloud.mock_provider_url}
@@ -50,7 +50,8 @@ billhub is running locally (started in {state['startup_seconds']} s)
 
 Demo login: {DEMO_EMAIL} / {DEMO_PASSWORD} (a ClearWater account is linked and refreshing)
   TOKEN=$(curl -s -X POST {cloud.gateway_url}/auth/login -H 'Content-Type: application/json' \\
-    -d '{{"email": "{DEMO_EMAIL}", "password": "{DEMO_PASSWORD}"}}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+    -d '{{"email": "{DEMO_EMAIL}", "password": "{DEMO_PASSWORD}"}}' \\
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
   curl -s {cloud.gateway_url}/bills -H "Authorization: Bearer $TOKEN"
 
 Press Ctrl-C to stop.""",

@@ -28,7 +28,7 @@ logger = logging.getLogger("localcloud")
 HOST = "127.0.0.1"
 STACK_NAME = "billhub-local"
 DEMO_EMAIL = "demo@billhub.local"
-DEMO_PASSWORD = "demo-password-123"
+DEMO_PASSWORD = "demo-password-123"  # noqa: S105 - the documented local demo login
 DEMO_API_KEY = "cw_sandbox_demo"
 
 
@@ -158,10 +158,15 @@ class LocalCloud:
                     )
             for index, _ in enumerate(spec.schedules):
                 self.schedules.append(
-                    Schedule(self.runtimes[spec.logical_id], f"{spec.logical_id}-schedule-{index}", self.config.schedule_seconds, self.config.region)
+                    Schedule(
+                        self.runtimes[spec.logical_id],
+                        f"{spec.logical_id}-schedule-{index}",
+                        self.config.schedule_seconds,
+                        self.config.region,
+                    )
                 )
         self._start_gateway()
-        for worker in [*self.pollers, *self.schedules]:
+        for worker in self._background_workers():
             thread = threading.Thread(target=worker.run, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -169,7 +174,9 @@ class LocalCloud:
             self.seed_demo()
 
     def _start_gateway(self) -> None:
-        routes = [(route, self.runtimes[spec.logical_id]) for spec in function_specs(self.template) for route in spec.routes]
+        routes = [
+            (route, self.runtimes[spec.logical_id]) for spec in function_specs(self.template) for route in spec.routes
+        ]
         api = next(r for r in self.template["Resources"].values() if r["Type"] == "AWS::Serverless::HttpApi")
         app = create_gateway(
             routes,
@@ -186,14 +193,23 @@ class LocalCloud:
         """A demo user with a linked ClearWater account and a first refresh, through the public API."""
         with httpx.Client(base_url=self.gateway_url, timeout=30) as client:
             client.post("/auth/register", json={"email": DEMO_EMAIL, "password": DEMO_PASSWORD})
-            token = client.post("/auth/login", json={"email": DEMO_EMAIL, "password": DEMO_PASSWORD}).json()["access_token"]
+            token = client.post("/auth/login", json={"email": DEMO_EMAIL, "password": DEMO_PASSWORD}).json()[
+                "access_token"
+            ]
             headers = {"Authorization": f"Bearer {token}"}
-            client.post("/accounts/link", headers=headers, json={"provider": "clearwater", "credentials": {"api_key": DEMO_API_KEY}})
+            client.post(
+                "/accounts/link",
+                headers=headers,
+                json={"provider": "clearwater", "credentials": {"api_key": DEMO_API_KEY}},
+            )
             refresh = client.post("/bills/refresh", headers=headers)
             return {"token": token, "refresh": refresh.json()}
 
+    def _background_workers(self) -> list[QueuePoller | Schedule]:
+        return [*self.pollers, *self.schedules]
+
     def stop(self) -> None:
-        for worker in [*self.pollers, *self.schedules]:
+        for worker in self._background_workers():
             worker.stop()
         if self._gateway is not None:
             self._gateway.shutdown()

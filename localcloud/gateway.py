@@ -170,7 +170,8 @@ def _authorize(
     authorizer_event = {
         **{key: value for key, value in event.items() if key not in ("body", "isBase64Encoded")},
         "type": "REQUEST",
-        "routeArn": f"arn:aws:execute-api:{region}:123456789012:{API_ID}/$default/{target.route.method}{event['rawPath']}",
+        "routeArn": f"arn:aws:execute-api:{region}:123456789012:{API_ID}/$default/"
+        f"{target.route.method}{event['rawPath']}",
         "identitySource": [identity],
     }
     try:

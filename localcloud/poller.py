@@ -49,7 +49,7 @@ class QueuePoller:
                 messages = self._receive_batch()
                 if messages:
                     self._deliver(messages)
-            except Exception:  # noqa: BLE001 - a poller keeps polling, as the real one does
+            except Exception:
                 logger.exception("poller error on %s", self._url)
                 self._stopping.wait(1)
 

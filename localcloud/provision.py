@@ -42,7 +42,7 @@ class Stack:
         if not isinstance(value, dict):
             return value
         if len(value) == 1:
-            (key, argument), = value.items()
+            ((key, argument),) = value.items()
             if key == "Ref":
                 return self._ref(argument)
             if key == "Fn::GetAtt":
@@ -83,7 +83,7 @@ def _table(session: Any, name: str, props: dict[str, Any], stack: Stack) -> tupl
     try:
         client.describe_table(TableName=name)
     except client.exceptions.ResourceNotFoundException:
-        create = {
+        create: dict[str, Any] = {
             key: props[key]
             for key in ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "BillingMode")
             if key in props
@@ -100,7 +100,7 @@ def _table(session: Any, name: str, props: dict[str, Any], stack: Stack) -> tupl
 
 def _queue(session: Any, name: str, props: dict[str, Any], stack: Stack) -> tuple[str, dict[str, str]]:
     client = session.client("sqs")
-    attributes = {
+    attributes: dict[str, str] = {
         key: str(props[key])
         for key in ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds", "ReceiveMessageWaitTimeSeconds")
         if key in props

@@ -42,24 +42,26 @@ class _Worker:
             env=environment,
             cwd=ROOT,
         )
+        if self.process.stdin is None or self.process.stdout is None:
+            raise RuntimeError("worker pipes missing")
+        self._stdin: IO[bytes] = self.process.stdin
+        self._stdout: IO[bytes] = self.process.stdout
         self._read(timeout=60)  # the cold start: module-level set-up
 
     def _read(self, timeout: float) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        ready, _, _ = select.select([self._stdout], [], [], timeout)
         if not ready:
             self.process.kill()
             raise InvocationError(f"{self.spec.logical_id} timed out after {timeout:.0f} s")
-        line = self.process.stdout.readline()
+        line = self._stdout.readline()
         if not line:
             raise InvocationError(f"{self.spec.logical_id} exited (code {self.process.wait()})")
         answer: dict[str, Any] = json.loads(line)
         return answer
 
     def invoke(self, event: dict[str, Any]) -> Any:
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps(event).encode() + b"\n")
-        self.process.stdin.flush()
+        self._stdin.write(json.dumps(event).encode() + b"\n")
+        self._stdin.flush()
         answer = self._read(timeout=self.spec.timeout + 1)
         if "error" in answer:
             raise InvocationError(f"{answer['error']['errorType']}: {answer['error']['errorMessage']}")
@@ -71,8 +73,7 @@ class _Worker:
 
     def stop(self) -> None:
         if self.alive:
-            assert self.process.stdin is not None
-            self.process.stdin.close()
+            self._stdin.close()
             try:
                 self.process.wait(timeout=3)
             except subprocess.TimeoutExpired:

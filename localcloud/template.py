@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_PATH = ROOT / "template.yaml"
 
 
-class _CfnLoader(yaml.SafeLoader):
+class _CfnLoader(yaml.SafeLoader):  # type: ignore[misc]
     """YAML loader that turns CloudFormation short-form tags into their long form."""
 
 
@@ -26,7 +26,7 @@ def _intrinsic(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> dic
     elif isinstance(node, yaml.SequenceNode):
         value = loader.construct_sequence(node, deep=True)
     else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+        value = loader.construct_mapping(node, deep=True)
     return {name: value}
 
 
@@ -35,7 +35,8 @@ _CfnLoader.add_multi_constructor("!", _intrinsic)
 
 def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
     with path.open() as handle:
-        return yaml.load(handle, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+        template: dict[str, Any] = yaml.load(handle, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+        return template
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,8 @@ def function_specs(template: dict[str, Any]) -> list[FunctionSpec]:
 def _default_authorizer(template: dict[str, Any]) -> str | None:
     for resource in template["Resources"].values():
         if resource["Type"] == "AWS::Serverless::HttpApi":
-            return resource["Properties"].get("Auth", {}).get("DefaultAuthorizer")
+            name: str | None = resource["Properties"].get("Auth", {}).get("DefaultAuthorizer")
+            return name
     return None
 
 

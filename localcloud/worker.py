@@ -56,7 +56,7 @@ def main() -> None:
         )
         try:
             answer: dict[str, Any] = {"result": handler(event, context)}
-        except Exception as error:  # noqa: BLE001 - reported to the caller as Lambda reports it
+        except Exception as error:
             traceback.print_exc()
             answer = {"error": {"errorType": type(error).__name__, "errorMessage": str(error)}}
         protocol.write(json.dumps(answer, default=str) + "\n")

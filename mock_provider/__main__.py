@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from datetime import date
 
 from werkzeug.serving import make_server
@@ -17,10 +18,8 @@ def main() -> None:
     args = parser.parse_args()
     server = make_server("127.0.0.1", args.port, create_app(today=args.today), threaded=True)
     print(f"mock provider listening on http://127.0.0.1:{server.server_port}", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

@@ -63,4 +63,3 @@ def create_app(today: date | None = None, control: Control | None = None) -> Fla
         return jsonify(status="reset")
 
     return app
-

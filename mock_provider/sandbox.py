@@ -11,6 +11,8 @@ from decimal import Decimal
 
 HISTORY_MONTHS = 24
 DUE_AFTER_DAYS = 21
+# Percent above or below the account's base amount, by the month the bill covers.
+SEASONAL_SWING = {1: 20, 2: 20, 7: 20, 8: 20, 12: 20, 4: -10, 5: -10, 10: -10}
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,9 @@ def _first_of_month(day: date, months_back: int) -> date:
     return date(index // 12, index % 12 + 1, 1)
 
 
-def monthly_bills(account_number: str, today: date, currency: str = "USD", base_range: tuple[int, int] = (25, 90)) -> list[SandboxBill]:
+def monthly_bills(
+    account_number: str, today: date, currency: str = "USD", base_range: tuple[int, int] = (25, 90)
+) -> list[SandboxBill]:
     """24 monthly bills, newest first. Paid, except the current one (unpaid until due) and, for
     about a third of accounts, last month's, which is left overdue."""
     seed = seed_of(account_number)
@@ -50,7 +54,7 @@ def monthly_bills(account_number: str, today: date, currency: str = "USD", base_
         period_start = _first_of_month(issued, 1)
         period_end = period_start.replace(day=calendar.monthrange(period_start.year, period_start.month)[1])
         # A seasonal swing of +-20% plus a per-month wobble, all derived from the seed.
-        season = Decimal(100 + (20 if period_start.month in (1, 2, 7, 8, 12) else -10 if period_start.month in (4, 5, 10) else 0))
+        season = Decimal(100 + SEASONAL_SWING.get(period_start.month, 0))
         wobble = Decimal(seed_of(f"{account_number}:{issued.isoformat()}") % 1000) / 100
         amount = (base * season / 100 + wobble).quantize(Decimal("0.01"))
         due = issued + timedelta(days=DUE_AFTER_DAYS)

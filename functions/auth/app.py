@@ -9,6 +9,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from billhub import users
 from billhub.api import caller_id, create_resolver
 from billhub.auth import TokenService, token_service

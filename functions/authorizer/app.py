@@ -13,6 +13,7 @@ from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event i
     APIGatewayAuthorizerResponseV2,
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from billhub.auth import TokenService, bearer_token, token_service
 from billhub.errors import Unauthorized
 from billhub.settings import JwtSettings

@@ -9,8 +9,10 @@ from typing import Any
 import httpx
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from billhub.credentials import CredentialVault
 from billhub.fetching import Fetcher, FetchResult
 from billhub.models import FetchRequest
@@ -21,7 +23,8 @@ from billhub.store import BillsTable
 
 logger = Logger()
 settings = FetchSettings.from_environ(os.environ)
-processor = AsyncBatchProcessor(event_type=EventType.SQS)
+# Report every failed record, even when the whole batch failed, so the queue retries record by record.
+processor = AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 @cache
@@ -44,5 +47,7 @@ async def fetch_record(record: SQSRecord) -> FetchResult:
 
 
 @logger.inject_lambda_context
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return async_process_partial_response(event=event, record_handler=fetch_record, processor=processor, context=context)
+def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    return async_process_partial_response(
+        event=event, record_handler=fetch_record, processor=processor, context=context
+    )

@@ -11,6 +11,7 @@ import httpx
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from billhub import accounts
 from billhub.api import caller_id, create_resolver, not_implemented
 from billhub.credentials import CredentialVault

@@ -6,6 +6,7 @@ Every error leaves as ``{"code", "message", "details"}`` with its status; nothin
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -31,8 +32,32 @@ def error_response(
     )
 
 
-def create_resolver() -> APIGatewayHttpResolver:
-    app = APIGatewayHttpResolver(enable_validation=True)
+class Resolver(APIGatewayHttpResolver):
+    """The HTTP API resolver with request validation, refusing oversized bodies before parsing them."""
+
+    def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+        body = event.get("body") or ""
+        if len(body) > MAX_BODY_BYTES:  # base64 or text: either way longer than the limit allows
+            response = error_response(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                "body_too_large",
+                f"Request bodies are limited to {MAX_BODY_BYTES} bytes.",
+            )
+            return _as_http_api_response(response)
+        return super().resolve(event, context)
+
+
+def _as_http_api_response(response: Response[str]) -> dict[str, Any]:
+    return {
+        "statusCode": response.status_code,
+        "headers": {"Content-Type": content_types.APPLICATION_JSON},
+        "body": response.body,
+        "isBase64Encoded": False,
+    }
+
+
+def create_resolver() -> Resolver:
+    app = Resolver(enable_validation=True)
 
     @app.exception_handler(ServiceError)
     def _service_error(error: ServiceError) -> Response[str]:
@@ -57,19 +82,10 @@ def create_resolver() -> APIGatewayHttpResolver:
         logger.exception("unhandled error")
         return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error", "Something went wrong on our side.")
 
-    def _limit_body(app: APIGatewayHttpResolver, next_middleware: Any) -> Any:
-        body = app.current_event.body or ""
-        if len(body.encode()) > MAX_BODY_BYTES:
-            return error_response(
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "body_too_large", f"Request bodies are limited to {MAX_BODY_BYTES} bytes."
-            )
-        return next_middleware(app)
-
-    app.use(middlewares=[_limit_body])
     return app
 
 
-def caller_id(app: APIGatewayHttpResolver) -> str:
+def caller_id(app: Resolver) -> str:
     """The user id the authorizer verified. Never taken from the request path, query or body."""
     user_id = app.current_event.request_context.authorizer.get_lambda.get("user_id")
     if not user_id:

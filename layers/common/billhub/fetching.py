@@ -53,12 +53,16 @@ class Fetcher:
             return FetchResult(request.account_id, "skipped_deleted")
         account = stored.account
         if account.status is AccountStatus.NEEDS_REAUTH:
-            await self._report(request, JobAccountResult(status="failed", error="The account needs to be linked again."))
+            await self._report(
+                request, JobAccountResult(status="failed", error="The account needs to be linked again.")
+            )
             return FetchResult(account.account_id, "skipped_needs_reauth")
 
         adapter = REGISTRY[account.provider]
         credentials = adapter.parse_credentials(
-            await asyncio.to_thread(self._vault.decrypt, account.user_id, account.account_id, stored.credentials_ciphertext)
+            await asyncio.to_thread(
+                self._vault.decrypt, account.user_id, account.account_id, stored.credentials_ciphertext
+            )
         )
         attempted_at = self._clock()
         try:
@@ -84,7 +88,12 @@ class Fetcher:
         await self._report(request, JobAccountResult(status="succeeded"))
         logger.info(
             "fetched bills",
-            extra={"account_id": account.account_id, "provider": account.provider, "bills": len(bills), "changed": changed},
+            extra={
+                "account_id": account.account_id,
+                "provider": account.provider,
+                "bills": len(bills),
+                "changed": changed,
+            },
         )
         return FetchResult(account.account_id, "succeeded", changed)
 

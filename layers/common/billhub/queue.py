@@ -24,7 +24,9 @@ class FetchQueue:
             batch = requests[start : start + SQS_BATCH_LIMIT]
             response = self._sqs.send_message_batch(
                 QueueUrl=self._url,
-                Entries=[{"Id": str(index), "MessageBody": request.model_dump_json()} for index, request in enumerate(batch)],
+                Entries=[
+                    {"Id": str(index), "MessageBody": request.model_dump_json()} for index, request in enumerate(batch)
+                ],
             )
             if response.get("Failed"):
                 codes = sorted({failure["Code"] for failure in response["Failed"]})

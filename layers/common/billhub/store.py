@@ -117,8 +117,20 @@ class BillsTable:
         try:
             self._client.transact_write_items(
                 TransactItems=[
-                    {"Put": {"TableName": self._table, "Item": email, "ConditionExpression": "attribute_not_exists(PK)"}},
-                    {"Put": {"TableName": self._table, "Item": profile, "ConditionExpression": "attribute_not_exists(PK)"}},
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": email,
+                            "ConditionExpression": "attribute_not_exists(PK)",
+                        }
+                    },
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": profile,
+                            "ConditionExpression": "attribute_not_exists(PK)",
+                        }
+                    },
                 ]
             )
         except ClientError as error:
@@ -160,7 +172,13 @@ class BillsTable:
         try:
             self._client.transact_write_items(
                 TransactItems=[
-                    {"Put": {"TableName": self._table, "Item": link, "ConditionExpression": "attribute_not_exists(PK)"}},
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": link,
+                            "ConditionExpression": "attribute_not_exists(PK)",
+                        }
+                    },
                     {
                         "Put": {
                             "TableName": self._table,
@@ -249,7 +267,11 @@ class BillsTable:
         ):
             for raw in page["Items"]:
                 item = _from_item(raw)
-                yield str(item["PK"]).removeprefix("USER#"), str(item["SK"]).removeprefix("ACCOUNT#"), str(item["GSI1SK"])
+                yield (
+                    str(item["PK"]).removeprefix("USER#"),
+                    str(item["SK"]).removeprefix("ACCOUNT#"),
+                    str(item["GSI1SK"]),
+                )
 
     # ------------------------------------------------------------------ bills
     def user_snapshot(self, user_id: str) -> UserSnapshot:
@@ -279,7 +301,7 @@ class BillsTable:
         and requires the account to still exist and not be deleting.
         """
         stored = {bill.provider_bill_id: bill for bill in self.bills_of_account(account)}
-        writes: list[dict[str, Any]] = []
+        writes: list[Any] = []
         for bill in fetched:
             previous = stored.get(bill.provider_bill_id)
             if previous is not None and (previous.same_statement(bill) or previous.revision > bill.revision):
@@ -377,6 +399,6 @@ class BillsTable:
                 yield _from_item(item)
 
 
-def _chunks(items: list[dict[str, Any]], size: int) -> Iterable[list[dict[str, Any]]]:
+def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]

@@ -34,7 +34,7 @@ class Registered(BaseModel):
 
 class AccessToken(BaseModel):
     access_token: str
-    token_type: Literal["Bearer"] = "Bearer"
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - a token type, not a secret
     expires_in: int
 
 

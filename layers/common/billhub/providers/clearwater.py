@@ -49,7 +49,8 @@ class ClearWaterAdapter(ProviderAdapter):
 
     @staticmethod
     def _headers(credentials: BaseModel) -> dict[str, str]:
-        assert isinstance(credentials, ClearWaterCredentials)
+        if not isinstance(credentials, ClearWaterCredentials):
+            raise TypeError("ClearWater needs ClearWaterCredentials")
         return {"X-Api-Key": credentials.api_key, "Accept": "application/json"}
 
     async def verify(self, http: ProviderHttp, credentials: BaseModel) -> LinkedIdentity:

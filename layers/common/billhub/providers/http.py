@@ -47,7 +47,9 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
 
 class _WaitHonouringRetryAfter:
     def __init__(self, policy: RetryPolicy) -> None:
-        self._backoff = wait_exponential_jitter(initial=policy.initial_wait, max=policy.max_wait)
+        self._backoff = wait_exponential_jitter(
+            multiplier=policy.initial_wait, max=policy.max_wait, jitter=policy.initial_wait
+        )
         self._cap = policy.max_retry_after
 
     def __call__(self, state: RetryCallState) -> float:
@@ -95,6 +97,7 @@ class ProviderHttp:
 
 
 def _last_response(state: RetryCallState) -> httpx.Response:
-    assert state.outcome is not None
+    if state.outcome is None:
+        raise RuntimeError("retry finished without an outcome")
     result: httpx.Response = state.outcome.result()  # re-raises the last exception, if that is what it was
     return result

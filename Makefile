@@ -1,0 +1,63 @@
+# Two commands for a newcomer: `make run` and `make test`. Both install what they need first.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+# The Lambda runtime is python3.13; `sam build` also needs it on PATH (the venv provides it).
+PYTHON_313 ?= $(shell command -v python3.13 2>/dev/null || ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13*/bin/python3.13 2>/dev/null | tail -n 1)
+VENV := .venv
+TOOLS := .venv-tools
+PY := $(VENV)/bin/python
+PIP_QUIET := --quiet --disable-pip-version-check
+export AWS_DEFAULT_REGION ?= us-east-1
+export SAM_CLI_TELEMETRY := 0
+# pip's own notices about optional local mirrors are noise here.
+PIP_FILTER := grep -v "is ignored: it is neither a file nor a directory" || true
+
+.PHONY: help install run test lint typecheck template unit integration e2e invoke clean
+
+help:
+	@echo "make run    - start the whole system locally (moto, mock provider, API on 127.0.0.1:3000)"
+	@echo "make test   - lint, type-check, validate and build the template, run every test"
+	@echo "make invoke FUNCTION=<LogicalId> EVENT=events/<file>.json - run one handler against 'make run'"
+
+$(VENV)/.installed: requirements/dev.txt layers/common/requirements.txt
+	@test -n "$(PYTHON_313)" || { echo "Python 3.13 (the Lambda runtime) is required: install it (e.g. pyenv install 3.13)"; exit 1; }
+	$(PYTHON_313) -m venv $(VENV)
+	$(VENV)/bin/pip install $(PIP_QUIET) -r requirements/dev.txt 2>&1 | $(PIP_FILTER)
+	@touch $@
+
+$(TOOLS)/.installed: requirements/tools.txt
+	@test -n "$(PYTHON_313)" || { echo "Python 3.13 is required"; exit 1; }
+	$(PYTHON_313) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install $(PIP_QUIET) -r requirements/tools.txt 2>&1 | $(PIP_FILTER)
+	@touch $@
+
+install: $(VENV)/.installed $(TOOLS)/.installed
+
+run: $(VENV)/.installed
+	$(PY) -m localcloud
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
+
+template: install
+	$(TOOLS)/bin/sam validate --lint
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(TOOLS)/bin/sam build --cached --parallel
+
+unit: $(VENV)/.installed
+	$(PY) -m pytest tests/unit
+
+test: install lint typecheck template
+	$(PY) -m pytest tests/unit tests/integration tests/e2e
+
+invoke: $(VENV)/.installed
+	@test -n "$(FUNCTION)" -a -n "$(EVENT)" || { echo "usage: make invoke FUNCTION=<LogicalId> EVENT=events/<file>.json"; exit 2; }
+	$(PY) -m localcloud.invoke $(FUNCTION) $(EVENT)
+
+clean:
+	rm -rf .aws-sam .localcloud .pytest_cache .mypy_cache .ruff_cache

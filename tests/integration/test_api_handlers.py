@@ -1,0 +1,313 @@
+"""The handlers through API Gateway-shaped events, against moto and the mock provider over HTTP."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+
+from localcloud.provision import Stack
+from mock_provider.clearwater import account_number_for
+from mock_provider.control import Control
+from mock_provider.sandbox import monthly_bills
+from tests.conftest import SANDBOX_TODAY
+from tests.events import authorizer_event, http_event, response_json, scheduled_event, sqs_event
+
+API_KEY = "cw_sandbox_integration"
+
+
+class Api:
+    """Calls handlers as API Gateway would, with the authorizer's verdict in the request context."""
+
+    def __init__(self, load: Callable[[str], ModuleType]) -> None:
+        self.auth = load("AuthFunction")
+        self.authorizer = load("AuthorizerFunction")
+        self.link = load("LinkAccountFunction")
+        self.bills = load("GetBillsFunction")
+        self.refresh = load("RefreshFunction")
+        self.fetch = load("FetchProviderFunction")
+
+    def call(self, module: ModuleType, method: str, path: str, **kwargs: Any) -> tuple[int, Any, dict[str, str]]:
+        response = module.handler(http_event(method, path, **kwargs), _Context())
+        return response["statusCode"], response_json(response), response.get("headers", {})
+
+    def user(self, email: str = "ada@example.com") -> str:
+        status, body, _ = self.call(self.auth, "POST", "/auth/register", body={"email": email, "password": "pw-" * 4})
+        assert status == 201
+        return str(body["user_id"])
+
+
+class _Context:
+    function_name = "test"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:test"
+    aws_request_id = "req-1"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 10_000
+
+
+@pytest.fixture
+def api(load_handler: Callable[[str], ModuleType]) -> Api:
+    return Api(load_handler)
+
+
+def raw_items(stack: Stack) -> list[dict[str, Any]]:
+    return boto3.client("dynamodb").scan(TableName=stack.refs["BillsTable"])["Items"]
+
+
+def receive_all(stack: Stack) -> list[dict[str, Any]]:
+    response = boto3.client("sqs").receive_message(
+        QueueUrl=stack.refs["FetchQueue"], MaxNumberOfMessages=10, MessageSystemAttributeNames=["All"]
+    )
+    return [dict(message) for message in response.get("Messages", [])]
+
+
+# ------------------------------------------------------------------ auth
+def test_register_login_and_me(api: Api) -> None:
+    user_id = api.user()
+    status, token, _ = api.call(
+        api.auth, "POST", "/auth/login", body={"email": "ADA@example.com", "password": "pw-" * 4}
+    )
+    assert status == 200 and token["token_type"] == "Bearer" and token["expires_in"] == 3600
+    verdict = api.authorizer.handler(authorizer_event(f"Bearer {token['access_token']}"), _Context())
+    assert verdict == {"isAuthorized": True, "context": {"user_id": user_id}}
+    status, profile, _ = api.call(api.auth, "GET", "/me", user_id=user_id)
+    assert status == 200 and profile["email"] == "ada@example.com"
+    assert profile["preferences"] == {"refresh_interval": "daily", "due_soon_days": 7, "currency": "USD"}
+
+
+def test_email_is_unique(api: Api) -> None:
+    api.user()
+    status, body, _ = api.call(
+        api.auth, "POST", "/auth/register", body={"email": "ada@example.com", "password": "x" * 12}
+    )
+    assert (status, body["code"]) == (409, "conflict")
+
+
+def test_unknown_email_and_wrong_password_get_the_same_answer(api: Api) -> None:
+    api.user()
+    wrong = api.call(api.auth, "POST", "/auth/login", body={"email": "ada@example.com", "password": "nope" * 3})
+    unknown = api.call(api.auth, "POST", "/auth/login", body={"email": "bob@example.com", "password": "nope" * 3})
+    assert wrong[0] == unknown[0] == 401
+    assert wrong[1] == unknown[1]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "code"),
+    [
+        ({"raw_body": "{not json"}, 400, "invalid_json"),
+        ({"body": {"email": "not-an-email", "password": "long-enough-pw"}}, 422, "validation_error"),
+        ({"body": {"email": "a@b.co", "password": "short"}}, 422, "validation_error"),
+        ({"body": {"email": "a@b.co", "password": "long-enough-pw", "admin": True}}, 422, "validation_error"),
+        ({"raw_body": json.dumps({"email": "a@b.co", "password": "p" * 20000})}, 413, "body_too_large"),
+    ],
+)
+def test_bad_input_is_a_clear_4xx_with_a_json_error(api: Api, kwargs: dict[str, Any], status: int, code: str) -> None:
+    got_status, body, _ = api.call(api.auth, "POST", "/auth/register", **kwargs)
+    assert (got_status, body["code"]) == (status, code)
+    assert body["message"]
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer not.a.jwt", "Basic dXNlcjpwYXNz"])
+def test_authorizer_refuses_missing_or_bad_tokens(api: Api, authorization: str | None) -> None:
+    assert api.authorizer.handler(authorizer_event(authorization), _Context()) == {"isAuthorized": False}
+
+
+# ------------------------------------------------------------------ linking
+def test_link_verifies_with_the_provider_and_encrypts_credentials(api: Api, stack: Stack) -> None:
+    user_id = api.user()
+    status, account, _ = api.call(
+        api.link,
+        "POST",
+        "/accounts/link",
+        user_id=user_id,
+        body={"provider": "clearwater", "credentials": {"api_key": API_KEY}},
+    )
+    assert status == 201
+    assert account["status"] == "active"
+    assert account["external_ref"].endswith(account_number_for(API_KEY)[-4:])
+    assert API_KEY not in json.dumps(account)
+    # At rest: the key is KMS ciphertext, never plaintext.
+    assert API_KEY not in json.dumps(raw_items(stack), default=str)
+    status, listing, _ = api.call(api.link, "GET", "/accounts", user_id=user_id)
+    assert [item["account_id"] for item in listing["accounts"]] == [account["account_id"]]
+
+
+def test_refused_credentials_store_nothing(api: Api, stack: Stack) -> None:
+    user_id = api.user()
+    before = len(raw_items(stack))
+    status, body, _ = api.call(
+        api.link,
+        "POST",
+        "/accounts/link",
+        user_id=user_id,
+        body={"provider": "clearwater", "credentials": {"api_key": "wrong_key_123"}},
+    )
+    assert (status, body["code"]) == (422, "credentials_rejected")
+    assert len(raw_items(stack)) == before
+
+
+def test_same_provider_account_cannot_be_linked_twice(api: Api) -> None:
+    user_id = api.user()
+    request = {"provider": "clearwater", "credentials": {"api_key": API_KEY}}
+    assert api.call(api.link, "POST", "/accounts/link", user_id=user_id, body=request)[0] == 201
+    status, body, _ = api.call(api.link, "POST", "/accounts/link", user_id=user_id, body=request)
+    assert (status, body["code"]) == (409, "conflict")
+
+
+def test_provider_down_at_link_time_stores_a_pending_account(api: Api, mock_provider: tuple[str, Control]) -> None:
+    mock_provider[1].set_faults("clearwater", outage=True)
+    user_id = api.user()
+    status, account, _ = api.call(
+        api.link,
+        "POST",
+        "/accounts/link",
+        user_id=user_id,
+        body={"provider": "clearwater", "credentials": {"api_key": API_KEY}},
+    )
+    assert (status, account["status"]) == (201, "pending")
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"provider": "nosuchco", "credentials": {"api_key": API_KEY}}, 400, "unknown_provider"),
+        ({"provider": "clearwater", "credentials": {"password": "x" * 10}}, 400, "invalid_credentials_format"),
+        ({"provider": "Clear Water!", "credentials": {}}, 422, "validation_error"),
+    ],
+)
+def test_link_rejects_bad_requests(api: Api, body: dict[str, Any], status: int, code: str) -> None:
+    got = api.call(api.link, "POST", "/accounts/link", user_id=api.user(), body=body)
+    assert (got[0], got[1]["code"]) == (status, code)
+
+
+def test_providers_list_their_credential_fields(api: Api) -> None:
+    status, body, _ = api.call(api.link, "GET", "/providers", user_id="anyone")
+    assert status == 200
+    clearwater = next(p for p in body["providers"] if p["name"] == "clearwater")
+    assert clearwater["auth_type"] == "api_key"
+    assert clearwater["credential_fields"] == [
+        {"name": "api_key", "label": "API key from the ClearWater customer portal", "secret": True}
+    ]
+
+
+# ------------------------------------------------------------------ refresh and bills
+def linked_user(api: Api) -> tuple[str, str]:
+    user_id = api.user()
+    _, account, _ = api.call(
+        api.link,
+        "POST",
+        "/accounts/link",
+        user_id=user_id,
+        body={"provider": "clearwater", "credentials": {"api_key": API_KEY}},
+    )
+    return user_id, str(account["account_id"])
+
+
+def test_refresh_fetches_and_bills_match_the_provider(api: Api, stack: Stack) -> None:
+    user_id, account_id = linked_user(api)
+    status, started, _ = api.call(api.refresh, "POST", "/bills/refresh", user_id=user_id)
+    assert status == 202 and started["accounts"] == [account_id]
+    messages = receive_all(stack)
+    assert [json.loads(m["Body"])["account_id"] for m in messages] == [account_id]
+
+    result = api.fetch.handler(sqs_event(messages, stack.attributes["FetchQueue"]["Arn"]), _Context())
+    assert result == {"batchItemFailures": []}
+
+    status, job, _ = api.call(
+        api.refresh,
+        "GET",
+        f"/bills/refresh/{started['job_id']}",
+        route="/bills/refresh/{job_id}",
+        path_parameters={"job_id": started["job_id"]},
+        user_id=user_id,
+    )
+    assert (job["status"], job["succeeded"], job["pending"]) == ("succeeded", 1, 0)
+
+    status, page, _ = api.call(api.bills, "GET", "/bills", user_id=user_id)
+    expected = monthly_bills(account_number_for(API_KEY), SANDBOX_TODAY)
+    assert [(b["provider_bill_id"], b["amount"], b["due_on"]) for b in page["bills"]] == [
+        (b.bill_id, str(b.amount), b.due_date.isoformat()) for b in expected
+    ]
+    open_bills = [b for b in page["bills"] if b["status"] != "paid"]
+    assert page["totals"]["due"] == {
+        "USD": str(sum((b.amount for b in expected if b.status != "paid"), start=type(expected[0].amount)(0)))
+    }
+    assert len(open_bills) >= 1
+    assert page["accounts"][0]["stale"] is False
+
+    # A second fetch of unchanged bills writes no bill.
+    api.call(api.refresh, "POST", "/bills/refresh", user_id=user_id)
+    before = {item["SK"]["S"]: item for item in raw_items(stack) if item["SK"]["S"].startswith("BILL#")}
+    api.fetch.handler(sqs_event(receive_all(stack), stack.attributes["FetchQueue"]["Arn"]), _Context())
+    after = {item["SK"]["S"]: item for item in raw_items(stack) if item["SK"]["S"].startswith("BILL#")}
+    assert after == before and len(after) == len(expected)
+
+
+def test_provider_outage_keeps_last_good_bills_and_reports_the_failure(
+    api: Api, stack: Stack, mock_provider: tuple[str, Control]
+) -> None:
+    user_id, _ = linked_user(api)
+    api.call(api.refresh, "POST", "/bills/refresh", user_id=user_id)
+    api.fetch.handler(sqs_event(receive_all(stack), stack.attributes["FetchQueue"]["Arn"]), _Context())
+    _, good, _ = api.call(api.bills, "GET", "/bills", user_id=user_id)
+
+    mock_provider[1].set_faults("clearwater", outage=True)
+    api.call(api.refresh, "POST", "/bills/refresh", user_id=user_id)
+    messages = receive_all(stack)
+    result = api.fetch.handler(sqs_event(messages, stack.attributes["FetchQueue"]["Arn"]), _Context())
+    assert result == {"batchItemFailures": [{"itemIdentifier": messages[0]["MessageId"]}]}
+
+    _, page, _ = api.call(api.bills, "GET", "/bills", user_id=user_id)
+    assert page["bills"] == good["bills"]
+    assert page["accounts"][0]["stale"] is True
+    assert "HTTP 503" in page["accounts"][0]["stale_reason"]
+
+
+def test_a_poison_message_fails_only_its_own_record(api: Api, stack: Stack) -> None:
+    user_id, _ = linked_user(api)
+    api.call(api.refresh, "POST", "/bills/refresh", user_id=user_id)
+    good = receive_all(stack)
+    poison = {"MessageId": "poison-1", "ReceiptHandle": "rh", "Body": '{"not": "a fetch request"}'}
+    result = api.fetch.handler(sqs_event([*good, poison], stack.attributes["FetchQueue"]["Arn"]), _Context())
+    assert result == {"batchItemFailures": [{"itemIdentifier": "poison-1"}]}
+
+
+def test_bills_for_a_provider_not_linked_is_404_and_unknown_provider_400(api: Api) -> None:
+    user_id = api.user()
+    status, body, _ = api.call(
+        api.bills,
+        "GET",
+        "/bills/clearwater",
+        route="/bills/{provider}",
+        path_parameters={"provider": "clearwater"},
+        user_id=user_id,
+    )
+    assert (status, body["code"]) == (404, "not_found")
+    status, body, _ = api.call(
+        api.bills,
+        "GET",
+        "/bills/acme",
+        route="/bills/{provider}",
+        path_parameters={"provider": "acme"},
+        user_id=user_id,
+    )
+    assert (status, body["code"]) == (400, "unknown_provider")
+
+
+def test_refresh_with_no_accounts_is_409(api: Api) -> None:
+    status, body, _ = api.call(api.refresh, "POST", "/bills/refresh", user_id=api.user())
+    assert (status, body["code"]) == (409, "nothing_to_refresh")
+
+
+def test_planner_enqueues_due_accounts_once(api: Api, stack: Stack) -> None:
+    _, account_id = linked_user(api)
+    first = api.refresh.handler(scheduled_event(), _Context())
+    second = api.refresh.handler(scheduled_event(), _Context())
+    assert (first, second) == ({"planned": 1}, {"planned": 0})
+    assert [json.loads(m["Body"])["account_id"] for m in receive_all(stack)] == [account_id]

@@ -1,0 +1,115 @@
+"""The aggregated view: totals per currency, overdue rules, freshness."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+from billhub.bills import bills_page, effective_status
+from billhub.models import Account, AccountStatus, Bill, BillStatus, Category
+from billhub.money import format_amount, totals_by_currency
+from billhub.store import UserSnapshot
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def make_account(account_id: str = "a1", **changes: object) -> Account:
+    values: dict[str, object] = {
+        "account_id": account_id,
+        "user_id": "u1",
+        "provider": "clearwater",
+        "external_ref": "••••1234",
+        "status": AccountStatus.ACTIVE,
+        "created_at": NOW - timedelta(days=30),
+        "last_success_at": NOW - timedelta(hours=1),
+        "next_refresh_at": NOW + timedelta(hours=23),
+    }
+    values.update(changes)
+    return Account.model_validate(values)
+
+
+def make_bill(
+    bill_id: str, amount: str, due_on: date, status: BillStatus, currency: str = "USD", account_id: str = "a1"
+) -> Bill:
+    return Bill(
+        provider="clearwater",
+        account_id=account_id,
+        provider_bill_id=bill_id,
+        category=Category.WATER,
+        amount=Decimal(amount),
+        currency=currency,
+        issued_on=due_on - timedelta(days=21),
+        due_on=due_on,
+        status=status,
+    )
+
+
+def test_amounts_keep_their_currency_minor_units() -> None:
+    assert format_amount(Decimal("42.1"), "USD") == "42.10"
+    assert format_amount(Decimal("1500"), "JPY") == "1500"
+    assert format_amount(Decimal("1.2345"), "KWD") == "1.234"
+
+
+def test_totals_are_never_summed_across_currencies() -> None:
+    totals = totals_by_currency([(Decimal("10.10"), "USD"), (Decimal("5"), "EUR"), (Decimal("0.90"), "USD")])
+    assert totals == {"EUR": "5.00", "USD": "11.00"}
+
+
+def test_unpaid_bill_past_its_due_date_counts_as_overdue() -> None:
+    bill = make_bill("b1", "10", date(2026, 11, 21), BillStatus.UNPAID)
+    assert effective_status(bill, date(2026, 11, 22)) is BillStatus.OVERDUE
+    assert effective_status(bill, date(2026, 11, 21)) is BillStatus.UNPAID
+
+
+def test_page_totals_due_overdue_and_next_due_date() -> None:
+    # Given a paid bill, an unpaid one due next week, one the provider calls unpaid but is late,
+    # and an open bill in another currency
+    snapshot = UserSnapshot(
+        accounts=[make_account()],
+        bills=[
+            make_bill("paid", "30.00", date(2026, 10, 22), BillStatus.PAID),
+            make_bill("next", "41.25", date(2026, 11, 29), BillStatus.UNPAID),
+            make_bill("late", "12.50", date(2026, 11, 20), BillStatus.UNPAID),
+            make_bill("eur", "9.99", date(2026, 12, 5), BillStatus.UNPAID, currency="EUR"),
+        ],
+    )
+    # When the page is built
+    page = bills_page(snapshot, NOW)
+    # Then totals are per currency, the late bill is overdue, and the next due date is the earliest upcoming one
+    assert page.totals.due == {"EUR": "9.99", "USD": "53.75"}
+    assert page.totals.overdue == {"USD": "12.50"}
+    assert page.totals.overdue_count == 1
+    assert page.totals.next_due_on == date(2026, 11, 29)
+    assert [bill.provider_bill_id for bill in page.bills] == ["eur", "next", "late", "paid"]
+    assert {bill.provider_bill_id: bill.status for bill in page.bills}["late"] is BillStatus.OVERDUE
+
+
+def test_deleting_accounts_and_their_bills_are_hidden() -> None:
+    snapshot = UserSnapshot(
+        accounts=[make_account("a1"), make_account("gone", status=AccountStatus.DELETING)],
+        bills=[
+            make_bill("keep", "10", date(2026, 11, 30), BillStatus.UNPAID),
+            make_bill("drop", "99", date(2026, 11, 30), BillStatus.UNPAID, account_id="gone"),
+        ],
+    )
+    page = bills_page(snapshot, NOW)
+    assert [bill.provider_bill_id for bill in page.bills] == ["keep"]
+    assert [account.account_id for account in page.accounts] == ["a1"]
+    assert page.totals.due == {"USD": "10.00"}
+
+
+def test_freshness_says_why_data_is_stale() -> None:
+    snapshot = UserSnapshot(
+        accounts=[
+            make_account("fresh"),
+            make_account("never", last_success_at=None),
+            make_account("failing", last_error="ClearWater Utilities is unavailable (HTTP 503)."),
+            make_account("old", last_success_at=NOW - timedelta(days=3)),
+        ],
+        bills=[],
+    )
+    freshness = {account.account_id: account for account in bills_page(snapshot, NOW).accounts}
+    assert not freshness["fresh"].stale
+    assert freshness["never"].stale and freshness["never"].stale_reason == "Not refreshed yet."
+    assert freshness["failing"].stale and "HTTP 503" in (freshness["failing"].stale_reason or "")
+    assert freshness["old"].stale and "48 hours" in (freshness["old"].stale_reason or "")

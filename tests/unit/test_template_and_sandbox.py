@@ -1,0 +1,76 @@
+"""template.yaml carries the contract the local cloud and AWS both rely on; the sandbox is deterministic."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from localcloud.template import authorizer_function, function_specs, infrastructure
+from mock_provider.sandbox import HISTORY_MONTHS, monthly_bills
+
+PUBLIC_ROUTES = {"POST /auth/register", "POST /auth/login", "GET /accounts/oauth/{provider}/callback"}
+DESIGN_ROUTES = {
+    "POST /auth/register": "AuthFunction",
+    "POST /auth/login": "AuthFunction",
+    "GET /me": "AuthFunction",
+    "PATCH /me": "AuthFunction",
+    "GET /providers": "LinkAccountFunction",
+    "POST /accounts/link": "LinkAccountFunction",
+    "GET /accounts": "LinkAccountFunction",
+    "PUT /accounts/{account_id}/credentials": "LinkAccountFunction",
+    "GET /accounts/oauth/{provider}/start": "LinkAccountFunction",
+    "GET /accounts/oauth/{provider}/callback": "LinkAccountFunction",
+    "DELETE /accounts/{account_id}": "DeleteAccountFunction",
+    "GET /bills": "GetBillsFunction",
+    "GET /bills/{provider}": "GetBillsFunction",
+    "GET /insights": "GetBillsFunction",
+    "POST /bills/refresh": "RefreshFunction",
+    "GET /bills/refresh/{job_id}": "RefreshFunction",
+}
+
+
+def test_every_designed_route_is_wired_to_its_function(template: dict[str, Any]) -> None:
+    routes = {
+        f"{route.method} {route.path}": spec.logical_id for spec in function_specs(template) for route in spec.routes
+    }
+    assert routes == DESIGN_ROUTES
+
+
+def test_only_register_login_and_oauth_callback_skip_the_authorizer(template: dict[str, Any]) -> None:
+    public = {
+        f"{route.method} {route.path}"
+        for spec in function_specs(template)
+        for route in spec.routes
+        if not route.authorized
+    }
+    assert public == PUBLIC_ROUTES
+    assert authorizer_function(template) == "AuthorizerFunction"
+
+
+def test_fetcher_reports_partial_batch_failures_and_queue_outlives_it(template: dict[str, Any]) -> None:
+    fetcher = next(spec for spec in function_specs(template) if spec.logical_id == "FetchProviderFunction")
+    (binding,) = fetcher.queues
+    assert binding.report_batch_item_failures
+    assert binding.batch_size == 10
+    queue = template["Resources"][binding.queue_logical_id]["Properties"]
+    assert queue["VisibilityTimeout"] >= 6 * fetcher.timeout
+    assert "deadLetterTargetArn" in queue["RedrivePolicy"]
+
+
+def test_local_cloud_creates_plain_resources_only(template: dict[str, Any]) -> None:
+    types = {resource["Type"] for resource in infrastructure(template)["Resources"].values()}
+    assert "AWS::DynamoDB::Table" in types and "AWS::SQS::Queue" in types
+    assert not any(kind.startswith("AWS::Serverless::") for kind in types)
+
+
+def test_sandbox_bills_are_deterministic_and_span_two_years() -> None:
+    today = date(2026, 11, 15)
+    bills = monthly_bills("CW-00000042", today)
+    assert bills == monthly_bills("CW-00000042", today)
+    assert bills != monthly_bills("CW-00000043", today)
+    assert len(bills) == HISTORY_MONTHS
+    assert bills[0].issue_date == date(2026, 11, 1) and bills[-1].issue_date == date(2024, 12, 1)
+    assert bills[0].status == "unpaid"
+    assert {bill.status for bill in bills[2:]} == {"paid"}
+    assert all(bill.amount > Decimal(0) and bill.amount == bill.amount.quantize(Decimal("0.01")) for bill in bills)
