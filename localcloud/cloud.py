@@ -22,7 +22,7 @@ from localcloud.gateway import create_gateway
 from localcloud.poller import QueuePoller, Schedule
 from localcloud.provision import Stack, provision
 from localcloud.runtime import FunctionRuntime
-from localcloud.template import ROOT, authorizer_function, function_specs, load_template
+from localcloud.template import ROOT, FunctionSpec, authorizer_function, function_specs, load_template
 
 logger = logging.getLogger("localcloud")
 HOST = "127.0.0.1"
@@ -96,7 +96,7 @@ class LocalCloud:
     def mock_provider_url(self) -> str:
         return f"http://{HOST}:{self.config.mock_provider_port}"
 
-    def _aws_environment(self) -> dict[str, str]:
+    def aws_environment(self) -> dict[str, str]:
         return {
             "AWS_ENDPOINT_URL": self.endpoint_url,
             "AWS_REGION": self.config.region,
@@ -104,6 +104,22 @@ class LocalCloud:
             "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
             "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
         }
+
+    def client(self, service: str) -> Any:
+        """A boto3 client for the local cloud's AWS endpoint."""
+        aws = self.aws_environment()
+        return boto3.session.Session(
+            region_name=self.config.region,
+            aws_access_key_id=aws["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=aws["AWS_SECRET_ACCESS_KEY"],
+        ).client(service, endpoint_url=self.endpoint_url)  # type: ignore[call-overload]
+
+    def provision(self) -> tuple[Stack, boto3.session.Session]:
+        """Creates (or finds, when already there) every resource of the template at the endpoint."""
+        session = boto3.session.Session(region_name=self.config.region)
+        with _environment(self.aws_environment()):
+            parameters = {"ProviderBaseUrl": self.mock_provider_url, **self.config.parameter_overrides}
+            return provision(self.template, session, STACK_NAME, parameters), session
 
     def _spawn(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
         log = (self.config.log_dir / f"{name}.log").open("ab")
@@ -123,18 +139,14 @@ class LocalCloud:
         )
         _wait_for_port(self.config.mock_provider_port, provider, "mock provider")
 
-        session = boto3.session.Session(region_name=self.config.region)
-        environment = self._aws_environment()
-        with _environment(environment):
-            parameters = {"ProviderBaseUrl": self.mock_provider_url, **self.config.parameter_overrides}
-            self.stack = provision(self.template, session, STACK_NAME, parameters)
-            sqs = session.client("sqs")
+        environment = self.aws_environment()
+        self.stack, _ = self.provision()
+        sqs = self.client("sqs")
 
         for spec in function_specs(self.template):
-            function_env = {str(k): str(v) for k, v in self.stack.resolve(spec.environment).items()}
-            function_env.update(environment)
-            function_env["AWS_LAMBDA_FUNCTION_NAME"] = spec.logical_id
-            self.runtimes[spec.logical_id] = FunctionRuntime(spec, function_env, self.config.log_dir)
+            self.runtimes[spec.logical_id] = FunctionRuntime(
+                spec, function_environment(self.stack, spec, environment), self.config.log_dir
+            )
         # Cold-start every function once, in parallel, before taking traffic.
         warmers = [threading.Thread(target=runtime.warm) for runtime in self.runtimes.values()]
         for thread in warmers:
@@ -223,6 +235,14 @@ class LocalCloud:
                 process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def function_environment(stack: Stack, spec: FunctionSpec, aws_environment: dict[str, str]) -> dict[str, str]:
+    """The function's environment as Lambda would set it: the template's variables, resolved."""
+    environment = {str(name): str(value) for name, value in stack.resolve(spec.environment).items()}
+    environment.update(aws_environment)
+    environment["AWS_LAMBDA_FUNCTION_NAME"] = spec.logical_id
+    return environment
 
 
 @contextlib.contextmanager
