@@ -4,7 +4,9 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 # The Lambda runtime is python3.13; `sam build` also needs it on PATH (the venv provides it).
-PYTHON_313 ?= $(shell command -v python3.13 2>/dev/null || ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13*/bin/python3.13 2>/dev/null | tail -n 1)
+# A pyenv shim may exist without 3.13 selected, so each candidate must actually run.
+PYTHON_313 ?= $(shell for candidate in $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13*/bin/python3.13 2>/dev/null) \
+	$$(command -v python3.13 2>/dev/null); do "$$candidate" -c "" 2>/dev/null && { echo "$$candidate"; break; }; done)
 VENV := .venv
 TOOLS := .venv-tools
 PY := $(VENV)/bin/python
