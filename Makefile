@@ -14,7 +14,8 @@ PIP_QUIET := --quiet --disable-pip-version-check
 export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 # pip's own notices about optional local mirrors are noise here.
-PIP_FILTER := grep -v "is ignored: it is neither a file nor a directory" || true
+# The filter always succeeds, so under pipefail a pip failure still fails the target.
+PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
 .PHONY: help install run test lint typecheck template unit integration e2e invoke clean
 

@@ -6,6 +6,7 @@ import random
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -30,7 +31,8 @@ class _ProviderState:
 class Control:
     """Thread-safe state behind the admin endpoints and the per-request fault decisions."""
 
-    def __init__(self, seed: int = 7) -> None:
+    def __init__(self, seed: int = 7, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
         self._state: dict[str, _ProviderState] = defaultdict(_ProviderState)
         self._random = random.Random(seed)
@@ -50,7 +52,7 @@ class Control:
 
     def admit(self, provider: str) -> tuple[int | None, float]:
         """Counts a request and decides its fate: (status to fail with or None, seconds to delay)."""
-        now = time.time()
+        now = self._clock()
         with self._lock:
             state = self._state[provider]
             state.requests += 1
