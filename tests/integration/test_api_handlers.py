@@ -35,6 +35,16 @@ class Api:
         response = module.handler(http_event(method, path, **kwargs), _Context())
         return response["statusCode"], response_json(response), response.get("headers", {})
 
+    def link_clearwater(self, user_id: str, api_key: str = API_KEY) -> tuple[int, Any]:
+        status, body, _ = self.call(
+            self.link,
+            "POST",
+            "/accounts/link",
+            user_id=user_id,
+            body={"provider": "clearwater", "credentials": {"api_key": api_key}},
+        )
+        return status, body
+
     def user(self, email: str = "ada@example.com") -> str:
         status, body, _ = self.call(self.auth, "POST", "/auth/register", body={"email": email, "password": "pw-" * 4})
         assert status == 201
@@ -121,13 +131,7 @@ def test_authorizer_refuses_missing_or_bad_tokens(api: Api, authorization: str |
 # ------------------------------------------------------------------ linking
 def test_link_verifies_with_the_provider_and_encrypts_credentials(api: Api, stack: Stack) -> None:
     user_id = api.user()
-    status, account, _ = api.call(
-        api.link,
-        "POST",
-        "/accounts/link",
-        user_id=user_id,
-        body={"provider": "clearwater", "credentials": {"api_key": API_KEY}},
-    )
+    status, account = api.link_clearwater(user_id)
     assert status == 201
     assert account["status"] == "active"
     assert account["external_ref"].endswith(account_number_for(API_KEY)[-4:])
@@ -163,13 +167,7 @@ def test_same_provider_account_cannot_be_linked_twice(api: Api) -> None:
 def test_provider_down_at_link_time_stores_a_pending_account(api: Api, mock_provider: tuple[str, Control]) -> None:
     mock_provider[1].set_faults("clearwater", outage=True)
     user_id = api.user()
-    status, account, _ = api.call(
-        api.link,
-        "POST",
-        "/accounts/link",
-        user_id=user_id,
-        body={"provider": "clearwater", "credentials": {"api_key": API_KEY}},
-    )
+    status, account = api.link_clearwater(user_id)
     assert (status, account["status"]) == (201, "pending")
 
 
@@ -199,13 +197,7 @@ def test_providers_list_their_credential_fields(api: Api) -> None:
 # ------------------------------------------------------------------ refresh and bills
 def linked_user(api: Api) -> tuple[str, str]:
     user_id = api.user()
-    _, account, _ = api.call(
-        api.link,
-        "POST",
-        "/accounts/link",
-        user_id=user_id,
-        body={"provider": "clearwater", "credentials": {"api_key": API_KEY}},
-    )
+    _, account = api.link_clearwater(user_id)
     return user_id, str(account["account_id"])
 
 
@@ -278,26 +270,19 @@ def test_a_poison_message_fails_only_its_own_record(api: Api, stack: Stack) -> N
     assert result == {"batchItemFailures": [{"itemIdentifier": "poison-1"}]}
 
 
-def test_bills_for_a_provider_not_linked_is_404_and_unknown_provider_400(api: Api) -> None:
-    user_id = api.user()
-    status, body, _ = api.call(
+@pytest.mark.parametrize(
+    ("provider", "status", "code"), [("clearwater", 404, "not_found"), ("acme", 400, "unknown_provider")]
+)
+def test_bills_of_an_unlinked_or_unknown_provider(api: Api, provider: str, status: int, code: str) -> None:
+    got_status, body, _ = api.call(
         api.bills,
         "GET",
-        "/bills/clearwater",
+        f"/bills/{provider}",
         route="/bills/{provider}",
-        path_parameters={"provider": "clearwater"},
-        user_id=user_id,
+        path_parameters={"provider": provider},
+        user_id=api.user(),
     )
-    assert (status, body["code"]) == (404, "not_found")
-    status, body, _ = api.call(
-        api.bills,
-        "GET",
-        "/bills/acme",
-        route="/bills/{provider}",
-        path_parameters={"provider": "acme"},
-        user_id=user_id,
-    )
-    assert (status, body["code"]) == (400, "unknown_provider")
+    assert (got_status, body["code"]) == (status, code)
 
 
 def test_refresh_with_no_accounts_is_409(api: Api) -> None:
