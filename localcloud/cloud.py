@@ -76,6 +76,7 @@ class LocalCloud:
     def __init__(self, config: CloudConfig) -> None:
         self.config = config
         self.template = load_template()
+        self.specs = function_specs(self.template)
         self.stack: Stack | None = None
         self.runtimes: dict[str, FunctionRuntime] = {}
         self.pollers: list[QueuePoller] = []
@@ -114,12 +115,10 @@ class LocalCloud:
             aws_secret_access_key=aws["AWS_SECRET_ACCESS_KEY"],
         ).client(service, endpoint_url=self.endpoint_url)  # type: ignore[call-overload]
 
-    def provision(self) -> tuple[Stack, boto3.session.Session]:
+    def provision(self) -> Stack:
         """Creates (or finds, when already there) every resource of the template at the endpoint."""
-        session = boto3.session.Session(region_name=self.config.region)
-        with _environment(self.aws_environment()):
-            parameters = {"ProviderBaseUrl": self.mock_provider_url, **self.config.parameter_overrides}
-            return provision(self.template, session, STACK_NAME, parameters), session
+        parameters = {"ProviderBaseUrl": self.mock_provider_url, **self.config.parameter_overrides}
+        return provision(self.template, self.client, self.config.region, STACK_NAME, parameters)
 
     def _spawn(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
         log = (self.config.log_dir / f"{name}.log").open("ab")
@@ -140,10 +139,10 @@ class LocalCloud:
         _wait_for_port(self.config.mock_provider_port, provider, "mock provider")
 
         environment = self.aws_environment()
-        self.stack, _ = self.provision()
+        self.stack = self.provision()
         sqs = self.client("sqs")
 
-        for spec in function_specs(self.template):
+        for spec in self.specs:
             self.runtimes[spec.logical_id] = FunctionRuntime(
                 spec, function_environment(self.stack, spec, environment), self.config.log_dir
             )
@@ -154,7 +153,7 @@ class LocalCloud:
         for thread in warmers:
             thread.join()
 
-        for spec in function_specs(self.template):
+        for spec in self.specs:
             for binding in spec.queues:
                 for _ in range(min(binding.maximum_concurrency, 2)):
                     self.pollers.append(
@@ -186,9 +185,7 @@ class LocalCloud:
             self.seed_demo()
 
     def _start_gateway(self) -> None:
-        routes = [
-            (route, self.runtimes[spec.logical_id]) for spec in function_specs(self.template) for route in spec.routes
-        ]
+        routes = [(route, self.runtimes[spec.logical_id]) for spec in self.specs for route in spec.routes]
         api = next(r for r in self.template["Resources"].values() if r["Type"] == "AWS::Serverless::HttpApi")
         app = create_gateway(
             routes,
@@ -243,17 +240,3 @@ def function_environment(stack: Stack, spec: FunctionSpec, aws_environment: dict
     environment.update(aws_environment)
     environment["AWS_LAMBDA_FUNCTION_NAME"] = spec.logical_id
     return environment
-
-
-@contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Any:
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value

@@ -16,7 +16,7 @@ from typing import Any
 
 from localcloud.cloud import DEMO_EMAIL, CloudConfig, LocalCloud, function_environment
 from localcloud.runtime import FunctionRuntime
-from localcloud.template import ROOT, function_specs
+from localcloud.template import ROOT
 
 
 def _demo_placeholders(cloud: LocalCloud, table: str, runtimes: dict[str, FunctionRuntime]) -> dict[str, str]:
@@ -40,10 +40,10 @@ def _demo_placeholders(cloud: LocalCloud, table: str, runtimes: dict[str, Functi
 def main() -> None:
     logical_id, event_path = sys.argv[1:3]
     cloud = LocalCloud(CloudConfig.from_environ(dict(os.environ)))
-    specs = {spec.logical_id: spec for spec in function_specs(cloud.template)}
+    specs = {spec.logical_id: spec for spec in cloud.specs}
     if logical_id not in specs:
         sys.exit(f"unknown function {logical_id!r}; the template has: {', '.join(sorted(specs))}")
-    stack, _ = cloud.provision()
+    stack = cloud.provision()
     cloud.config.log_dir.mkdir(parents=True, exist_ok=True)
     aws = cloud.aws_environment()
     runtimes = {

@@ -17,8 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import boto3
-
 from localcloud.template import infrastructure
 
 ACCOUNT_ID = "123456789012"
@@ -75,11 +73,13 @@ class Stack:
         raise KeyError(f"template refers to {name!r}, which is neither a parameter nor a created resource")
 
 
-Creator = Callable[[Any, str, dict[str, Any], Stack], tuple[str, dict[str, str]]]
+# Builds a boto3 client for a service at the endpoint being provisioned.
+ClientFactory = Callable[[str], Any]
+Creator = Callable[[ClientFactory, str, dict[str, Any], Stack], tuple[str, dict[str, str]]]
 
 
-def _table(session: Any, name: str, props: dict[str, Any], stack: Stack) -> tuple[str, dict[str, str]]:
-    client = session.client("dynamodb")
+def _table(client_for: ClientFactory, name: str, props: dict[str, Any], stack: Stack) -> tuple[str, dict[str, str]]:
+    client = client_for("dynamodb")
     try:
         client.describe_table(TableName=name)
     except client.exceptions.ResourceNotFoundException:
@@ -98,8 +98,8 @@ def _table(session: Any, name: str, props: dict[str, Any], stack: Stack) -> tupl
     return name, {"Arn": arn}
 
 
-def _queue(session: Any, name: str, props: dict[str, Any], stack: Stack) -> tuple[str, dict[str, str]]:
-    client = session.client("sqs")
+def _queue(client_for: ClientFactory, name: str, props: dict[str, Any], stack: Stack) -> tuple[str, dict[str, str]]:
+    client = client_for("sqs")
     attributes: dict[str, str] = {
         key: str(props[key])
         for key in ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds", "ReceiveMessageWaitTimeSeconds")
@@ -115,13 +115,13 @@ def _queue(session: Any, name: str, props: dict[str, Any], stack: Stack) -> tupl
     return url, {"Arn": arn, "QueueName": name, "QueueUrl": url}
 
 
-def _topic(session: Any, name: str, props: dict[str, Any], stack: Stack) -> tuple[str, dict[str, str]]:
-    arn = session.client("sns").create_topic(Name=name)["TopicArn"]
+def _topic(client_for: ClientFactory, name: str, props: dict[str, Any], stack: Stack) -> tuple[str, dict[str, str]]:
+    arn = client_for("sns").create_topic(Name=name)["TopicArn"]
     return arn, {"TopicArn": arn, "TopicName": name}
 
 
-def _kms_key(session: Any, name: str, props: dict[str, Any], stack: Stack) -> tuple[str, dict[str, str]]:
-    client = session.client("kms")
+def _kms_key(client_for: ClientFactory, name: str, props: dict[str, Any], stack: Stack) -> tuple[str, dict[str, str]]:
+    client = client_for("kms")
     alias = f"alias/{name}"
     try:
         key = client.describe_key(KeyId=alias)["KeyMetadata"]
@@ -133,8 +133,8 @@ def _kms_key(session: Any, name: str, props: dict[str, Any], stack: Stack) -> tu
     return key["KeyId"], {"Arn": key["Arn"], "KeyId": key["KeyId"]}
 
 
-def _secret(session: Any, name: str, props: dict[str, Any], stack: Stack) -> tuple[str, dict[str, str]]:
-    client = session.client("secretsmanager")
+def _secret(client_for: ClientFactory, name: str, props: dict[str, Any], stack: Stack) -> tuple[str, dict[str, str]]:
+    client = client_for("secretsmanager")
     try:
         arn = client.describe_secret(SecretId=name)["ARN"]
     except client.exceptions.ResourceNotFoundException:
@@ -149,7 +149,7 @@ def _secret(session: Any, name: str, props: dict[str, Any], stack: Stack) -> tup
     return arn, {"Id": arn}
 
 
-def _alarm(session: Any, name: str, props: dict[str, Any], stack: Stack) -> tuple[str, dict[str, str]]:
+def _alarm(client_for: ClientFactory, name: str, props: dict[str, Any], stack: Stack) -> tuple[str, dict[str, str]]:
     alarm = {
         key: props[key]
         for key in (
@@ -168,7 +168,7 @@ def _alarm(session: Any, name: str, props: dict[str, Any], stack: Stack) -> tupl
         )
         if key in props
     }
-    session.client("cloudwatch").put_metric_alarm(AlarmName=name, **alarm)
+    client_for("cloudwatch").put_metric_alarm(AlarmName=name, **alarm)
     return name, {"Arn": f"arn:aws:cloudwatch:{stack.region}:{ACCOUNT_ID}:alarm:{name}"}
 
 
@@ -203,7 +203,8 @@ def _dependencies(value: Any) -> set[str]:
 
 def provision(
     template: dict[str, Any],
-    session: boto3.session.Session,
+    client_for: ClientFactory,
+    region: str,
     stack_name: str,
     parameter_overrides: dict[str, str] | None = None,
 ) -> Stack:
@@ -211,7 +212,7 @@ def provision(
     infra = infrastructure(template)
     parameters = {name: str(spec.get("Default", "")) for name, spec in infra["Parameters"].items()}
     parameters.update(parameter_overrides or {})
-    stack = Stack(name=stack_name, region=session.region_name, parameters=parameters)
+    stack = Stack(name=stack_name, region=region, parameters=parameters)
     pending = dict(infra["Resources"])
     while pending:
         ready = [
@@ -229,7 +230,7 @@ def provision(
                     f"{logical_id}: the local cloud cannot create {resource['Type']} yet; add a creator"
                 )
             props = stack.resolve(resource.get("Properties", {}))
-            ref, attributes = creator(session, f"{stack_name}-{logical_id}", props, stack)
+            ref, attributes = creator(client_for, f"{stack_name}-{logical_id}", props, stack)
             stack.refs[logical_id] = ref
             stack.attributes[logical_id] = attributes
     return stack

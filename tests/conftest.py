@@ -56,13 +56,18 @@ def mock_provider() -> Iterator[tuple[str, Control]]:
     thread.join()
 
 
+def _moto_client(service: str) -> Any:
+    return boto3.client(service, region_name=REGION)  # type: ignore[call-overload]
+
+
 @pytest.fixture
 def stack(template: dict[str, Any], mock_provider: tuple[str, Control]) -> Iterator[Stack]:
     """Every resource of template.yaml, created in moto (in process) as the local cloud creates it."""
     with mock_aws():
         yield provision(
             template,
-            boto3.session.Session(region_name=REGION),
+            _moto_client,
+            REGION,
             "billhub-test",
             {"ProviderBaseUrl": mock_provider[0], "FetchMaxReceiveCount": "3"},
         )
