@@ -13,6 +13,10 @@ HISTORY_MONTHS = 24
 DUE_AFTER_DAYS = 21
 # Percent above or below the account's base amount, by the month the bill covers.
 SEASONAL_SWING = {1: 20, 2: 20, 7: 20, 8: 20, 12: 20, 4: -10, 5: -10, 10: -10}
+# Anomaly accounts carry one planted spike, so anomaly detection has something real to find.
+ANOMALY_MONTHS_BACK = 2
+ANOMALY_FACTOR = 3
+CENT = Decimal("0.01")
 
 
 @dataclass(frozen=True)
@@ -38,10 +42,15 @@ def _first_of_month(day: date, months_back: int) -> date:
 
 
 def monthly_bills(
-    account_number: str, today: date, currency: str = "USD", base_range: tuple[int, int] = (25, 90)
+    account_number: str,
+    today: date,
+    currency: str = "USD",
+    base_range: tuple[int, int] = (25, 90),
+    anomaly: bool = False,
 ) -> list[SandboxBill]:
     """24 monthly bills, newest first. Paid, except the current one (unpaid until due) and, for
-    about a third of accounts, last month's, which is left overdue."""
+    about a third of accounts, last month's, which is left overdue. With ``anomaly`` the bill from
+    two months back is three times its usual amount."""
     seed = seed_of(account_number)
     low, high = base_range
     base = Decimal(low + seed % (high - low)) + Decimal(seed % 97) / 100
@@ -56,7 +65,9 @@ def monthly_bills(
         # A seasonal swing of +-20% plus a per-month wobble, all derived from the seed.
         season = Decimal(100 + SEASONAL_SWING.get(period_start.month, 0))
         wobble = Decimal(seed_of(f"{account_number}:{issued.isoformat()}") % 1000) / 100
-        amount = (base * season / 100 + wobble).quantize(Decimal("0.01"))
+        amount = (base * season / 100 + wobble).quantize(CENT)
+        if anomaly and months_back == ANOMALY_MONTHS_BACK:
+            amount = (amount * ANOMALY_FACTOR).quantize(CENT)
         due = issued + timedelta(days=DUE_AFTER_DAYS)
         if due >= today:
             status = "unpaid"
