@@ -1,18 +1,24 @@
 """ClearWater Utilities (water): per-account API key in ``X-Api-Key``; page/per_page pagination.
 
-Sandbox: any key ``cw_sandbox_<anything>`` opens a deterministic account; any other key is refused.
+Sandbox: any key ``cw_sandbox_<anything>`` opens a deterministic account (keys starting
+``cw_sandbox_anomaly`` get a planted spike); any other key is refused.
 """
 
 from __future__ import annotations
 
 import math
+import re
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, abort, jsonify, request
 
-from mock_provider.sandbox import monthly_bills, sandbox_today, seed_of
+from mock_provider.sandbox import seed_of
+from mock_provider.state import current_state
 
-blueprint = Blueprint("clearwater", __name__)
+NAME = "clearwater"
+blueprint = Blueprint(NAME, __name__)
 KEY_PREFIX = "cw_sandbox_"
+ANOMALY_KEY_PREFIX = "cw_sandbox_anomaly"
+ACCOUNT_NUMBER = re.compile(r"CW-\d{8}")
 STATUS_NAMES = {"paid": "PAID", "unpaid": "UNPAID", "overdue": "PAST_DUE"}
 
 
@@ -20,36 +26,32 @@ def account_number_for(api_key: str) -> str:
     return f"CW-{seed_of(api_key) % 10**8:08d}"
 
 
-def _authenticated_account() -> str | None:
+def _authenticated_key() -> str:
+    """The request's sandbox API key; otherwise aborts with 401, as ClearWater does for any bad key."""
     key = request.headers.get("X-Api-Key", "")
-    if not key.startswith(KEY_PREFIX) or len(key) <= len(KEY_PREFIX):
-        return None
-    return account_number_for(key)
-
-
-def _refused() -> tuple[Response, int]:
-    return jsonify(error="invalid_api_key", message="The API key is not valid."), 401
+    revoked = current_state().control.faults(NAME).auth_failure
+    if revoked or not key.startswith(KEY_PREFIX) or len(key) <= len(KEY_PREFIX):
+        response = jsonify(error="invalid_api_key", message="The API key is not valid.")
+        response.status_code = 401
+        abort(response)
+    return key
 
 
 @blueprint.get("/v1/account")
-def account() -> Response | tuple[Response, int]:
-    number = _authenticated_account()
-    if number is None:
-        return _refused()
+def account() -> Response:
+    number = account_number_for(_authenticated_key())
     return jsonify(account_number=number, customer_name="Sandbox Customer", service_address="1 Reservoir Way")
 
 
 @blueprint.get("/v1/bills")
 def bills() -> Response | tuple[Response, int]:
-    number = _authenticated_account()
-    if number is None:
-        return _refused()
+    key = _authenticated_key()
     try:
         page = max(int(request.args.get("page", 1)), 1)
         per_page = min(max(int(request.args.get("per_page", 12)), 1), 50)
     except ValueError:
         return jsonify(error="bad_request", message="page and per_page must be integers"), 400
-    all_bills = monthly_bills(number, sandbox_today(current_app.config["SANDBOX_TODAY"]))
+    all_bills = current_state().bills(NAME, account_number_for(key), anomaly=key.startswith(ANOMALY_KEY_PREFIX))
     chunk = all_bills[(page - 1) * per_page : page * per_page]
     return jsonify(
         bills=[

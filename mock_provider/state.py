@@ -1,0 +1,57 @@
+"""Everything one sandbox app remembers, kept in ``app.extensions`` so two apps (two tests) never share it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import cast
+
+from flask import current_app
+
+from mock_provider.control import Control
+from mock_provider.revisions import Revisions
+from mock_provider.sandbox import SandboxBill, monthly_bills, sandbox_today
+from mock_provider.tokens import TokenStore
+
+EXTENSION = "mock_provider"
+
+
+@dataclass(frozen=True)
+class SandboxState:
+    control: Control
+    revisions: Revisions
+    tokens: Mapping[str, TokenStore]  # per provider that issues OAuth tokens
+    pinned_today: date | None = None
+
+    def today(self) -> date:
+        return sandbox_today(self.pinned_today)
+
+    def bills(
+        self,
+        provider: str,
+        account_number: str,
+        *,
+        currency: str = "USD",
+        base_range: tuple[int, int] = (25, 90),
+        anomaly: bool = False,
+    ) -> list[SandboxBill]:
+        """The account's 24 generated bills, newest first, with any revisions applied."""
+        generated = monthly_bills(account_number, self.today(), currency, base_range, anomaly)
+        return self.revisions.apply(provider, generated)
+
+    def revise(self, provider: str, account_number: str, bill_id: str, amount: Decimal) -> int | None:
+        """Re-issues one of the account's bills with a new amount; its new revision, or None if no such bill."""
+        bill = next((bill for bill in monthly_bills(account_number, self.today()) if bill.bill_id == bill_id), None)
+        return None if bill is None else self.revisions.revise(provider, bill, amount)
+
+    def reset(self) -> None:
+        self.control.reset()
+        self.revisions.clear()
+        for store in self.tokens.values():
+            store.clear()
+
+
+def current_state() -> SandboxState:
+    return cast(SandboxState, current_app.extensions[EXTENSION])

@@ -1,0 +1,123 @@
+"""OAuth 2 state of one simulated provider: authorization codes, access tokens and refresh tokens.
+
+Opaque random strings mapped to the subject they stand for (a username or a client id); expiry
+follows the sandbox's clock so tests can age tokens without sleeping. Thread-safe.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+CODE_TTL_SECONDS = 120
+
+
+@dataclass(frozen=True)
+class IssuedTokens:
+    access_token: str
+    expires_in: int
+    refresh_token: str | None = None
+
+
+@dataclass(frozen=True)
+class _Code:
+    client_id: str
+    redirect_uri: str
+    subject: str
+    expires_at: float
+
+
+@dataclass
+class _AccessToken:
+    subject: str
+    expires_at: float
+
+
+class TokenStore:
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._codes: dict[str, _Code] = {}
+        self._access: dict[str, _AccessToken] = {}
+        self._refresh: dict[str, str] = {}  # refresh token -> subject
+
+    def issue_code(self, client_id: str, redirect_uri: str, subject: str) -> str:
+        code = secrets.token_urlsafe(24)
+        with self._lock:
+            now = self._clock()
+            self._codes = {key: value for key, value in self._codes.items() if value.expires_at > now}
+            self._codes[code] = _Code(client_id, redirect_uri, subject, now + CODE_TTL_SECONDS)
+        return code
+
+    def redeem_code(self, code: str, client_id: str, redirect_uri: str) -> str | None:
+        """The code's subject, if the code is live and bound to this client and redirect URI.
+
+        Any attempt spends the code, a failed one included, so a code can never be tried twice."""
+        with self._lock:
+            issued = self._codes.pop(code, None)
+            now = self._clock()
+        if issued is None or issued.expires_at <= now:
+            return None
+        if (issued.client_id, issued.redirect_uri) != (client_id, redirect_uri):
+            return None
+        return issued.subject
+
+    def issue(self, subject: str, ttl_seconds: int, *, with_refresh: bool) -> IssuedTokens:
+        refresh_token = secrets.token_urlsafe(32) if with_refresh else None
+        with self._lock:
+            if refresh_token is not None:
+                self._refresh[refresh_token] = subject
+            return self._issue_access(subject, ttl_seconds, refresh_token)
+
+    def refresh(self, refresh_token: str, ttl_seconds: int, *, rotate: bool) -> IssuedTokens | None:
+        """A new access token for a live refresh token; with ``rotate`` the refresh token is replaced."""
+        with self._lock:
+            subject = self._refresh.get(refresh_token)
+            if subject is None:
+                return None
+            if rotate:
+                del self._refresh[refresh_token]
+                refresh_token = secrets.token_urlsafe(32)
+                self._refresh[refresh_token] = subject
+            return self._issue_access(subject, ttl_seconds, refresh_token)
+
+    def subject_of(self, access_token: str) -> str | None:
+        """Who a live access token stands for; None for unknown, expired or revoked tokens."""
+        with self._lock:
+            token = self._access.get(access_token)
+            if token is None or token.expires_at <= self._clock():
+                return None
+            return token.subject
+
+    def expire_access_tokens(self) -> int:
+        """Ends every live access token now (refresh tokens keep working); how many there were."""
+        with self._lock:
+            now = self._clock()
+            live = [token for token in self._access.values() if token.expires_at > now]
+            for token in live:
+                token.expires_at = now
+            return len(live)
+
+    def revoke_all(self) -> int:
+        """Forgets every access and refresh token; how many there were."""
+        with self._lock:
+            revoked = len(self._access) + len(self._refresh)
+            self._access.clear()
+            self._refresh.clear()
+            return revoked
+
+    def clear(self) -> None:
+        with self._lock:
+            self._codes.clear()
+            self._access.clear()
+            self._refresh.clear()
+
+    def _issue_access(self, subject: str, ttl_seconds: int, refresh_token: str | None) -> IssuedTokens:
+        # Caller holds the lock. Expired tokens are dropped here so a long-running sandbox stays small.
+        now = self._clock()
+        self._access = {key: value for key, value in self._access.items() if value.expires_at > now}
+        access_token = secrets.token_urlsafe(32)
+        self._access[access_token] = _AccessToken(subject, now + ttl_seconds)
+        return IssuedTokens(access_token, ttl_seconds, refresh_token)
