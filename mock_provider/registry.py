@@ -9,7 +9,7 @@ from types import MappingProxyType
 
 from flask import Blueprint
 
-from mock_provider import clearwater
+from mock_provider import clearwater, fibrelink, northgas, sparkgrid
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,9 @@ class Provider:
 
 PROVIDERS: Mapping[str, Provider] = MappingProxyType(
     {
+        sparkgrid.NAME: Provider(sparkgrid.blueprint, sparkgrid.ACCOUNT_NUMBER, issues_tokens=True),
+        northgas.NAME: Provider(northgas.blueprint, northgas.ACCOUNT_NUMBER, issues_tokens=True),
         clearwater.NAME: Provider(clearwater.blueprint, clearwater.ACCOUNT_NUMBER),
+        fibrelink.NAME: Provider(fibrelink.blueprint, fibrelink.ACCOUNT_NUMBER),
     }
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import calendar
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
@@ -17,6 +18,8 @@ SEASONAL_SWING = {1: 20, 2: 20, 7: 20, 8: 20, 12: 20, 4: -10, 5: -10, 10: -10}
 ANOMALY_MONTHS_BACK = 2
 ANOMALY_FACTOR = 3
 CENT = Decimal("0.01")
+# What the username-based sandboxes (SparkGrid, FibreLink) accept as a username.
+SANDBOX_USERNAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 
 
 @dataclass(frozen=True)
