@@ -16,8 +16,7 @@ def minor_units(currency: str) -> int:
 
 def format_amount(amount: Decimal, currency: str) -> str:
     """The amount as a decimal string with the currency's minor units ("42.10", not "42.1")."""
-    exponent = Decimal(1).scaleb(-minor_units(currency))
-    return str(amount.quantize(exponent, rounding=ROUND_HALF_EVEN))
+    return str(quantize(amount, currency))
 
 
 def totals_by_currency(amounts: Iterable[tuple[Decimal, str]]) -> dict[str, str]:
@@ -26,3 +25,13 @@ def totals_by_currency(amounts: Iterable[tuple[Decimal, str]]) -> dict[str, str]
     for amount, currency in amounts:
         sums[currency] += amount
     return {currency: format_amount(total, currency) for currency, total in sorted(sums.items())}
+
+
+def quantize(amount: Decimal, currency: str) -> Decimal:
+    """The amount at the currency's minor units (a provider's ``50.1`` becomes ``50.10``)."""
+    return amount.quantize(Decimal(1).scaleb(-minor_units(currency)), rounding=ROUND_HALF_EVEN)
+
+
+def from_minor_units(minor: int, currency: str) -> Decimal:
+    """An amount given in minor units (cents, pence) as a Decimal in major units."""
+    return Decimal(minor).scaleb(-minor_units(currency))

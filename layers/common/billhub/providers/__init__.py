@@ -1,12 +1,18 @@
-"""Provider adapters and the registry that names them."""
+"""Provider adapters and the registry that names them. A new provider is one module and one line here."""
 
 from __future__ import annotations
 
 from billhub.errors import ServiceError
 from billhub.providers.base import ProviderAdapter
 from billhub.providers.clearwater import ClearWaterAdapter
+from billhub.providers.fibrelink import FibreLinkAdapter
+from billhub.providers.northgas import NorthGasAdapter
+from billhub.providers.sparkgrid import SparkGridAdapter
 
-REGISTRY: dict[str, ProviderAdapter] = {adapter.name: adapter for adapter in (ClearWaterAdapter(),)}
+REGISTRY: dict[str, ProviderAdapter] = {
+    adapter.name: adapter
+    for adapter in (SparkGridAdapter(), NorthGasAdapter(), ClearWaterAdapter(), FibreLinkAdapter())
+}
 
 
 class UnknownProvider(ServiceError):

@@ -1,38 +1,39 @@
-"""The one interface every provider adapter implements, and the errors adapters raise."""
+"""The one interface every provider adapter implements."""
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from decimal import Decimal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
 from billhub.errors import ServiceError
 from billhub.models import Account, Bill, Category
-from billhub.providers.http import RETRYABLE_STATUS, ProviderHttp
+from billhub.providers.auth import AuthorizationCodeGrant, ProviderAuth
+from billhub.providers.errors import (
+    InvalidCredentialFields,
+    ProviderAuthRejected,
+    ProviderDataError,
+    ProviderError,
+    ProviderUnavailable,
+)
+from billhub.providers.http import RETRYABLE_STATUS
+from billhub.providers.session import ProviderSession
+
+# A provider that pages forever must not hold a fetcher hostage.
+MAX_PAGES = 50
+
+Model = TypeVar("Model", bound=BaseModel)
+AuthType = Literal["api_key", "basic", "oauth2_authorization_code", "oauth2_client_credentials"]
 
 
-class ProviderError(Exception):
-    """A provider call failed. The message is safe to store and show: never a credential in it."""
-
-
-class ProviderAuthRejected(ProviderError):
-    """The provider refused the credentials (401/403): retrying will not help, the user must act."""
-
-
-class ProviderUnavailable(ProviderError):
-    """The provider is down, slow or rate limiting us, even after retries: try again later."""
-
-
-class ProviderDataError(ProviderError):
-    """The provider answered with something we cannot read."""
-
-
-class InvalidCredentialFields(ServiceError):
+class OAuthRequired(ServiceError):
     status = 400
-    code = "invalid_credentials_format"
+    code = "oauth_required"
 
 
 @dataclass(frozen=True)
@@ -52,20 +53,29 @@ class CredentialField(BaseModel):
     secret: bool
 
 
-AuthType = Literal["api_key", "basic", "oauth2_authorization_code", "oauth2_client_credentials"]
-
-
 class ProviderAdapter(ABC):
-    """Speaks one provider's API and turns its bills into the canonical ``Bill``."""
+    """Speaks one provider's API and turns its bills into the canonical ``Bill``.
+
+    A new provider is a subclass naming its auth, its credentials model and its two calls; see
+    docs/adding-a-provider.md.
+    """
 
     name: ClassVar[str]
     display_name: ClassVar[str]
     category: ClassVar[Category]
     auth_type: ClassVar[AuthType]
+    auth: ClassVar[ProviderAuth]
     credentials_model: ClassVar[type[BaseModel]]
 
     @classmethod
+    def links_through_oauth(cls) -> bool:
+        return isinstance(cls.auth, AuthorizationCodeGrant)
+
+    @classmethod
     def credential_fields(cls) -> list[CredentialField]:
+        """What a user types to link (nothing for OAuth2 providers: they sign in at the provider)."""
+        if cls.links_through_oauth():
+            return []
         return [
             CredentialField(
                 name=name,
@@ -86,14 +96,39 @@ class ProviderAdapter(ABC):
                 details={"invalid_fields": fields},
             ) from error
 
-    async def get_json(self, http: ProviderHttp, path: str, **kwargs: Any) -> Any:
-        """GET with retries; maps the provider's failure modes onto the ``ProviderError`` family."""
-        try:
-            response = await http.request("GET", path, **kwargs)
-        except httpx.TimeoutException as error:
-            raise ProviderUnavailable(f"{self.display_name} did not answer in time.") from error
-        except httpx.TransportError as error:
-            raise ProviderUnavailable(f"{self.display_name} could not be reached.") from error
+    def user_credentials(self, raw: dict[str, Any]) -> BaseModel:
+        """Credentials a user typed in, or ``OAuthRequired`` for providers that link by signing in."""
+        if self.links_through_oauth():
+            raise OAuthRequired(
+                f"{self.display_name} links by signing in at {self.display_name}.",
+                details={"start": f"/accounts/oauth/{self.name}/start"},
+            )
+        return self.parse_credentials(raw)
+
+    async def get_json(
+        self,
+        session: ProviderSession,
+        path: str,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        """GET with retries and one token renewal after a 401; maps failures onto ``ProviderError``.
+
+        Numbers are read as ``Decimal``, never float, whatever the provider sends.
+        """
+        renewed = False
+        while True:
+            sent = {"Accept": "application/json", **(await self.auth.headers(session)), **(headers or {})}
+            try:
+                response = await session.http.request("GET", path, params=params, headers=sent)
+            except httpx.TimeoutException as error:
+                raise ProviderUnavailable(f"{self.display_name} did not answer in time.") from error
+            except httpx.TransportError as error:
+                raise ProviderUnavailable(f"{self.display_name} could not be reached.") from error
+            if response.status_code == 401 and not renewed and await self.auth.renew(session):
+                renewed = True
+                continue
+            break
         if response.status_code in (401, 403):
             raise ProviderAuthRejected(f"{self.display_name} refused the credentials (HTTP {response.status_code}).")
         if response.status_code in RETRYABLE_STATUS:
@@ -101,14 +136,24 @@ class ProviderAdapter(ABC):
         if response.status_code >= 400:
             raise ProviderError(f"{self.display_name} answered HTTP {response.status_code}.")
         try:
-            return response.json()
+            return json.loads(response.content, parse_float=Decimal)
         except ValueError as error:
             raise ProviderDataError(f"{self.display_name} sent a response that is not JSON.") from error
 
+    def read(self, body: Any, model: type[Model]) -> Model:
+        """The provider's payload read into its own model, or ``ProviderDataError``."""
+        try:
+            return model.model_validate(body)
+        except ValidationError as error:
+            raise ProviderDataError(f"{self.display_name} sent data we cannot read.") from error
+
+    def too_many_pages(self) -> ProviderDataError:
+        return ProviderDataError(f"{self.display_name} returned more than {MAX_PAGES} pages of bills.")
+
     @abstractmethod
-    async def verify(self, http: ProviderHttp, credentials: BaseModel) -> LinkedIdentity:
+    async def verify(self, session: ProviderSession) -> LinkedIdentity:
         """Checks the credentials with the provider and says whose account they open."""
 
     @abstractmethod
-    async def fetch_bills(self, http: ProviderHttp, account: Account, credentials: BaseModel) -> list[Bill]:
+    async def fetch_bills(self, session: ProviderSession, account: Account) -> list[Bill]:
         """Every bill the provider holds for the account, normalised."""

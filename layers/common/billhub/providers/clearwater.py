@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 from datetime import date
-from decimal import Decimal, InvalidOperation
-from typing import Any, ClassVar
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field
 
-from billhub.models import Account, Bill, BillStatus, Category
-from billhub.providers.base import LinkedIdentity, ProviderAdapter, ProviderDataError
-from billhub.providers.http import ProviderHttp
+from billhub.models import Account, Bill, BillStatus, Category, CurrencyCode
+from billhub.money import quantize
+from billhub.providers.auth import ApiKey, ApiKeyHeader
+from billhub.providers.base import MAX_PAGES, LinkedIdentity, ProviderAdapter
+from billhub.providers.formats import DecimalString, Revision
+from billhub.providers.session import ProviderSession
 
 _STATUSES = {"PAID": BillStatus.PAID, "UNPAID": BillStatus.UNPAID, "PAST_DUE": BillStatus.OVERDUE}
 _PAGE_SIZE = 12
-_MAX_PAGES = 50  # a provider that pages forever must not hold the fetcher hostage
 
 
-class ClearWaterCredentials(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ClearWaterCredentials(ApiKey):
     api_key: str = Field(
         min_length=8,
         max_length=128,
@@ -29,15 +28,30 @@ class ClearWaterCredentials(BaseModel):
     )
 
 
-class _ClearWaterBill(BaseModel):
-    bill_id: str
-    amount_due: str
-    currency: str
+class _Account(BaseModel):
+    account_number: str = Field(min_length=1, max_length=64)
+
+
+class _Period(BaseModel):
+    from_: date = Field(alias="from")
+    to: date
+
+
+class _Bill(BaseModel):
+    bill_id: str = Field(min_length=1, max_length=128)
+    amount_due: DecimalString
+    currency: CurrencyCode
     issue_date: date
     due_date: date
-    status: str
-    service_period: dict[str, date]
-    revision: int = 1
+    status: Literal["PAID", "UNPAID", "PAST_DUE"]
+    service_period: _Period
+    revision: Revision = 1
+
+
+class _BillsPage(BaseModel):
+    bills: list[_Bill]
+    page: int
+    total_pages: int
 
 
 class ClearWaterAdapter(ProviderAdapter):
@@ -45,61 +59,35 @@ class ClearWaterAdapter(ProviderAdapter):
     display_name: ClassVar[str] = "ClearWater Utilities"
     category: ClassVar[Category] = Category.WATER
     auth_type = "api_key"
+    auth = ApiKeyHeader("X-Api-Key")
     credentials_model: ClassVar[type[BaseModel]] = ClearWaterCredentials
 
-    @staticmethod
-    def _headers(credentials: BaseModel) -> dict[str, str]:
-        if not isinstance(credentials, ClearWaterCredentials):
-            raise TypeError("ClearWater needs ClearWaterCredentials")
-        return {"X-Api-Key": credentials.api_key, "Accept": "application/json"}
+    async def verify(self, session: ProviderSession) -> LinkedIdentity:
+        body = self.read(await self.get_json(session, "/v1/account"), _Account)
+        return LinkedIdentity(external_id=body.account_number)
 
-    async def verify(self, http: ProviderHttp, credentials: BaseModel) -> LinkedIdentity:
-        body = await self.get_json(http, "/clearwater/v1/account", headers=self._headers(credentials))
-        number = body.get("account_number") if isinstance(body, dict) else None
-        if not isinstance(number, str) or not number:
-            raise ProviderDataError(f"{self.display_name} sent an account without an account number.")
-        return LinkedIdentity(external_id=number)
-
-    async def fetch_bills(self, http: ProviderHttp, account: Account, credentials: BaseModel) -> list[Bill]:
+    async def fetch_bills(self, session: ProviderSession, account: Account) -> list[Bill]:
         bills: list[Bill] = []
-        page = 1
-        while page <= _MAX_PAGES:
-            body = await self.get_json(
-                http,
-                "/clearwater/v1/bills",
-                headers=self._headers(credentials),
-                params={"page": page, "per_page": _PAGE_SIZE},
-            )
-            bills.extend(self._normalise(account, raw) for raw in _list_of(body, "bills"))
-            if page >= int(body.get("total_pages", page)):
+        for page in range(1, MAX_PAGES + 1):
+            body = await self.get_json(session, "/v1/bills", params={"page": page, "per_page": _PAGE_SIZE})
+            listing = self.read(body, _BillsPage)
+            bills.extend(self._normalise(account, raw) for raw in listing.bills)
+            if page >= listing.total_pages:
                 return bills
-            page += 1
-        raise ProviderDataError(f"{self.display_name} returned more than {_MAX_PAGES} pages of bills.")
+        raise self.too_many_pages()
 
-    def _normalise(self, account: Account, raw: Any) -> Bill:
-        try:
-            parsed = _ClearWaterBill.model_validate(raw)
-            status = _STATUSES[parsed.status]
-            return Bill(
-                provider=self.name,
-                account_id=account.account_id,
-                provider_bill_id=parsed.bill_id,
-                category=self.category,
-                amount=Decimal(parsed.amount_due),
-                currency=parsed.currency,
-                issued_on=parsed.issue_date,
-                due_on=parsed.due_date,
-                period_start=parsed.service_period.get("from"),
-                period_end=parsed.service_period.get("to"),
-                status=status,
-                revision=parsed.revision,
-            )
-        except (ValidationError, KeyError, InvalidOperation) as error:
-            raise ProviderDataError(f"{self.display_name} sent a bill we cannot read.") from error
-
-
-def _list_of(body: Any, key: str) -> list[Any]:
-    if not isinstance(body, dict) or not isinstance(body.get(key), list):
-        raise ProviderDataError(f"expected a JSON object with a '{key}' list")
-    items: list[Any] = body[key]
-    return items
+    def _normalise(self, account: Account, raw: _Bill) -> Bill:
+        return Bill(
+            provider=self.name,
+            account_id=account.account_id,
+            provider_bill_id=raw.bill_id,
+            category=self.category,
+            amount=quantize(raw.amount_due, raw.currency),
+            currency=raw.currency,
+            issued_on=raw.issue_date,
+            due_on=raw.due_date,
+            period_start=raw.service_period.from_,
+            period_end=raw.service_period.to,
+            status=_STATUSES[raw.status],
+            revision=raw.revision,
+        )

@@ -67,9 +67,12 @@ class ProviderHttp:
 
     def __init__(self, client: httpx.AsyncClient, base_url: str, policy: RetryPolicy | None = None) -> None:
         self._client = client
-        self._base_url = base_url.rstrip("/")
+        self.base_url = base_url.rstrip("/")
         self.policy = policy or RetryPolicy()
         self.retries = 0
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
 
     async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Sends with retries on timeouts, connection errors and 429/5xx; returns the last response.
@@ -88,7 +91,7 @@ class ProviderHttp:
             reraise=True,
         )
         response: httpx.Response = await retrying(
-            self._client.request, method, f"{self._base_url}{path}", timeout=timeout, **kwargs
+            self._client.request, method, self.url(path), timeout=timeout, **kwargs
         )
         return response
 

@@ -1,0 +1,261 @@
+"""How each provider authenticates: API key, HTTP Basic, and the two OAuth2 grants.
+
+An adapter owns one of these. ``headers`` gives what the next call needs; ``renew`` is called once
+after a ``401`` and says whether a retry can succeed (a fresh token might; a refused key never will).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import weakref
+from abc import ABC, abstractmethod
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from billhub.providers.errors import (
+    ProviderAuthRejected,
+    ProviderDataError,
+    ProviderError,
+    ProviderMisconfigured,
+    ProviderUnavailable,
+)
+from billhub.providers.http import RETRYABLE_STATUS, ProviderHttp
+from billhub.providers.session import OAuthClient, ProviderSession
+
+# A token this close to its expiry is renewed before use rather than sent and refused.
+EXPIRY_MARGIN = timedelta(seconds=30)
+Token = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
+class ProviderAuth(ABC):
+    @abstractmethod
+    async def headers(self, session: ProviderSession) -> dict[str, str]:
+        """Headers that authenticate the next call."""
+
+    async def renew(self, session: ProviderSession) -> bool:
+        """After a 401: get fresh credentials if that can help; True when a retry is worth it."""
+        return False
+
+
+class ApiKey(BaseModel):
+    """Base of an API-key provider's credentials; the adapter's subclass adds the key's format."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_key: str = Field(description="API key", json_schema_extra={"secret": True})
+
+
+class UsernamePassword(BaseModel):
+    """Base of an HTTP Basic provider's credentials; the adapter's subclass adds each field's format."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    username: str = Field(description="Username")
+    password: str = Field(description="Password", json_schema_extra={"secret": True})
+
+
+class ApiKeyHeader(ProviderAuth):
+    def __init__(self, header: str) -> None:
+        self._header = header
+
+    async def headers(self, session: ProviderSession) -> dict[str, str]:
+        credentials = session.credentials
+        if not isinstance(credentials, ApiKey):
+            raise TypeError("an API key provider needs ApiKey credentials")
+        return {self._header: credentials.api_key}
+
+
+class HttpBasic(ProviderAuth):
+    async def headers(self, session: ProviderSession) -> dict[str, str]:
+        credentials = session.credentials
+        if not isinstance(credentials, UsernamePassword):
+            raise TypeError("an HTTP Basic provider needs UsernamePassword credentials")
+        pair = f"{credentials.username}:{credentials.password}"
+        return {"Authorization": f"Basic {base64.b64encode(pair.encode()).decode()}"}
+
+
+class OAuthTokens(BaseModel):
+    """A user's grant at an OAuth2 provider, as stored (encrypted) on the account."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    refresh_token: Token = Field(json_schema_extra={"secret": True})
+    access_token: Token | None = None
+    access_token_expires_at: datetime | None = None
+
+    def usable_at(self, now: datetime) -> bool:
+        expires = self.access_token_expires_at
+        return bool(self.access_token) and expires is not None and expires - EXPIRY_MARGIN > now
+
+
+class _TokenResponse(BaseModel):
+    access_token: Token
+    token_type: str = "Bearer"  # noqa: S105 - a token type, not a secret
+    expires_in: int = Field(default=3600, ge=1, le=366 * 24 * 3600)
+    refresh_token: Token | None = None
+
+
+class _InvalidGrant(ProviderError):
+    pass
+
+
+async def request_token(
+    http: ProviderHttp, path: str, client: OAuthClient | None, form: dict[str, str]
+) -> _TokenResponse:
+    """POSTs to a token endpoint with the service's client credentials (HTTP Basic, RFC 6749 2.3.1)."""
+    if client is None:
+        raise ProviderMisconfigured("No OAuth client is configured for this provider.")
+    try:
+        response = await http.request(
+            "POST",
+            path,
+            content=urlencode(form),
+            headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
+            auth=httpx.BasicAuth(client.client_id, client.client_secret),
+        )
+    except httpx.TransportError as error:
+        raise ProviderUnavailable("The provider's token service could not be reached.") from error
+    if response.status_code in RETRYABLE_STATUS:
+        raise ProviderUnavailable(f"The provider's token service is unavailable (HTTP {response.status_code}).")
+    error_code = _oauth_error(response)
+    if response.status_code == 400 and error_code == "invalid_grant":
+        raise _InvalidGrant("The provider no longer accepts this authorization.")
+    if response.status_code == 401 or error_code == "invalid_client":
+        raise ProviderMisconfigured("The provider refused the service's OAuth client credentials.")
+    if response.status_code != 200:
+        raise ProviderError(f"The provider's token service answered HTTP {response.status_code}.")
+    try:
+        return _TokenResponse.model_validate_json(response.content)
+    except ValidationError as error:
+        raise ProviderDataError("The provider's token service sent a token we cannot read.") from error
+
+
+def _oauth_error(response: httpx.Response) -> str | None:
+    try:
+        body: Any = response.json()
+    except ValueError:
+        return None
+    return str(body.get("error")) if isinstance(body, dict) and body.get("error") else None
+
+
+class ClientCredentialsGrant(ProviderAuth):
+    """A service-level token (RFC 6749 4.4), shared by every account at the provider and cached per
+    container until shortly before it expires."""
+
+    def __init__(self, token_path: str) -> None:
+        self._token_path = token_path
+        self._cache: dict[tuple[str, str], tuple[str, datetime]] = {}
+        # One token request at a time per event loop: ten accounts of a batch share the first token.
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+    def _cache_key(self, session: ProviderSession) -> tuple[str, str]:
+        client_id = session.oauth_client.client_id if session.oauth_client else ""
+        return (session.http.base_url, client_id)
+
+    async def headers(self, session: ProviderSession) -> dict[str, str]:
+        key = self._cache_key(session)
+        lock = self._locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+        async with lock:
+            cached = self._cache.get(key)
+            if cached is None or cached[1] - EXPIRY_MARGIN <= session.clock():
+                token = await request_token(
+                    session.http, self._token_path, session.oauth_client, {"grant_type": "client_credentials"}
+                )
+                cached = (token.access_token, session.clock() + timedelta(seconds=token.expires_in))
+                self._cache[key] = cached
+        return {"Authorization": f"Bearer {cached[0]}"}
+
+    async def renew(self, session: ProviderSession) -> bool:
+        # The provider may have revoked or expired the shared token early: drop it and ask again once.
+        self._cache.pop(self._cache_key(session), None)
+        return True
+
+
+class AuthorizationCodeGrant(ProviderAuth):
+    """The user's own grant (RFC 6749 4.1): a refresh token that buys short-lived access tokens.
+
+    Providers that rotate refresh tokens invalidate the old one on use, so every renewal is saved at
+    once; a fetch that finds its refresh token spent reloads the stored one another fetch saved.
+    """
+
+    def __init__(self, authorize_path: str, token_path: str, scope: str) -> None:
+        self._authorize_path = authorize_path
+        self._token_path = token_path
+        self.scope = scope
+
+    def authorize_url(self, provider_url: str, client: OAuthClient, redirect_uri: str, state: str) -> str:
+        query = urlencode(
+            {
+                "response_type": "code",
+                "client_id": client.client_id,
+                "redirect_uri": redirect_uri,
+                "scope": self.scope,
+                "state": state,
+            }
+        )
+        return f"{provider_url}{self._authorize_path}?{query}"
+
+    async def exchange_code(
+        self, http: ProviderHttp, client: OAuthClient | None, code: str, redirect_uri: str, now: datetime
+    ) -> OAuthTokens:
+        try:
+            token = await request_token(
+                http,
+                self._token_path,
+                client,
+                {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri},
+            )
+        except _InvalidGrant as error:
+            raise ProviderAuthRejected("The authorization code was refused; start linking again.") from error
+        if token.refresh_token is None:
+            raise ProviderDataError("The provider granted no refresh token, so the account could not stay linked.")
+        return _tokens(token, token.refresh_token, now)
+
+    async def headers(self, session: ProviderSession) -> dict[str, str]:
+        tokens = _current(session)
+        if not tokens.usable_at(session.clock()):
+            tokens = await self._refresh(session)
+        return {"Authorization": f"Bearer {tokens.access_token}"}
+
+    async def renew(self, session: ProviderSession) -> bool:
+        await self._refresh(session)
+        return True
+
+    async def _refresh(self, session: ProviderSession, reloaded: bool = False) -> OAuthTokens:
+        spent = _current(session).refresh_token
+        try:
+            token = await request_token(
+                session.http,
+                self._token_path,
+                session.oauth_client,
+                {"grant_type": "refresh_token", "refresh_token": spent},
+            )
+        except _InvalidGrant as error:
+            stored = await session.reload() if session.reload is not None and not reloaded else None
+            if isinstance(stored, OAuthTokens) and stored.refresh_token != spent:
+                # Another fetch rotated the token first and saved the new one: carry on with it.
+                session.credentials = stored
+                return stored if stored.usable_at(session.clock()) else await self._refresh(session, reloaded=True)
+            raise ProviderAuthRejected("The provider revoked the account's authorization.") from error
+        tokens = _tokens(token, token.refresh_token or spent, session.clock())
+        await session.replace_credentials(tokens)
+        return tokens
+
+
+def _current(session: ProviderSession) -> OAuthTokens:
+    if not isinstance(session.credentials, OAuthTokens):
+        raise TypeError("an OAuth2 authorization code provider needs OAuthTokens")
+    return session.credentials
+
+
+def _tokens(token: _TokenResponse, refresh_token: str, now: datetime) -> OAuthTokens:
+    return OAuthTokens(
+        refresh_token=refresh_token,
+        access_token=token.access_token,
+        access_token_expires_at=now + timedelta(seconds=token.expires_in),
+    )

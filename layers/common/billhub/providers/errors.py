@@ -1,0 +1,30 @@
+"""What can go wrong talking to a provider. Every message is safe to store and show: never a secret."""
+
+from __future__ import annotations
+
+from billhub.errors import ServiceError
+
+
+class ProviderError(Exception):
+    """A provider call failed."""
+
+
+class ProviderAuthRejected(ProviderError):
+    """The provider refused the user's credentials and no token renewal cures it: the user must act."""
+
+
+class ProviderUnavailable(ProviderError):
+    """The provider is down, slow or rate limiting us, even after retries: try again later."""
+
+
+class ProviderDataError(ProviderError):
+    """The provider answered with something we cannot read."""
+
+
+class ProviderMisconfigured(ProviderError):
+    """The provider refused the service's own client registration: an operator must act, not the user."""
+
+
+class InvalidCredentialFields(ServiceError):
+    status = 400
+    code = "invalid_credentials_format"

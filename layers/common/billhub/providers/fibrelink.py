@@ -1,0 +1,108 @@
+"""FibreLink Broadband (internet): HTTP Basic, next-link pagination, RFC 3339 timestamps and totals
+sent as JSON numbers (read as Decimal, never float)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date
+from decimal import Decimal
+from typing import ClassVar, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, field_validator
+
+from billhub.models import Account, Bill, BillStatus, Category, CurrencyCode
+from billhub.money import quantize
+from billhub.providers.auth import HttpBasic, UsernamePassword
+from billhub.providers.base import MAX_PAGES, LinkedIdentity, ProviderAdapter
+from billhub.providers.errors import ProviderDataError
+from billhub.providers.formats import Revision, Timestamp
+from billhub.providers.session import ProviderSession
+
+_STATES = {"paid": BillStatus.PAID, "due": BillStatus.UNPAID, "overdue": BillStatus.OVERDUE}
+
+
+class FibreLinkCredentials(UsernamePassword):
+    username: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$", description="FibreLink username")
+    password: str = Field(
+        min_length=1, max_length=128, description="FibreLink password", json_schema_extra={"secret": True}
+    )
+
+
+class _Subscriber(BaseModel):
+    subscriber_id: str = Field(min_length=1, max_length=64)
+
+
+class _Invoice(BaseModel):
+    id: str = Field(min_length=1, max_length=128)
+    total: Decimal
+    currency: CurrencyCode
+    issued: Timestamp
+    due: Timestamp
+    billing_period: tuple[date, date]
+    state: Literal["paid", "due", "overdue"]
+    rev: Revision = 1
+
+    @field_validator("billing_period", mode="before")
+    @classmethod
+    def _split_period(cls, value: object) -> object:
+        # "2026-10-01/2026-10-31", an ISO 8601 interval
+        return tuple(value.split("/", 1)) if isinstance(value, str) else value
+
+
+class _Links(BaseModel):
+    next: str | None = Field(default=None, max_length=512)
+
+
+class _InvoicesPage(BaseModel):
+    items: list[_Invoice]
+    links: _Links
+
+
+class FibreLinkAdapter(ProviderAdapter):
+    name: ClassVar[str] = "fibrelink"
+    display_name: ClassVar[str] = "FibreLink Broadband"
+    category: ClassVar[Category] = Category.INTERNET
+    auth_type = "basic"
+    auth = HttpBasic()
+    credentials_model: ClassVar[type[BaseModel]] = FibreLinkCredentials
+
+    async def verify(self, session: ProviderSession) -> LinkedIdentity:
+        body = self.read(await self.get_json(session, "/api/me"), _Subscriber)
+        return LinkedIdentity(external_id=body.subscriber_id)
+
+    async def fetch_bills(self, session: ProviderSession, account: Account) -> list[Bill]:
+        bills: list[Bill] = []
+        path: str | None = "/api/invoices?page=1"
+        for _ in range(MAX_PAGES):
+            if path is None:
+                return bills
+            page = self.read(await self.get_json(session, path), _InvoicesPage)
+            bills.extend(self._normalise(account, invoice) for invoice in page.items)
+            path = self._next_path(page.links.next)
+        raise self.too_many_pages()
+
+    def _next_path(self, link: str | None) -> str | None:
+        """The next page's path below this provider's base, refusing links that leave it."""
+        if not link:
+            return None
+        parts = urlsplit(link)
+        prefix = f"/{self.name}"
+        if parts.scheme or parts.netloc or not parts.path.startswith(f"{prefix}/"):
+            raise ProviderDataError(f"{self.display_name} sent a next-page link outside its API.")
+        return parts.path.removeprefix(prefix) + (f"?{parts.query}" if parts.query else "")
+
+    def _normalise(self, account: Account, raw: _Invoice) -> Bill:
+        return Bill(
+            provider=self.name,
+            account_id=account.account_id,
+            provider_bill_id=raw.id,
+            category=self.category,
+            amount=quantize(raw.total, raw.currency),
+            currency=raw.currency,
+            issued_on=raw.issued.astimezone(UTC).date(),
+            due_on=raw.due.astimezone(UTC).date(),
+            period_start=raw.billing_period[0],
+            period_end=raw.billing_period[1],
+            status=_STATES[raw.state],
+            revision=raw.rev,
+        )

@@ -1,0 +1,105 @@
+"""One account's conversation with its provider: HTTP with retries, and credentials kept current."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from billhub.providers.http import ProviderHttp, RetryPolicy
+
+
+class OAuthClient(BaseModel):
+    """The service's own registration at a provider (not a user's secret, but a secret all the same)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    client_id: str = Field(min_length=1, max_length=256)
+    client_secret: str = Field(min_length=1, max_length=512, repr=False)
+
+
+def parse_oauth_clients(document: str | Mapping[str, Any]) -> dict[str, OAuthClient]:
+    """``{"<provider>": {"client_id", "client_secret"}}`` as stored in the provider clients secret."""
+    raw = json.loads(document) if isinstance(document, str) else document
+    return {name: OAuthClient.model_validate(value) for name, value in raw.items()}
+
+
+CredentialsSaver = Callable[[BaseModel], Awaitable[None]]
+CredentialsLoader = Callable[[], Awaitable[BaseModel | None]]
+
+
+@dataclass
+class ProviderSession:
+    """What an adapter needs to talk to its provider for one account.
+
+    ``credentials`` is current: an adapter that renews a token replaces it and calls ``save`` at once,
+    so a rotated refresh token is never lost. ``reload`` reads what is stored now, for when another
+    fetch rotated the token first.
+    """
+
+    http: ProviderHttp
+    credentials: BaseModel
+    clock: Callable[[], datetime]
+    oauth_client: OAuthClient | None = None
+    save: CredentialsSaver | None = None
+    reload: CredentialsLoader | None = None
+    renewed_tokens: int = field(default=0)
+
+    async def replace_credentials(self, credentials: BaseModel) -> None:
+        self.credentials = credentials
+        self.renewed_tokens += 1
+        if self.save is not None:
+            await self.save(credentials)
+
+
+@dataclass(frozen=True)
+class ProviderDirectory:
+    """Where each provider's API is, and the service's OAuth2 client at each provider that needs one."""
+
+    base_url: str
+    oauth_clients: Mapping[str, OAuthClient] = field(default_factory=dict)
+
+    def url(self, provider: str) -> str:
+        # The sandbox serves every provider under one root; each provider's API lives at /<name>.
+        return f"{self.base_url.rstrip('/')}/{provider}"
+
+
+@dataclass(frozen=True)
+class ProviderConnector:
+    """Opens sessions with any registered provider over one shared HTTP client."""
+
+    client: httpx.AsyncClient
+    directory: ProviderDirectory
+    clock: Callable[[], datetime]
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def http(self, provider: str) -> ProviderHttp:
+        return ProviderHttp(self.client, self.directory.url(provider), self.policy)
+
+    def session(
+        self,
+        provider: str,
+        credentials: BaseModel,
+        save: CredentialsSaver | None = None,
+        reload: CredentialsLoader | None = None,
+    ) -> ProviderSession:
+        return ProviderSession(
+            http=self.http(provider),
+            credentials=credentials,
+            clock=self.clock,
+            oauth_client=self.directory.oauth_clients.get(provider),
+            save=save,
+            reload=reload,
+        )
+
+
+def load_oauth_clients(secret_arn: str, max_age_seconds: int) -> dict[str, OAuthClient]:
+    """The provider clients secret, through Powertools Parameters (cached for ``max_age_seconds``)."""
+    from aws_lambda_powertools.utilities import parameters
+
+    return parse_oauth_clients(str(parameters.get_secret(secret_arn, max_age=max_age_seconds)))

@@ -1,0 +1,87 @@
+"""SparkGrid Energy (electricity): OAuth2 authorization code with rotating refresh tokens, cursor
+pagination, amounts in integer minor units."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, Field
+
+from billhub.models import Account, Bill, BillStatus, Category, CurrencyCode
+from billhub.money import from_minor_units
+from billhub.providers.auth import AuthorizationCodeGrant, OAuthTokens
+from billhub.providers.base import MAX_PAGES, LinkedIdentity, ProviderAdapter
+from billhub.providers.formats import MinorUnits, Revision
+from billhub.providers.session import ProviderSession
+
+_STATES = {"settled": BillStatus.PAID, "open": BillStatus.UNPAID, "late": BillStatus.OVERDUE}
+_PAGE_SIZE = 12
+
+
+class _Customer(BaseModel):
+    customer_id: str = Field(min_length=1, max_length=64)
+
+
+class _Period(BaseModel):
+    start: date
+    end: date
+
+
+class _Statement(BaseModel):
+    statement_id: str = Field(min_length=1, max_length=128)
+    amount_due_minor: MinorUnits
+    currency: CurrencyCode
+    issued_at: date
+    due_by: date
+    period: _Period
+    state: Literal["settled", "open", "late"]
+    version: Revision = 1
+
+
+class _StatementsPage(BaseModel):
+    data: list[_Statement]
+    next_cursor: str | None = Field(default=None, max_length=512)
+
+
+class SparkGridAdapter(ProviderAdapter):
+    name: ClassVar[str] = "sparkgrid"
+    display_name: ClassVar[str] = "SparkGrid Energy"
+    category: ClassVar[Category] = Category.ELECTRICITY
+    auth_type = "oauth2_authorization_code"
+    auth = AuthorizationCodeGrant(authorize_path="/oauth/authorize", token_path="/oauth/token", scope="bills:read")  # noqa: S106 - paths, not secrets
+    credentials_model: ClassVar[type[BaseModel]] = OAuthTokens
+
+    async def verify(self, session: ProviderSession) -> LinkedIdentity:
+        body = self.read(await self.get_json(session, "/api/v2/customer"), _Customer)
+        return LinkedIdentity(external_id=body.customer_id)
+
+    async def fetch_bills(self, session: ProviderSession, account: Account) -> list[Bill]:
+        bills: list[Bill] = []
+        cursor: str | None = None
+        for _ in range(MAX_PAGES):
+            params: dict[str, str | int] = {"limit": _PAGE_SIZE}
+            if cursor:
+                params["cursor"] = cursor
+            page = self.read(await self.get_json(session, "/api/v2/statements", params=params), _StatementsPage)
+            bills.extend(self._normalise(account, statement) for statement in page.data)
+            cursor = page.next_cursor
+            if not cursor:
+                return bills
+        raise self.too_many_pages()
+
+    def _normalise(self, account: Account, raw: _Statement) -> Bill:
+        return Bill(
+            provider=self.name,
+            account_id=account.account_id,
+            provider_bill_id=raw.statement_id,
+            category=self.category,
+            amount=from_minor_units(raw.amount_due_minor, raw.currency),
+            currency=raw.currency,
+            issued_on=raw.issued_at,
+            due_on=raw.due_by,
+            period_start=raw.period.start,
+            period_end=raw.period.end,
+            status=_STATES[raw.state],
+            revision=raw.version,
+        )
