@@ -16,7 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from billhub.credentials import CredentialVault
 from billhub.fetching import Fetcher, FetchResult
 from billhub.models import FetchRequest
-from billhub.providers.http import ProviderHttp
+from billhub.providers.session import ProviderConnector, ProviderDirectory, load_oauth_clients
 from billhub.runtime import aws_client, utc_now
 from billhub.settings import FetchSettings
 from billhub.store import BillsTable
@@ -37,12 +37,17 @@ def vault() -> CredentialVault:
     return CredentialVault(aws_client("kms"), settings.CREDENTIALS_KEY_ID)
 
 
+def directory() -> ProviderDirectory:
+    clients = load_oauth_clients(settings.PROVIDER_CLIENTS_SECRET_ARN, settings.PROVIDER_CLIENTS_MAX_AGE_SECONDS)
+    return ProviderDirectory(str(settings.PROVIDER_BASE_URL), clients)
+
+
 async def fetch_record(record: SQSRecord) -> FetchResult:
     # A message that is not a FetchRequest fails here on every delivery and ends in the DLQ.
     request = FetchRequest.model_validate_json(record.body)
     async with httpx.AsyncClient() as client:
-        http = ProviderHttp(client, str(settings.PROVIDER_BASE_URL))
-        fetcher = Fetcher(store(), vault(), http, settings.FETCH_MAX_RECEIVE_COUNT, utc_now)
+        connector = ProviderConnector(client, directory(), utc_now)
+        fetcher = Fetcher(store(), vault(), connector, settings.FETCH_MAX_RECEIVE_COUNT)
         return await fetcher.fetch(request, int(record.attributes.approximate_receive_count))
 
 

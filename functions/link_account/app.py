@@ -1,21 +1,26 @@
-"""Providers, linking provider accounts, and listing the caller's accounts."""
+"""Providers, linking provider accounts (with credentials or through OAuth2), repairing and listing them."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from functools import cache
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billhub import accounts
-from billhub.api import caller_id, create_resolver, not_implemented
+from billhub.api import caller_id, create_resolver
+from billhub.auth import signing_key_from_secret
 from billhub.credentials import CredentialVault
-from billhub.providers.http import ProviderHttp, RetryPolicy
+from billhub.oauth import OAuthStates, PendingLink
+from billhub.providers.http import RetryPolicy
+from billhub.providers.session import ProviderConnector, ProviderDirectory, load_oauth_clients
 from billhub.runtime import aws_client, utc_now
 from billhub.settings import LinkSettings
 from billhub.store import BillsTable
@@ -25,6 +30,8 @@ app = create_resolver()
 settings = LinkSettings.from_environ(os.environ)
 # The user is waiting: one quick retry at most, and a provider slower than this is verified later.
 LINK_RETRY_POLICY = RetryPolicy(attempts=2, initial_wait=0.1, max_wait=0.5, max_retry_after=1.0, read_timeout=4.0)
+AccountIdPath = Annotated[str, Path(pattern=r"^[a-f0-9]{32}$")]
+ProviderPath = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_-]{1,31}$")]
 
 
 @cache
@@ -37,10 +44,29 @@ def vault() -> CredentialVault:
     return CredentialVault(aws_client("kms"), settings.CREDENTIALS_KEY_ID)
 
 
-async def _link(user_id: str, request: accounts.LinkRequest) -> accounts.AccountView:
-    async with httpx.AsyncClient() as client:
-        http = ProviderHttp(client, str(settings.PROVIDER_BASE_URL), LINK_RETRY_POLICY)
-        return await accounts.link_account(store(), vault(), http, user_id, request, utc_now())
+@cache
+def states() -> OAuthStates:
+    return OAuthStates(store(), signing_key_from_secret(settings), settings.JWT_ISSUER, settings.JWT_AUDIENCE)
+
+
+def directory() -> ProviderDirectory:
+    clients = load_oauth_clients(settings.PROVIDER_CLIENTS_SECRET_ARN, settings.PROVIDER_CLIENTS_MAX_AGE_SECONDS)
+    return ProviderDirectory(str(settings.PROVIDER_BASE_URL), clients)
+
+
+def with_provider[Result](work: Callable[[ProviderConnector], Awaitable[Result]]) -> Result:
+    async def run() -> Result:
+        async with httpx.AsyncClient() as client:
+            return await work(ProviderConnector(client, directory(), utc_now, LINK_RETRY_POLICY))
+
+    return asyncio.run(run())
+
+
+def callback_url(provider: str) -> str:
+    """Where the provider sends the browser back: this API's own callback route, as the client reached it."""
+    event = app.current_event
+    scheme = event.headers.get("x-forwarded-proto", "https")
+    return f"{scheme}://{event.request_context.domain_name}/accounts/oauth/{provider}/callback"
 
 
 @app.get("/providers")
@@ -50,7 +76,11 @@ def list_providers() -> accounts.ProviderList:
 
 @app.post("/accounts/link")
 def link(request: accounts.LinkRequest) -> tuple[accounts.AccountView, int]:
-    return asyncio.run(_link(caller_id(app), request)), 201
+    user_id = caller_id(app)
+    view = with_provider(
+        lambda connector: accounts.link_account(store(), vault(), connector, user_id, request, utc_now())
+    )
+    return view, 201
 
 
 @app.get("/accounts")
@@ -59,18 +89,43 @@ def list_accounts() -> accounts.AccountList:
 
 
 @app.put("/accounts/<account_id>/credentials")
-def replace_credentials(account_id: str) -> None:
-    raise not_implemented("Replacing an account's credentials")
+def replace_credentials(account_id: AccountIdPath, request: accounts.CredentialsRequest) -> accounts.AccountView:
+    user_id = caller_id(app)
+    return with_provider(
+        lambda connector: accounts.replace_credentials(
+            store(), vault(), connector, user_id, account_id, request, utc_now()
+        )
+    )
 
 
 @app.get("/accounts/oauth/<provider>/start")
-def oauth_start(provider: str) -> None:
-    raise not_implemented("OAuth2 linking")
+def oauth_start(
+    provider: ProviderPath,
+    account_id: Annotated[str | None, Query(pattern=r"^[a-f0-9]{32}$")] = None,
+    nickname: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+) -> accounts.OAuthStart:
+    link = PendingLink(
+        user_id=caller_id(app),
+        provider=provider,
+        redirect_uri=callback_url(provider),
+        account_id=account_id,
+        nickname=nickname,
+    )
+    return accounts.start_oauth(store(), states(), directory(), link, utc_now())
 
 
 @app.get("/accounts/oauth/<provider>/callback")
-def oauth_callback(provider: str) -> None:
-    raise not_implemented("OAuth2 linking")
+def oauth_callback(
+    provider: ProviderPath,
+    state: Annotated[str, Query(min_length=1, max_length=2048)],
+    code: Annotated[str | None, Query(min_length=1, max_length=2048)] = None,
+    error: Annotated[str | None, Query(max_length=128)] = None,
+) -> tuple[accounts.AccountView, int]:
+    callback = accounts.OAuthCallback(state=state, code=code, error=error)
+    view, created = with_provider(
+        lambda connector: accounts.complete_oauth(store(), vault(), states(), connector, provider, callback, utc_now())
+    )
+    return view, 201 if created else 200
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

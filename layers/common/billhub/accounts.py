@@ -11,17 +11,15 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from billhub.credentials import CredentialVault
-from billhub.errors import CredentialsRejected
+from billhub.errors import Conflict, CredentialsRejected, NotFound, ProviderDown, ServiceError
 from billhub.models import Account, AccountStatus, Category
+from billhub.oauth import STATE_TTL, OAuthStates, PendingLink
 from billhub.providers import REGISTRY, get_adapter
-from billhub.providers.base import (
-    CredentialField,
-    LinkedIdentity,
-    ProviderAuthRejected,
-    ProviderError,
-)
-from billhub.providers.http import ProviderHttp
-from billhub.store import BillsTable
+from billhub.providers.auth import AuthorizationCodeGrant
+from billhub.providers.base import CredentialField, LinkedIdentity, ProviderAdapter
+from billhub.providers.errors import ProviderAuthRejected, ProviderError
+from billhub.providers.session import ProviderConnector, ProviderDirectory
+from billhub.store import BillsTable, StoredAccount, link_sort_key
 
 ProviderName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{1,31}$")]
 
@@ -38,15 +36,54 @@ class ProviderList(BaseModel):
     providers: list[ProviderInfo]
 
 
+CredentialValues = dict[
+    Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,32}$")],
+    Annotated[str, StringConstraints(max_length=512)],
+]
+Nickname = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+AccountId = Annotated[str, StringConstraints(pattern=r"^[a-f0-9]{32}$")]
+
+
 class LinkRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     provider: ProviderName
-    credentials: dict[
-        Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,32}$")],
-        Annotated[str, StringConstraints(max_length=512)],
-    ] = Field(max_length=8)
-    nickname: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] | None = None
+    credentials: CredentialValues = Field(max_length=8)
+    nickname: Nickname | None = None
+
+
+class CredentialsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    credentials: CredentialValues = Field(max_length=8)
+
+
+class OAuthStart(BaseModel):
+    authorize_url: str
+    state_expires_in: int
+
+
+class OAuthCallback(BaseModel):
+    """The query the provider sends the user's browser back with (RFC 6749 4.1.2)."""
+
+    state: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
+    code: Annotated[str, StringConstraints(min_length=1, max_length=2048)] | None = None
+    error: Annotated[str, StringConstraints(max_length=128)] | None = None
+
+
+class OAuthNotSupported(ServiceError):
+    status = 400
+    code = "oauth_not_supported"
+
+
+class OAuthDenied(ServiceError):
+    status = 400
+    code = "oauth_denied"
+
+
+class DifferentProviderAccount(ServiceError):
+    status = 409
+    code = "different_provider_account"
 
 
 class AccountView(BaseModel):
@@ -87,38 +124,190 @@ def list_providers() -> ProviderList:
 
 
 async def link_account(
-    store: BillsTable, vault: CredentialVault, http: ProviderHttp, user_id: str, request: LinkRequest, now: datetime
+    store: BillsTable,
+    vault: CredentialVault,
+    connector: ProviderConnector,
+    user_id: str,
+    request: LinkRequest,
+    now: datetime,
+) -> AccountView:
+    """Links an account with credentials the user typed (API key, username and password, ...)."""
+    adapter = get_adapter(request.provider)
+    credentials = adapter.user_credentials(request.credentials)
+    return await _link_new(store, vault, connector, adapter, user_id, credentials, request.nickname, now)
+
+
+async def replace_credentials(
+    store: BillsTable,
+    vault: CredentialVault,
+    connector: ProviderConnector,
+    user_id: str,
+    account_id: str,
+    request: CredentialsRequest,
+    now: datetime,
+) -> AccountView:
+    """Repairs an account (typically ``needs_reauth``) with new credentials, keeping its id and bills."""
+    stored = _own_account(store, user_id, account_id)
+    adapter = REGISTRY[stored.account.provider]
+    credentials = adapter.user_credentials(request.credentials)
+    return await _repair(store, vault, connector, adapter, stored, credentials, now)
+
+
+def start_oauth(
+    store: BillsTable,
+    states: OAuthStates,
+    directory: ProviderDirectory,
+    link: PendingLink,
+    now: datetime,
+) -> OAuthStart:
+    """The provider's authorize URL for the user's browser, with a state bound to this link request."""
+    adapter = get_adapter(link.provider)
+    grant = _authorization_code_grant(adapter)
+    if link.account_id is not None:
+        stored = _own_account(store, link.user_id, link.account_id)
+        if stored.account.provider != adapter.name:
+            raise NotFound("No such account.")
+    client = directory.oauth_clients.get(adapter.name)
+    if client is None:
+        raise ProviderDown(f"Linking {adapter.display_name} is not configured on this service.")
+    state = states.issue(link, now)
+    url = grant.authorize_url(directory.url(adapter.name), client, link.redirect_uri, state)
+    return OAuthStart(authorize_url=url, state_expires_in=int(STATE_TTL.total_seconds()))
+
+
+async def complete_oauth(
+    store: BillsTable,
+    vault: CredentialVault,
+    states: OAuthStates,
+    connector: ProviderConnector,
+    provider: str,
+    callback: OAuthCallback,
+    now: datetime,
+) -> tuple[AccountView, bool]:
+    """Exchanges the code the provider sent back and links (or repairs) the account; True when new."""
+    adapter = get_adapter(provider)
+    grant = _authorization_code_grant(adapter)
+    # The state is spent even when the user said no, so a stolen callback URL is worth nothing.
+    link = states.redeem(callback.state, adapter.name, now)
+    if callback.error or not callback.code:
+        raise OAuthDenied(
+            f"{adapter.display_name} did not grant access; nothing was linked.",
+            details={"provider_error": callback.error or "missing_code"},
+        )
+    try:
+        tokens = await grant.exchange_code(
+            connector.http(adapter.name),
+            connector.directory.oauth_clients.get(adapter.name),
+            callback.code,
+            link.redirect_uri,
+            now,
+        )
+    except ProviderAuthRejected as error:
+        raise CredentialsRejected(str(error)) from error
+    except ProviderError as error:
+        raise ProviderDown(f"{adapter.display_name} could not complete the link; start again shortly.") from error
+    if link.account_id is not None:
+        stored = _own_account(store, link.user_id, link.account_id)
+        return await _repair(store, vault, connector, adapter, stored, tokens, now), False
+    return await _link_new(store, vault, connector, adapter, link.user_id, tokens, link.nickname, now), True
+
+
+async def _link_new(
+    store: BillsTable,
+    vault: CredentialVault,
+    connector: ProviderConnector,
+    adapter: ProviderAdapter,
+    user_id: str,
+    credentials: BaseModel,
+    nickname: str | None,
+    now: datetime,
 ) -> AccountView:
     """Verifies the credentials with the provider, then stores the account with them encrypted.
 
     Refused credentials store nothing. A provider that is down or slow does not block the user: the
     account is stored ``pending`` and its first fetch verifies it.
     """
-    adapter = get_adapter(request.provider)
-    credentials = adapter.parse_credentials(request.credentials)
-    status = AccountStatus.ACTIVE
+    session = connector.session(adapter.name, credentials)
+    pending = False
     try:
-        identity = await adapter.verify(http, credentials)
+        identity = await adapter.verify(session)
     except ProviderAuthRejected as error:
         raise CredentialsRejected(f"{adapter.display_name} did not accept these credentials.") from error
     except ProviderError:
-        status = AccountStatus.PENDING
+        pending = True
         # Until the provider says whose account this is, the credentials themselves identify it.
-        canonical = json.dumps(credentials.model_dump(), sort_keys=True).encode()
+        canonical = json.dumps(credentials.model_dump(mode="json"), sort_keys=True).encode()
         identity = LinkedIdentity(external_id=f"pending:{hashlib.sha256(canonical).hexdigest()}")
     account = Account(
         account_id=uuid.uuid4().hex,
         user_id=user_id,
         provider=adapter.name,
-        external_ref=identity.masked if status is AccountStatus.ACTIVE else "pending verification",
-        nickname=request.nickname,
-        status=status,
+        external_ref="pending verification" if pending else identity.masked,
+        nickname=nickname,
+        status=AccountStatus.PENDING if pending else AccountStatus.ACTIVE,
         created_at=now,
         next_refresh_at=now,
     )
-    ciphertext = vault.encrypt(user_id, account.account_id, credentials.model_dump())
-    store.create_account(account, identity.external_id, ciphertext)
+    # ``session.credentials``: a token renewed while verifying is the one worth keeping.
+    ciphertext = vault.encrypt(user_id, account.account_id, session.credentials.model_dump(mode="json"))
+    store.create_account(account, identity.external_id, ciphertext, identity_pending=pending)
     return AccountView.of(account)
+
+
+async def _repair(
+    store: BillsTable,
+    vault: CredentialVault,
+    connector: ProviderConnector,
+    adapter: ProviderAdapter,
+    stored: StoredAccount,
+    credentials: BaseModel,
+    now: datetime,
+) -> AccountView:
+    """New credentials for an existing account, accepted only if they open the same provider account.
+
+    The provider must answer: without it we cannot tell whose account the new credentials open, so
+    nothing changes and the user is asked to try again.
+    """
+    account = stored.account
+    session = connector.session(adapter.name, credentials)
+    try:
+        identity = await adapter.verify(session)
+    except ProviderAuthRejected as error:
+        raise CredentialsRejected(f"{adapter.display_name} did not accept these credentials.") from error
+    except ProviderError as error:
+        raise ProviderDown(f"{adapter.display_name} is not answering; try again in a few minutes.") from error
+    if not stored.identity_pending and link_sort_key(adapter.name, identity.external_id) != stored.link_key:
+        raise DifferentProviderAccount(
+            f"These credentials open a different {adapter.display_name} account ({identity.masked}) "
+            f"than the one linked here ({account.external_ref}); link it as a new account instead."
+        )
+    ciphertext = vault.encrypt(account.user_id, account.account_id, session.credentials.model_dump(mode="json"))
+    try:
+        store.relink(stored, identity.external_id, identity.masked, now, ciphertext)
+    except Conflict as error:
+        raise DifferentProviderAccount(
+            f"This {adapter.display_name} account ({identity.masked}) is already linked as another account."
+        ) from error
+    refreshed = store.get_account(account.user_id, account.account_id)
+    if refreshed is None:
+        raise NotFound("No such account.")
+    return AccountView.of(refreshed.account)
+
+
+def _own_account(store: BillsTable, user_id: str, account_id: str) -> StoredAccount:
+    stored = store.get_account(user_id, account_id)
+    if stored is None or stored.account.status is AccountStatus.DELETING:
+        # Someone else's account is indistinguishable from one that does not exist.
+        raise NotFound("No such account.")
+    return stored
+
+
+def _authorization_code_grant(adapter: ProviderAdapter) -> AuthorizationCodeGrant:
+    if not isinstance(adapter.auth, AuthorizationCodeGrant):
+        raise OAuthNotSupported(
+            f"{adapter.display_name} links with credentials, not by signing in; use POST /accounts/link."
+        )
+    return adapter.auth
 
 
 def list_accounts(store: BillsTable, user_id: str) -> AccountList:

@@ -98,11 +98,20 @@ def bearer_token(authorization: str | None) -> str:
     return token.strip()
 
 
-def token_service(settings: JwtSettings) -> TokenService:
-    """The token service wired to the signing key in Secrets Manager, cached by Powertools Parameters."""
+def signing_key_from_secret(settings: JwtSettings) -> Callable[[], str]:
+    """The API's signing key in Secrets Manager, cached by Powertools Parameters."""
     from aws_lambda_powertools.utilities import parameters
 
     def signing_key() -> str:
         return str(parameters.get_secret(settings.JWT_SECRET_ARN, max_age=settings.JWT_SECRET_MAX_AGE_SECONDS))
 
-    return TokenService(signing_key, settings.JWT_ISSUER, settings.JWT_AUDIENCE, settings.ACCESS_TOKEN_TTL_SECONDS)
+    return signing_key
+
+
+def token_service(settings: JwtSettings) -> TokenService:
+    return TokenService(
+        signing_key_from_secret(settings),
+        settings.JWT_ISSUER,
+        settings.JWT_AUDIENCE,
+        settings.ACCESS_TOKEN_TTL_SECONDS,
+    )

@@ -40,3 +40,8 @@ class CredentialsRejected(ServiceError):
 class NotImplementedYet(ServiceError):
     status = 501
     code = "not_implemented"
+
+
+class ProviderDown(ServiceError):
+    status = 503
+    code = "provider_unavailable"

@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from aws_lambda_powertools import Logger
+from pydantic import BaseModel
 
 from billhub.credentials import CredentialVault
-from billhub.models import AccountStatus, FetchRequest, JobAccountResult
+from billhub.errors import Conflict
+from billhub.models import Account, AccountStatus, FetchRequest, JobAccountResult
 from billhub.providers import REGISTRY
-from billhub.providers.base import ProviderAuthRejected, ProviderError
-from billhub.providers.http import ProviderHttp
-from billhub.store import BillsTable
+from billhub.providers.base import ProviderAdapter
+from billhub.providers.errors import ProviderAuthRejected, ProviderError
+from billhub.providers.session import ProviderConnector, ProviderSession
+from billhub.store import BillsTable, StoredAccount
 
 logger = Logger(child=True)
 
 
 class FetchFailed(Exception):
     """The fetch failed in a way worth retrying; the message goes back to the queue."""
+
+
+class DuplicateLink(Exception):
+    """A pending account turned out to be a provider account the user had already linked."""
 
 
 @dataclass(frozen=True)
@@ -30,20 +36,59 @@ class FetchResult:
     bills_changed: int = 0
 
 
+class _CredentialsKeeper:
+    """Saves credentials a token renewal produced (at once: a rotated refresh token exists only in
+    memory until then) and reloads what another fetch saved."""
+
+    def __init__(
+        self, store: BillsTable, vault: CredentialVault, adapter: ProviderAdapter, stored: StoredAccount
+    ) -> None:
+        self._store = store
+        self._vault = vault
+        self._adapter = adapter
+        self._stored = stored
+
+    async def save(self, credentials: BaseModel) -> None:
+        account = self._stored.account
+        ciphertext = await asyncio.to_thread(
+            self._vault.encrypt, account.user_id, account.account_id, credentials.model_dump(mode="json")
+        )
+        if await asyncio.to_thread(self._store.save_renewed_credentials, self._stored, ciphertext):
+            self._stored = replace(
+                self._stored,
+                credentials_ciphertext=ciphertext,
+                credentials_version=self._stored.credentials_version + 1,
+            )
+
+    async def reload(self) -> BaseModel | None:
+        account = self._stored.account
+        fresh = await asyncio.to_thread(self._store.get_account, account.user_id, account.account_id)
+        if fresh is None:
+            return None
+        self._stored = fresh
+        return await self.decrypt(fresh)
+
+    async def decrypt(self, stored: StoredAccount) -> BaseModel:
+        account = stored.account
+        plaintext = await asyncio.to_thread(
+            self._vault.decrypt, account.user_id, account.account_id, stored.credentials_ciphertext
+        )
+        return self._adapter.parse_credentials(plaintext)
+
+
 class Fetcher:
     def __init__(
         self,
         store: BillsTable,
         vault: CredentialVault,
-        http: ProviderHttp,
+        connector: ProviderConnector,
         max_receive_count: int,
-        clock: Callable[[], datetime],
     ) -> None:
         self._store = store
         self._vault = vault
-        self._http = http
+        self._connector = connector
         self._max_receive_count = max_receive_count
-        self._clock = clock
+        self._clock = connector.clock
 
     async def fetch(self, request: FetchRequest, receive_count: int) -> FetchResult:
         """Fetches and stores; raises ``FetchFailed`` when the message should be retried."""
@@ -59,25 +104,28 @@ class Fetcher:
             return FetchResult(account.account_id, "skipped_needs_reauth")
 
         adapter = REGISTRY[account.provider]
-        credentials = adapter.parse_credentials(
-            await asyncio.to_thread(
-                self._vault.decrypt, account.user_id, account.account_id, stored.credentials_ciphertext
-            )
+        keeper = _CredentialsKeeper(self._store, self._vault, adapter, stored)
+        session = self._connector.session(
+            account.provider, await keeper.decrypt(stored), save=keeper.save, reload=keeper.reload
         )
         attempted_at = self._clock()
         try:
-            bills = await adapter.fetch_bills(self._http, account, credentials)
+            if stored.identity_pending:
+                await self._confirm_identity(adapter, session, stored)
+            bills = await adapter.fetch_bills(session, account)
         except ProviderAuthRejected as error:
             # Retrying cannot cure refused credentials: the user has to act.
-            await asyncio.to_thread(
-                self._store.record_fetch_failure, account, str(error), attempted_at, AccountStatus.NEEDS_REAUTH
-            )
+            await self._record_failure(account, str(error), attempted_at, AccountStatus.NEEDS_REAUTH)
             await self._report(request, JobAccountResult(status="failed", error=str(error)))
             return FetchResult(account.account_id, "needs_reauth")
+        except DuplicateLink as error:
+            await self._record_failure(account, str(error), attempted_at, AccountStatus.NEEDS_REAUTH)
+            await self._report(request, JobAccountResult(status="failed", error=str(error)))
+            return FetchResult(account.account_id, "duplicate")
         except ProviderError as error:
             final = receive_count >= self._max_receive_count
             # The last good bills stay in place; the account records the failed attempt.
-            await asyncio.to_thread(self._store.record_fetch_failure, account, str(error), attempted_at, account.status)
+            await self._record_failure(account, str(error), attempted_at, account.status)
             await self._report(request, JobAccountResult(status="failed" if final else "retrying", error=str(error)))
             logger.warning(
                 "fetch failed", extra={"account_id": account.account_id, "provider": account.provider, "final": final}
@@ -93,9 +141,28 @@ class Fetcher:
                 "provider": account.provider,
                 "bills": len(bills),
                 "changed": changed,
+                "tokens_renewed": session.renewed_tokens,
             },
         )
         return FetchResult(account.account_id, "succeeded", changed)
+
+    async def _confirm_identity(
+        self, adapter: ProviderAdapter, session: ProviderSession, stored: StoredAccount
+    ) -> None:
+        """An account linked while its provider was down learns whose account it is on its first fetch."""
+        identity = await adapter.verify(session)
+        try:
+            await asyncio.to_thread(self._store.relink, stored, identity.external_id, identity.masked, self._clock())
+        except Conflict as error:
+            raise DuplicateLink(
+                f"This {adapter.display_name} account ({identity.masked}) is already linked as another "
+                "account; remove this one."
+            ) from error
+
+    async def _record_failure(
+        self, account: Account, error: str, attempted_at: datetime, status: AccountStatus
+    ) -> None:
+        await asyncio.to_thread(self._store.record_fetch_failure, account, error, attempted_at, status)
 
     async def _report(self, request: FetchRequest, result: JobAccountResult) -> None:
         if request.job_id:

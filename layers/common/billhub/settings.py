@@ -36,9 +36,12 @@ class AuthSettings(TableSettings, JwtSettings):
 class ProviderSettings(_EnvSettings):
     PROVIDER_BASE_URL: HttpUrl
     CREDENTIALS_KEY_ID: str
+    # The service's OAuth2 client registrations at the providers that need one.
+    PROVIDER_CLIENTS_SECRET_ARN: str
+    PROVIDER_CLIENTS_MAX_AGE_SECONDS: int = Field(default=300, ge=0)
 
 
-class LinkSettings(TableSettings, ProviderSettings):
+class LinkSettings(TableSettings, ProviderSettings, JwtSettings):
     pass
 
 

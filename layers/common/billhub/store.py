@@ -7,6 +7,7 @@ Item layout (PK / SK):
     USER#<uid>   LINK#<provider>#<ref-digest>           one link per provider account per user
     USER#<uid>   BILL#<provider>#<aid>#<provider bill>  one bill
     USER#<uid>   JOB#<job_id>                           refresh job, expires by TTL
+    OAUTHSTATE#<nonce>  STATE                           an OAuth2 link in progress, single use, TTL
 Accounts carry GSI1PK=REFRESH#<shard>, GSI1SK=<next_refresh_at>#<aid> so the planner finds due
 accounts without a scan.
 """
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from billhub.errors import Conflict
+from billhub.errors import Conflict, NotFound
 from billhub.models import Account, AccountStatus, Bill, JobAccountResult, Preferences, RefreshJob, User
 
 if TYPE_CHECKING:
@@ -66,6 +67,11 @@ def link_sort_key(provider: str, external_id: str) -> str:
     return f"LINK#{provider}#{hashlib.sha256(external_id.encode()).hexdigest()[:32]}"
 
 
+def _condition_failed_at(error: ClientError, index: int) -> bool:
+    reasons = error.response.get("CancellationReasons", [])
+    return len(reasons) > index and reasons[index].get("Code") == "ConditionalCheckFailed"
+
+
 def _is_conditional_failure(error: ClientError) -> bool:
     code = error.response["Error"]["Code"]
     if code == "ConditionalCheckFailedException":
@@ -84,6 +90,10 @@ class ConcurrentUpdate(Exception):
 class StoredAccount:
     account: Account
     credentials_ciphertext: bytes
+    credentials_version: int
+    link_key: str
+    # True until the provider has said whose account the credentials open (linked while it was down).
+    identity_pending: bool
 
 
 @dataclass(frozen=True)
@@ -159,16 +169,12 @@ class BillsTable:
         )
 
     # ------------------------------------------------------------------ accounts
-    def create_account(self, account: Account, external_id: str, credentials_ciphertext: bytes) -> None:
+    def create_account(
+        self, account: Account, external_id: str, credentials_ciphertext: bytes, identity_pending: bool = False
+    ) -> None:
         """Stores a new linked account; ``Conflict`` if this user already linked that provider account."""
-        link = _to_item(
-            {
-                "PK": user_key(account.user_id),
-                "SK": link_sort_key(account.provider, external_id),
-                "type": "link",
-                "account_id": account.account_id,
-            }
-        )
+        link_key = link_sort_key(account.provider, external_id)
+        link = self._link_item(account, link_key)
         try:
             self._client.transact_write_items(
                 TransactItems=[
@@ -182,7 +188,7 @@ class BillsTable:
                     {
                         "Put": {
                             "TableName": self._table,
-                            "Item": self._account_item(account, credentials_ciphertext),
+                            "Item": self._account_item(account, credentials_ciphertext, link_key, identity_pending),
                             "ConditionExpression": "attribute_not_exists(PK)",
                         }
                     },
@@ -195,7 +201,15 @@ class BillsTable:
                 ) from error
             raise
 
-    def _account_item(self, account: Account, credentials_ciphertext: bytes) -> dict[str, Any]:
+    @staticmethod
+    def _link_item(account: Account, link_key: str) -> dict[str, Any]:
+        return _to_item(
+            {"PK": user_key(account.user_id), "SK": link_key, "type": "link", "account_id": account.account_id}
+        )
+
+    def _account_item(
+        self, account: Account, credentials_ciphertext: bytes, link_key: str, identity_pending: bool
+    ) -> dict[str, Any]:
         values = account.model_dump(mode="json")
         values.update(
             {
@@ -203,6 +217,9 @@ class BillsTable:
                 "SK": f"ACCOUNT#{account.account_id}",
                 "type": "account",
                 "credentials": credentials_ciphertext,
+                "credentials_version": 1,
+                "link_key": link_key,
+                "identity_pending": identity_pending or None,
                 "GSI1PK": refresh_shard(account.account_id),
                 "GSI1SK": f"{_iso(account.next_refresh_at)}#{account.account_id}",
             }
@@ -213,7 +230,147 @@ class BillsTable:
         item = self._get(user_key(user_id), f"ACCOUNT#{account_id}", consistent=True)
         if item is None:
             return None
-        return StoredAccount(Account.model_validate(item), bytes(item["credentials"].value))
+        return StoredAccount(
+            account=Account.model_validate(item),
+            credentials_ciphertext=bytes(item["credentials"].value),
+            credentials_version=int(item["credentials_version"]),
+            link_key=str(item["link_key"]),
+            identity_pending=bool(item.get("identity_pending")),
+        )
+
+    def save_renewed_credentials(self, stored: StoredAccount, credentials_ciphertext: bytes) -> bool:
+        """Stores credentials a token renewal produced, unless they changed since ``stored`` was read.
+
+        False when another writer got there first: what it stored is at least as fresh.
+        """
+        account = stored.account
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=_to_item({"PK": user_key(account.user_id), "SK": f"ACCOUNT#{account.account_id}"}),
+                UpdateExpression="SET credentials = :credentials, credentials_version = :next",
+                ConditionExpression="credentials_version = :seen AND #status <> :deleting",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=_to_item(
+                    {
+                        ":credentials": credentials_ciphertext,
+                        ":next": stored.credentials_version + 1,
+                        ":seen": stored.credentials_version,
+                        ":deleting": AccountStatus.DELETING.value,
+                    }
+                ),
+            )
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                return False
+            raise
+        return True
+
+    def relink(
+        self,
+        stored: StoredAccount,
+        external_id: str,
+        external_ref: str,
+        now: datetime,
+        credentials_ciphertext: bytes | None = None,
+    ) -> None:
+        """Confirms whose provider account this is and makes it active again, keeping its id and bills.
+
+        New credentials (a repair) replace the old ones and the account is due for refresh at once.
+        When the identity differs from the one linked (a pending account verified for the first
+        time), the one-link-per-provider-account item moves with it in the same transaction:
+        ``Conflict`` if the user already linked that provider account as another account.
+        """
+        account = stored.account
+        link_key = link_sort_key(account.provider, external_id)
+        key = {"PK": user_key(account.user_id), "SK": f"ACCOUNT#{account.account_id}"}
+        values: dict[str, Any] = {
+            ":ref": external_ref,
+            ":link": link_key,
+            ":active": AccountStatus.ACTIVE.value,
+            ":deleting": AccountStatus.DELETING.value,
+        }
+        assignments = ["external_ref = :ref", "link_key = :link", "#status = :active"]
+        if credentials_ciphertext is not None:
+            assignments += [
+                "credentials = :credentials",
+                "credentials_version = credentials_version + :one",
+                "next_refresh_at = :now",
+                "GSI1SK = :due",
+            ]
+            values.update(
+                {
+                    ":credentials": credentials_ciphertext,
+                    ":one": 1,
+                    ":now": _iso(now),
+                    ":due": f"{_iso(now)}#{account.account_id}",
+                }
+            )
+        update: Any = {
+            "Update": {
+                "TableName": self._table,
+                "Key": _to_item(key),
+                "UpdateExpression": f"SET {', '.join(assignments)} REMOVE identity_pending, last_error",
+                "ConditionExpression": "attribute_exists(PK) AND #status <> :deleting",
+                "ExpressionAttributeNames": {"#status": "status"},
+                "ExpressionAttributeValues": _to_item(values),
+            }
+        }
+        moves: list[Any] = []
+        if link_key != stored.link_key:
+            moves = [
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": self._link_item(account, link_key),
+                        "ConditionExpression": "attribute_not_exists(PK)",
+                    }
+                },
+                {"Delete": {"TableName": self._table, "Key": _to_item({"PK": key["PK"], "SK": stored.link_key})}},
+            ]
+        try:
+            self._client.transact_write_items(TransactItems=[*moves, update])
+        except ClientError as error:
+            if not _is_conditional_failure(error):
+                raise
+            if moves and _condition_failed_at(error, 0):
+                raise Conflict(
+                    f"This {account.provider} account is already linked.", details={"provider": account.provider}
+                ) from error
+            raise NotFound("No such account.") from error
+
+    # ------------------------------------------------------------------ OAuth2 links in progress
+    def put_oauth_state(self, nonce: str, link: dict[str, Any], expires_at: datetime) -> None:
+        self._client.put_item(
+            TableName=self._table,
+            Item=_to_item(
+                {
+                    "PK": f"OAUTHSTATE#{nonce}",
+                    "SK": "STATE",
+                    "type": "oauth_state",
+                    "link": link,
+                    "expires_at": int(expires_at.timestamp()),
+                }
+            ),
+            ConditionExpression="attribute_not_exists(PK)",
+        )
+
+    def consume_oauth_state(self, nonce: str, now: datetime) -> dict[str, Any] | None:
+        """The link stored with the state, exactly once and only before it expires (TTL deletion lags)."""
+        try:
+            response = self._client.delete_item(
+                TableName=self._table,
+                Key=_to_item({"PK": f"OAUTHSTATE#{nonce}", "SK": "STATE"}),
+                ConditionExpression="attribute_exists(PK) AND expires_at > :now",
+                ExpressionAttributeValues=_to_item({":now": int(now.timestamp())}),
+                ReturnValues="ALL_OLD",
+            )
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                return None
+            raise
+        link: dict[str, Any] = _from_item(response["Attributes"])["link"]
+        return link
 
     def list_accounts(self, user_id: str) -> list[Account]:
         items = self._query_prefix(user_id, "ACCOUNT#")
@@ -316,7 +473,8 @@ class BillsTable:
                 put["ConditionExpression"] = "revision = :seen AND amount = :amount AND #status = :status"
                 put["ExpressionAttributeNames"] = {"#status": "status"}
                 put["ExpressionAttributeValues"] = _to_item(
-                    {":seen": previous.revision, ":amount": previous.amount, ":status": previous.status.value}
+                    # As stored: amounts are kept as exact decimal strings.
+                    {":seen": previous.revision, ":amount": str(previous.amount), ":status": previous.status.value}
                 )
             writes.append({"Put": put})
 

@@ -1,0 +1,78 @@
+"""The ``state`` of an OAuth2 link: signed, short-lived, single-use, and bound to the user who began it.
+
+The callback arrives from the user's browser without our access token, so the state is what says
+whose link it is. It is a JWT signed with the API's key under its own audience (an access token is
+never a valid state, nor a state a valid access token) that carries only a nonce: who asked and for
+what is stored under that nonce, so the provider and the browser learn nothing, and deleting it on
+use makes the state work once.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import jwt
+from pydantic import BaseModel, ValidationError
+
+from billhub.errors import ServiceError
+from billhub.store import BillsTable
+
+STATE_TTL = timedelta(minutes=10)
+_ALGORITHM = "HS256"
+
+
+class InvalidOAuthState(ServiceError):
+    status = 400
+    code = "invalid_oauth_state"
+
+
+class PendingLink(BaseModel):
+    """What the user asked for when they started the OAuth2 flow."""
+
+    user_id: str
+    provider: str
+    redirect_uri: str
+    account_id: str | None = None
+    nickname: str | None = None
+
+
+class OAuthStates:
+    def __init__(self, store: BillsTable, signing_key: Callable[[], str], issuer: str, audience: str) -> None:
+        self._store = store
+        self._signing_key = signing_key
+        self._issuer = issuer
+        self._audience = f"{audience}#oauth-state"
+
+    def issue(self, link: PendingLink, now: datetime) -> str:
+        nonce = secrets.token_urlsafe(18)
+        expires_at = now + STATE_TTL
+        self._store.put_oauth_state(nonce, link.model_dump(exclude_none=True), expires_at)
+        claims = {"iss": self._issuer, "aud": self._audience, "iat": now, "exp": expires_at, "jti": nonce}
+        return jwt.encode(claims, self._signing_key(), algorithm=_ALGORITHM)
+
+    def redeem(self, state: str, provider: str, now: datetime) -> PendingLink:
+        """The link the state stands for, once; ``InvalidOAuthState`` if forged, expired, reused or mismatched."""
+        try:
+            claims = jwt.decode(
+                state,
+                self._signing_key(),
+                algorithms=[_ALGORITHM],
+                issuer=self._issuer,
+                audience=self._audience,
+                options={"require": ["exp", "iat", "jti", "aud", "iss"]},
+                leeway=5,
+            )
+        except jwt.PyJWTError as error:
+            raise InvalidOAuthState("The link request is invalid or has expired; start linking again.") from error
+        stored = self._store.consume_oauth_state(str(claims["jti"]), now)
+        if stored is None:
+            raise InvalidOAuthState("The link request was already used or has expired; start linking again.")
+        try:
+            link = PendingLink.model_validate(stored)
+        except ValidationError as error:
+            raise InvalidOAuthState("The link request is invalid; start linking again.") from error
+        if link.provider != provider:
+            raise InvalidOAuthState("The link request was started for another provider.")
+        return link
