@@ -16,7 +16,8 @@ import threading
 import time
 from pathlib import Path
 
-from localcloud.cloud import DEMO_EMAIL, DEMO_PASSWORD, CloudConfig, LocalCloud
+from localcloud.cloud import CloudConfig, LocalCloud
+from localcloud.demo import DEMO_EMAIL, DEMO_PASSWORD
 
 
 def main() -> None:
@@ -48,7 +49,7 @@ billhub is running locally (started in {state["startup_seconds"]} s)
   logs           {config.log_dir}
   schedule       the planner runs every {config.schedule_seconds:g} s
 
-Demo login: {DEMO_EMAIL} / {DEMO_PASSWORD} (a ClearWater account is linked and refreshing)
+Demo login: {DEMO_EMAIL} / {DEMO_PASSWORD} (one account at each of the four sandbox providers is linked and refreshing)
   TOKEN=$(curl -s -X POST {cloud.gateway_url}/auth/login -H 'Content-Type: application/json' \\
     -d '{{"email": "{DEMO_EMAIL}", "password": "{DEMO_PASSWORD}"}}' \\
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import httpx
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from localcloud import demo
 from localcloud.gateway import create_gateway
 from localcloud.poller import QueuePoller, Schedule
 from localcloud.provision import Stack, provision
@@ -27,9 +27,6 @@ from localcloud.template import ROOT, FunctionSpec, authorizer_function, functio
 logger = logging.getLogger("localcloud")
 HOST = "127.0.0.1"
 STACK_NAME = "billhub-local"
-DEMO_EMAIL = "demo@billhub.local"
-DEMO_PASSWORD = "demo-password-123"  # noqa: S105 - the documented local demo login
-DEMO_API_KEY = "cw_sandbox_demo"
 
 
 @dataclass
@@ -199,20 +196,7 @@ class LocalCloud:
         self._threads.append(thread)
 
     def seed_demo(self) -> dict[str, Any]:
-        """A demo user with a linked ClearWater account and a first refresh, through the public API."""
-        with httpx.Client(base_url=self.gateway_url, timeout=30) as client:
-            client.post("/auth/register", json={"email": DEMO_EMAIL, "password": DEMO_PASSWORD})
-            token = client.post("/auth/login", json={"email": DEMO_EMAIL, "password": DEMO_PASSWORD}).json()[
-                "access_token"
-            ]
-            headers = {"Authorization": f"Bearer {token}"}
-            client.post(
-                "/accounts/link",
-                headers=headers,
-                json={"provider": "clearwater", "credentials": {"api_key": DEMO_API_KEY}},
-            )
-            refresh = client.post("/bills/refresh", headers=headers)
-            return {"token": token, "refresh": refresh.json()}
+        return demo.seed(self.gateway_url)
 
     def _background_workers(self) -> list[QueuePoller | Schedule]:
         return [*self.pollers, *self.schedules]

@@ -109,6 +109,9 @@ def _headers() -> dict[str, str]:
         if name.lower() == "cookie":
             continue
         merged.setdefault(name.lower(), []).append(value)
+    # API Gateway tells the function how the client reached it; here it is plain HTTP on loopback.
+    merged.setdefault("x-forwarded-proto", [request.scheme])
+    merged.setdefault("x-forwarded-for", [request.remote_addr or "127.0.0.1"])
     return {name: ",".join(values) for name, values in merged.items()}
 
 

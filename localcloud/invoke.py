@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from localcloud.cloud import DEMO_EMAIL, CloudConfig, LocalCloud, function_environment
+from localcloud.cloud import CloudConfig, LocalCloud, function_environment
+from localcloud.demo import DEMO_EMAIL
 from localcloud.runtime import FunctionRuntime
 from localcloud.template import ROOT
 
