@@ -19,10 +19,9 @@ import boto3
 import httpx
 import pytest
 
-from localcloud.cloud import DEMO_API_KEY, DEMO_EMAIL, DEMO_PASSWORD
+from localcloud.demo import DEMO_CREDENTIALS, DEMO_EMAIL, DEMO_OAUTH_LOGINS, DEMO_PASSWORD, link_with_oauth
 from localcloud.template import ROOT
-from mock_provider.clearwater import account_number_for
-from mock_provider.sandbox import monthly_bills
+from tests.sandbox import SandboxAccount, expected_bill_views
 
 STARTUP_TIMEOUT = 90
 SCHEDULE_SECONDS = 3
@@ -111,44 +110,61 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     assert "Traceback" not in (workdir / "logs" / "GetBillsFunction.log").read_text()
 
 
-def expected_bills(api_key: str, today: date) -> list[tuple[str, str, str]]:
-    return [
-        (b.bill_id, str(b.amount), b.due_date.isoformat()) for b in monthly_bills(account_number_for(api_key), today)
-    ]
+E2E_LINKS = {
+    "northgas": ({"account_number": "NG40005000", "postcode": "NG1 1AA"}, SandboxAccount("northgas", "NG40005000")),
+    "clearwater": ({"api_key": "cw_sandbox_e2e_slice"}, SandboxAccount.clearwater("cw_sandbox_e2e_slice")),
+    "fibrelink": ({"username": "e2e", "password": "pass_good"}, SandboxAccount.fibrelink("e2e")),
+}
 
 
-def expected_due(api_key: str, today: date) -> str:
-    bills = monthly_bills(account_number_for(api_key), today)
-    return str(sum((bill.amount for bill in bills if bill.status != "paid"), Decimal(0)))
+def expected_due(accounts: list[SandboxAccount], today: date) -> dict[str, str]:
+    due: dict[str, Decimal] = {}
+    for account in accounts:
+        for bill in account.bills(today):
+            if bill.status != "paid":
+                due[account.currency] = due.get(account.currency, Decimal(0)) + bill.amount
+    return {currency: f"{amount:.2f}" for currency, amount in sorted(due.items())}
 
 
-def test_register_link_refresh_and_see_the_providers_bills(cloud: Cloud) -> None:
-    # Given a new user with a linked ClearWater account
-    headers = cloud.new_user("e2e-slice@example.com")
-    api_key = "cw_sandbox_e2e_slice"
-    linked = cloud.api.post(
-        "/accounts/link", headers=headers, json={"provider": "clearwater", "credentials": {"api_key": api_key}}
-    )
-    assert linked.status_code == 201, linked.text
-    # When they ask for a refresh
+def refresh_and_wait(cloud: Cloud, headers: dict[str, str]) -> dict[str, Any]:
     started = cloud.api.post("/bills/refresh", headers=headers)
-    assert started.status_code == 202
+    assert started.status_code == 202, started.text
     job_id = started.json()["job_id"]
-    job = wait_until(
+    job: dict[str, Any] = wait_until(
         lambda: (
             (body := cloud.api.get(f"/bills/refresh/{job_id}", headers=headers).json())["status"] != "running" and body
         ),
         60,
         "the refresh job",
     )
-    assert (job["status"], job["succeeded"], job["failed"]) == ("succeeded", 1, 0)
-    # Then GET /bills holds exactly the provider's bills and the total due
+    return job
+
+
+def test_link_one_account_at_each_provider_and_see_its_exact_bills(cloud: Cloud) -> None:
+    # Given a new user who links an account at each of the four providers, each its own way
+    headers = cloud.new_user("e2e-slice@example.com")
+    account_ids: dict[str, str] = {}
+    for provider, (credentials, _) in E2E_LINKS.items():
+        linked = cloud.api.post(
+            "/accounts/link", headers=headers, json={"provider": provider, "credentials": credentials}
+        )
+        assert linked.status_code == 201, linked.text
+        account_ids[provider] = linked.json()["account_id"]
+    oauth = link_with_oauth(cloud.api, headers, "sparkgrid", "e2e")
+    assert oauth.status_code == 201, oauth.text
+    account_ids["sparkgrid"] = oauth.json()["account_id"]
+    sandboxes = {provider: sandbox for provider, (_, sandbox) in E2E_LINKS.items()}
+    sandboxes["sparkgrid"] = SandboxAccount.sparkgrid("e2e")
+    # When they ask for a refresh
+    job = refresh_and_wait(cloud, headers)
+    assert (job["status"], job["succeeded"], job["failed"]) == ("succeeded", 4, 0), job
+    # Then each provider's bills are exactly the provider's, normalised, and the totals keep currencies apart
+    for provider, sandbox in sandboxes.items():
+        page = cloud.api.get(f"/bills/{provider}", headers=headers).json()
+        assert page["bills"] == expected_bill_views(sandbox, account_ids[provider], date.today(), cloud.today)
     page = cloud.api.get("/bills", headers=headers).json()
-    assert [(b["provider_bill_id"], b["amount"], b["due_on"]) for b in page["bills"]] == expected_bills(
-        api_key, cloud.today
-    )
-    assert page["totals"]["due"] == {"USD": expected_due(api_key, cloud.today)}
-    assert page["accounts"][0]["stale"] is False
+    assert page["totals"]["due"] == expected_due(list(sandboxes.values()), cloud.today)
+    assert [account["stale"] for account in page["accounts"]] == [False] * 4
 
 
 def test_requests_without_a_valid_token_are_refused_by_the_gateway(cloud: Cloud) -> None:
@@ -161,6 +177,7 @@ def test_requests_without_a_valid_token_are_refused_by_the_gateway(cloud: Cloud)
 def test_the_schedule_refreshes_a_linked_account_on_its_own(cloud: Cloud) -> None:
     headers = cloud.new_user("e2e-schedule@example.com")
     api_key = "cw_sandbox_e2e_schedule"
+    sandbox = SandboxAccount.clearwater(api_key)
     assert (
         cloud.api.post(
             "/accounts/link", headers=headers, json={"provider": "clearwater", "credentials": {"api_key": api_key}}
@@ -172,15 +189,24 @@ def test_the_schedule_refreshes_a_linked_account_on_its_own(cloud: Cloud) -> Non
         SCHEDULE_SECONDS * 10,
         "the scheduled planner to refresh the account",
     )
-    assert len(page["bills"]) == len(expected_bills(api_key, cloud.today))
+    assert len(page["bills"]) == len(sandbox.bills(cloud.today))
 
 
-def test_the_demo_user_from_make_run_sees_bills(cloud: Cloud) -> None:
+def test_the_demo_user_from_make_run_has_bills_at_every_provider(cloud: Cloud) -> None:
     headers = cloud.login(DEMO_EMAIL, DEMO_PASSWORD)
-    page = wait_until(
-        lambda: (body := cloud.api.get("/bills", headers=headers).json())["bills"] and body, 60, "the demo bills"
-    )
-    assert page["totals"]["due"] == {"USD": expected_due(DEMO_API_KEY, cloud.today)}
+
+    def bills_from_every_provider() -> dict[str, Any] | None:
+        page: dict[str, Any] = cloud.api.get("/bills", headers=headers).json()
+        return page if len({bill["provider"] for bill in page["bills"]}) == 4 else None
+
+    page = wait_until(bills_from_every_provider, 60, "the demo bills")
+    demo_accounts = [
+        SandboxAccount("northgas", DEMO_CREDENTIALS["northgas"]["account_number"]),
+        SandboxAccount.clearwater(DEMO_CREDENTIALS["clearwater"]["api_key"]),
+        SandboxAccount.fibrelink(DEMO_CREDENTIALS["fibrelink"]["username"]),
+        SandboxAccount.sparkgrid(DEMO_OAUTH_LOGINS["sparkgrid"]),
+    ]
+    assert page["totals"]["due"] == expected_due(demo_accounts, cloud.today)
 
 
 def test_a_message_that_always_fails_reaches_the_dead_letter_queue(cloud: Cloud) -> None:
@@ -198,5 +224,5 @@ def test_a_message_that_always_fails_reaches_the_dead_letter_queue(cloud: Cloud)
 def test_logs_never_hold_the_provider_key_or_password(cloud: Cloud) -> None:
     text = "".join(path.read_text(errors="replace") for path in cloud.logs.glob("*Function.log"))
     assert "fetched bills" in text  # the logs are there and are being written
-    assert "cw_sandbox_e2e_slice" not in text
-    assert "e2e-password-1" not in text
+    for secret in ("cw_sandbox_e2e_slice", "e2e-password-1", "pass_good", "sparkgrid-sandbox-secret", "NG1 1AA"):
+        assert secret not in text

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from types import ModuleType
 from typing import Any
 
-import boto3
 import pytest
 
 from localcloud.provision import Stack
@@ -15,66 +12,8 @@ from mock_provider.clearwater import account_number_for
 from mock_provider.control import Control
 from mock_provider.sandbox import monthly_bills
 from tests.conftest import SANDBOX_TODAY
-from tests.events import authorizer_event, http_event, response_json, scheduled_event, sqs_event
-
-API_KEY = "cw_sandbox_integration"
-
-
-class Api:
-    """Calls handlers as API Gateway would, with the authorizer's verdict in the request context."""
-
-    def __init__(self, load: Callable[[str], ModuleType]) -> None:
-        self.auth = load("AuthFunction")
-        self.authorizer = load("AuthorizerFunction")
-        self.link = load("LinkAccountFunction")
-        self.bills = load("GetBillsFunction")
-        self.refresh = load("RefreshFunction")
-        self.fetch = load("FetchProviderFunction")
-
-    def call(self, module: ModuleType, method: str, path: str, **kwargs: Any) -> tuple[int, Any, dict[str, str]]:
-        response = module.handler(http_event(method, path, **kwargs), _Context())
-        return response["statusCode"], response_json(response), response.get("headers", {})
-
-    def link_clearwater(self, user_id: str, api_key: str = API_KEY) -> tuple[int, Any]:
-        status, body, _ = self.call(
-            self.link,
-            "POST",
-            "/accounts/link",
-            user_id=user_id,
-            body={"provider": "clearwater", "credentials": {"api_key": api_key}},
-        )
-        return status, body
-
-    def user(self, email: str = "ada@example.com") -> str:
-        status, body, _ = self.call(self.auth, "POST", "/auth/register", body={"email": email, "password": "pw-" * 4})
-        assert status == 201
-        return str(body["user_id"])
-
-
-class _Context:
-    function_name = "test"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:test"
-    aws_request_id = "req-1"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 10_000
-
-
-@pytest.fixture
-def api(load_handler: Callable[[str], ModuleType]) -> Api:
-    return Api(load_handler)
-
-
-def raw_items(stack: Stack) -> list[dict[str, Any]]:
-    return boto3.client("dynamodb").scan(TableName=stack.refs["BillsTable"])["Items"]
-
-
-def receive_all(stack: Stack) -> list[dict[str, Any]]:
-    response = boto3.client("sqs").receive_message(
-        QueueUrl=stack.refs["FetchQueue"], MaxNumberOfMessages=10, MessageSystemAttributeNames=["All"]
-    )
-    return [dict(message) for message in response.get("Messages", [])]
+from tests.events import authorizer_event, scheduled_event, sqs_event
+from tests.integration.harness import API_KEY, Api, LambdaContext, raw_items, receive_all
 
 
 # ------------------------------------------------------------------ auth
@@ -84,7 +23,7 @@ def test_register_login_and_me(api: Api) -> None:
         api.auth, "POST", "/auth/login", body={"email": "ADA@example.com", "password": "pw-" * 4}
     )
     assert status == 200 and token["token_type"] == "Bearer" and token["expires_in"] == 3600
-    verdict = api.authorizer.handler(authorizer_event(f"Bearer {token['access_token']}"), _Context())
+    verdict = api.authorizer.handler(authorizer_event(f"Bearer {token['access_token']}"), LambdaContext())
     assert verdict == {"isAuthorized": True, "context": {"user_id": user_id}}
     status, profile, _ = api.call(api.auth, "GET", "/me", user_id=user_id)
     assert status == 200 and profile["email"] == "ada@example.com"
@@ -125,7 +64,7 @@ def test_bad_input_is_a_clear_4xx_with_a_json_error(api: Api, kwargs: dict[str, 
 
 @pytest.mark.parametrize("authorization", [None, "Bearer not.a.jwt", "Basic dXNlcjpwYXNz"])
 def test_authorizer_refuses_missing_or_bad_tokens(api: Api, authorization: str | None) -> None:
-    assert api.authorizer.handler(authorizer_event(authorization), _Context()) == {"isAuthorized": False}
+    assert api.authorizer.handler(authorizer_event(authorization), LambdaContext()) == {"isAuthorized": False}
 
 
 # ------------------------------------------------------------------ linking
@@ -208,7 +147,7 @@ def test_refresh_fetches_and_bills_match_the_provider(api: Api, stack: Stack) ->
     messages = receive_all(stack)
     assert [json.loads(m["Body"])["account_id"] for m in messages] == [account_id]
 
-    result = api.fetch.handler(sqs_event(messages, stack.attributes["FetchQueue"]["Arn"]), _Context())
+    result = api.fetch.handler(sqs_event(messages, stack.attributes["FetchQueue"]["Arn"]), LambdaContext())
     assert result == {"batchItemFailures": []}
 
     status, job, _ = api.call(
@@ -236,7 +175,7 @@ def test_refresh_fetches_and_bills_match_the_provider(api: Api, stack: Stack) ->
     # A second fetch of unchanged bills writes no bill.
     api.call(api.refresh, "POST", "/bills/refresh", user_id=user_id)
     before = {item["SK"]["S"]: item for item in raw_items(stack) if item["SK"]["S"].startswith("BILL#")}
-    api.fetch.handler(sqs_event(receive_all(stack), stack.attributes["FetchQueue"]["Arn"]), _Context())
+    api.fetch.handler(sqs_event(receive_all(stack), stack.attributes["FetchQueue"]["Arn"]), LambdaContext())
     after = {item["SK"]["S"]: item for item in raw_items(stack) if item["SK"]["S"].startswith("BILL#")}
     assert after == before and len(after) == len(expected)
 
@@ -246,13 +185,13 @@ def test_provider_outage_keeps_last_good_bills_and_reports_the_failure(
 ) -> None:
     user_id, _ = linked_user(api)
     api.call(api.refresh, "POST", "/bills/refresh", user_id=user_id)
-    api.fetch.handler(sqs_event(receive_all(stack), stack.attributes["FetchQueue"]["Arn"]), _Context())
+    api.fetch.handler(sqs_event(receive_all(stack), stack.attributes["FetchQueue"]["Arn"]), LambdaContext())
     _, good, _ = api.call(api.bills, "GET", "/bills", user_id=user_id)
 
     mock_provider[1].set_faults("clearwater", outage=True)
     api.call(api.refresh, "POST", "/bills/refresh", user_id=user_id)
     messages = receive_all(stack)
-    result = api.fetch.handler(sqs_event(messages, stack.attributes["FetchQueue"]["Arn"]), _Context())
+    result = api.fetch.handler(sqs_event(messages, stack.attributes["FetchQueue"]["Arn"]), LambdaContext())
     assert result == {"batchItemFailures": [{"itemIdentifier": messages[0]["MessageId"]}]}
 
     _, page, _ = api.call(api.bills, "GET", "/bills", user_id=user_id)
@@ -266,7 +205,7 @@ def test_a_poison_message_fails_only_its_own_record(api: Api, stack: Stack) -> N
     api.call(api.refresh, "POST", "/bills/refresh", user_id=user_id)
     good = receive_all(stack)
     poison = {"MessageId": "poison-1", "ReceiptHandle": "rh", "Body": '{"not": "a fetch request"}'}
-    result = api.fetch.handler(sqs_event([*good, poison], stack.attributes["FetchQueue"]["Arn"]), _Context())
+    result = api.fetch.handler(sqs_event([*good, poison], stack.attributes["FetchQueue"]["Arn"]), LambdaContext())
     assert result == {"batchItemFailures": [{"itemIdentifier": "poison-1"}]}
 
 
@@ -292,7 +231,7 @@ def test_refresh_with_no_accounts_is_409(api: Api) -> None:
 
 def test_planner_enqueues_due_accounts_once(api: Api, stack: Stack) -> None:
     _, account_id = linked_user(api)
-    first = api.refresh.handler(scheduled_event(), _Context())
-    second = api.refresh.handler(scheduled_event(), _Context())
+    first = api.refresh.handler(scheduled_event(), LambdaContext())
+    second = api.refresh.handler(scheduled_event(), LambdaContext())
     assert (first, second) == ({"planned": 1}, {"planned": 0})
     assert [json.loads(m["Body"])["account_id"] for m in receive_all(stack)] == [account_id]

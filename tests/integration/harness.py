@@ -1,0 +1,135 @@
+"""Drives the handlers as API Gateway and the SQS event source mapping would, for the integration tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import boto3
+import httpx
+
+from localcloud.provision import Stack
+from tests.events import http_event, response_json, sqs_event
+
+API_KEY = "cw_sandbox_integration"
+
+
+class LambdaContext:
+    function_name = "test"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:test"
+    aws_request_id = "req-1"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 10_000
+
+
+class Api:
+    """Calls handlers as API Gateway would, with the authorizer's verdict in the request context."""
+
+    def __init__(self, load: Callable[[str], ModuleType], stack: Stack) -> None:
+        self.stack = stack
+        self.auth = load("AuthFunction")
+        self.authorizer = load("AuthorizerFunction")
+        self.link = load("LinkAccountFunction")
+        self.bills = load("GetBillsFunction")
+        self.refresh = load("RefreshFunction")
+        self.fetch = load("FetchProviderFunction")
+
+    def call(self, module: ModuleType, method: str, path: str, **kwargs: Any) -> tuple[int, Any, dict[str, str]]:
+        response = module.handler(http_event(method, path, **kwargs), LambdaContext())
+        return response["statusCode"], response_json(response), response.get("headers", {})
+
+    def user(self, email: str = "ada@example.com") -> str:
+        status, body, _ = self.call(self.auth, "POST", "/auth/register", body={"email": email, "password": "pw-" * 4})
+        assert status == 201
+        return str(body["user_id"])
+
+    def link_provider(self, user_id: str, provider: str, credentials: dict[str, str]) -> tuple[int, Any]:
+        status, body, _ = self.call(
+            self.link,
+            "POST",
+            "/accounts/link",
+            user_id=user_id,
+            body={"provider": provider, "credentials": credentials},
+        )
+        return status, body
+
+    def link_clearwater(self, user_id: str, api_key: str = API_KEY) -> tuple[int, Any]:
+        return self.link_provider(user_id, "clearwater", {"api_key": api_key})
+
+    def oauth_consent(self, user_id: str, provider: str, login: str, account_id: str | None = None) -> dict[str, str]:
+        """Starts the OAuth2 flow and lets the sandbox's authorize page answer ``login``: the callback's query."""
+        query = {"account_id": account_id} if account_id else None
+        status, start, _ = self.call(
+            self.link,
+            "GET",
+            f"/accounts/oauth/{provider}/start",
+            route="/accounts/oauth/{provider}/start",
+            path_parameters={"provider": provider},
+            query=query,
+            user_id=user_id,
+        )
+        assert status == 200, start
+        # httpx's ``params`` would replace the authorize URL's query, so the hint is appended to it.
+        consent = httpx.get(f"{start['authorize_url']}&{urlencode({'login_hint': login})}", follow_redirects=False)
+        assert consent.status_code == 302, consent.text
+        return dict(parse_qsl(urlsplit(consent.headers["Location"]).query))
+
+    def oauth_callback(self, provider: str, query: dict[str, str]) -> tuple[int, Any]:
+        """The browser arriving back from the provider: no access token, only the query."""
+        status, body, _ = self.call(
+            self.link,
+            "GET",
+            f"/accounts/oauth/{provider}/callback",
+            route="/accounts/oauth/{provider}/callback",
+            path_parameters={"provider": provider},
+            query=query,
+        )
+        return status, body
+
+    def oauth_link(self, user_id: str, provider: str, login: str, account_id: str | None = None) -> tuple[int, Any]:
+        return self.oauth_callback(provider, self.oauth_consent(user_id, provider, login, account_id))
+
+    def accounts(self, user_id: str) -> list[dict[str, Any]]:
+        status, body, _ = self.call(self.link, "GET", "/accounts", user_id=user_id)
+        assert status == 200
+        return list(body["accounts"])
+
+    def bills_of(self, user_id: str, provider: str) -> dict[str, Any]:
+        status, body, _ = self.call(
+            self.bills,
+            "GET",
+            f"/bills/{provider}",
+            route="/bills/{provider}",
+            path_parameters={"provider": provider},
+            user_id=user_id,
+        )
+        assert status == 200, body
+        return dict(body)
+
+    def refresh_all(self, user_id: str) -> dict[str, Any]:
+        """``POST /bills/refresh``, then one delivery of every queued message to the fetcher."""
+        status, body, _ = self.call(self.refresh, "POST", "/bills/refresh", user_id=user_id)
+        assert status == 202, body
+        return self.deliver()
+
+    def deliver(self) -> dict[str, Any]:
+        messages = receive_all(self.stack)
+        result: dict[str, Any] = self.fetch.handler(
+            sqs_event(messages, self.stack.attributes["FetchQueue"]["Arn"]), LambdaContext()
+        )
+        return result
+
+
+def raw_items(stack: Stack) -> list[dict[str, Any]]:
+    return boto3.client("dynamodb").scan(TableName=stack.refs["BillsTable"])["Items"]
+
+
+def receive_all(stack: Stack) -> list[dict[str, Any]]:
+    response = boto3.client("sqs").receive_message(
+        QueueUrl=stack.refs["FetchQueue"], MaxNumberOfMessages=10, MessageSystemAttributeNames=["All"]
+    )
+    return [dict(message) for message in response.get("Messages", [])]

@@ -1,0 +1,183 @@
+"""The adapters and their auth strategies against the sandbox over HTTP, without AWS: token renewal
+races, the shared service token, and each kind of provider misbehaviour mapped to the right error."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import httpx
+import pytest
+
+from billhub.models import Account, AccountStatus
+from billhub.providers import REGISTRY
+from billhub.providers.auth import AuthorizationCodeGrant, OAuthTokens
+from billhub.providers.errors import ProviderAuthRejected, ProviderDataError, ProviderUnavailable
+from billhub.providers.fibrelink import FibreLinkCredentials
+from billhub.providers.http import RetryPolicy
+from billhub.providers.northgas import NorthGasCredentials
+from billhub.providers.session import ProviderConnector, ProviderDirectory, ProviderSession, parse_oauth_clients
+from mock_provider.control import Control
+
+CLIENTS = parse_oauth_clients(
+    {
+        "sparkgrid": {"client_id": "billhub-sandbox", "client_secret": "sparkgrid-sandbox-secret"},
+        "northgas": {"client_id": "billhub-sandbox", "client_secret": "northgas-sandbox-secret"},
+    }
+)
+FAST = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.02, max_retry_after=0.05, read_timeout=0.5)
+REDIRECT = "http://127.0.0.1:9/callback"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def account(provider: str) -> Account:
+    return Account(
+        account_id="a" * 32,
+        user_id="u1",
+        provider=provider,
+        external_ref="•••",
+        status=AccountStatus.ACTIVE,
+        created_at=now(),
+        next_refresh_at=now(),
+    )
+
+
+def connector(client: httpx.AsyncClient, base_url: str, policy: RetryPolicy = FAST) -> ProviderConnector:
+    return ProviderConnector(client, ProviderDirectory(base_url, CLIENTS), now, policy)
+
+
+def requests_to(base_url: str, provider: str) -> int:
+    return int(httpx.get(f"{base_url}/_admin/stats").json().get(provider, {}).get("requests", 0))
+
+
+def set_faults(base_url: str, provider: str, **faults: Any) -> None:
+    httpx.post(f"{base_url}/_admin/faults/{provider}", json=faults).raise_for_status()
+
+
+async def sparkgrid_tokens(conn: ProviderConnector, base_url: str, login: str) -> OAuthTokens:
+    grant = REGISTRY["sparkgrid"].auth
+    assert isinstance(grant, AuthorizationCodeGrant)
+    url = grant.authorize_url(conn.directory.url("sparkgrid"), CLIENTS["sparkgrid"], REDIRECT, "s1")
+    consent = httpx.get(f"{url}&{urlencode({'login_hint': login})}")
+    code = dict(parse_qsl(urlsplit(consent.headers["Location"]).query))["code"]
+    return await grant.exchange_code(conn.http("sparkgrid"), CLIENTS["sparkgrid"], code, REDIRECT, now())
+
+
+def expired(tokens: OAuthTokens) -> OAuthTokens:
+    return tokens.model_copy(update={"access_token_expires_at": now() - timedelta(minutes=1)})
+
+
+def test_a_fetch_whose_refresh_token_was_rotated_elsewhere_carries_on_with_the_saved_one(
+    mock_provider: tuple[str, Control],
+) -> None:
+    base_url = mock_provider[0]
+    adapter = REGISTRY["sparkgrid"]
+
+    async def scenario() -> tuple[int, int, int]:
+        async with httpx.AsyncClient() as client:
+            conn = connector(client, base_url)
+            original = await sparkgrid_tokens(conn, base_url, "ada")
+            saved: list[Any] = []
+
+            async def save(credentials: Any) -> None:
+                saved.append(credentials)
+
+            # Fetch A renews first: the provider rotates the refresh token and A saves the new pair
+            first = conn.session("sparkgrid", expired(original), save=save)
+            await adapter.verify(first)
+
+            # Fetch B started from the same stored pair; its refresh token is now spent
+            async def reload() -> Any:
+                return saved[-1]
+
+            second = conn.session("sparkgrid", expired(original), reload=reload)
+            bills = await adapter.fetch_bills(second, account("sparkgrid"))
+            return len(saved), second.renewed_tokens, len(bills)
+
+    saves, renewals_by_b, bills = asyncio.run(scenario())
+    assert (saves, renewals_by_b, bills) == (1, 0, 24)
+
+
+def test_a_spent_refresh_token_with_nothing_newer_stored_needs_the_user(mock_provider: tuple[str, Control]) -> None:
+    async def scenario() -> None:
+        async with httpx.AsyncClient() as client:
+            conn = connector(client, mock_provider[0])
+            original = await sparkgrid_tokens(conn, mock_provider[0], "ada")
+            await REGISTRY["sparkgrid"].verify(conn.session("sparkgrid", expired(original)))
+
+            async def reload() -> Any:
+                return original  # nothing newer was saved
+
+            stale = conn.session("sparkgrid", expired(original), reload=reload)
+            await REGISTRY["sparkgrid"].verify(stale)
+
+    with pytest.raises(ProviderAuthRejected, match="revoked"):
+        asyncio.run(scenario())
+
+
+def test_the_gas_service_token_is_shared_across_accounts(mock_provider: tuple[str, Control]) -> None:
+    adapter = REGISTRY["northgas"]
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient() as client:
+            conn = connector(client, mock_provider[0])
+            for number in ("NG30000001", "NG30000002"):
+                creds = NorthGasCredentials(account_number=number, postcode="NG1 1AA")
+                await adapter.fetch_bills(conn.session("northgas", creds), account("northgas"))
+
+    asyncio.run(scenario())
+    # one token, then three pages of ten for each of the two accounts
+    assert requests_to(mock_provider[0], "northgas") == 1 + 3 + 3
+
+
+@pytest.mark.parametrize(
+    ("faults", "error", "message"),
+    [
+        ({"timeout_rate": 1.0, "hang_ms": 1500}, ProviderUnavailable, "did not answer in time"),
+        ({"storm_429": True}, ProviderUnavailable, "HTTP 429"),
+        ({"outage": True}, ProviderUnavailable, "HTTP 503"),
+        ({"malformed_rate": 1.0}, ProviderDataError, "FibreLink"),
+        ({"auth_failure": True}, ProviderAuthRejected, "refused the credentials"),
+    ],
+    ids=["timeout", "429-storm", "outage", "malformed", "revoked"],
+)
+def test_each_fault_becomes_the_error_that_decides_what_happens_next(
+    mock_provider: tuple[str, Control], faults: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    set_faults(mock_provider[0], "fibrelink", **faults)
+    credentials = FibreLinkCredentials(username="grace", password="pass_good")
+
+    async def scenario() -> ProviderSession:
+        async with httpx.AsyncClient() as client:
+            session = connector(client, mock_provider[0]).session("fibrelink", credentials)
+            await REGISTRY["fibrelink"].fetch_bills(session, account("fibrelink"))
+            return session
+
+    with pytest.raises(error, match=message):
+        asyncio.run(scenario())
+    # Retryable faults were retried within the policy; the others were not
+    retried = error is ProviderUnavailable
+    assert requests_to(mock_provider[0], "fibrelink") == (FAST.attempts if retried else 1)
+
+
+def test_a_next_link_that_leaves_the_provider_is_never_followed() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.params.get("page") == "1":
+            return httpx.Response(200, json={"items": [], "links": {"next": "https://elsewhere.example/steal"}})
+        return httpx.Response(200, json={"items": []})
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+            session = connector(client, "http://provider.test").session(
+                "fibrelink", FibreLinkCredentials(username="grace", password="pass_good")
+            )
+            await REGISTRY["fibrelink"].fetch_bills(session, account("fibrelink"))
+
+    # The credentials would go with the request
+    with pytest.raises(ProviderDataError, match="outside its API"):
+        asyncio.run(scenario())

@@ -1,0 +1,334 @@
+"""Linking and fetching at each of the four sandbox providers, through the handlers, against moto and
+the mock provider over HTTP: every auth method, every payload quirk, and what goes wrong with them."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+
+from localcloud.provision import Stack
+from mock_provider.control import Control
+from tests.integration.harness import Api, raw_items
+from tests.sandbox import SandboxAccount, expected_bill_views
+
+NORTHGAS = {"account_number": "NG20003000", "postcode": "ng1 1aa"}
+FIBRELINK = {"username": "grace", "password": "pass_good"}
+CLEARWATER = {"api_key": "cw_sandbox_providers"}
+CREDENTIAL_LINKS = [
+    ("northgas", NORTHGAS, SandboxAccount("northgas", "NG20003000")),
+    ("clearwater", CLEARWATER, SandboxAccount.clearwater("cw_sandbox_providers")),
+    ("fibrelink", FIBRELINK, SandboxAccount.fibrelink("grace")),
+]
+
+
+def admin(mock_provider: tuple[str, Control], path: str, body: dict[str, Any] | None = None) -> Any:
+    response = httpx.post(f"{mock_provider[0]}/_admin/{path}", json=body or {})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def stored_account(stack: Stack, user_id: str, account_id: str) -> dict[str, Any]:
+    item = boto3.client("dynamodb").get_item(
+        TableName=stack.refs["BillsTable"], Key={"PK": {"S": f"USER#{user_id}"}, "SK": {"S": f"ACCOUNT#{account_id}"}}
+    )["Item"]
+    return dict(item)
+
+
+# ------------------------------------------------------------------ the catalogue
+def test_providers_lists_all_four_with_how_each_links(api: Api) -> None:
+    status, body, _ = api.call(api.link, "GET", "/providers", user_id="u1")
+    assert status == 200
+    listed = {
+        p["name"]: (p["category"], p["auth_type"], [f["name"] for f in p["credential_fields"]])
+        for p in body["providers"]
+    }
+    assert listed == {
+        "sparkgrid": ("electricity", "oauth2_authorization_code", []),
+        "northgas": ("gas", "oauth2_client_credentials", ["account_number", "postcode"]),
+        "clearwater": ("water", "api_key", ["api_key"]),
+        "fibrelink": ("internet", "basic", ["username", "password"]),
+    }
+
+
+# ------------------------------------------------------------------ linking with credentials
+@pytest.mark.parametrize(("provider", "credentials", "sandbox"), CREDENTIAL_LINKS, ids=[c[0] for c in CREDENTIAL_LINKS])
+def test_link_then_fetch_gives_the_exact_normalised_bills(
+    api: Api, provider: str, credentials: dict[str, str], sandbox: SandboxAccount
+) -> None:
+    # Given a user who links an account with the provider's own kind of credentials
+    user_id = api.user()
+    status, account = api.link_provider(user_id, provider, credentials)
+    assert status == 201, account
+    assert account["status"] == "active"
+    assert account["external_ref"].endswith(sandbox.account_number[-4:])
+    assert sandbox.account_number not in account["external_ref"]
+    # When its bills are fetched
+    assert api.refresh_all(user_id) == {"batchItemFailures": []}
+    # Then the service holds exactly the provider's bills, in the canonical shape
+    page = api.bills_of(user_id, provider)
+    assert page["bills"] == expected_bill_views(sandbox, account["account_id"], date.today())
+    assert list(page["totals"]["due"]) == [sandbox.currency]
+
+
+def test_a_provider_billing_in_pounds_keeps_its_currency(api: Api) -> None:
+    user_id = api.user()
+    api.link_provider(user_id, "northgas", NORTHGAS)
+    api.refresh_all(user_id)
+    page = api.bills_of(user_id, "northgas")
+    assert {bill["currency"] for bill in page["bills"]} == {"GBP"}
+    assert set(page["totals"]["due"]) == {"GBP"}
+
+
+@pytest.mark.parametrize(
+    ("provider", "credentials"),
+    [
+        ("northgas", {"account_number": "NG20003000", "postcode": "SW1A 1AA"}),
+        ("clearwater", {"api_key": "live_key_123456"}),
+        ("fibrelink", {"username": "grace", "password": "pass_bad"}),
+        ("fibrelink", {"username": "user_locked", "password": "pass_good"}),
+    ],
+)
+def test_refused_credentials_are_422_and_store_nothing(
+    api: Api, stack: Stack, provider: str, credentials: dict[str, str]
+) -> None:
+    user_id = api.user()
+    before = len(raw_items(stack))
+    status, body = api.link_provider(user_id, provider, credentials)
+    assert (status, body["code"]) == (422, "credentials_rejected")
+    assert len(raw_items(stack)) == before
+
+
+@pytest.mark.parametrize(("provider", "credentials", "sandbox"), CREDENTIAL_LINKS, ids=[c[0] for c in CREDENTIAL_LINKS])
+def test_the_same_provider_account_twice_is_409(
+    api: Api, provider: str, credentials: dict[str, str], sandbox: SandboxAccount
+) -> None:
+    user_id = api.user()
+    assert api.link_provider(user_id, provider, credentials)[0] == 201
+    status, body = api.link_provider(user_id, provider, credentials)
+    assert (status, body["code"]) == (409, "conflict")
+    assert len(api.accounts(user_id)) == 1
+
+
+def test_an_oauth_provider_cannot_be_linked_with_typed_credentials(api: Api) -> None:
+    status, body = api.link_provider(api.user(), "sparkgrid", {"refresh_token": "stolen"})
+    assert (status, body["code"]) == (400, "oauth_required")
+    assert body["details"] == {"start": "/accounts/oauth/sparkgrid/start"}
+
+
+def test_a_pending_account_learns_its_identity_on_its_first_fetch(
+    api: Api, stack: Stack, mock_provider: tuple[str, Control]
+) -> None:
+    # Given a FibreLink account linked while FibreLink was down
+    admin(mock_provider, "faults/fibrelink", {"outage": True})
+    user_id = api.user()
+    status, account = api.link_provider(user_id, "fibrelink", FIBRELINK)
+    assert (status, account["status"], account["external_ref"]) == (201, "pending", "pending verification")
+    # When FibreLink is back and the account is fetched
+    admin(mock_provider, "faults/fibrelink", {"outage": False})
+    assert api.refresh_all(user_id) == {"batchItemFailures": []}
+    # Then the account is active under its real identity, with its bills
+    [listed] = api.accounts(user_id)
+    assert listed["status"] == "active"
+    assert listed["external_ref"].endswith(SandboxAccount.fibrelink("grace").account_number[-4:])
+    assert len(api.bills_of(user_id, "fibrelink")["bills"]) == 24
+    # And linking the same subscriber again is recognised as a duplicate
+    assert api.link_provider(user_id, "fibrelink", FIBRELINK)[0] == 409
+
+
+# ------------------------------------------------------------------ OAuth2 authorization code (SparkGrid)
+def test_oauth_link_then_fetch_gives_the_exact_normalised_bills(api: Api, mock_provider: tuple[str, Control]) -> None:
+    user_id = api.user()
+    status, start, _ = api.call(
+        api.link,
+        "GET",
+        "/accounts/oauth/sparkgrid/start",
+        route="/accounts/oauth/{provider}/start",
+        path_parameters={"provider": "sparkgrid"},
+        user_id=user_id,
+    )
+    assert status == 200 and start["state_expires_in"] == 600
+    assert start["authorize_url"].startswith(f"{mock_provider[0]}/sparkgrid/oauth/authorize?")
+    assert "client_secret" not in start["authorize_url"]
+    status, account = api.oauth_link(user_id, "sparkgrid", "ada")
+    assert (status, account["status"]) == (201, "active"), account
+    assert api.refresh_all(user_id) == {"batchItemFailures": []}
+    sandbox = SandboxAccount.sparkgrid("ada")
+    assert api.bills_of(user_id, "sparkgrid")["bills"] == expected_bill_views(
+        sandbox, account["account_id"], date.today()
+    )
+
+
+def test_oauth_state_works_once_and_only_for_its_provider(api: Api) -> None:
+    user_id = api.user()
+    callback = api.oauth_consent(user_id, "sparkgrid", "ada")
+    assert api.oauth_callback("sparkgrid", callback)[0] == 201
+    status, body = api.oauth_callback("sparkgrid", callback)
+    assert (status, body["code"]) == (400, "invalid_oauth_state")
+    other = api.oauth_consent(user_id, "sparkgrid", "bob")
+    assert api.oauth_callback("sparkgrid", {**other, "state": other["state"][:-4] + "AAAA"})[1]["code"] == (
+        "invalid_oauth_state"
+    )
+    assert api.oauth_callback("northgas", other)[1]["code"] in {"invalid_oauth_state", "oauth_not_supported"}
+    assert len(api.accounts(user_id)) == 1
+
+
+def test_oauth_consent_denied_links_nothing(api: Api) -> None:
+    user_id = api.user()
+    status, body = api.oauth_link(user_id, "sparkgrid", "user_denied")
+    assert (status, body["code"]) == (400, "oauth_denied")
+    assert api.accounts(user_id) == []
+
+
+def test_the_same_oauth_customer_twice_is_409(api: Api) -> None:
+    user_id = api.user()
+    assert api.oauth_link(user_id, "sparkgrid", "ada")[0] == 201
+    status, body = api.oauth_link(user_id, "sparkgrid", "ada")
+    assert (status, body["code"]) == (409, "conflict")
+
+
+def test_expired_access_token_is_renewed_and_the_rotated_refresh_token_saved(
+    api: Api, stack: Stack, mock_provider: tuple[str, Control]
+) -> None:
+    user_id = api.user()
+    account_id = api.oauth_link(user_id, "sparkgrid", "ada")[1]["account_id"]
+    before = stored_account(stack, user_id, account_id)
+    admin(mock_provider, "tokens/sparkgrid/expire")
+    assert api.refresh_all(user_id) == {"batchItemFailures": []}
+    after = stored_account(stack, user_id, account_id)
+    # The renewal was saved (re-encrypted) at once: the provider already spent the old refresh token.
+    assert int(after["credentials_version"]["N"]) == int(before["credentials_version"]["N"]) + 1
+    assert after["credentials"] != before["credentials"]
+    # And the next fetch works with what was saved, without another renewal
+    admin(mock_provider, "tokens/sparkgrid/expire")
+    assert api.refresh_all(user_id) == {"batchItemFailures": []}
+    assert len(api.bills_of(user_id, "sparkgrid")["bills"]) == 24
+
+
+def test_revoked_grant_needs_reauth_and_oauth_repair_keeps_the_account(
+    api: Api, mock_provider: tuple[str, Control]
+) -> None:
+    # Given a SparkGrid account with bills whose grant the customer revoked at SparkGrid
+    user_id = api.user()
+    account_id = api.oauth_link(user_id, "sparkgrid", "ada")[1]["account_id"]
+    api.refresh_all(user_id)
+    admin(mock_provider, "tokens/sparkgrid/revoke")
+    # When it is fetched, it needs the user and says why, keeping its bills
+    assert api.refresh_all(user_id) == {"batchItemFailures": []}  # not retried: retrying cannot help
+    [listed] = api.accounts(user_id)
+    assert listed["status"] == "needs_reauth"
+    assert "revoked" in listed["last_error"]
+    assert len(api.bills_of(user_id, "sparkgrid")["bills"]) == 24
+    # Then signing in again with that account id repairs it in place
+    status, repaired = api.oauth_link(user_id, "sparkgrid", "ada", account_id=account_id)
+    assert (status, repaired["account_id"], repaired["status"]) == (200, account_id, "active")
+    assert repaired["last_error"] is None
+    assert api.refresh_all(user_id) == {"batchItemFailures": []}
+    assert [a["account_id"] for a in api.accounts(user_id)] == [account_id]
+    assert len(api.bills_of(user_id, "sparkgrid")["bills"]) == 24
+
+
+def test_oauth_repair_refuses_a_different_customer(api: Api) -> None:
+    user_id = api.user()
+    account_id = api.oauth_link(user_id, "sparkgrid", "ada")[1]["account_id"]
+    status, body = api.oauth_link(user_id, "sparkgrid", "bob", account_id=account_id)
+    assert (status, body["code"]) == (409, "different_provider_account")
+
+
+# ------------------------------------------------------------------ repair with typed credentials
+def put_credentials(api: Api, user_id: str, account_id: str, credentials: dict[str, str]) -> tuple[int, Any]:
+    status, body, _ = api.call(
+        api.link,
+        "PUT",
+        f"/accounts/{account_id}/credentials",
+        route="/accounts/{account_id}/credentials",
+        path_parameters={"account_id": account_id},
+        user_id=user_id,
+        body={"credentials": credentials},
+    )
+    return status, body
+
+
+def test_put_credentials_repairs_a_needs_reauth_account_in_place(api: Api, mock_provider: tuple[str, Control]) -> None:
+    # Given a FibreLink account with bills whose password stopped working
+    user_id = api.user()
+    account_id = api.link_provider(user_id, "fibrelink", FIBRELINK)[1]["account_id"]
+    api.refresh_all(user_id)
+    admin(mock_provider, "faults/fibrelink", {"auth_failure": True})
+    api.refresh_all(user_id)
+    assert api.accounts(user_id)[0]["status"] == "needs_reauth"
+    # When the user sends credentials FibreLink refuses, nothing changes
+    admin(mock_provider, "faults/fibrelink", {"auth_failure": False})
+    assert put_credentials(api, user_id, account_id, {**FIBRELINK, "password": "wrong"})[1]["code"] == (
+        "credentials_rejected"
+    )
+    assert api.accounts(user_id)[0]["status"] == "needs_reauth"
+    # And with working credentials the same account is active again, bills kept, due for refresh now
+    status, repaired = put_credentials(api, user_id, account_id, FIBRELINK)
+    assert (status, repaired["account_id"], repaired["status"], repaired["last_error"]) == (
+        200,
+        account_id,
+        "active",
+        None,
+    )
+    assert len(api.bills_of(user_id, "fibrelink")["bills"]) == 24
+
+
+def test_put_credentials_refuses_another_subscriber_and_other_users(api: Api) -> None:
+    user_id = api.user()
+    account_id = api.link_provider(user_id, "fibrelink", FIBRELINK)[1]["account_id"]
+    status, body = put_credentials(api, user_id, account_id, {"username": "mallory", "password": "pass_good"})
+    assert (status, body["code"]) == (409, "different_provider_account")
+    intruder = api.user("eve@example.com")
+    status, body = put_credentials(api, intruder, account_id, FIBRELINK)
+    assert (status, body["code"]) == (404, "not_found")
+    status, body = put_credentials(api, user_id, account_id, {"api_key": "cw_sandbox_x"})
+    assert (status, body["code"]) == (400, "invalid_credentials_format")
+
+
+# ------------------------------------------------------------------ provider quirks over time
+def test_a_corrected_statement_replaces_the_bill_it_revises(api: Api, mock_provider: tuple[str, Control]) -> None:
+    user_id = api.user()
+    api.link_provider(user_id, "northgas", NORTHGAS)
+    api.refresh_all(user_id)
+    first = api.bills_of(user_id, "northgas")["bills"]
+    target = first[3]
+    admin(
+        mock_provider,
+        "revise/northgas",
+        {"account": "NG20003000", "bill_id": target["provider_bill_id"], "amount": "12.34"},
+    )
+    assert api.refresh_all(user_id) == {"batchItemFailures": []}
+    second = api.bills_of(user_id, "northgas")["bills"]
+    assert len(second) == len(first)
+    revised = next(bill for bill in second if bill["bill_id"] == target["bill_id"])
+    assert (revised["amount"], revised["revision"]) == ("12.34", target["revision"] + 1)
+    assert [b for b in second if b["bill_id"] != target["bill_id"]] == [
+        b for b in first if b["bill_id"] != target["bill_id"]
+    ]
+
+
+def test_a_malformed_answer_keeps_the_last_good_bills(api: Api, mock_provider: tuple[str, Control]) -> None:
+    user_id = api.user()
+    api.link_provider(user_id, "clearwater", CLEARWATER)
+    api.refresh_all(user_id)
+    good = api.bills_of(user_id, "clearwater")["bills"]
+    admin(mock_provider, "faults/clearwater", {"malformed_rate": 1.0})
+    result = api.refresh_all(user_id)
+    assert len(result["batchItemFailures"]) == 1  # retried later by the queue
+    assert api.bills_of(user_id, "clearwater")["bills"] == good
+    [listed] = api.accounts(user_id)
+    assert listed["status"] == "active" and "ClearWater" in listed["last_error"]
+
+
+def test_the_shared_gas_token_is_renewed_when_the_provider_expires_it(
+    api: Api, mock_provider: tuple[str, Control]
+) -> None:
+    user_id = api.user()
+    api.link_provider(user_id, "northgas", NORTHGAS)
+    admin(mock_provider, "tokens/northgas/expire")
+    assert api.refresh_all(user_id) == {"batchItemFailures": []}
+    assert len(api.bills_of(user_id, "northgas")["bills"]) == 24

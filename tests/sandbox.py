@@ -1,0 +1,76 @@
+"""What the service should show for a sandbox account, computed from the sandbox's own generator.
+
+The sandbox writes each bill in its provider's dialect (cents, DD/MM/YYYY, JSON numbers, ...); these
+expectations are in the service's canonical shape, so a test comparing the two proves the adapters
+read every dialect exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from mock_provider import clearwater, fibrelink, northgas, sparkgrid
+from mock_provider.sandbox import SandboxBill, monthly_bills
+from tests.conftest import SANDBOX_TODAY
+
+_CATEGORIES = {"sparkgrid": "electricity", "northgas": "gas", "clearwater": "water", "fibrelink": "internet"}
+_CURRENCIES = {"northgas": "GBP"}
+# ClearWater bills in the sandbox's default range.
+_BASE_RANGES = {"sparkgrid": sparkgrid.BASE_RANGE, "northgas": northgas.BASE_RANGE, "fibrelink": fibrelink.BASE_RANGE}
+
+
+@dataclass(frozen=True)
+class SandboxAccount:
+    provider: str
+    account_number: str
+    anomaly: bool = False
+
+    @classmethod
+    def sparkgrid(cls, username: str) -> SandboxAccount:
+        return cls("sparkgrid", sparkgrid.customer_id_for(username), "anomaly" in username)
+
+    @classmethod
+    def clearwater(cls, api_key: str) -> SandboxAccount:
+        return cls("clearwater", clearwater.account_number_for(api_key), api_key.startswith("cw_sandbox_anomaly"))
+
+    @classmethod
+    def fibrelink(cls, username: str) -> SandboxAccount:
+        return cls("fibrelink", fibrelink.subscriber_id_for(username), "anomaly" in username)
+
+    @property
+    def currency(self) -> str:
+        return _CURRENCIES.get(self.provider, "USD")
+
+    def bills(self, today: date = SANDBOX_TODAY) -> list[SandboxBill]:
+        base_range = _BASE_RANGES.get(self.provider)
+        if base_range is None:
+            return monthly_bills(self.account_number, today, self.currency, anomaly=self.anomaly)
+        return monthly_bills(self.account_number, today, self.currency, base_range, self.anomaly)
+
+
+def expected_bill_views(
+    account: SandboxAccount, account_id: str, today: date, sandbox_today: date = SANDBOX_TODAY
+) -> list[dict[str, Any]]:
+    """``GET /bills/<provider>``'s bills for the account, newest due first; an unpaid bill past its
+    due date shows as overdue."""
+    views = [
+        {
+            "bill_id": f"{account.provider}.{account_id}.{bill.bill_id}",
+            "account_id": account_id,
+            "provider": account.provider,
+            "provider_bill_id": bill.bill_id,
+            "category": _CATEGORIES[account.provider],
+            "amount": f"{bill.amount:.2f}",
+            "currency": account.currency,
+            "issued_on": bill.issue_date.isoformat(),
+            "due_on": bill.due_date.isoformat(),
+            "period_start": bill.period_start.isoformat(),
+            "period_end": bill.period_end.isoformat(),
+            "status": "overdue" if bill.status == "unpaid" and bill.due_date < today else bill.status,
+            "revision": 1,
+        }
+        for bill in account.bills(sandbox_today)
+    ]
+    return sorted(views, key=lambda view: (view["due_on"], view["bill_id"]), reverse=True)
