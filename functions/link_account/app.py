@@ -30,6 +30,9 @@ app = create_resolver()
 settings = LinkSettings.from_environ(os.environ)
 # The user is waiting: one quick retry at most, and a provider slower than this is verified later.
 LINK_RETRY_POLICY = RetryPolicy(attempts=2, initial_wait=0.1, max_wait=0.5, max_retry_after=1.0, read_timeout=4.0)
+# Each provider step of a link (verify; or exchange the code, then verify) fits in this, so even the
+# OAuth callback's two steps answer well inside the function's 15 s timeout.
+LINK_DEADLINE_SECONDS = 6.0
 AccountIdPath = Annotated[str, Path(pattern=r"^[a-f0-9]{32}$")]
 ProviderPath = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_-]{1,31}$")]
 
@@ -57,7 +60,7 @@ def directory() -> ProviderDirectory:
 def with_provider[Result](work: Callable[[ProviderConnector], Awaitable[Result]]) -> Result:
     async def run() -> Result:
         async with httpx.AsyncClient() as client:
-            return await work(ProviderConnector(client, directory(), utc_now, LINK_RETRY_POLICY))
+            return await work(ProviderConnector(client, directory(), utc_now, LINK_RETRY_POLICY, LINK_DEADLINE_SECONDS))
 
     return asyncio.run(run())
 
@@ -65,7 +68,7 @@ def with_provider[Result](work: Callable[[ProviderConnector], Awaitable[Result]]
 def callback_url(provider: str) -> str:
     """Where the provider sends the browser back: this API's own callback route, as the client reached it."""
     event = app.current_event
-    scheme = event.headers.get("x-forwarded-proto", "https")
+    scheme = "http" if event.headers.get("x-forwarded-proto") == "http" else "https"
     return f"{scheme}://{event.request_context.domain_name}/accounts/oauth/{provider}/callback"
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
 from datetime import datetime
 from typing import Annotated
@@ -18,8 +16,8 @@ from billhub.providers import REGISTRY, get_adapter
 from billhub.providers.auth import AuthorizationCodeGrant
 from billhub.providers.base import CredentialField, LinkedIdentity, ProviderAdapter
 from billhub.providers.errors import ProviderAuthRejected, ProviderError
-from billhub.providers.session import ProviderConnector, ProviderDirectory
-from billhub.store import BillsTable, StoredAccount, link_sort_key
+from billhub.providers.session import ProviderConnector, ProviderDirectory, ProviderSession
+from billhub.store import BillsTable, ConcurrentUpdate, StoredAccount, link_sort_key
 
 ProviderName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{1,31}$")]
 
@@ -41,7 +39,6 @@ CredentialValues = dict[
     Annotated[str, StringConstraints(max_length=512)],
 ]
 Nickname = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-AccountId = Annotated[str, StringConstraints(pattern=r"^[a-f0-9]{32}$")]
 
 
 class LinkRequest(BaseModel):
@@ -115,7 +112,7 @@ def list_providers() -> ProviderList:
                 name=adapter.name,
                 display_name=adapter.display_name,
                 category=adapter.category,
-                auth_type=adapter.auth_type,
+                auth_type=adapter.auth_type(),
                 credential_fields=adapter.credential_fields(),
             )
             for adapter in REGISTRY.values()
@@ -186,22 +183,23 @@ async def complete_oauth(
 ) -> tuple[AccountView, bool]:
     """Exchanges the code the provider sent back and links (or repairs) the account; True when new."""
     adapter = get_adapter(provider)
-    grant = _authorization_code_grant(adapter)
-    # The state is spent even when the user said no, so a stolen callback URL is worth nothing.
+    # The state is spent first, even when the user said no, so a stolen callback URL is worth nothing.
     link = states.redeem(callback.state, adapter.name, now)
+    grant = _authorization_code_grant(adapter)
     if callback.error or not callback.code:
         raise OAuthDenied(
             f"{adapter.display_name} did not grant access; nothing was linked.",
             details={"provider_error": callback.error or "missing_code"},
         )
+    exchange = grant.exchange_code(
+        connector.http(adapter.name),
+        connector.directory.oauth_clients.get(adapter.name),
+        callback.code,
+        link.redirect_uri,
+        now,
+    )
     try:
-        tokens = await grant.exchange_code(
-            connector.http(adapter.name),
-            connector.directory.oauth_clients.get(adapter.name),
-            callback.code,
-            link.redirect_uri,
-            now,
-        )
+        tokens = await connector.within_deadline(exchange)
     except ProviderAuthRejected as error:
         raise CredentialsRejected(str(error)) from error
     except ProviderError as error:
@@ -210,6 +208,14 @@ async def complete_oauth(
         stored = _own_account(store, link.user_id, link.account_id)
         return await _repair(store, vault, connector, adapter, stored, tokens, now), False
     return await _link_new(store, vault, connector, adapter, link.user_id, tokens, link.nickname, now), True
+
+
+async def _verify(adapter: ProviderAdapter, connector: ProviderConnector, session: ProviderSession) -> LinkedIdentity:
+    """Whose provider account the session's credentials open; ``CredentialsRejected`` if refused."""
+    try:
+        return await connector.within_deadline(adapter.verify(session))
+    except ProviderAuthRejected as error:
+        raise CredentialsRejected(f"{adapter.display_name} did not accept these credentials.") from error
 
 
 async def _link_new(
@@ -225,32 +231,28 @@ async def _link_new(
     """Verifies the credentials with the provider, then stores the account with them encrypted.
 
     Refused credentials store nothing. A provider that is down or slow does not block the user: the
-    account is stored ``pending`` and its first fetch verifies it.
+    account is stored ``pending`` and its first fetch verifies it (and finds a duplicate link then).
     """
     session = connector.session(adapter.name, credentials)
-    pending = False
     try:
-        identity = await adapter.verify(session)
-    except ProviderAuthRejected as error:
-        raise CredentialsRejected(f"{adapter.display_name} did not accept these credentials.") from error
+        identity: LinkedIdentity | None = await _verify(adapter, connector, session)
     except ProviderError:
-        pending = True
-        # Until the provider says whose account this is, the credentials themselves identify it.
-        canonical = json.dumps(credentials.model_dump(mode="json"), sort_keys=True).encode()
-        identity = LinkedIdentity(external_id=f"pending:{hashlib.sha256(canonical).hexdigest()}")
+        identity = None
     account = Account(
         account_id=uuid.uuid4().hex,
         user_id=user_id,
         provider=adapter.name,
-        external_ref="pending verification" if pending else identity.masked,
+        external_ref=identity.masked if identity else "pending verification",
         nickname=nickname,
-        status=AccountStatus.PENDING if pending else AccountStatus.ACTIVE,
+        status=AccountStatus.ACTIVE if identity else AccountStatus.PENDING,
         created_at=now,
         next_refresh_at=now,
     )
     # ``session.credentials``: a token renewed while verifying is the one worth keeping.
     ciphertext = vault.encrypt(user_id, account.account_id, session.credentials.model_dump(mode="json"))
-    store.create_account(account, identity.external_id, ciphertext, identity_pending=pending)
+    # A pending account holds a link of its own until its identity is known (never a hash of credentials).
+    external_id = identity.external_id if identity else f"pending:{account.account_id}"
+    store.create_account(account, external_id, ciphertext, identity_pending=identity is None)
     return AccountView.of(account)
 
 
@@ -268,30 +270,31 @@ async def _repair(
     The provider must answer: without it we cannot tell whose account the new credentials open, so
     nothing changes and the user is asked to try again.
     """
-    account = stored.account
     session = connector.session(adapter.name, credentials)
     try:
-        identity = await adapter.verify(session)
-    except ProviderAuthRejected as error:
-        raise CredentialsRejected(f"{adapter.display_name} did not accept these credentials.") from error
+        identity = await _verify(adapter, connector, session)
     except ProviderError as error:
         raise ProviderDown(f"{adapter.display_name} is not answering; try again in a few minutes.") from error
-    if not stored.identity_pending and link_sort_key(adapter.name, identity.external_id) != stored.link_key:
-        raise DifferentProviderAccount(
-            f"These credentials open a different {adapter.display_name} account ({identity.masked}) "
-            f"than the one linked here ({account.external_ref}); link it as a new account instead."
-        )
-    ciphertext = vault.encrypt(account.user_id, account.account_id, session.credentials.model_dump(mode="json"))
-    try:
-        store.relink(stored, identity.external_id, identity.masked, now, ciphertext)
-    except Conflict as error:
-        raise DifferentProviderAccount(
-            f"This {adapter.display_name} account ({identity.masked}) is already linked as another account."
-        ) from error
-    refreshed = store.get_account(account.user_id, account.account_id)
-    if refreshed is None:
-        raise NotFound("No such account.")
-    return AccountView.of(refreshed.account)
+    ciphertext = vault.encrypt(
+        stored.account.user_id, stored.account.account_id, session.credentials.model_dump(mode="json")
+    )
+    for _ in range(2):  # once more if a fetch confirmed a pending account's identity meanwhile
+        if not stored.identity_pending and link_sort_key(adapter.name, identity.external_id) != stored.link_key:
+            raise DifferentProviderAccount(
+                f"These credentials open a different {adapter.display_name} account ({identity.masked}) "
+                f"than the one linked here ({stored.account.external_ref}); link it as a new account instead."
+            )
+        try:
+            store.relink(stored, identity.external_id, identity.masked, now, ciphertext)
+        except Conflict as error:
+            raise DifferentProviderAccount(
+                f"This {adapter.display_name} account ({identity.masked}) is already linked as another account."
+            ) from error
+        except ConcurrentUpdate:
+            stored = _own_account(store, stored.account.user_id, stored.account.account_id)
+            continue
+        return AccountView.of(_own_account(store, stored.account.user_id, stored.account.account_id).account)
+    raise Conflict("The account changed while it was being repaired; try again.")
 
 
 def _own_account(store: BillsTable, user_id: str, account_id: str) -> StoredAccount:

@@ -16,7 +16,7 @@ from billhub.providers import REGISTRY
 from billhub.providers.base import ProviderAdapter
 from billhub.providers.errors import ProviderAuthRejected, ProviderError
 from billhub.providers.session import ProviderConnector, ProviderSession
-from billhub.store import BillsTable, StoredAccount
+from billhub.store import BillsTable, ConcurrentUpdate, StoredAccount
 
 logger = Logger(child=True)
 
@@ -59,6 +59,11 @@ class _CredentialsKeeper:
                 credentials_ciphertext=ciphertext,
                 credentials_version=self._stored.credentials_version + 1,
             )
+
+    @property
+    def current(self) -> StoredAccount:
+        """The account as last read or written by this fetch (its credentials version included)."""
+        return self._stored
 
     async def reload(self) -> BaseModel | None:
         account = self._stored.account
@@ -113,24 +118,20 @@ class Fetcher:
             if stored.identity_pending:
                 await self._confirm_identity(adapter, session, stored)
             bills = await adapter.fetch_bills(session, account)
-        except ProviderAuthRejected as error:
-            # Retrying cannot cure refused credentials: the user has to act.
-            await self._record_failure(account, str(error), attempted_at, AccountStatus.NEEDS_REAUTH)
+        except (ProviderAuthRejected, DuplicateLink) as error:
+            # Retrying cannot cure this: the user has to act. Unless the credentials changed meanwhile
+            # (repaired, or renewed by another fetch): then the refusal was of credentials no longer held.
+            await asyncio.to_thread(self._store.mark_needs_reauth, keeper.current, str(error), attempted_at)
             await self._report(request, JobAccountResult(status="failed", error=str(error)))
             return FetchResult(account.account_id, "needs_reauth")
-        except DuplicateLink as error:
-            await self._record_failure(account, str(error), attempted_at, AccountStatus.NEEDS_REAUTH)
-            await self._report(request, JobAccountResult(status="failed", error=str(error)))
-            return FetchResult(account.account_id, "duplicate")
         except ProviderError as error:
-            final = receive_count >= self._max_receive_count
-            # The last good bills stay in place; the account records the failed attempt.
-            await self._record_failure(account, str(error), attempted_at, account.status)
-            await self._report(request, JobAccountResult(status="failed" if final else "retrying", error=str(error)))
-            logger.warning(
-                "fetch failed", extra={"account_id": account.account_id, "provider": account.provider, "final": final}
-            )
+            await self._failed(request, account, str(error), attempted_at, receive_count)
             raise FetchFailed(str(error)) from error
+        except Exception as error:
+            # A bug or an unforeseen answer: say so on the account rather than fail silently.
+            logger.exception("unexpected fetch error", extra={"account_id": account.account_id})
+            await self._failed(request, account, "Unexpected error while fetching.", attempted_at, receive_count)
+            raise FetchFailed("unexpected error") from error
 
         changed = await asyncio.to_thread(self._store.save_fetched_bills, account, bills, self._clock())
         await self._report(request, JobAccountResult(status="succeeded"))
@@ -158,11 +159,20 @@ class Fetcher:
                 f"This {adapter.display_name} account ({identity.masked}) is already linked as another "
                 "account; remove this one."
             ) from error
+        except ConcurrentUpdate:
+            # Another fetch or a repair confirmed it first; their identity stands.
+            logger.info("identity confirmed elsewhere", extra={"account_id": stored.account.account_id})
 
-    async def _record_failure(
-        self, account: Account, error: str, attempted_at: datetime, status: AccountStatus
+    async def _failed(
+        self, request: FetchRequest, account: Account, error: str, attempted_at: datetime, receive_count: int
     ) -> None:
-        await asyncio.to_thread(self._store.record_fetch_failure, account, error, attempted_at, status)
+        """The last good bills stay in place; the account and the job record the failed attempt."""
+        final = receive_count >= self._max_receive_count
+        await asyncio.to_thread(self._store.record_fetch_failure, account, error, attempted_at)
+        await self._report(request, JobAccountResult(status="failed" if final else "retrying", error=error))
+        logger.warning(
+            "fetch failed", extra={"account_id": account.account_id, "provider": account.provider, "final": final}
+        )
 
     async def _report(self, request: FetchRequest, result: JobAccountResult) -> None:
         if request.job_id:

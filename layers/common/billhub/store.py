@@ -278,8 +278,10 @@ class BillsTable:
 
         New credentials (a repair) replace the old ones and the account is due for refresh at once.
         When the identity differs from the one linked (a pending account verified for the first
-        time), the one-link-per-provider-account item moves with it in the same transaction:
-        ``Conflict`` if the user already linked that provider account as another account.
+        time), the one-link-per-provider-account item moves with it in the same transaction.
+        Everything is conditional on the account's link being the one ``stored`` saw:
+        ``Conflict`` if the user already linked that provider account as another account,
+        ``ConcurrentUpdate`` if the account's link changed meanwhile, ``NotFound`` if it is gone.
         """
         account = stored.account
         link_key = link_sort_key(account.provider, external_id)
@@ -287,6 +289,7 @@ class BillsTable:
         values: dict[str, Any] = {
             ":ref": external_ref,
             ":link": link_key,
+            ":seen_link": stored.link_key,
             ":active": AccountStatus.ACTIVE.value,
             ":deleting": AccountStatus.DELETING.value,
         }
@@ -311,22 +314,31 @@ class BillsTable:
                 "TableName": self._table,
                 "Key": _to_item(key),
                 "UpdateExpression": f"SET {', '.join(assignments)} REMOVE identity_pending, last_error",
-                "ConditionExpression": "attribute_exists(PK) AND #status <> :deleting",
+                "ConditionExpression": "attribute_exists(PK) AND #status <> :deleting AND link_key = :seen_link",
                 "ExpressionAttributeNames": {"#status": "status"},
                 "ExpressionAttributeValues": _to_item(values),
             }
         }
         moves: list[Any] = []
         if link_key != stored.link_key:
+            owner = _to_item({":account": account.account_id})
             moves = [
                 {
                     "Put": {
                         "TableName": self._table,
                         "Item": self._link_item(account, link_key),
-                        "ConditionExpression": "attribute_not_exists(PK)",
+                        "ConditionExpression": "attribute_not_exists(PK) OR account_id = :account",
+                        "ExpressionAttributeValues": owner,
                     }
                 },
-                {"Delete": {"TableName": self._table, "Key": _to_item({"PK": key["PK"], "SK": stored.link_key})}},
+                {
+                    "Delete": {
+                        "TableName": self._table,
+                        "Key": _to_item({"PK": key["PK"], "SK": stored.link_key}),
+                        "ConditionExpression": "attribute_not_exists(PK) OR account_id = :account",
+                        "ExpressionAttributeValues": owner,
+                    }
+                },
             ]
         try:
             self._client.transact_write_items(TransactItems=[*moves, update])
@@ -337,7 +349,10 @@ class BillsTable:
                 raise Conflict(
                     f"This {account.provider} account is already linked.", details={"provider": account.provider}
                 ) from error
-            raise NotFound("No such account.") from error
+            current = self.get_account(account.user_id, account.account_id)
+            if current is None or current.account.status is AccountStatus.DELETING:
+                raise NotFound("No such account.") from error
+            raise ConcurrentUpdate(f"account {account.account_id} was relinked meanwhile") from error
 
     # ------------------------------------------------------------------ OAuth2 links in progress
     def put_oauth_state(self, nonce: str, link: dict[str, Any], expires_at: datetime) -> None:
@@ -376,18 +391,54 @@ class BillsTable:
         items = self._query_prefix(user_id, "ACCOUNT#")
         return [Account.model_validate(item) for item in items]
 
-    def record_fetch_failure(self, account: Account, error: str, attempted_at: datetime, status: AccountStatus) -> None:
-        self._client.update_item(
-            TableName=self._table,
-            Key=_to_item({"PK": user_key(account.user_id), "SK": f"ACCOUNT#{account.account_id}"}),
-            UpdateExpression="SET last_attempt_at = :at, last_error = :error, #status = :status",
-            # Never resurrect an account that is being deleted.
-            ConditionExpression="attribute_exists(PK) AND #status <> :deleting",
-            ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues=_to_item(
-                {":at": _iso(attempted_at), ":error": error, ":status": status.value, ":deleting": "deleting"}
-            ),
-        )
+    def record_fetch_failure(self, account: Account, error: str, attempted_at: datetime) -> bool:
+        """Notes a failed attempt, unless a fetch that started later already succeeded (then False):
+        the bills held are newer than this failure, so it says nothing about them."""
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=_to_item({"PK": user_key(account.user_id), "SK": f"ACCOUNT#{account.account_id}"}),
+                UpdateExpression="SET last_attempt_at = :at, last_error = :error",
+                # Never resurrect an account that is being deleted.
+                ConditionExpression="attribute_exists(PK) AND #status <> :deleting "
+                "AND (attribute_not_exists(last_success_at) OR last_success_at < :at)",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=_to_item(
+                    {":at": _iso(attempted_at), ":error": error, ":deleting": AccountStatus.DELETING.value}
+                ),
+            )
+        except ClientError as failure:
+            if _is_conditional_failure(failure):
+                return False
+            raise
+        return True
+
+    def mark_needs_reauth(self, stored: StoredAccount, error: str, attempted_at: datetime) -> bool:
+        """Asks the user to act, unless the credentials changed since ``stored`` was read (a repair or
+        a renewal happened meanwhile, and the refusal was of credentials no longer held): then False."""
+        account = stored.account
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=_to_item({"PK": user_key(account.user_id), "SK": f"ACCOUNT#{account.account_id}"}),
+                UpdateExpression="SET last_attempt_at = :at, last_error = :error, #status = :needs_reauth",
+                ConditionExpression="credentials_version = :seen AND #status <> :deleting",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=_to_item(
+                    {
+                        ":at": _iso(attempted_at),
+                        ":error": error,
+                        ":needs_reauth": AccountStatus.NEEDS_REAUTH.value,
+                        ":seen": stored.credentials_version,
+                        ":deleting": AccountStatus.DELETING.value,
+                    }
+                ),
+            )
+        except ClientError as failure:
+            if _is_conditional_failure(failure):
+                return False
+            raise
+        return True
 
     def claim_due_refresh(self, user_id: str, account_id: str, due_key: str, next_refresh_at: datetime) -> bool:
         """Moves the account's next refresh forward unless another planner already did (then False)."""

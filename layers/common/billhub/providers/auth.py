@@ -11,7 +11,7 @@ import base64
 import weakref
 from abc import ABC, abstractmethod
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlencode
 
 import httpx
@@ -32,7 +32,14 @@ EXPIRY_MARGIN = timedelta(seconds=30)
 Token = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 
 
+AuthType = Literal["api_key", "basic", "oauth2_authorization_code", "oauth2_client_credentials"]
+# A fetch whose refresh token another fetch just spent looks this long for the one that fetch saves.
+ROTATION_WAITS = (0.1, 0.3, 0.6)
+
+
 class ProviderAuth(ABC):
+    auth_type: ClassVar[AuthType]
+
     @abstractmethod
     async def headers(self, session: ProviderSession) -> dict[str, str]:
         """Headers that authenticate the next call."""
@@ -41,25 +48,34 @@ class ProviderAuth(ABC):
         """After a 401: get fresh credentials if that can help; True when a retry is worth it."""
         return False
 
+    def refused(self, provider: str, status: int) -> ProviderError:
+        """The error for a 401/403 that renewal did not cure: the user's credentials were refused."""
+        return ProviderAuthRejected(f"{provider} refused the credentials (HTTP {status}).")
 
-class ApiKey(BaseModel):
+
+class ProviderCredentials(BaseModel):
+    """Base of every credentials model: unknown fields refused, and a value never echoed in an error
+    message or a repr (fields marked secret are also hidden from reprs)."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+
+class ApiKey(ProviderCredentials):
     """Base of an API-key provider's credentials; the adapter's subclass adds the key's format."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    api_key: str = Field(description="API key", json_schema_extra={"secret": True})
+    api_key: str = Field(description="API key", repr=False, json_schema_extra={"secret": True})
 
 
-class UsernamePassword(BaseModel):
+class UsernamePassword(ProviderCredentials):
     """Base of an HTTP Basic provider's credentials; the adapter's subclass adds each field's format."""
 
-    model_config = ConfigDict(extra="forbid")
-
     username: str = Field(description="Username")
-    password: str = Field(description="Password", json_schema_extra={"secret": True})
+    password: str = Field(description="Password", repr=False, json_schema_extra={"secret": True})
 
 
 class ApiKeyHeader(ProviderAuth):
+    auth_type = "api_key"
+
     def __init__(self, header: str) -> None:
         self._header = header
 
@@ -71,6 +87,8 @@ class ApiKeyHeader(ProviderAuth):
 
 
 class HttpBasic(ProviderAuth):
+    auth_type = "basic"
+
     async def headers(self, session: ProviderSession) -> dict[str, str]:
         credentials = session.credentials
         if not isinstance(credentials, UsernamePassword):
@@ -79,13 +97,11 @@ class HttpBasic(ProviderAuth):
         return {"Authorization": f"Basic {base64.b64encode(pair.encode()).decode()}"}
 
 
-class OAuthTokens(BaseModel):
+class OAuthTokens(ProviderCredentials):
     """A user's grant at an OAuth2 provider, as stored (encrypted) on the account."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    refresh_token: Token = Field(json_schema_extra={"secret": True})
-    access_token: Token | None = None
+    refresh_token: Token = Field(repr=False, json_schema_extra={"secret": True})
+    access_token: Token | None = Field(default=None, repr=False)
     access_token_expires_at: datetime | None = None
 
     def usable_at(self, now: datetime) -> bool:
@@ -94,6 +110,8 @@ class OAuthTokens(BaseModel):
 
 
 class _TokenResponse(BaseModel):
+    model_config = ConfigDict(hide_input_in_errors=True)
+
     access_token: Token
     token_type: str = "Bearer"  # noqa: S105 - a token type, not a secret
     expires_in: int = Field(default=3600, ge=1, le=366 * 24 * 3600)
@@ -147,6 +165,8 @@ class ClientCredentialsGrant(ProviderAuth):
     """A service-level token (RFC 6749 4.4), shared by every account at the provider and cached per
     container until shortly before it expires."""
 
+    auth_type = "oauth2_client_credentials"
+
     def __init__(self, token_path: str) -> None:
         self._token_path = token_path
         self._cache: dict[tuple[str, str], tuple[str, datetime]] = {}
@@ -175,13 +195,21 @@ class ClientCredentialsGrant(ProviderAuth):
         self._cache.pop(self._cache_key(session), None)
         return True
 
+    def refused(self, provider: str, status: int) -> ProviderError:
+        if status == 401:
+            # A freshly issued service token refused: the service's fault, not the customer's.
+            return ProviderMisconfigured(f"{provider} refused the service's access token.")
+        return super().refused(provider, status)
+
 
 class AuthorizationCodeGrant(ProviderAuth):
     """The user's own grant (RFC 6749 4.1): a refresh token that buys short-lived access tokens.
 
     Providers that rotate refresh tokens invalidate the old one on use, so every renewal is saved at
-    once; a fetch that finds its refresh token spent reloads the stored one another fetch saved.
+    once; a fetch that finds its refresh token spent looks for the one another fetch saved.
     """
+
+    auth_type = "oauth2_authorization_code"
 
     def __init__(self, authorize_path: str, token_path: str, scope: str) -> None:
         self._authorize_path = authorize_path
@@ -226,7 +254,7 @@ class AuthorizationCodeGrant(ProviderAuth):
         await self._refresh(session)
         return True
 
-    async def _refresh(self, session: ProviderSession, reloaded: bool = False) -> OAuthTokens:
+    async def _refresh(self, session: ProviderSession) -> OAuthTokens:
         spent = _current(session).refresh_token
         try:
             token = await request_token(
@@ -236,15 +264,29 @@ class AuthorizationCodeGrant(ProviderAuth):
                 {"grant_type": "refresh_token", "refresh_token": spent},
             )
         except _InvalidGrant as error:
-            stored = await session.reload() if session.reload is not None and not reloaded else None
-            if isinstance(stored, OAuthTokens) and stored.refresh_token != spent:
-                # Another fetch rotated the token first and saved the new one: carry on with it.
-                session.credentials = stored
-                return stored if stored.usable_at(session.clock()) else await self._refresh(session, reloaded=True)
-            raise ProviderAuthRejected("The provider revoked the account's authorization.") from error
+            rotated = await self._saved_by_another_fetch(session, spent)
+            if rotated is None:
+                raise ProviderAuthRejected("The provider revoked the account's authorization.") from error
+            session.credentials = rotated
+            return rotated if rotated.usable_at(session.clock()) else await self._refresh(session)
         tokens = _tokens(token, token.refresh_token or spent, session.clock())
         await session.replace_credentials(tokens)
         return tokens
+
+    @staticmethod
+    async def _saved_by_another_fetch(session: ProviderSession, spent: str) -> OAuthTokens | None:
+        """The pair a concurrent fetch saved after spending ``spent``, if one appears shortly.
+
+        That fetch was issued its new tokens just before we were refused, and is saving them now.
+        """
+        if session.reload is None:
+            return None
+        for wait in (0.0, *ROTATION_WAITS):
+            await asyncio.sleep(wait)
+            stored = await session.reload()
+            if isinstance(stored, OAuthTokens) and stored.refresh_token != spent:
+                return stored
+        return None
 
 
 def _current(session: ProviderSession) -> OAuthTokens:

@@ -6,17 +6,16 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
 from billhub.errors import ServiceError
 from billhub.models import Account, Bill, Category
-from billhub.providers.auth import AuthorizationCodeGrant, ProviderAuth
+from billhub.providers.auth import AuthorizationCodeGrant, AuthType, ProviderAuth
 from billhub.providers.errors import (
     InvalidCredentialFields,
-    ProviderAuthRejected,
     ProviderDataError,
     ProviderError,
     ProviderUnavailable,
@@ -28,7 +27,6 @@ from billhub.providers.session import ProviderSession
 MAX_PAGES = 50
 
 Model = TypeVar("Model", bound=BaseModel)
-AuthType = Literal["api_key", "basic", "oauth2_authorization_code", "oauth2_client_credentials"]
 
 
 class OAuthRequired(ServiceError):
@@ -63,9 +61,12 @@ class ProviderAdapter(ABC):
     name: ClassVar[str]
     display_name: ClassVar[str]
     category: ClassVar[Category]
-    auth_type: ClassVar[AuthType]
     auth: ClassVar[ProviderAuth]
     credentials_model: ClassVar[type[BaseModel]]
+
+    @classmethod
+    def auth_type(cls) -> AuthType:
+        return cls.auth.auth_type
 
     @classmethod
     def links_through_oauth(cls) -> bool:
@@ -130,7 +131,7 @@ class ProviderAdapter(ABC):
                 continue
             break
         if response.status_code in (401, 403):
-            raise ProviderAuthRejected(f"{self.display_name} refused the credentials (HTTP {response.status_code}).")
+            raise self.auth.refused(self.display_name, response.status_code)
         if response.status_code in RETRYABLE_STATUS:
             raise ProviderUnavailable(f"{self.display_name} is unavailable (HTTP {response.status_code}).")
         if response.status_code >= 400:

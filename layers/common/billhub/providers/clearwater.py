@@ -11,7 +11,7 @@ from billhub.models import Account, Bill, BillStatus, Category, CurrencyCode
 from billhub.money import quantize
 from billhub.providers.auth import ApiKey, ApiKeyHeader
 from billhub.providers.base import MAX_PAGES, LinkedIdentity, ProviderAdapter
-from billhub.providers.formats import DecimalString, Revision
+from billhub.providers.formats import DecimalAmount, Revision
 from billhub.providers.session import ProviderSession
 
 _STATUSES = {"PAID": BillStatus.PAID, "UNPAID": BillStatus.UNPAID, "PAST_DUE": BillStatus.OVERDUE}
@@ -24,6 +24,7 @@ class ClearWaterCredentials(ApiKey):
         max_length=128,
         pattern=r"^[A-Za-z0-9_\-]+$",
         description="API key from the ClearWater customer portal",
+        repr=False,
         json_schema_extra={"secret": True},
     )
 
@@ -39,7 +40,7 @@ class _Period(BaseModel):
 
 class _Bill(BaseModel):
     bill_id: str = Field(min_length=1, max_length=128)
-    amount_due: DecimalString
+    amount_due: DecimalAmount
     currency: CurrencyCode
     issue_date: date
     due_date: date
@@ -58,7 +59,6 @@ class ClearWaterAdapter(ProviderAdapter):
     name: ClassVar[str] = "clearwater"
     display_name: ClassVar[str] = "ClearWater Utilities"
     category: ClassVar[Category] = Category.WATER
-    auth_type = "api_key"
     auth = ApiKeyHeader("X-Api-Key")
     credentials_model: ClassVar[type[BaseModel]] = ClearWaterCredentials
 

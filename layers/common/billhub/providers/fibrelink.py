@@ -3,10 +3,10 @@ sent as JSON numbers (read as Decimal, never float)."""
 
 from __future__ import annotations
 
+import posixpath
 from datetime import UTC, date
-from decimal import Decimal
 from typing import ClassVar, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -15,7 +15,7 @@ from billhub.money import quantize
 from billhub.providers.auth import HttpBasic, UsernamePassword
 from billhub.providers.base import MAX_PAGES, LinkedIdentity, ProviderAdapter
 from billhub.providers.errors import ProviderDataError
-from billhub.providers.formats import Revision, Timestamp
+from billhub.providers.formats import DecimalAmount, Revision, Timestamp
 from billhub.providers.session import ProviderSession
 
 _STATES = {"paid": BillStatus.PAID, "due": BillStatus.UNPAID, "overdue": BillStatus.OVERDUE}
@@ -24,7 +24,7 @@ _STATES = {"paid": BillStatus.PAID, "due": BillStatus.UNPAID, "overdue": BillSta
 class FibreLinkCredentials(UsernamePassword):
     username: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$", description="FibreLink username")
     password: str = Field(
-        min_length=1, max_length=128, description="FibreLink password", json_schema_extra={"secret": True}
+        min_length=1, max_length=128, description="FibreLink password", repr=False, json_schema_extra={"secret": True}
     )
 
 
@@ -34,7 +34,7 @@ class _Subscriber(BaseModel):
 
 class _Invoice(BaseModel):
     id: str = Field(min_length=1, max_length=128)
-    total: Decimal
+    total: DecimalAmount
     currency: CurrencyCode
     issued: Timestamp
     due: Timestamp
@@ -62,7 +62,6 @@ class FibreLinkAdapter(ProviderAdapter):
     name: ClassVar[str] = "fibrelink"
     display_name: ClassVar[str] = "FibreLink Broadband"
     category: ClassVar[Category] = Category.INTERNET
-    auth_type = "basic"
     auth = HttpBasic()
     credentials_model: ClassVar[type[BaseModel]] = FibreLinkCredentials
 
@@ -86,10 +85,12 @@ class FibreLinkAdapter(ProviderAdapter):
         if not link:
             return None
         parts = urlsplit(link)
-        prefix = f"/{self.name}"
-        if parts.scheme or parts.netloc or not parts.path.startswith(f"{prefix}/"):
+        prefix = f"/{self.name}/"
+        decoded = unquote(parts.path)
+        # Dot segments ("/fibrelink/../_admin") would climb out of the API once the client resolves them.
+        if parts.scheme or parts.netloc or posixpath.normpath(decoded) != decoded or not decoded.startswith(prefix):
             raise ProviderDataError(f"{self.display_name} sent a next-page link outside its API.")
-        return parts.path.removeprefix(prefix) + (f"?{parts.query}" if parts.query else "")
+        return parts.path.removeprefix(prefix[:-1]) + (f"?{parts.query}" if parts.query else "")
 
     def _normalise(self, account: Account, raw: _Invoice) -> Bill:
         return Bill(

@@ -20,8 +20,9 @@ def _day_month_year(value: Any) -> Any:
 DayMonthYear = Annotated[date, BeforeValidator(_day_month_year)]
 # ``"2026-01-31T09:00:00Z"``: a moment with its zone; the bill's date is the UTC calendar day.
 Timestamp = AwareDatetime
-# ``"45.60"``: a decimal string, never a float on the way in.
-DecimalString = Annotated[Decimal, BeforeValidator(lambda value: Decimal(value) if isinstance(value, str) else value)]
+# ``"45.60"`` or ``45.6`` (read as Decimal by ``get_json``): at most 15 digits, no NaN or infinity, so
+# a garbage amount is a validation error rather than an arithmetic one later.
+DecimalAmount = Annotated[Decimal, Field(max_digits=15, allow_inf_nan=False)]
 # ``4560`` meaning 45.60: whole minor units.
 MinorUnits = Annotated[StrictInt, Field(ge=-(10**12), le=10**12)]
 Revision = Annotated[int, Field(ge=1)]

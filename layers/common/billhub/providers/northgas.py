@@ -5,22 +5,20 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from billhub.models import Account, Bill, BillStatus, Category, CurrencyCode
 from billhub.money import quantize
-from billhub.providers.auth import ClientCredentialsGrant
+from billhub.providers.auth import ClientCredentialsGrant, ProviderCredentials
 from billhub.providers.base import MAX_PAGES, LinkedIdentity, ProviderAdapter
-from billhub.providers.formats import DayMonthYear, DecimalString, Revision
+from billhub.providers.formats import DayMonthYear, DecimalAmount, Revision
 from billhub.providers.session import ProviderSession
 
 _STATUSES = {"PAID": BillStatus.PAID, "OUTSTANDING": BillStatus.UNPAID, "IN_ARREARS": BillStatus.OVERDUE}
 _PAGE_SIZE = 10
 
 
-class NorthGasCredentials(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class NorthGasCredentials(ProviderCredentials):
     account_number: str = Field(
         pattern=r"^NG\d{6,10}$", description="Account number from a NorthGas bill (NG followed by digits)"
     )
@@ -29,6 +27,7 @@ class NorthGasCredentials(BaseModel):
         max_length=8,
         pattern=r"^[A-Za-z0-9 ]+$",
         description="Postcode of the supply address",
+        repr=False,
         json_schema_extra={"secret": True},
     )
 
@@ -39,7 +38,7 @@ class _Account(BaseModel):
 
 class _Invoice(BaseModel):
     invoice_no: str = Field(min_length=1, max_length=128)
-    amount: DecimalString
+    amount: DecimalAmount
     currency: CurrencyCode
     invoice_date: DayMonthYear
     payment_due: DayMonthYear
@@ -59,7 +58,6 @@ class NorthGasAdapter(ProviderAdapter):
     name: ClassVar[str] = "northgas"
     display_name: ClassVar[str] = "NorthGas"
     category: ClassVar[Category] = Category.GAS
-    auth_type = "oauth2_client_credentials"
     auth = ClientCredentialsGrant(token_path="/oauth/token")  # noqa: S106 - paths, not secrets
     credentials_model: ClassVar[type[BaseModel]] = NorthGasCredentials
 

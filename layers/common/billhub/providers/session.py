@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -11,13 +12,14 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from billhub.providers.errors import ProviderUnavailable
 from billhub.providers.http import ProviderHttp, RetryPolicy
 
 
 class OAuthClient(BaseModel):
     """The service's own registration at a provider (not a user's secret, but a secret all the same)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     client_id: str = Field(min_length=1, max_length=256)
     client_secret: str = Field(min_length=1, max_length=512, repr=False)
@@ -43,8 +45,8 @@ class ProviderSession:
     """
 
     http: ProviderHttp
-    credentials: BaseModel
-    clock: Callable[[], datetime]
+    credentials: BaseModel = field(repr=False)
+    clock: Callable[[], datetime] = field(repr=False)
     oauth_client: OAuthClient | None = None
     save: CredentialsSaver | None = None
     reload: CredentialsLoader | None = None
@@ -77,6 +79,18 @@ class ProviderConnector:
     directory: ProviderDirectory
     clock: Callable[[], datetime]
     policy: RetryPolicy = field(default_factory=RetryPolicy)
+    # A person waiting on the answer (linking) bounds the whole exchange, retries and all.
+    deadline_seconds: float | None = None
+
+    async def within_deadline[Result](self, call: Awaitable[Result]) -> Result:
+        """``call`` bounded by the deadline; running out is the provider being unavailable."""
+        if self.deadline_seconds is None:
+            return await call
+        try:
+            async with asyncio.timeout(self.deadline_seconds):
+                return await call
+        except TimeoutError as error:
+            raise ProviderUnavailable("The provider did not answer in time.") from error
 
     def http(self, provider: str) -> ProviderHttp:
         return ProviderHttp(self.client, self.directory.url(provider), self.policy)

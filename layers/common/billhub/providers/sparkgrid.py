@@ -48,7 +48,6 @@ class SparkGridAdapter(ProviderAdapter):
     name: ClassVar[str] = "sparkgrid"
     display_name: ClassVar[str] = "SparkGrid Energy"
     category: ClassVar[Category] = Category.ELECTRICITY
-    auth_type = "oauth2_authorization_code"
     auth = AuthorizationCodeGrant(authorize_path="/oauth/authorize", token_path="/oauth/token", scope="bills:read")  # noqa: S106 - paths, not secrets
     credentials_model: ClassVar[type[BaseModel]] = OAuthTokens
 
