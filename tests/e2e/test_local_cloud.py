@@ -50,11 +50,13 @@ class Cloud:
         self.aws_endpoint = state["aws_endpoint"]
         self.logs = Path(state["logs"])
         self.today = today
+        self.issued_tokens: list[str] = []
 
     def login(self, email: str, password: str) -> dict[str, str]:
         response = self.api.post("/auth/login", json={"email": email, "password": password})
         assert response.status_code == 200, response.text
-        return {"Authorization": f"Bearer {response.json()['access_token']}"}
+        self.issued_tokens.append(response.json()["access_token"])
+        return {"Authorization": f"Bearer {self.issued_tokens[-1]}"}
 
     def new_user(self, email: str) -> dict[str, str]:
         assert self.api.post("/auth/register", json={"email": email, "password": "e2e-password-1"}).status_code == 201
@@ -164,7 +166,7 @@ def test_link_one_account_at_each_provider_and_see_its_exact_bills(cloud: Cloud)
         assert page["bills"] == expected_bill_views(sandbox, account_ids[provider], date.today(), cloud.today)
     page = cloud.api.get("/bills", headers=headers).json()
     assert page["totals"]["due"] == expected_due(list(sandboxes.values()), cloud.today)
-    assert [account["stale"] for account in page["accounts"]] == [False] * 4
+    assert [account["stale"] for account in page["accounts"]] == [False] * 4, page["accounts"]
 
 
 def test_requests_without_a_valid_token_are_refused_by_the_gateway(cloud: Cloud) -> None:
@@ -224,5 +226,7 @@ def test_a_message_that_always_fails_reaches_the_dead_letter_queue(cloud: Cloud)
 def test_logs_never_hold_the_provider_key_or_password(cloud: Cloud) -> None:
     text = "".join(path.read_text(errors="replace") for path in cloud.logs.glob("*Function.log"))
     assert "fetched bills" in text  # the logs are there and are being written
-    for secret in ("cw_sandbox_e2e_slice", "e2e-password-1", "pass_good", "sparkgrid-sandbox-secret", "NG1 1AA"):
+    secrets = ["cw_sandbox_e2e_slice", "e2e-password-1", "pass_good", "sparkgrid-sandbox-secret", "NG1 1AA"]
+    assert cloud.issued_tokens  # the tests before this one logged in
+    for secret in [*secrets, *cloud.issued_tokens]:
         assert secret not in text

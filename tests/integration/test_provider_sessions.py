@@ -14,7 +14,13 @@ import pytest
 from billhub.models import Account, AccountStatus
 from billhub.providers import REGISTRY
 from billhub.providers.auth import AuthorizationCodeGrant, OAuthTokens
-from billhub.providers.errors import ProviderAuthRejected, ProviderDataError, ProviderUnavailable
+from billhub.providers.clearwater import ClearWaterCredentials
+from billhub.providers.errors import (
+    ProviderAuthRejected,
+    ProviderDataError,
+    ProviderMisconfigured,
+    ProviderUnavailable,
+)
 from billhub.providers.fibrelink import FibreLinkCredentials
 from billhub.providers.http import RetryPolicy
 from billhub.providers.northgas import NorthGasCredentials
@@ -165,19 +171,77 @@ def test_each_fault_becomes_the_error_that_decides_what_happens_next(
     assert requests_to(mock_provider[0], "fibrelink") == (FAST.attempts if retried else 1)
 
 
-def test_a_next_link_that_leaves_the_provider_is_never_followed() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.params.get("page") == "1":
-            return httpx.Response(200, json={"items": [], "links": {"next": "https://elsewhere.example/steal"}})
-        return httpx.Response(200, json={"items": []})
+def fetch_from_canned(provider: str, credentials: Any, answer: dict[str, Any]) -> Any:
+    """Fetches bills from a provider that always sends ``answer`` (for payloads the sandbox never sends)."""
+
+    async def scenario() -> Any:
+        transport = httpx.MockTransport(lambda request: httpx.Response(200, json=answer))
+        async with httpx.AsyncClient(transport=transport) as client:
+            session = connector(client, "http://provider.test").session(provider, credentials)
+            return await REGISTRY[provider].fetch_bills(session, account(provider))
+
+    return asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    "next_link",
+    ["https://elsewhere.example/steal", "/fibrelink/../_admin/stats", "/fibrelink/%2e%2e/sparkgrid/api/v2/customer"],
+)
+def test_a_next_link_that_leaves_the_provider_is_never_followed(next_link: str) -> None:
+    # The user's credentials would go with the request
+    credentials = FibreLinkCredentials(username="grace", password="pass_good")
+    with pytest.raises(ProviderDataError, match="outside its API"):
+        fetch_from_canned("fibrelink", credentials, {"items": [], "links": {"next": next_link}})
+
+
+@pytest.mark.parametrize("amount", ["abc", "1E+40", "NaN", "Infinity"])
+def test_an_amount_that_is_not_money_is_a_data_error(amount: str) -> None:
+    bill = {
+        "bill_id": "CW-1-202611",
+        "amount_due": amount,
+        "currency": "USD",
+        "issue_date": "2026-11-01",
+        "due_date": "2026-11-22",
+        "status": "UNPAID",
+        "service_period": {"from": "2026-10-01", "to": "2026-10-31"},
+    }
+    with pytest.raises(ProviderDataError, match="cannot read"):
+        fetch_from_canned(
+            "clearwater", ClearWaterCredentials(api_key="cw_sandbox_x"), {"bills": [bill], "page": 1, "total_pages": 1}
+        )
+
+
+def test_two_fetches_renewing_one_grant_at_once_both_succeed(mock_provider: tuple[str, Control]) -> None:
+    adapter = REGISTRY["sparkgrid"]
+
+    async def scenario() -> tuple[int, int]:
+        async with httpx.AsyncClient() as client:
+            conn = connector(client, mock_provider[0])
+            original = await sparkgrid_tokens(conn, mock_provider[0], "ada")
+            stored: list[Any] = [expired(original)]
+
+            async def slow_save(credentials: Any) -> None:
+                await asyncio.sleep(0.2)  # KMS and DynamoDB take a moment
+                stored.append(credentials)
+
+            async def reload() -> Any:
+                return stored[-1]
+
+            sessions = [conn.session("sparkgrid", expired(original), save=slow_save, reload=reload) for _ in range(2)]
+            await asyncio.gather(*(adapter.verify(session) for session in sessions))
+            return sum(session.renewed_tokens for session in sessions), len(stored)
+
+    # One fetch renewed and saved; the other found the grant spent and waited for what was saved
+    assert asyncio.run(scenario()) == (1, 2)
+
+
+def test_a_refused_service_token_is_the_services_fault_not_the_customers(mock_provider: tuple[str, Control]) -> None:
+    set_faults(mock_provider[0], "northgas", auth_failure=True)
+    credentials = NorthGasCredentials(account_number="NG30000001", postcode="NG1 1AA")
 
     async def scenario() -> None:
-        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-            session = connector(client, "http://provider.test").session(
-                "fibrelink", FibreLinkCredentials(username="grace", password="pass_good")
-            )
-            await REGISTRY["fibrelink"].fetch_bills(session, account("fibrelink"))
+        async with httpx.AsyncClient() as client:
+            await REGISTRY["northgas"].verify(connector(client, mock_provider[0]).session("northgas", credentials))
 
-    # The credentials would go with the request
-    with pytest.raises(ProviderDataError, match="outside its API"):
+    with pytest.raises(ProviderMisconfigured, match="service's access token"):
         asyncio.run(scenario())

@@ -3,16 +3,19 @@ the mock provider over HTTP: every auth method, every payload quirk, and what go
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import boto3
 import httpx
 import pytest
 
+from billhub.oauth import InvalidOAuthState, OAuthStates, PendingLink
+from billhub.store import BillsTable, ConcurrentUpdate
 from localcloud.provision import Stack
 from mock_provider.control import Control
-from tests.integration.harness import Api, raw_items
+from tests.events import authorizer_event
+from tests.integration.harness import Api, LambdaContext, raw_items
 from tests.sandbox import SandboxAccount, expected_bill_views
 
 NORTHGAS = {"account_number": "NG20003000", "postcode": "ng1 1aa"}
@@ -102,10 +105,10 @@ def test_refused_credentials_are_422_and_store_nothing(
     assert len(raw_items(stack)) == before
 
 
-@pytest.mark.parametrize(("provider", "credentials", "sandbox"), CREDENTIAL_LINKS, ids=[c[0] for c in CREDENTIAL_LINKS])
-def test_the_same_provider_account_twice_is_409(
-    api: Api, provider: str, credentials: dict[str, str], sandbox: SandboxAccount
-) -> None:
+@pytest.mark.parametrize(
+    ("provider", "credentials"), [link[:2] for link in CREDENTIAL_LINKS], ids=[c[0] for c in CREDENTIAL_LINKS]
+)
+def test_the_same_provider_account_twice_is_409(api: Api, provider: str, credentials: dict[str, str]) -> None:
     user_id = api.user()
     assert api.link_provider(user_id, provider, credentials)[0] == 201
     status, body = api.link_provider(user_id, provider, credentials)
@@ -172,7 +175,13 @@ def test_oauth_state_works_once_and_only_for_its_provider(api: Api) -> None:
     assert api.oauth_callback("sparkgrid", {**other, "state": other["state"][:-4] + "AAAA"})[1]["code"] == (
         "invalid_oauth_state"
     )
-    assert api.oauth_callback("northgas", other)[1]["code"] in {"invalid_oauth_state", "oauth_not_supported"}
+    third = api.oauth_consent(user_id, "sparkgrid", "carol")
+    status, body = api.oauth_callback("northgas", third)
+    assert (status, body["code"], body["message"]) == (
+        400,
+        "invalid_oauth_state",
+        "The link request was started for another provider.",
+    )
     assert len(api.accounts(user_id)) == 1
 
 
@@ -202,7 +211,7 @@ def test_expired_access_token_is_renewed_and_the_rotated_refresh_token_saved(
     # The renewal was saved (re-encrypted) at once: the provider already spent the old refresh token.
     assert int(after["credentials_version"]["N"]) == int(before["credentials_version"]["N"]) + 1
     assert after["credentials"] != before["credentials"]
-    # And the next fetch works with what was saved, without another renewal
+    # And the saved refresh token is the live one: the next renewal works with it
     admin(mock_provider, "tokens/sparkgrid/expire")
     assert api.refresh_all(user_id) == {"batchItemFailures": []}
     assert len(api.bills_of(user_id, "sparkgrid")["bills"]) == 24
@@ -332,3 +341,101 @@ def test_the_shared_gas_token_is_renewed_when_the_provider_expires_it(
     admin(mock_provider, "tokens/northgas/expire")
     assert api.refresh_all(user_id) == {"batchItemFailures": []}
     assert len(api.bills_of(user_id, "northgas")["bills"]) == 24
+
+
+# ------------------------------------------------------------------ OAuth2 start, and races on one account
+def test_oauth_start_for_another_users_account_is_404(api: Api) -> None:
+    owner = api.user()
+    account_id = api.oauth_link(owner, "sparkgrid", "ada")[1]["account_id"]
+    status, body, _ = api.call(
+        api.link,
+        "GET",
+        "/accounts/oauth/sparkgrid/start",
+        route="/accounts/oauth/{provider}/start",
+        path_parameters={"provider": "sparkgrid"},
+        query={"account_id": account_id},
+        user_id=api.user("eve@example.com"),
+    )
+    assert (status, body["code"]) == (404, "not_found")
+
+
+def test_oauth_start_for_a_credentials_provider_is_400(api: Api) -> None:
+    status, body, _ = api.call(
+        api.link,
+        "GET",
+        "/accounts/oauth/clearwater/start",
+        route="/accounts/oauth/{provider}/start",
+        path_parameters={"provider": "clearwater"},
+        user_id=api.user(),
+    )
+    assert (status, body["code"]) == (400, "oauth_not_supported")
+
+
+def table(api: Api) -> BillsTable:
+    return BillsTable(boto3.client("dynamodb"), api.stack.refs["BillsTable"])
+
+
+def test_two_fetches_confirming_one_pending_account_leave_one_link(
+    api: Api, mock_provider: tuple[str, Control]
+) -> None:
+    # Given a pending account, read by two fetches before either confirmed it
+    admin(mock_provider, "faults/fibrelink", {"outage": True})
+    user_id = api.user()
+    account_id = api.link_provider(user_id, "fibrelink", FIBRELINK)[1]["account_id"]
+    store = table(api)
+    seen = store.get_account(user_id, account_id)
+    assert seen is not None and seen.identity_pending
+    identity = SandboxAccount.fibrelink("grace").account_number
+    now = datetime.now(UTC)
+    # When both confirm the same identity, the second learns it lost the race instead of a conflict
+    store.relink(seen, identity, "•••", now)
+    with pytest.raises(ConcurrentUpdate):
+        store.relink(seen, identity, "•••", now)
+    # And a repair racing with them for another identity cannot leave a second link behind
+    with pytest.raises(ConcurrentUpdate):
+        store.relink(seen, "FL-99999999", "•••", now, b"ciphertext")
+    links = [item for item in raw_items(api.stack) if item["SK"]["S"].startswith("LINK#")]
+    assert [link["account_id"]["S"] for link in links] == [account_id]
+    assert store.get_account(user_id, account_id).link_key == links[0]["SK"]["S"]  # type: ignore[union-attr]
+
+
+def test_a_refusal_of_credentials_replaced_meanwhile_does_not_undo_a_repair(api: Api) -> None:
+    user_id = api.user()
+    account_id = api.link_provider(user_id, "fibrelink", FIBRELINK)[1]["account_id"]
+    store = table(api)
+    read_by_a_slow_fetch = store.get_account(user_id, account_id)
+    assert read_by_a_slow_fetch is not None
+    # The user repairs the account while the slow fetch is still waiting on its refused answer
+    assert put_credentials(api, user_id, account_id, FIBRELINK)[0] == 200
+    assert store.mark_needs_reauth(read_by_a_slow_fetch, "refused", datetime.now(UTC)) is False
+    assert api.accounts(user_id)[0]["status"] == "active"
+
+
+def test_a_failure_older_than_the_last_success_is_not_recorded(api: Api) -> None:
+    user_id = api.user()
+    api.link_provider(user_id, "clearwater", CLEARWATER)
+    started_before_the_success = datetime.now(UTC)
+    assert api.refresh_all(user_id) == {"batchItemFailures": []}
+    [account] = table(api).list_accounts(user_id)
+    assert table(api).record_fetch_failure(account, "late 429", started_before_the_success) is False
+    assert api.accounts(user_id)[0]["last_error"] is None
+    assert table(api).record_fetch_failure(account, "HTTP 503", datetime.now(UTC)) is True
+    assert api.accounts(user_id)[0]["last_error"] == "HTTP 503"
+
+
+def oauth_states(api: Api) -> OAuthStates:
+    return api.link.states()  # type: ignore[no-any-return]
+
+
+def test_an_expired_oauth_state_is_refused(api: Api) -> None:
+    link = PendingLink(user_id=api.user(), provider="sparkgrid", redirect_uri="https://api.example/cb")
+    state = oauth_states(api).issue(link, datetime.now(UTC) - timedelta(minutes=11))
+    with pytest.raises(InvalidOAuthState, match="expired"):
+        oauth_states(api).redeem(state, "sparkgrid", datetime.now(UTC))
+
+
+def test_an_oauth_state_is_not_an_access_token(api: Api) -> None:
+    link = PendingLink(user_id=api.user(), provider="sparkgrid", redirect_uri="https://api.example/cb")
+    state = oauth_states(api).issue(link, datetime.now(UTC))
+    verdict = api.authorizer.handler(authorizer_event(f"Bearer {state}"), LambdaContext())
+    assert verdict["isAuthorized"] is False
