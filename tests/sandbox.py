@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+import httpx
+
 from mock_provider import clearwater, fibrelink, northgas, sparkgrid
 from mock_provider.sandbox import SandboxBill, monthly_bills
 from tests.conftest import SANDBOX_TODAY
@@ -74,3 +76,15 @@ def expected_bill_views(
         for bill in account.bills(sandbox_today)
     ]
     return sorted(views, key=lambda view: (view["due_on"], view["bill_id"]), reverse=True)
+
+
+def sandbox_admin(base_url: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """POSTs to the sandbox's ``/_admin/<path>`` (faults, token expiry, revisions) and returns its answer."""
+    response = httpx.post(f"{base_url}/_admin/{path}", json=body or {})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def requests_seen(base_url: str, provider: str) -> int:
+    """How many requests the sandbox received for ``provider``."""
+    return int(httpx.get(f"{base_url}/_admin/stats").json()[provider]["requests"])

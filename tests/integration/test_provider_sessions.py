@@ -26,6 +26,7 @@ from billhub.providers.http import RetryPolicy
 from billhub.providers.northgas import NorthGasCredentials
 from billhub.providers.session import ProviderConnector, ProviderDirectory, ProviderSession, parse_oauth_clients
 from mock_provider.control import Control
+from tests.sandbox import requests_seen, sandbox_admin
 
 CLIENTS = parse_oauth_clients(
     {
@@ -55,14 +56,6 @@ def account(provider: str) -> Account:
 
 def connector(client: httpx.AsyncClient, base_url: str, policy: RetryPolicy = FAST) -> ProviderConnector:
     return ProviderConnector(client, ProviderDirectory(base_url, CLIENTS), now, policy)
-
-
-def requests_to(base_url: str, provider: str) -> int:
-    return int(httpx.get(f"{base_url}/_admin/stats").json().get(provider, {}).get("requests", 0))
-
-
-def set_faults(base_url: str, provider: str, **faults: Any) -> None:
-    httpx.post(f"{base_url}/_admin/faults/{provider}", json=faults).raise_for_status()
 
 
 async def sparkgrid_tokens(conn: ProviderConnector, base_url: str, login: str) -> OAuthTokens:
@@ -138,7 +131,7 @@ def test_the_gas_service_token_is_shared_across_accounts(mock_provider: tuple[st
 
     asyncio.run(scenario())
     # one token, then three pages of ten for each of the two accounts
-    assert requests_to(mock_provider[0], "northgas") == 1 + 3 + 3
+    assert requests_seen(mock_provider[0], "northgas") == 1 + 3 + 3
 
 
 @pytest.mark.parametrize(
@@ -155,7 +148,7 @@ def test_the_gas_service_token_is_shared_across_accounts(mock_provider: tuple[st
 def test_each_fault_becomes_the_error_that_decides_what_happens_next(
     mock_provider: tuple[str, Control], faults: dict[str, Any], error: type[Exception], message: str
 ) -> None:
-    set_faults(mock_provider[0], "fibrelink", **faults)
+    sandbox_admin(mock_provider[0], "faults/fibrelink", faults)
     credentials = FibreLinkCredentials(username="grace", password="pass_good")
 
     async def scenario() -> ProviderSession:
@@ -168,7 +161,7 @@ def test_each_fault_becomes_the_error_that_decides_what_happens_next(
         asyncio.run(scenario())
     # Retryable faults were retried within the policy; the others were not
     retried = error is ProviderUnavailable
-    assert requests_to(mock_provider[0], "fibrelink") == (FAST.attempts if retried else 1)
+    assert requests_seen(mock_provider[0], "fibrelink") == (FAST.attempts if retried else 1)
 
 
 def fetch_from_canned(provider: str, credentials: Any, answer: dict[str, Any]) -> Any:
@@ -236,7 +229,7 @@ def test_two_fetches_renewing_one_grant_at_once_both_succeed(mock_provider: tupl
 
 
 def test_a_refused_service_token_is_the_services_fault_not_the_customers(mock_provider: tuple[str, Control]) -> None:
-    set_faults(mock_provider[0], "northgas", auth_failure=True)
+    sandbox_admin(mock_provider[0], "faults/northgas", {"auth_failure": True})
     credentials = NorthGasCredentials(account_number="NG30000001", postcode="NG1 1AA")
 
     async def scenario() -> None:

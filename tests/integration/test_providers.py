@@ -7,7 +7,6 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import boto3
-import httpx
 import pytest
 
 from billhub.oauth import InvalidOAuthState, OAuthStates, PendingLink
@@ -16,7 +15,7 @@ from localcloud.provision import Stack
 from mock_provider.control import Control
 from tests.events import authorizer_event
 from tests.integration.harness import Api, LambdaContext, raw_items
-from tests.sandbox import SandboxAccount, expected_bill_views
+from tests.sandbox import SandboxAccount, expected_bill_views, sandbox_admin
 
 NORTHGAS = {"account_number": "NG20003000", "postcode": "ng1 1aa"}
 FIBRELINK = {"username": "grace", "password": "pass_good"}
@@ -26,12 +25,6 @@ CREDENTIAL_LINKS = [
     ("clearwater", CLEARWATER, SandboxAccount.clearwater("cw_sandbox_providers")),
     ("fibrelink", FIBRELINK, SandboxAccount.fibrelink("grace")),
 ]
-
-
-def admin(mock_provider: tuple[str, Control], path: str, body: dict[str, Any] | None = None) -> Any:
-    response = httpx.post(f"{mock_provider[0]}/_admin/{path}", json=body or {})
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 def stored_account(stack: Stack, user_id: str, account_id: str) -> dict[str, Any]:
@@ -126,12 +119,12 @@ def test_a_pending_account_learns_its_identity_on_its_first_fetch(
     api: Api, stack: Stack, mock_provider: tuple[str, Control]
 ) -> None:
     # Given a FibreLink account linked while FibreLink was down
-    admin(mock_provider, "faults/fibrelink", {"outage": True})
+    sandbox_admin(mock_provider[0], "faults/fibrelink", {"outage": True})
     user_id = api.user()
     status, account = api.link_provider(user_id, "fibrelink", FIBRELINK)
     assert (status, account["status"], account["external_ref"]) == (201, "pending", "pending verification")
     # When FibreLink is back and the account is fetched
-    admin(mock_provider, "faults/fibrelink", {"outage": False})
+    sandbox_admin(mock_provider[0], "faults/fibrelink", {"outage": False})
     assert api.refresh_all(user_id) == {"batchItemFailures": []}
     # Then the account is active under its real identity, with its bills
     [listed] = api.accounts(user_id)
@@ -205,14 +198,14 @@ def test_expired_access_token_is_renewed_and_the_rotated_refresh_token_saved(
     user_id = api.user()
     account_id = api.oauth_link(user_id, "sparkgrid", "ada")[1]["account_id"]
     before = stored_account(stack, user_id, account_id)
-    admin(mock_provider, "tokens/sparkgrid/expire")
+    sandbox_admin(mock_provider[0], "tokens/sparkgrid/expire")
     assert api.refresh_all(user_id) == {"batchItemFailures": []}
     after = stored_account(stack, user_id, account_id)
     # The renewal was saved (re-encrypted) at once: the provider already spent the old refresh token.
     assert int(after["credentials_version"]["N"]) == int(before["credentials_version"]["N"]) + 1
     assert after["credentials"] != before["credentials"]
     # And the saved refresh token is the live one: the next renewal works with it
-    admin(mock_provider, "tokens/sparkgrid/expire")
+    sandbox_admin(mock_provider[0], "tokens/sparkgrid/expire")
     assert api.refresh_all(user_id) == {"batchItemFailures": []}
     assert len(api.bills_of(user_id, "sparkgrid")["bills"]) == 24
 
@@ -224,7 +217,7 @@ def test_revoked_grant_needs_reauth_and_oauth_repair_keeps_the_account(
     user_id = api.user()
     account_id = api.oauth_link(user_id, "sparkgrid", "ada")[1]["account_id"]
     api.refresh_all(user_id)
-    admin(mock_provider, "tokens/sparkgrid/revoke")
+    sandbox_admin(mock_provider[0], "tokens/sparkgrid/revoke")
     # When it is fetched, it needs the user and says why, keeping its bills
     assert api.refresh_all(user_id) == {"batchItemFailures": []}  # not retried: retrying cannot help
     [listed] = api.accounts(user_id)
@@ -266,11 +259,11 @@ def test_put_credentials_repairs_a_needs_reauth_account_in_place(api: Api, mock_
     user_id = api.user()
     account_id = api.link_provider(user_id, "fibrelink", FIBRELINK)[1]["account_id"]
     api.refresh_all(user_id)
-    admin(mock_provider, "faults/fibrelink", {"auth_failure": True})
+    sandbox_admin(mock_provider[0], "faults/fibrelink", {"auth_failure": True})
     api.refresh_all(user_id)
     assert api.accounts(user_id)[0]["status"] == "needs_reauth"
     # When the user sends credentials FibreLink refuses, nothing changes
-    admin(mock_provider, "faults/fibrelink", {"auth_failure": False})
+    sandbox_admin(mock_provider[0], "faults/fibrelink", {"auth_failure": False})
     assert put_credentials(api, user_id, account_id, {**FIBRELINK, "password": "wrong"})[1]["code"] == (
         "credentials_rejected"
     )
@@ -305,8 +298,8 @@ def test_a_corrected_statement_replaces_the_bill_it_revises(api: Api, mock_provi
     api.refresh_all(user_id)
     first = api.bills_of(user_id, "northgas")["bills"]
     target = first[3]
-    admin(
-        mock_provider,
+    sandbox_admin(
+        mock_provider[0],
         "revise/northgas",
         {"account": "NG20003000", "bill_id": target["provider_bill_id"], "amount": "12.34"},
     )
@@ -325,7 +318,7 @@ def test_a_malformed_answer_keeps_the_last_good_bills(api: Api, mock_provider: t
     api.link_provider(user_id, "clearwater", CLEARWATER)
     api.refresh_all(user_id)
     good = api.bills_of(user_id, "clearwater")["bills"]
-    admin(mock_provider, "faults/clearwater", {"malformed_rate": 1.0})
+    sandbox_admin(mock_provider[0], "faults/clearwater", {"malformed_rate": 1.0})
     result = api.refresh_all(user_id)
     assert len(result["batchItemFailures"]) == 1  # retried later by the queue
     assert api.bills_of(user_id, "clearwater")["bills"] == good
@@ -338,7 +331,7 @@ def test_the_shared_gas_token_is_renewed_when_the_provider_expires_it(
 ) -> None:
     user_id = api.user()
     api.link_provider(user_id, "northgas", NORTHGAS)
-    admin(mock_provider, "tokens/northgas/expire")
+    sandbox_admin(mock_provider[0], "tokens/northgas/expire")
     assert api.refresh_all(user_id) == {"batchItemFailures": []}
     assert len(api.bills_of(user_id, "northgas")["bills"]) == 24
 
@@ -379,7 +372,7 @@ def test_two_fetches_confirming_one_pending_account_leave_one_link(
     api: Api, mock_provider: tuple[str, Control]
 ) -> None:
     # Given a pending account, read by two fetches before either confirmed it
-    admin(mock_provider, "faults/fibrelink", {"outage": True})
+    sandbox_admin(mock_provider[0], "faults/fibrelink", {"outage": True})
     user_id = api.user()
     account_id = api.link_provider(user_id, "fibrelink", FIBRELINK)[1]["account_id"]
     store = table(api)
@@ -439,3 +432,11 @@ def test_an_oauth_state_is_not_an_access_token(api: Api) -> None:
     state = oauth_states(api).issue(link, datetime.now(UTC))
     verdict = api.authorizer.handler(authorizer_event(f"Bearer {state}"), LambdaContext())
     assert verdict["isAuthorized"] is False
+
+
+def test_an_oauth_account_is_repaired_by_signing_in_not_by_put(api: Api) -> None:
+    user_id = api.user()
+    account_id = api.oauth_link(user_id, "sparkgrid", "ada")[1]["account_id"]
+    status, body = put_credentials(api, user_id, account_id, {"refresh_token": "typed-in"})
+    assert (status, body["code"]) == (400, "oauth_required")
+    assert body["details"] == {"start": f"/accounts/oauth/sparkgrid/start?account_id={account_id}"}

@@ -146,7 +146,7 @@ async def replace_credentials(
     """Repairs an account (typically ``needs_reauth``) with new credentials, keeping its id and bills."""
     stored = _own_account(store, user_id, account_id)
     adapter = REGISTRY[stored.account.provider]
-    credentials = adapter.user_credentials(request.credentials)
+    credentials = adapter.user_credentials(request.credentials, account_id)
     return await _repair(store, vault, connector, adapter, stored, credentials, now)
 
 

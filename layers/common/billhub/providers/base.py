@@ -97,12 +97,14 @@ class ProviderAdapter(ABC):
                 details={"invalid_fields": fields},
             ) from error
 
-    def user_credentials(self, raw: dict[str, Any]) -> BaseModel:
-        """Credentials a user typed in, or ``OAuthRequired`` for providers that link by signing in."""
+    def user_credentials(self, raw: dict[str, Any], account_id: str | None = None) -> BaseModel:
+        """Credentials a user typed in, or ``OAuthRequired`` for providers that link by signing in
+        (its details name the start route, for the repaired account when there is one)."""
         if self.links_through_oauth():
+            start = f"/accounts/oauth/{self.name}/start"
             raise OAuthRequired(
                 f"{self.display_name} links by signing in at {self.display_name}.",
-                details={"start": f"/accounts/oauth/{self.name}/start"},
+                details={"start": f"{start}?account_id={account_id}" if account_id else start},
             )
         return self.parse_credentials(raw)
 
