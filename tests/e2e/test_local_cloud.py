@@ -21,7 +21,7 @@ import pytest
 
 from localcloud.demo import DEMO_CREDENTIALS, DEMO_EMAIL, DEMO_OAUTH_LOGINS, DEMO_PASSWORD, link_with_oauth
 from localcloud.template import ROOT
-from tests.sandbox import SandboxAccount, expected_bill_views
+from tests.sandbox import SandboxAccount, expected_bill_views, sandbox_admin
 
 STARTUP_TIMEOUT = 90
 SCHEDULE_SECONDS = 3
@@ -48,6 +48,7 @@ class Cloud:
     def __init__(self, state: dict[str, Any], today: date) -> None:
         self.api = httpx.Client(base_url=state["api"], timeout=30)
         self.aws_endpoint = state["aws_endpoint"]
+        self.sandbox = state["mock_provider"]
         self.logs = Path(state["logs"])
         self.today = today
         self.issued_tokens: list[str] = []
@@ -230,3 +231,60 @@ def test_logs_never_hold_the_provider_key_or_password(cloud: Cloud) -> None:
     assert cloud.issued_tokens  # the tests before this one logged in
     for secret in [*secrets, *cloud.issued_tokens]:
         assert secret not in text
+
+
+def account_of(cloud: Cloud, headers: dict[str, str], account_id: str) -> dict[str, Any]:
+    accounts = cloud.api.get("/accounts", headers=headers).json()["accounts"]
+    return next(account for account in accounts if account["account_id"] == account_id)
+
+
+def test_refused_duplicate_and_pending_links_over_http(cloud: Cloud) -> None:
+    headers = cloud.new_user("e2e-linking@example.com")
+    refused = cloud.api.post(
+        "/accounts/link",
+        headers=headers,
+        json={"provider": "fibrelink", "credentials": {"username": "e2e-link", "password": "wrong"}},
+    )
+    assert (refused.status_code, refused.json()["code"]) == (422, "credentials_rejected")
+    credentials = {"username": "e2e-link", "password": "pass_good"}
+    sandbox_admin(cloud.sandbox, "faults/fibrelink", {"outage": True})
+    try:
+        pending = cloud.api.post(
+            "/accounts/link", headers=headers, json={"provider": "fibrelink", "credentials": credentials}
+        )
+        assert (pending.status_code, pending.json()["status"]) == (201, "pending")
+    finally:
+        sandbox_admin(cloud.sandbox, "faults/fibrelink", {"outage": False})
+    job = refresh_and_wait(cloud, headers)
+    assert job["status"] == "succeeded", job
+    account = account_of(cloud, headers, pending.json()["account_id"])
+    assert account["status"] == "active"
+    assert account["external_ref"].endswith(SandboxAccount.fibrelink("e2e-link").account_number[-4:])
+    duplicate = cloud.api.post(
+        "/accounts/link", headers=headers, json={"provider": "fibrelink", "credentials": credentials}
+    )
+    assert (duplicate.status_code, duplicate.json()["code"]) == (409, "conflict")
+
+
+def test_token_expiry_revocation_and_repair_over_http(cloud: Cloud) -> None:
+    # Given a SparkGrid account linked through the OAuth2 redirect, with its bills
+    headers = cloud.new_user("e2e-tokens@example.com")
+    linked = link_with_oauth(cloud.api, headers, "sparkgrid", "e2e-tokens")
+    assert linked.status_code == 201, linked.text
+    account_id = linked.json()["account_id"]
+    assert refresh_and_wait(cloud, headers)["status"] == "succeeded"
+    # When SparkGrid expires every access token, the next refresh renews (and rotates) and succeeds
+    sandbox_admin(cloud.sandbox, "tokens/sparkgrid/expire")
+    assert refresh_and_wait(cloud, headers)["status"] == "succeeded"
+    # When the customer revokes the grant, the account needs them, says why, and keeps its bills
+    sandbox_admin(cloud.sandbox, "tokens/sparkgrid/revoke")
+    job = refresh_and_wait(cloud, headers)
+    assert (job["status"], job["failed"]) == ("failed", 1), job
+    assert account_of(cloud, headers, account_id)["status"] == "needs_reauth"
+    assert len(cloud.api.get("/bills/sparkgrid", headers=headers).json()["bills"]) == 24
+    # Then signing in again for that account repairs it in place
+    repaired = link_with_oauth(cloud.api, headers, "sparkgrid", "e2e-tokens", account_id=account_id)
+    assert (repaired.status_code, repaired.json()["account_id"]) == (200, account_id), repaired.text
+    assert refresh_and_wait(cloud, headers)["status"] == "succeeded"
+    assert account_of(cloud, headers, account_id)["status"] == "active"
+    assert [a["account_id"] for a in cloud.api.get("/accounts", headers=headers).json()["accounts"]] == [account_id]

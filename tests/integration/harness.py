@@ -42,6 +42,13 @@ class Api:
         response = module.handler(http_event(method, path, **kwargs), LambdaContext())
         return response["statusCode"], response_json(response), response.get("headers", {})
 
+    def route(
+        self, module: ModuleType, method: str, route: str, path_parameters: dict[str, str], **kwargs: Any
+    ) -> tuple[int, Any, dict[str, str]]:
+        """Calls a route with path parameters, e.g. ``route(link, "GET", "/bills/{provider}", {"provider": "x"})``."""
+        path = route.format(**path_parameters)
+        return self.call(module, method, path, route=route, path_parameters=path_parameters, **kwargs)
+
     def user(self, email: str = "ada@example.com") -> str:
         status, body, _ = self.call(self.auth, "POST", "/auth/register", body={"email": email, "password": "pw-" * 4})
         assert status == 201
@@ -60,18 +67,20 @@ class Api:
     def link_clearwater(self, user_id: str, api_key: str = API_KEY) -> tuple[int, Any]:
         return self.link_provider(user_id, "clearwater", {"api_key": api_key})
 
-    def oauth_consent(self, user_id: str, provider: str, login: str, account_id: str | None = None) -> dict[str, str]:
-        """Starts the OAuth2 flow and lets the sandbox's authorize page answer ``login``: the callback's query."""
-        query = {"account_id": account_id} if account_id else None
-        status, start, _ = self.call(
+    def oauth_start(self, user_id: str, provider: str, account_id: str | None = None) -> tuple[int, Any]:
+        status, body, _ = self.route(
             self.link,
             "GET",
-            f"/accounts/oauth/{provider}/start",
-            route="/accounts/oauth/{provider}/start",
-            path_parameters={"provider": provider},
-            query=query,
+            "/accounts/oauth/{provider}/start",
+            {"provider": provider},
+            query={"account_id": account_id} if account_id else None,
             user_id=user_id,
         )
+        return status, body
+
+    def oauth_consent(self, user_id: str, provider: str, login: str, account_id: str | None = None) -> dict[str, str]:
+        """Starts the OAuth2 flow and lets the sandbox's authorize page answer ``login``: the callback's query."""
+        status, start = self.oauth_start(user_id, provider, account_id)
         assert status == 200, start
         # httpx's ``params`` would replace the authorize URL's query, so the hint is appended to it.
         consent = httpx.get(f"{start['authorize_url']}&{urlencode({'login_hint': login})}", follow_redirects=False)
@@ -80,13 +89,19 @@ class Api:
 
     def oauth_callback(self, provider: str, query: dict[str, str]) -> tuple[int, Any]:
         """The browser arriving back from the provider: no access token, only the query."""
-        status, body, _ = self.call(
+        status, body, _ = self.route(
+            self.link, "GET", "/accounts/oauth/{provider}/callback", {"provider": provider}, query=query
+        )
+        return status, body
+
+    def put_credentials(self, user_id: str, account_id: str, credentials: dict[str, str]) -> tuple[int, Any]:
+        status, body, _ = self.route(
             self.link,
-            "GET",
-            f"/accounts/oauth/{provider}/callback",
-            route="/accounts/oauth/{provider}/callback",
-            path_parameters={"provider": provider},
-            query=query,
+            "PUT",
+            "/accounts/{account_id}/credentials",
+            {"account_id": account_id},
+            user_id=user_id,
+            body={"credentials": credentials},
         )
         return status, body
 
@@ -99,14 +114,7 @@ class Api:
         return list(body["accounts"])
 
     def bills_of(self, user_id: str, provider: str) -> dict[str, Any]:
-        status, body, _ = self.call(
-            self.bills,
-            "GET",
-            f"/bills/{provider}",
-            route="/bills/{provider}",
-            path_parameters={"provider": provider},
-            user_id=user_id,
-        )
+        status, body, _ = self.route(self.bills, "GET", "/bills/{provider}", {"provider": provider}, user_id=user_id)
         assert status == 200, body
         return dict(body)
 

@@ -138,14 +138,7 @@ def test_a_pending_account_learns_its_identity_on_its_first_fetch(
 # ------------------------------------------------------------------ OAuth2 authorization code (SparkGrid)
 def test_oauth_link_then_fetch_gives_the_exact_normalised_bills(api: Api, mock_provider: tuple[str, Control]) -> None:
     user_id = api.user()
-    status, start, _ = api.call(
-        api.link,
-        "GET",
-        "/accounts/oauth/sparkgrid/start",
-        route="/accounts/oauth/{provider}/start",
-        path_parameters={"provider": "sparkgrid"},
-        user_id=user_id,
-    )
+    status, start = api.oauth_start(user_id, "sparkgrid")
     assert status == 200 and start["state_expires_in"] == 600
     assert start["authorize_url"].startswith(f"{mock_provider[0]}/sparkgrid/oauth/authorize?")
     assert "client_secret" not in start["authorize_url"]
@@ -241,19 +234,6 @@ def test_oauth_repair_refuses_a_different_customer(api: Api) -> None:
 
 
 # ------------------------------------------------------------------ repair with typed credentials
-def put_credentials(api: Api, user_id: str, account_id: str, credentials: dict[str, str]) -> tuple[int, Any]:
-    status, body, _ = api.call(
-        api.link,
-        "PUT",
-        f"/accounts/{account_id}/credentials",
-        route="/accounts/{account_id}/credentials",
-        path_parameters={"account_id": account_id},
-        user_id=user_id,
-        body={"credentials": credentials},
-    )
-    return status, body
-
-
 def test_put_credentials_repairs_a_needs_reauth_account_in_place(api: Api, mock_provider: tuple[str, Control]) -> None:
     # Given a FibreLink account with bills whose password stopped working
     user_id = api.user()
@@ -264,12 +244,12 @@ def test_put_credentials_repairs_a_needs_reauth_account_in_place(api: Api, mock_
     assert api.accounts(user_id)[0]["status"] == "needs_reauth"
     # When the user sends credentials FibreLink refuses, nothing changes
     sandbox_admin(mock_provider[0], "faults/fibrelink", {"auth_failure": False})
-    assert put_credentials(api, user_id, account_id, {**FIBRELINK, "password": "wrong"})[1]["code"] == (
+    assert api.put_credentials(user_id, account_id, {**FIBRELINK, "password": "wrong"})[1]["code"] == (
         "credentials_rejected"
     )
     assert api.accounts(user_id)[0]["status"] == "needs_reauth"
     # And with working credentials the same account is active again, bills kept, due for refresh now
-    status, repaired = put_credentials(api, user_id, account_id, FIBRELINK)
+    status, repaired = api.put_credentials(user_id, account_id, FIBRELINK)
     assert (status, repaired["account_id"], repaired["status"], repaired["last_error"]) == (
         200,
         account_id,
@@ -282,12 +262,12 @@ def test_put_credentials_repairs_a_needs_reauth_account_in_place(api: Api, mock_
 def test_put_credentials_refuses_another_subscriber_and_other_users(api: Api) -> None:
     user_id = api.user()
     account_id = api.link_provider(user_id, "fibrelink", FIBRELINK)[1]["account_id"]
-    status, body = put_credentials(api, user_id, account_id, {"username": "mallory", "password": "pass_good"})
+    status, body = api.put_credentials(user_id, account_id, {"username": "mallory", "password": "pass_good"})
     assert (status, body["code"]) == (409, "different_provider_account")
     intruder = api.user("eve@example.com")
-    status, body = put_credentials(api, intruder, account_id, FIBRELINK)
+    status, body = api.put_credentials(intruder, account_id, FIBRELINK)
     assert (status, body["code"]) == (404, "not_found")
-    status, body = put_credentials(api, user_id, account_id, {"api_key": "cw_sandbox_x"})
+    status, body = api.put_credentials(user_id, account_id, {"api_key": "cw_sandbox_x"})
     assert (status, body["code"]) == (400, "invalid_credentials_format")
 
 
@@ -340,27 +320,12 @@ def test_the_shared_gas_token_is_renewed_when_the_provider_expires_it(
 def test_oauth_start_for_another_users_account_is_404(api: Api) -> None:
     owner = api.user()
     account_id = api.oauth_link(owner, "sparkgrid", "ada")[1]["account_id"]
-    status, body, _ = api.call(
-        api.link,
-        "GET",
-        "/accounts/oauth/sparkgrid/start",
-        route="/accounts/oauth/{provider}/start",
-        path_parameters={"provider": "sparkgrid"},
-        query={"account_id": account_id},
-        user_id=api.user("eve@example.com"),
-    )
+    status, body = api.oauth_start(api.user("eve@example.com"), "sparkgrid", account_id)
     assert (status, body["code"]) == (404, "not_found")
 
 
 def test_oauth_start_for_a_credentials_provider_is_400(api: Api) -> None:
-    status, body, _ = api.call(
-        api.link,
-        "GET",
-        "/accounts/oauth/clearwater/start",
-        route="/accounts/oauth/{provider}/start",
-        path_parameters={"provider": "clearwater"},
-        user_id=api.user(),
-    )
+    status, body = api.oauth_start(api.user(), "clearwater")
     assert (status, body["code"]) == (400, "oauth_not_supported")
 
 
@@ -399,7 +364,7 @@ def test_a_refusal_of_credentials_replaced_meanwhile_does_not_undo_a_repair(api:
     read_by_a_slow_fetch = store.get_account(user_id, account_id)
     assert read_by_a_slow_fetch is not None
     # The user repairs the account while the slow fetch is still waiting on its refused answer
-    assert put_credentials(api, user_id, account_id, FIBRELINK)[0] == 200
+    assert api.put_credentials(user_id, account_id, FIBRELINK)[0] == 200
     assert store.mark_needs_reauth(read_by_a_slow_fetch, "refused", datetime.now(UTC)) is False
     assert api.accounts(user_id)[0]["status"] == "active"
 
@@ -437,6 +402,6 @@ def test_an_oauth_state_is_not_an_access_token(api: Api) -> None:
 def test_an_oauth_account_is_repaired_by_signing_in_not_by_put(api: Api) -> None:
     user_id = api.user()
     account_id = api.oauth_link(user_id, "sparkgrid", "ada")[1]["account_id"]
-    status, body = put_credentials(api, user_id, account_id, {"refresh_token": "typed-in"})
+    status, body = api.put_credentials(user_id, account_id, {"refresh_token": "typed-in"})
     assert (status, body["code"]) == (400, "oauth_required")
     assert body["details"] == {"start": f"/accounts/oauth/sparkgrid/start?account_id={account_id}"}

@@ -4,39 +4,18 @@ invoices with DD/MM/YYYY dates and decimal-string amounts."""
 from __future__ import annotations
 
 import re
-from datetime import date
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from mock_provider.app import create_app
-from mock_provider.control import Control
 from mock_provider.sandbox import monthly_bills
+from tests.unit.conftest import SANDBOX_TODAY, FakeClock
 
-TODAY = date(2026, 11, 15)
 CLIENT_AUTH = ("billhub-sandbox", "northgas-sandbox-secret")
 ACCOUNT = "NG1234567"
 UK_DATE = re.compile(r"\d{2}/\d{2}/\d{4}")
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def client(clock: FakeClock) -> FlaskClient:
-    return create_app(today=TODAY, control=Control(clock=clock)).test_client()
 
 
 def service_token(client: FlaskClient) -> str:
@@ -134,7 +113,7 @@ def test_admin_expire_and_revoke_end_service_tokens(client: FlaskClient) -> None
 
 def test_invoices_page_through_two_years_with_uk_dates(client: FlaskClient) -> None:
     invoices, pages = all_invoices(client)
-    expected = monthly_bills(ACCOUNT, TODAY, "GBP", (40, 140))
+    expected = monthly_bills(ACCOUNT, SANDBOX_TODAY, "GBP", (40, 140))
     assert (len(invoices), pages) == (24, 3)
     for invoice, bill in zip(invoices, expected, strict=True):
         assert invoice["invoice_no"] == bill.bill_id == f"{ACCOUNT}-{bill.issue_date:%Y%m}"
@@ -156,7 +135,7 @@ def test_bad_offset_or_limit_is_a_400(client: FlaskClient, query: str) -> None:
 
 def test_accounts_ending_99_get_a_threefold_spike_two_months_back(client: FlaskClient) -> None:
     invoices, _ = all_invoices(client, "NG12345699", limit=50)
-    usual = monthly_bills("NG12345699", TODAY, "GBP", (40, 140))
+    usual = monthly_bills("NG12345699", SANDBOX_TODAY, "GBP", (40, 140))
     assert invoices[2]["amount"] == str(usual[2].amount * 3)
     assert [invoice["amount"] for invoice in invoices[:2] + invoices[3:]] == [
         str(bill.amount) for bill in usual[:2] + usual[3:]

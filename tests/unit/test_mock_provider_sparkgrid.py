@@ -4,7 +4,6 @@ and its statements (cursor pages, integer cents)."""
 from __future__ import annotations
 
 import re
-from datetime import date
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -12,33 +11,13 @@ import pytest
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from mock_provider.app import create_app
-from mock_provider.control import Control
 from mock_provider.sandbox import monthly_bills
 from mock_provider.sparkgrid import customer_id_for
+from tests.unit.conftest import SANDBOX_TODAY, FakeClock
 
-TODAY = date(2026, 11, 15)
 REDIRECT = "http://localhost:3000/callback?from=sandbox"
 CLIENT_AUTH = ("billhub-sandbox", "sparkgrid-sandbox-secret")
 ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def client(clock: FakeClock) -> FlaskClient:
-    return create_app(today=TODAY, control=Control(clock=clock)).test_client()
 
 
 def authorize(client: FlaskClient, **params: str) -> TestResponse:
@@ -250,7 +229,7 @@ def test_data_endpoints_need_a_live_bearer_token(client: FlaskClient, headers: d
 def test_statements_page_through_two_years_in_integer_cents(client: FlaskClient) -> None:
     access_token = link(client, "carol")["access_token"]
     statements, pages = all_statements(client, access_token, limit=5)
-    expected = monthly_bills(customer_id_for("carol"), TODAY, "USD", (60, 180))
+    expected = monthly_bills(customer_id_for("carol"), SANDBOX_TODAY, "USD", (60, 180))
     assert (len(statements), pages) == (24, 5)
     assert [statement["statement_id"] for statement in statements] == [bill.bill_id for bill in expected]
     for statement, bill in zip(statements, expected, strict=True):
@@ -277,7 +256,7 @@ def test_bad_limit_or_cursor_is_a_400(client: FlaskClient, query: str) -> None:
 
 def test_anomaly_usernames_get_a_threefold_spike_two_months_back(client: FlaskClient) -> None:
     statements, _ = all_statements(client, link(client, "dave_anomaly")["access_token"], limit=24)
-    usual = monthly_bills(customer_id_for("dave_anomaly"), TODAY, "USD", (60, 180))
+    usual = monthly_bills(customer_id_for("dave_anomaly"), SANDBOX_TODAY, "USD", (60, 180))
     amounts = [statement["amount_due_minor"] for statement in statements]
     assert amounts[2] == int(usual[2].amount * 300)
     assert amounts[:2] + amounts[3:] == [int(bill.amount * 100) for bill in usual[:2] + usual[3:]]

@@ -244,27 +244,21 @@ class BillsTable:
         False when another writer got there first: what it stored is at least as fresh.
         """
         account = stored.account
-        try:
-            self._client.update_item(
-                TableName=self._table,
-                Key=_to_item({"PK": user_key(account.user_id), "SK": f"ACCOUNT#{account.account_id}"}),
-                UpdateExpression="SET credentials = :credentials, credentials_version = :next",
-                ConditionExpression="credentials_version = :seen AND #status <> :deleting",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues=_to_item(
-                    {
-                        ":credentials": credentials_ciphertext,
-                        ":next": stored.credentials_version + 1,
-                        ":seen": stored.credentials_version,
-                        ":deleting": AccountStatus.DELETING.value,
-                    }
-                ),
-            )
-        except ClientError as error:
-            if _is_conditional_failure(error):
-                return False
-            raise
-        return True
+        return self._update_account(
+            account.user_id,
+            account.account_id,
+            UpdateExpression="SET credentials = :credentials, credentials_version = :next",
+            ConditionExpression="credentials_version = :seen AND #status <> :deleting",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=_to_item(
+                {
+                    ":credentials": credentials_ciphertext,
+                    ":next": stored.credentials_version + 1,
+                    ":seen": stored.credentials_version,
+                    ":deleting": AccountStatus.DELETING.value,
+                }
+            ),
+        )
 
     def relink(
         self,
@@ -394,75 +388,57 @@ class BillsTable:
     def record_fetch_failure(self, account: Account, error: str, attempted_at: datetime) -> bool:
         """Notes a failed attempt, unless a fetch that started later already succeeded (then False):
         the bills held are newer than this failure, so it says nothing about them."""
-        try:
-            self._client.update_item(
-                TableName=self._table,
-                Key=_to_item({"PK": user_key(account.user_id), "SK": f"ACCOUNT#{account.account_id}"}),
-                UpdateExpression="SET last_attempt_at = :at, last_error = :error",
-                # Never resurrect an account that is being deleted.
-                ConditionExpression="attribute_exists(PK) AND #status <> :deleting "
-                "AND (attribute_not_exists(last_success_at) OR last_success_at < :at)",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues=_to_item(
-                    {":at": _iso(attempted_at), ":error": error, ":deleting": AccountStatus.DELETING.value}
-                ),
-            )
-        except ClientError as failure:
-            if _is_conditional_failure(failure):
-                return False
-            raise
-        return True
+        return self._update_account(
+            account.user_id,
+            account.account_id,
+            UpdateExpression="SET last_attempt_at = :at, last_error = :error",
+            # Never resurrect an account that is being deleted.
+            ConditionExpression="attribute_exists(PK) AND #status <> :deleting "
+            "AND (attribute_not_exists(last_success_at) OR last_success_at < :at)",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=_to_item(
+                {":at": _iso(attempted_at), ":error": error, ":deleting": AccountStatus.DELETING.value}
+            ),
+        )
 
     def mark_needs_reauth(self, stored: StoredAccount, error: str, attempted_at: datetime) -> bool:
         """Asks the user to act, unless the credentials changed since ``stored`` was read (a repair or
         a renewal happened meanwhile, and the refusal was of credentials no longer held): then False."""
         account = stored.account
-        try:
-            self._client.update_item(
-                TableName=self._table,
-                Key=_to_item({"PK": user_key(account.user_id), "SK": f"ACCOUNT#{account.account_id}"}),
-                UpdateExpression="SET last_attempt_at = :at, last_error = :error, #status = :needs_reauth",
-                ConditionExpression="credentials_version = :seen AND #status <> :deleting",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues=_to_item(
-                    {
-                        ":at": _iso(attempted_at),
-                        ":error": error,
-                        ":needs_reauth": AccountStatus.NEEDS_REAUTH.value,
-                        ":seen": stored.credentials_version,
-                        ":deleting": AccountStatus.DELETING.value,
-                    }
-                ),
-            )
-        except ClientError as failure:
-            if _is_conditional_failure(failure):
-                return False
-            raise
-        return True
+        return self._update_account(
+            account.user_id,
+            account.account_id,
+            UpdateExpression="SET last_attempt_at = :at, last_error = :error, #status = :needs_reauth",
+            ConditionExpression="credentials_version = :seen AND #status <> :deleting",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=_to_item(
+                {
+                    ":at": _iso(attempted_at),
+                    ":error": error,
+                    ":needs_reauth": AccountStatus.NEEDS_REAUTH.value,
+                    ":seen": stored.credentials_version,
+                    ":deleting": AccountStatus.DELETING.value,
+                }
+            ),
+        )
 
     def claim_due_refresh(self, user_id: str, account_id: str, due_key: str, next_refresh_at: datetime) -> bool:
         """Moves the account's next refresh forward unless another planner already did (then False)."""
-        try:
-            self._client.update_item(
-                TableName=self._table,
-                Key=_to_item({"PK": user_key(user_id), "SK": f"ACCOUNT#{account_id}"}),
-                UpdateExpression="SET next_refresh_at = :next, GSI1SK = :next_key",
-                ConditionExpression="GSI1SK = :due_key AND #status <> :deleting",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues=_to_item(
-                    {
-                        ":next": _iso(next_refresh_at),
-                        ":next_key": f"{_iso(next_refresh_at)}#{account_id}",
-                        ":due_key": due_key,
-                        ":deleting": "deleting",
-                    }
-                ),
-            )
-        except ClientError as error:
-            if _is_conditional_failure(error):
-                return False
-            raise
-        return True
+        return self._update_account(
+            user_id,
+            account_id,
+            UpdateExpression="SET next_refresh_at = :next, GSI1SK = :next_key",
+            ConditionExpression="GSI1SK = :due_key AND #status <> :deleting",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=_to_item(
+                {
+                    ":next": _iso(next_refresh_at),
+                    ":next_key": f"{_iso(next_refresh_at)}#{account_id}",
+                    ":due_key": due_key,
+                    ":deleting": "deleting",
+                }
+            ),
+        )
 
     def due_for_refresh(self, shard: int, now: datetime) -> Iterator[tuple[str, str, str]]:
         """``(user_id, account_id, due_key)`` of accounts in ``shard`` whose next refresh is at or before ``now``."""
@@ -589,6 +565,20 @@ class BillsTable:
             # The job expired; the account's own status still tells the outcome.
 
     # ------------------------------------------------------------------ helpers
+    def _update_account(self, user_id: str, account_id: str, **update: Any) -> bool:
+        """A conditional ``UpdateItem`` of one account; False when its condition did not hold."""
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=_to_item({"PK": user_key(user_id), "SK": f"ACCOUNT#{account_id}"}),
+                **update,
+            )
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                return False
+            raise
+        return True
+
     def _get(self, pk: str, sk: str, consistent: bool = False) -> dict[str, Any] | None:
         response = self._client.get_item(
             TableName=self._table, Key=_to_item({"PK": pk, "SK": sk}), ConsistentRead=consistent
