@@ -138,3 +138,5 @@ class FetchRequest(BaseModel):
     account_id: str
     job_id: str | None = None
     reason: Literal["link", "manual", "schedule"]
+    # Times this fetch was put off (provider budget spent, circuit open); deferrals never count as failures.
+    deferrals: int = Field(default=0, ge=0)
