@@ -10,13 +10,20 @@ import httpx
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.circuit_breaker.persistence import CircuitBreakerDynamoDBPersistence
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from billhub.alerts import AdminAlerts
+from billhub.circuit import ProviderCircuits
 from billhub.credentials import CredentialVault
-from billhub.fetching import Fetcher, FetchResult
+from billhub.deferral import FetchDeferrals
+from billhub.fetching import Fetcher, FetchResult, Safeguards, alert_when_a_circuit_opens
+from billhub.metrics import FetchMetrics
 from billhub.models import FetchRequest
+from billhub.providers import REGISTRY
 from billhub.providers.session import ProviderConnector, ProviderDirectory, load_oauth_clients
+from billhub.ratelimit import ProviderRateLimiter
 from billhub.runtime import aws_client, utc_now
 from billhub.settings import FetchSettings
 from billhub.store import BillsTable
@@ -25,6 +32,7 @@ logger = Logger()
 settings = FetchSettings.from_environ(os.environ)
 # Report every failed record, even when the whole batch failed, so the queue retries record by record.
 processor = AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+metrics = FetchMetrics()
 
 
 @cache
@@ -37,6 +45,33 @@ def vault() -> CredentialVault:
     return CredentialVault(aws_client("kms"), settings.CREDENTIALS_KEY_ID)
 
 
+@cache
+def rate_limiter() -> ProviderRateLimiter:
+    limits = {name: adapter.requests_per_second for name, adapter in REGISTRY.items()}
+    return ProviderRateLimiter(aws_client("dynamodb"), settings.TABLE_NAME, limits)
+
+
+@cache
+def alerts() -> AdminAlerts:
+    return AdminAlerts(aws_client("sns"), settings.ALERTS_TOPIC_ARN, aws_client("dynamodb"), settings.TABLE_NAME)
+
+
+@cache
+def safeguards() -> Safeguards:
+    # One circuit per provider, its state in the single table beside everything else.
+    persistence = CircuitBreakerDynamoDBPersistence(
+        table_name=settings.TABLE_NAME,
+        key_attr="PK",
+        sort_key_attr="SK",
+        static_pk_value="CIRCUIT",
+        expiry_attr="expires_at",
+        boto3_client=aws_client("dynamodb"),
+    )
+    circuits = ProviderCircuits(persistence, on_transition=alert_when_a_circuit_opens(alerts()))
+    deferrals = FetchDeferrals(aws_client("sqs"), settings.FETCH_QUEUE_URL)
+    return Safeguards(circuits=circuits, deferrals=deferrals, alerts=alerts(), metrics=metrics)
+
+
 def directory() -> ProviderDirectory:
     clients = load_oauth_clients(settings.PROVIDER_CLIENTS_SECRET_ARN, settings.PROVIDER_CLIENTS_MAX_AGE_SECONDS)
     return ProviderDirectory(str(settings.PROVIDER_BASE_URL), clients)
@@ -46,13 +81,16 @@ async def fetch_record(record: SQSRecord) -> FetchResult:
     # A message that is not a FetchRequest fails here on every delivery and ends in the DLQ.
     request = FetchRequest.model_validate_json(record.body)
     async with httpx.AsyncClient() as client:
-        connector = ProviderConnector(client, directory(), utc_now)
-        fetcher = Fetcher(store(), vault(), connector, settings.FETCH_MAX_RECEIVE_COUNT)
+        connector = ProviderConnector(client, directory(), utc_now, rate_limiter=rate_limiter())
+        fetcher = Fetcher(store(), vault(), connector, settings.FETCH_MAX_RECEIVE_COUNT, safeguards())
         return await fetcher.fetch(request, int(record.attributes.approximate_receive_count))
 
 
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    return async_process_partial_response(
-        event=event, record_handler=fetch_record, processor=processor, context=context
-    )
+    try:
+        return async_process_partial_response(
+            event=event, record_handler=fetch_record, processor=processor, context=context
+        )
+    finally:
+        metrics.flush()

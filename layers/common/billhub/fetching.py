@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.circuit_breaker import CircuitState
 from pydantic import BaseModel
 
+from billhub.alerts import AdminAlerts
+from billhub.circuit import CircuitOpen, ProviderCircuits, Transition
 from billhub.credentials import CredentialVault
+from billhub.deferral import FetchDeferrals
 from billhub.errors import Conflict
-from billhub.models import Account, AccountStatus, FetchRequest, JobAccountResult
+from billhub.metrics import FetchMetrics
+from billhub.models import Account, AccountStatus, Bill, FetchRequest, JobAccountResult
 from billhub.providers import REGISTRY
 from billhub.providers.base import ProviderAdapter
-from billhub.providers.errors import ProviderAuthRejected, ProviderError
+from billhub.providers.errors import ProviderAuthRejected, ProviderBusy, ProviderError, ProviderMisconfigured
 from billhub.providers.session import ProviderConnector, ProviderSession
 from billhub.store import BillsTable, ConcurrentUpdate, StoredAccount
 
@@ -81,6 +88,21 @@ class _CredentialsKeeper:
         return self._adapter.parse_credentials(plaintext)
 
 
+@dataclass(frozen=True)
+class Safeguards:
+    """What keeps fetching from hurting a provider or going unnoticed; each is optional so a test
+    can exercise the fetcher without the others."""
+
+    circuits: ProviderCircuits | None = None
+    deferrals: FetchDeferrals | None = None
+    alerts: AdminAlerts | None = None
+    metrics: FetchMetrics | None = None
+
+
+# Credential refusals at one provider within this window that make an incident worth an alert.
+CREDENTIAL_BURST = (5, 600)
+
+
 class Fetcher:
     def __init__(
         self,
@@ -88,12 +110,14 @@ class Fetcher:
         vault: CredentialVault,
         connector: ProviderConnector,
         max_receive_count: int,
+        safeguards: Safeguards | None = None,
     ) -> None:
         self._store = store
         self._vault = vault
         self._connector = connector
         self._max_receive_count = max_receive_count
         self._clock = connector.clock
+        self._guards = safeguards or Safeguards()
 
     async def fetch(self, request: FetchRequest, receive_count: int) -> FetchResult:
         """Fetches and stores; raises ``FetchFailed`` when the message should be retried."""
@@ -113,23 +137,62 @@ class Fetcher:
         session = self._connector.session(
             account.provider, await keeper.decrypt(stored), save=keeper.save, reload=keeper.reload
         )
-        attempted_at = self._clock()
+        started = time.monotonic()
+        outcome = "failed"
         try:
+            result = await self._attempt(request, receive_count, adapter, session, keeper)
+            outcome = result.outcome
+            return result
+        finally:
+            if self._guards.metrics is not None:
+                latency_ms = (time.monotonic() - started) * 1000
+                self._guards.metrics.record(account.provider, outcome, latency_ms, session.http.retries)
+
+    async def _attempt(
+        self,
+        request: FetchRequest,
+        receive_count: int,
+        adapter: ProviderAdapter,
+        session: ProviderSession,
+        keeper: _CredentialsKeeper,
+    ) -> FetchResult:
+        stored = keeper.current
+        account = stored.account
+        attempted_at = self._clock()
+
+        async def fetch_from_provider() -> list[Bill]:
             if stored.identity_pending:
                 await self._confirm_identity(adapter, session, stored)
-            bills = await adapter.fetch_bills(session, account)
+            return await adapter.fetch_bills(session, account)
+
+        try:
+            if self._guards.circuits is None:
+                bills = await fetch_from_provider()
+            else:
+                bills = await self._guards.circuits.call(account.provider, fetch_from_provider)
+        except (CircuitOpen, ProviderBusy) as wait:
+            return await self._defer(request, account, str(wait), wait.retry_after, attempted_at)
         except (ProviderAuthRejected, DuplicateLink) as error:
             # Retrying cannot cure this: the user has to act. Unless the credentials changed meanwhile
             # (repaired, or renewed by another fetch): then the refusal was of credentials no longer held.
             await asyncio.to_thread(self._store.mark_needs_reauth, keeper.current, str(error), attempted_at)
             await self._report(request, JobAccountResult(status="failed", error=str(error)))
+            if isinstance(error, ProviderAuthRejected):
+                await self._count_credential_refusal(adapter)
             return FetchResult(account.account_id, "needs_reauth")
         except ProviderError as error:
+            if isinstance(error, ProviderMisconfigured):
+                await self._alert(
+                    f"misconfigured#{adapter.name}", f"{adapter.display_name} refuses the service", str(error)
+                )
             await self._failed(request, account, str(error), attempted_at, receive_count)
             raise FetchFailed(str(error)) from error
         except Exception as error:
             # A bug or an unforeseen answer: say so on the account rather than fail silently.
             logger.exception("unexpected fetch error", extra={"account_id": account.account_id})
+            await self._alert(
+                f"unexpected#{type(error).__name__}", "Unexpected fetch error", f"{type(error).__name__} while fetching"
+            )
             await self._failed(request, account, "Unexpected error while fetching.", attempted_at, receive_count)
             raise FetchFailed("unexpected error") from error
 
@@ -143,9 +206,46 @@ class Fetcher:
                 "bills": len(bills),
                 "changed": changed,
                 "tokens_renewed": session.renewed_tokens,
+                "retries": session.http.retries,
             },
         )
         return FetchResult(account.account_id, "succeeded", changed)
+
+    async def _defer(
+        self, request: FetchRequest, account: Account, reason: str, wait_seconds: float, attempted_at: datetime
+    ) -> FetchResult:
+        """Puts the fetch off: a new delayed message, the original done, nothing counted as failed."""
+        deferrals = self._guards.deferrals
+        if deferrals is not None and await asyncio.to_thread(deferrals.defer, request, wait_seconds):
+            await self._report(request, JobAccountResult(status="retrying", error=reason))
+            logger.info("fetch deferred", extra={"account_id": account.account_id, "reason": reason})
+            return FetchResult(account.account_id, "deferred")
+        # Put off too often (or nowhere to put it): the last good bills stay, the next schedule tries again.
+        await asyncio.to_thread(self._store.record_fetch_failure, account, reason, attempted_at)
+        await self._report(request, JobAccountResult(status="failed", error=reason))
+        return FetchResult(account.account_id, "gave_up")
+
+    async def _count_credential_refusal(self, adapter: ProviderAdapter) -> None:
+        alerts = self._guards.alerts
+        threshold, window = CREDENTIAL_BURST
+        if alerts is not None and await asyncio.to_thread(
+            alerts.count_towards, f"credentials#{adapter.name}", threshold, window
+        ):
+            await self._alert(
+                f"credentials#{adapter.name}",
+                f"Credential failures at {adapter.display_name}",
+                f"{threshold} accounts were refused within {window // 60} minutes",
+            )
+
+    async def _alert(self, incident: str, subject: str, message: str) -> None:
+        alerts = self._guards.alerts
+        if alerts is None:
+            return
+        try:
+            await asyncio.to_thread(alerts.raise_once, incident, subject, {"message": message})
+        except Exception:
+            # An alert that cannot be sent must not turn into a failed fetch.
+            logger.exception("alert not sent", extra={"incident": incident})
 
     async def _confirm_identity(
         self, adapter: ProviderAdapter, session: ProviderSession, stored: StoredAccount
@@ -179,3 +279,22 @@ class Fetcher:
             await asyncio.to_thread(
                 self._store.record_job_result, request.user_id, request.job_id, request.account_id, result
             )
+
+
+def alert_when_a_circuit_opens(alerts: AdminAlerts) -> Callable[[Transition], Awaitable[None]]:
+    """The circuits' transition hook: an opening is an incident, raised once however many fetchers see it."""
+
+    async def on_transition(transition: Transition) -> None:
+        if transition.to_state != CircuitState.OPEN or transition.from_state != CircuitState.CLOSED:
+            return
+        try:
+            await asyncio.to_thread(
+                alerts.raise_once,
+                f"circuit-open#{transition.provider}",
+                f"{transition.provider} circuit opened",
+                {"provider": transition.provider, "opened_at": transition.opened_at},
+            )
+        except Exception:
+            logger.exception("alert not sent", extra={"provider": transition.provider})
+
+    return on_transition

@@ -52,3 +52,5 @@ class RefreshSettings(TableSettings):
 class FetchSettings(TableSettings, ProviderSettings):
     ALERTS_TOPIC_ARN: str
     FETCH_MAX_RECEIVE_COUNT: int = Field(ge=1)
+    # Deferred fetches go back on their own queue as new, delayed messages.
+    FETCH_QUEUE_URL: str

@@ -61,6 +61,8 @@ class ProviderAdapter(ABC):
     name: ClassVar[str]
     display_name: ClassVar[str]
     category: ClassVar[Category]
+    # The provider's published limit; the service keeps under it whatever the concurrency (ratelimit.py).
+    requests_per_second: ClassVar[int]
     auth: ClassVar[ProviderAuth]
     credentials_model: ClassVar[type[BaseModel]]
 

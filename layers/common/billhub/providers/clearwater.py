@@ -59,6 +59,7 @@ class ClearWaterAdapter(ProviderAdapter):
     name: ClassVar[str] = "clearwater"
     display_name: ClassVar[str] = "ClearWater Utilities"
     category: ClassVar[Category] = Category.WATER
+    requests_per_second: ClassVar[int] = 25
     auth = ApiKeyHeader("X-Api-Key")
     credentials_model: ClassVar[type[BaseModel]] = ClearWaterCredentials
 

@@ -17,6 +17,14 @@ class ProviderUnavailable(ProviderError):
     """The provider is down, slow or rate limiting us, even after retries: try again later."""
 
 
+class ProviderBusy(ProviderUnavailable):
+    """Our own request budget for the provider is spent: the work waits, nothing failed."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ProviderDataError(ProviderError):
     """The provider answered with something we cannot read."""
 

@@ -62,6 +62,7 @@ class FibreLinkAdapter(ProviderAdapter):
     name: ClassVar[str] = "fibrelink"
     display_name: ClassVar[str] = "FibreLink Broadband"
     category: ClassVar[Category] = Category.INTERNET
+    requests_per_second: ClassVar[int] = 15
     auth = HttpBasic()
     credentials_model: ClassVar[type[BaseModel]] = FibreLinkCredentials
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -65,10 +66,18 @@ class _WaitHonouringRetryAfter:
 class ProviderHttp:
     """One provider API's base URL and retry policy around a shared ``httpx.AsyncClient``."""
 
-    def __init__(self, client: httpx.AsyncClient, base_url: str, policy: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        base_url: str,
+        policy: RetryPolicy | None = None,
+        gate: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._client = client
         self.base_url = base_url.rstrip("/")
         self.policy = policy or RetryPolicy()
+        # Awaited before every attempt, retries included: the shared request budget (ratelimit.py).
+        self._gate = gate
         self.retries = 0
 
     def url(self, path: str) -> str:
@@ -90,10 +99,13 @@ class ProviderHttp:
             before_sleep=self._count_retry,
             reraise=True,
         )
-        response: httpx.Response = await retrying(
-            self._client.request, method, self.url(path), timeout=timeout, **kwargs
-        )
+        response: httpx.Response = await retrying(self._send, method, self.url(path), timeout=timeout, **kwargs)
         return response
+
+    async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        if self._gate is not None:
+            await self._gate()
+        return await self._client.request(method, url, **kwargs)
 
     def _count_retry(self, state: RetryCallState) -> None:
         self.retries += 1

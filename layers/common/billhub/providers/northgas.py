@@ -58,6 +58,7 @@ class NorthGasAdapter(ProviderAdapter):
     name: ClassVar[str] = "northgas"
     display_name: ClassVar[str] = "NorthGas"
     category: ClassVar[Category] = Category.GAS
+    requests_per_second: ClassVar[int] = 10
     auth = ClientCredentialsGrant(token_path="/oauth/token")  # noqa: S106 - paths, not secrets
     credentials_model: ClassVar[type[BaseModel]] = NorthGasCredentials
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,6 +30,10 @@ def parse_oauth_clients(document: str | Mapping[str, Any]) -> dict[str, OAuthCli
     """``{"<provider>": {"client_id", "client_secret"}}`` as stored in the provider clients secret."""
     raw = json.loads(document) if isinstance(document, str) else document
     return {name: OAuthClient.model_validate(value) for name, value in raw.items()}
+
+
+class RequestGate(Protocol):
+    async def acquire(self, provider: str) -> None: ...
 
 
 CredentialsSaver = Callable[[BaseModel], Awaitable[None]]
@@ -81,6 +86,8 @@ class ProviderConnector:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     # A person waiting on the answer (linking) bounds the whole exchange, retries and all.
     deadline_seconds: float | None = None
+    # The shared per-provider request budget, awaited before every request (ratelimit.py).
+    rate_limiter: RequestGate | None = None
 
     async def within_deadline[Result](self, call: Awaitable[Result]) -> Result:
         """``call`` bounded by the deadline; running out is the provider being unavailable."""
@@ -93,7 +100,9 @@ class ProviderConnector:
             raise ProviderUnavailable("The provider did not answer in time.") from error
 
     def http(self, provider: str) -> ProviderHttp:
-        return ProviderHttp(self.client, self.directory.url(provider), self.policy)
+        limiter = self.rate_limiter
+        gate = functools.partial(limiter.acquire, provider) if limiter is not None else None
+        return ProviderHttp(self.client, self.directory.url(provider), self.policy, gate)
 
     def session(
         self,

@@ -48,6 +48,7 @@ class SparkGridAdapter(ProviderAdapter):
     name: ClassVar[str] = "sparkgrid"
     display_name: ClassVar[str] = "SparkGrid Energy"
     category: ClassVar[Category] = Category.ELECTRICITY
+    requests_per_second: ClassVar[int] = 20
     auth = AuthorizationCodeGrant(authorize_path="/oauth/authorize", token_path="/oauth/token", scope="bills:read")  # noqa: S106 - paths, not secrets
     credentials_model: ClassVar[type[BaseModel]] = OAuthTokens
 

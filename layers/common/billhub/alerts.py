@@ -1,0 +1,81 @@
+"""Alerts to the operators on SNS ``AdminAlerts``: one per incident, not one per message.
+
+An incident has a key (``circuit-open#sparkgrid``); the first raiser wins a conditional write on
+``ALERT#<key>`` that lasts the incident's quiet period, and only the winner publishes. Bursts (many
+credential failures at one provider) are counted per time window, and the event that reaches the
+threshold raises the incident, once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import ClientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_sns import SNSClient
+
+
+class AdminAlerts:
+    def __init__(
+        self,
+        sns: SNSClient,
+        topic_arn: str,
+        dynamodb: DynamoDBClient,
+        table_name: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._sns = sns
+        self._topic = topic_arn
+        self._dynamodb = dynamodb
+        self._table = table_name
+        self._clock = clock
+
+    def raise_once(self, incident: str, subject: str, details: dict[str, object], quiet_seconds: int = 3600) -> bool:
+        """Publishes unless the same incident was raised within ``quiet_seconds``; True if published."""
+        now = int(self._clock())
+        try:
+            self._dynamodb.put_item(
+                TableName=self._table,
+                Item={
+                    "PK": {"S": f"ALERT#{incident}"},
+                    "SK": {"S": "ALERT"},
+                    "raised_at": {"N": str(now)},
+                    "expires_at": {"N": str(now + quiet_seconds)},
+                },
+                # TTL deletion lags by hours, so an expired marker is checked, not trusted to be gone.
+                ConditionExpression="attribute_not_exists(PK) OR expires_at <= :now",
+                ExpressionAttributeValues={":now": {"N": str(now)}},
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        self._sns.publish(
+            TopicArn=self._topic,
+            Subject=subject[:100],
+            Message=json.dumps({"incident": incident, "subject": subject, **details}, default=str),
+            MessageAttributes={"incident": {"DataType": "String", "StringValue": incident}},
+        )
+        return True
+
+    def count_towards(self, burst: str, threshold: int, window_seconds: int) -> bool:
+        """Counts one event of a burst in the current window; True for exactly the event that
+        reaches ``threshold`` (the caller then raises the incident)."""
+        window = math.floor(self._clock() / window_seconds)
+        response = self._dynamodb.update_item(
+            TableName=self._table,
+            Key={"PK": {"S": f"BURST#{burst}"}, "SK": {"S": f"WINDOW#{window}"}},
+            UpdateExpression="ADD events :one SET expires_at = :expires",
+            ExpressionAttributeValues={
+                ":one": {"N": "1"},
+                ":expires": {"N": str((window + 2) * window_seconds)},
+            },
+            ReturnValues="UPDATED_NEW",
+        )
+        return int(response["Attributes"]["events"]["N"]) == threshold

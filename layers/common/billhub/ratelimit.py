@@ -1,0 +1,83 @@
+"""A per-provider request budget shared by every fetcher and linker, in DynamoDB.
+
+Providers count requests per second; so does this: one counter item per provider per wall-clock
+second, raised with a conditional ``ADD`` that refuses to pass the budget. That is one write per
+provider request, no read, and no coordination between Lambdas beyond the table. The budget is a
+share of the provider's published limit, leaving room for requests that cross a second boundary
+between taking their slot and arriving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import ClientError
+
+from billhub.providers.errors import ProviderBusy
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+# Requests we allow ourselves per second, as a share of the provider's limit.
+BUDGET_SHARE = 0.8
+WINDOW_TTL_SECONDS = 120
+
+
+def budget_for(limit_per_second: int) -> int:
+    return max(1, math.floor(limit_per_second * BUDGET_SHARE))
+
+
+class ProviderRateLimiter:
+    def __init__(
+        self,
+        dynamodb: DynamoDBClient,
+        table_name: str,
+        limits: Mapping[str, int],
+        max_wait_seconds: float = 2.0,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._dynamodb = dynamodb
+        self._table = table_name
+        self._budgets = {provider: budget_for(limit) for provider, limit in limits.items()}
+        self._max_wait = max_wait_seconds
+        self._clock = clock
+        self._sleep = sleep
+        self.waits = 0
+
+    async def acquire(self, provider: str) -> None:
+        """Takes one request slot, waiting for the next second if this one is full; ``ProviderBusy``
+        when none frees up within ``max_wait_seconds`` (the caller defers its work)."""
+        deadline = self._clock() + self._max_wait
+        while True:
+            second = math.floor(self._clock())
+            if await asyncio.to_thread(self._take, provider, second):
+                return
+            next_second = second + 1
+            if next_second > deadline:
+                raise ProviderBusy(f"The request budget for {provider} is spent for now.", retry_after=1.0)
+            self.waits += 1
+            await self._sleep(max(next_second - self._clock(), 0.0))
+
+    def _take(self, provider: str, second: int) -> bool:
+        try:
+            self._dynamodb.update_item(
+                TableName=self._table,
+                Key={"PK": {"S": f"RATE#{provider}"}, "SK": {"S": f"SECOND#{second}"}},
+                UpdateExpression="ADD requests :one SET expires_at = :expires",
+                ConditionExpression="attribute_not_exists(requests) OR requests < :budget",
+                ExpressionAttributeValues={
+                    ":one": {"N": "1"},
+                    ":budget": {"N": str(self._budgets[provider])},
+                    ":expires": {"N": str(second + WINDOW_TTL_SECONDS)},
+                },
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True

@@ -1,0 +1,318 @@
+"""What keeps fetching from hurting providers, against moto and the sandbox over HTTP: the shared
+request budget, deferral without failure, the per-provider circuit, one alert per incident, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+from aws_lambda_powertools.utilities.circuit_breaker import CircuitBreakerConfig
+from aws_lambda_powertools.utilities.circuit_breaker.persistence import CircuitBreakerDynamoDBPersistence
+
+from billhub.alerts import AdminAlerts
+from billhub.circuit import CircuitOpen, ProviderCircuits
+from billhub.credentials import CredentialVault
+from billhub.deferral import FetchDeferrals
+from billhub.fetching import Fetcher, Safeguards, alert_when_a_circuit_opens
+from billhub.models import Account, AccountStatus, FetchRequest
+from billhub.providers import REGISTRY
+from billhub.providers.errors import ProviderBusy, ProviderUnavailable
+from billhub.providers.http import RetryPolicy
+from billhub.providers.northgas import NorthGasCredentials
+from billhub.providers.session import OAuthClient, ProviderConnector, ProviderDirectory
+from billhub.ratelimit import ProviderRateLimiter, budget_for
+from billhub.store import BillsTable
+from localcloud.provision import Stack
+from mock_provider.control import Control
+from tests.integration.harness import Api
+from tests.sandbox import sandbox_admin
+
+FAST = RetryPolicy(attempts=2, initial_wait=0.01, max_wait=0.02, max_retry_after=0.05, read_timeout=1.0)
+
+
+class FakeTime:
+    """A clock and a sleep that only move together, so waiting for the next second is instant."""
+
+    def __init__(self, start: float = 1_800_000_000.25) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        # Sleepers that start together wake together: time moves to the latest wake-up, not their sum.
+        wake_at = self.now + seconds
+        await asyncio.sleep(0)
+        self.now = max(self.now, wake_at)
+
+
+def limiter(stack: Stack, limits: dict[str, int], time: FakeTime | None = None, max_wait: float = 2.0) -> Any:
+    clock = time or FakeTime()
+    return ProviderRateLimiter(
+        boto3.client("dynamodb"), stack.refs["BillsTable"], limits, max_wait, clock=clock, sleep=clock.sleep
+    )
+
+
+def alert_subscription(stack: Stack) -> Callable[[], list[dict[str, Any]]]:
+    """An SQS queue subscribed to AdminAlerts, as an operator's inbox: returns what arrived."""
+    sqs = boto3.client("sqs")
+    url = sqs.create_queue(QueueName="alerts-inbox")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    boto3.client("sns").subscribe(TopicArn=stack.refs["AdminAlerts"], Protocol="sqs", Endpoint=arn)
+
+    def inbox() -> list[dict[str, Any]]:
+        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+        return [json.loads(json.loads(message["Body"])["Message"]) for message in messages]
+
+    return inbox
+
+
+def admin_alerts(stack: Stack) -> AdminAlerts:
+    return AdminAlerts(
+        boto3.client("sns"), stack.refs["AdminAlerts"], boto3.client("dynamodb"), stack.refs["BillsTable"]
+    )
+
+
+def circuits(stack: Stack, time: FakeTime, on_transition: Any = None) -> ProviderCircuits:
+    persistence = CircuitBreakerDynamoDBPersistence(
+        table_name=stack.refs["BillsTable"],
+        key_attr="PK",
+        sort_key_attr="SK",
+        static_pk_value="CIRCUIT",
+        expiry_attr="expires_at",
+        boto3_client=boto3.client("dynamodb"),
+    )
+    config = CircuitBreakerConfig(
+        failure_threshold=3,
+        recovery_timeout=30,
+        success_threshold=1,
+        handled_exceptions=(ProviderUnavailable,),
+    )
+    return ProviderCircuits(persistence, config, on_transition=on_transition, clock=time)
+
+
+# ------------------------------------------------------------------ the shared request budget
+def test_concurrent_requests_never_exceed_the_budget_in_any_second(stack: Stack) -> None:
+    time = FakeTime()
+    gate = limiter(stack, {"northgas": 10}, time)
+
+    async def burst() -> list[int]:
+        taken: list[int] = []
+
+        async def one() -> None:
+            await gate.acquire("northgas")
+            taken.append(int(time()))
+
+        await asyncio.gather(*(one() for _ in range(20)))
+        return taken
+
+    seconds = asyncio.run(burst())
+    per_second = {second: seconds.count(second) for second in set(seconds)}
+    assert sorted(per_second.values(), reverse=True) == [8, 8, 4]  # budget_for(10) == 8
+    assert budget_for(10) == 8
+
+
+def test_a_spent_budget_is_provider_busy_once_the_wait_runs_out(stack: Stack) -> None:
+    time = FakeTime()
+    gate = limiter(stack, {"fibrelink": 2}, time, max_wait=0.5)
+
+    async def three() -> None:
+        for _ in range(3):
+            await gate.acquire("fibrelink")
+
+    with pytest.raises(ProviderBusy):
+        asyncio.run(three())
+
+
+def test_fetching_many_accounts_at_once_stays_under_the_providers_limit(
+    stack: Stack, mock_provider: tuple[str, Control]
+) -> None:
+    # Given twelve NorthGas accounts (three pages each), NorthGas allowing 10 requests a second
+    adapter = REGISTRY["northgas"]
+    gate = ProviderRateLimiter(boto3.client("dynamodb"), stack.refs["BillsTable"], {"northgas": 10}, 5.0)
+    clients = {"northgas": OAuthClient(client_id="billhub-sandbox", client_secret="northgas-sandbox-secret")}
+
+    async def fetch_all() -> list[int]:
+        async with httpx.AsyncClient() as client:
+            connector = ProviderConnector(client, ProviderDirectory(mock_provider[0], clients), _now, rate_limiter=gate)
+            sessions = [
+                connector.session("northgas", NorthGasCredentials(account_number=f"NG5000{n:04d}", postcode="NG1 1AA"))
+                for n in range(12)
+            ]
+            # the shared service token first, as a warm fetcher would hold it
+            await adapter.verify(sessions[0])
+            found = await asyncio.gather(*(adapter.fetch_bills(session, _account()) for session in sessions))
+            return [len(bills) for bills in found]
+
+    # When all twelve are fetched at once
+    assert asyncio.run(fetch_all()) == [24] * 12
+    # Then NorthGas never saw more than its limit in any second, and never had to answer 429
+    stats = httpx.get(f"{mock_provider[0]}/_admin/stats").json()["northgas"]
+    assert stats["requests"] == 2 + 12 * 3
+    assert stats["max_requests_in_one_second"] <= 10
+    assert "429" not in stats["by_status"]
+
+
+def _account() -> Account:
+    return Account(
+        account_id="a" * 32,
+        user_id="u1",
+        provider="northgas",
+        external_ref="•••",
+        status=AccountStatus.ACTIVE,
+        created_at=_now(),
+        next_refresh_at=_now(),
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# ------------------------------------------------------------------ deferral
+@pytest.fixture
+def busy_fibrelink(api: Api, stack: Stack) -> Iterator[tuple[Fetcher, FetchRequest, str]]:
+    """A FibreLink account whose request budget is spent for longer than a fetch may wait."""
+    user_id = api.user()
+    account_id = api.link_provider(user_id, "fibrelink", {"username": "grace", "password": "pass_good"})[1][
+        "account_id"
+    ]
+    time = FakeTime()
+    gate = limiter(stack, {"fibrelink": 1}, time, max_wait=0)
+    asyncio.run(gate.acquire("fibrelink"))  # the only slot of this second
+    store = BillsTable(boto3.client("dynamodb"), stack.refs["BillsTable"])
+    vault = CredentialVault(boto3.client("kms"), stack.refs["CredentialsKey"])
+    deferrals = FetchDeferrals(boto3.client("sqs"), stack.refs["FetchQueue"])
+
+    client = httpx.AsyncClient()
+    connector = ProviderConnector(client, ProviderDirectory("http://127.0.0.1:9"), _now, FAST, rate_limiter=gate)
+    yield (
+        Fetcher(store, vault, connector, 3, Safeguards(deferrals=deferrals)),
+        FetchRequest(user_id=user_id, account_id=account_id, reason="schedule"),
+        stack.refs["FetchQueue"],
+    )
+    asyncio.run(client.aclose())
+
+
+def test_a_fetch_without_budget_is_sent_again_later_and_fails_nothing(
+    api: Api, busy_fibrelink: tuple[Fetcher, FetchRequest, str]
+) -> None:
+    fetcher, request, queue_url = busy_fibrelink
+    sqs = boto3.client("sqs")
+    sqs.purge_queue(QueueUrl=queue_url)
+    # When the fetch finds no budget
+    result = asyncio.run(fetcher.fetch(request, receive_count=1))
+    # Then it is deferred: reported done (so the queue never counts it towards the DLQ) ...
+    assert result.outcome == "deferred"
+    # ... sent again as a new message, delayed, counting the deferral ...
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessagesDelayed"])
+    assert attributes["Attributes"]["ApproximateNumberOfMessagesDelayed"] == "1"
+    # ... and the account shows no failure
+    [account] = api.accounts(request.user_id)
+    assert account["last_error"] is None
+
+
+def test_a_fetch_deferred_too_often_gives_up_until_the_next_schedule(
+    api: Api, busy_fibrelink: tuple[Fetcher, FetchRequest, str]
+) -> None:
+    fetcher, request, _ = busy_fibrelink
+    worn_out = request.model_copy(update={"deferrals": 30})
+    assert asyncio.run(fetcher.fetch(worn_out, receive_count=1)).outcome == "gave_up"
+    assert "budget" in api.accounts(request.user_id)[0]["last_error"]
+
+
+# ------------------------------------------------------------------ the circuit and its alert
+def test_a_failing_provider_opens_its_circuit_once_for_everyone_and_a_probe_closes_it(api: Api, stack: Stack) -> None:
+    time = FakeTime()
+    inbox = alert_subscription(stack)
+    on_open = alert_when_a_circuit_opens(admin_alerts(stack))
+    # Two execution environments, each counting its own failures, sharing the circuit's state
+    first, second = circuits(stack, time, on_open), circuits(stack, time, on_open)
+    calls: list[str] = []
+
+    async def failing() -> None:
+        calls.append("sent")
+        raise ProviderUnavailable("ClearWater is unavailable (HTTP 503).")
+
+    async def healthy() -> str:
+        calls.append("sent")
+        return "bills"
+
+    async def scenario() -> list[str]:
+        outcomes = []
+        # Each environment counts its own consecutive failures; both trip the circuit
+        for environment in (first, second) * 3:
+            with pytest.raises(ProviderUnavailable):
+                await environment.call("clearwater", failing)
+        # Open: nothing is sent, and the caller is told when to come back
+        for environment in (first, second):
+            with pytest.raises(CircuitOpen) as opened:
+                await environment.call("clearwater", healthy)
+            outcomes.append(f"open, retry in {opened.value.retry_after:.0f} s")
+        time.now += 31
+        outcomes.append(await second.call("clearwater", healthy))  # the one probe, which closes it
+        outcomes.append(await circuits(stack, time).call("clearwater", healthy))  # a new environment: closed
+        return outcomes
+
+    assert asyncio.run(scenario()) == ["open, retry in 30 s", "open, retry in 30 s", "bills", "bills"]
+    assert len(calls) == 6 + 2
+    # Both environments tripped it, and the operators heard once
+    alerts = inbox()
+    assert [alert["incident"] for alert in alerts] == ["circuit-open#clearwater"]
+
+
+def test_refused_credentials_and_busy_budgets_never_trip_a_circuit(stack: Stack) -> None:
+    from billhub.providers.errors import ProviderAuthRejected
+
+    breaker = circuits(stack, FakeTime())
+
+    async def scenario() -> None:
+        for error in [ProviderAuthRejected("refused"), ProviderBusy("busy", 1.0)] * 3:
+
+            async def refused(error: Exception = error) -> None:
+                raise error
+
+            with pytest.raises(type(error)):
+                await breaker.call("fibrelink", refused)
+
+        async def healthy() -> str:
+            return "still closed"
+
+        assert await breaker.call("fibrelink", healthy) == "still closed"
+
+    asyncio.run(scenario())
+
+
+def test_a_burst_of_credential_failures_is_one_alert(
+    api: Api, stack: Stack, mock_provider: tuple[str, Control]
+) -> None:
+    inbox = alert_subscription(stack)
+    user_id = api.user()
+    for name in ("a", "b", "c", "d", "e", "f", "g"):
+        api.link_provider(user_id, "fibrelink", {"username": f"burst_{name}", "password": "pass_good"})
+    sandbox_admin(mock_provider[0], "faults/fibrelink", {"auth_failure": True})
+    api.refresh_all(user_id)
+    assert {account["status"] for account in api.accounts(user_id)} == {"needs_reauth"}
+    assert [alert["incident"] for alert in inbox()] == ["credentials#fibrelink"]
+
+
+# ------------------------------------------------------------------ metrics
+def test_each_batch_emits_fetch_metrics_per_provider(api: Api, capsys: pytest.CaptureFixture[str]) -> None:
+    user_id = api.user()
+    api.link_provider(user_id, "clearwater", {"api_key": "cw_sandbox_metrics"})
+    api.link_provider(user_id, "fibrelink", {"username": "metrics", "password": "pass_good"})
+    capsys.readouterr()
+    api.refresh_all(user_id)
+    documents = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    by_provider = {document["provider"]: document for document in documents}
+    assert set(by_provider) == {"clearwater", "fibrelink"}
+    for document in by_provider.values():
+        assert (document["Fetches"], document["FetchSucceeded"], document["FetchDeferred"]) == ([1.0], [1.0], [0.0])
+        assert document["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "BillHub"
+        assert document["FetchLatency"][0] > 0
