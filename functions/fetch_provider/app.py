@@ -10,11 +10,13 @@ import httpx
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.circuit_breaker import CircuitBreakerConfig
 from aws_lambda_powertools.utilities.circuit_breaker.persistence import CircuitBreakerDynamoDBPersistence
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billhub.alerts import AdminAlerts
+from billhub.circuit import DEFAULT_CONFIG as CIRCUIT_DEFAULTS
 from billhub.circuit import ProviderCircuits
 from billhub.credentials import CredentialVault
 from billhub.deferral import FetchDeferrals
@@ -22,6 +24,7 @@ from billhub.fetching import Fetcher, FetchResult, Safeguards, alert_when_a_circ
 from billhub.metrics import FetchMetrics
 from billhub.models import FetchRequest
 from billhub.providers import REGISTRY
+from billhub.providers.http import RetryPolicy
 from billhub.providers.session import ProviderConnector, ProviderDirectory, load_oauth_clients
 from billhub.ratelimit import ProviderRateLimiter
 from billhub.runtime import aws_client, utc_now
@@ -33,6 +36,9 @@ settings = FetchSettings.from_environ(os.environ)
 # Report every failed record, even when the whole batch failed, so the queue retries record by record.
 processor = AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 metrics = FetchMetrics()
+retry_policy = RetryPolicy(read_timeout=settings.PROVIDER_READ_TIMEOUT_SECONDS)
+# Every fetch of a batch runs at once; each gets this long, retries included, inside the 30 s timeout.
+FETCH_DEADLINE_SECONDS = 20.0
 
 
 @cache
@@ -67,7 +73,13 @@ def safeguards() -> Safeguards:
         expiry_attr="expires_at",
         boto3_client=aws_client("dynamodb"),
     )
-    circuits = ProviderCircuits(persistence, on_transition=alert_when_a_circuit_opens(alerts()))
+    config = CircuitBreakerConfig(
+        failure_threshold=settings.CIRCUIT_FAILURE_THRESHOLD,
+        recovery_timeout=settings.CIRCUIT_RECOVERY_SECONDS,
+        success_threshold=CIRCUIT_DEFAULTS.success_threshold,
+        handled_exceptions=CIRCUIT_DEFAULTS.handled_exceptions,
+    )
+    circuits = ProviderCircuits(persistence, config, on_transition=alert_when_a_circuit_opens(alerts()))
     deferrals = FetchDeferrals(aws_client("sqs"), settings.FETCH_QUEUE_URL)
     return Safeguards(circuits=circuits, deferrals=deferrals, alerts=alerts(), metrics=metrics)
 
@@ -81,7 +93,9 @@ async def fetch_record(record: SQSRecord) -> FetchResult:
     # A message that is not a FetchRequest fails here on every delivery and ends in the DLQ.
     request = FetchRequest.model_validate_json(record.body)
     async with httpx.AsyncClient() as client:
-        connector = ProviderConnector(client, directory(), utc_now, rate_limiter=rate_limiter())
+        connector = ProviderConnector(
+            client, directory(), utc_now, retry_policy, FETCH_DEADLINE_SECONDS, rate_limiter=rate_limiter()
+        )
         fetcher = Fetcher(store(), vault(), connector, settings.FETCH_MAX_RECEIVE_COUNT, safeguards())
         return await fetcher.fetch(request, int(record.attributes.approximate_receive_count))
 

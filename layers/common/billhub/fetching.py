@@ -165,11 +165,14 @@ class Fetcher:
                 await self._confirm_identity(adapter, session, stored)
             return await adapter.fetch_bills(session, account)
 
+        async def within_deadline() -> list[Bill]:
+            return await self._connector.within_deadline(fetch_from_provider())
+
         try:
             if self._guards.circuits is None:
-                bills = await fetch_from_provider()
+                bills = await within_deadline()
             else:
-                bills = await self._guards.circuits.call(account.provider, fetch_from_provider)
+                bills = await self._guards.circuits.call(account.provider, within_deadline)
         except (CircuitOpen, ProviderBusy) as wait:
             return await self._defer(request, account, str(wait), wait.retry_after, attempted_at)
         except (ProviderAuthRejected, DuplicateLink) as error:

@@ -54,3 +54,7 @@ class FetchSettings(TableSettings, ProviderSettings):
     FETCH_MAX_RECEIVE_COUNT: int = Field(ge=1)
     # Deferred fetches go back on their own queue as new, delayed messages.
     FETCH_QUEUE_URL: str
+    PROVIDER_READ_TIMEOUT_SECONDS: float = Field(default=5.0, gt=0, le=20)
+    # A provider failing this many fetches in a row has its circuit opened for this long.
+    CIRCUIT_FAILURE_THRESHOLD: int = Field(default=5, ge=1)
+    CIRCUIT_RECOVERY_SECONDS: int = Field(default=30, ge=1)
