@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -55,6 +56,8 @@ class CloudConfig:
             retry_delay_seconds=None if retry == "queue" else int(retry),
             log_dir=Path(environ.get("LOCALCLOUD_LOG_DIR", ROOT / ".localcloud" / "logs")),
             seed_demo=environ.get("LOCALCLOUD_SEED", "1") != "0",
+            # Template parameters for this run, e.g. '{"ManualRefreshMinIntervalSeconds": "0"}'.
+            parameter_overrides=json.loads(environ.get("LOCALCLOUD_PARAMETER_OVERRIDES", "{}")),
         )
 
 
