@@ -61,7 +61,7 @@ def create_resolver() -> Resolver:
 
     @app.exception_handler(ServiceError)
     def _service_error(error: ServiceError) -> Response[str]:
-        return error_response(error.status, error.code, error.message, error.details)
+        return error_response(error.status, error.code, error.message, error.details, error.headers or None)
 
     @app.exception_handler(RequestValidationError)
     def _validation_error(error: RequestValidationError) -> Response[str]:

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 
 class ServiceError(Exception):
-    """An error the caller can act on. ``message`` is shown to the user, so never put a secret in it."""
+    """An error the caller can act on. ``message`` is shown to the user, so never put a secret in it.
+
+    ``headers`` go out with the error response (``Retry-After`` on a 429, for example).
+    """
 
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, details: Any = None) -> None:
+    def __init__(self, message: str, details: Any = None, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+        self.headers = dict(headers or {})
 
 
 class Unauthorized(ServiceError):
