@@ -49,7 +49,7 @@ def get_me() -> users.Profile:
 
 @app.patch("/me")
 def patch_me(change: users.ProfileChange) -> users.Profile:
-    return users.change_profile(store(), caller_id(app), change)
+    return users.change_profile(store(), caller_id(app), change, utc_now())
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

@@ -21,6 +21,7 @@ from billhub.credentials import CredentialVault
 from billhub.oauth import OAuthStates, PendingLink
 from billhub.providers.http import RetryPolicy
 from billhub.providers.session import ProviderConnector, ProviderDirectory, load_oauth_clients
+from billhub.queue import FetchQueue
 from billhub.runtime import aws_client, utc_now
 from billhub.settings import LinkSettings
 from billhub.store import BillsTable
@@ -40,6 +41,11 @@ ProviderPath = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_-]{1,31}$")]
 @cache
 def store() -> BillsTable:
     return BillsTable(aws_client("dynamodb"), settings.TABLE_NAME)
+
+
+@cache
+def queue() -> FetchQueue:
+    return FetchQueue(aws_client("sqs"), settings.FETCH_QUEUE_URL)
 
 
 @cache
@@ -81,7 +87,7 @@ def list_providers() -> accounts.ProviderList:
 def link(request: accounts.LinkRequest) -> tuple[accounts.AccountView, int]:
     user_id = caller_id(app)
     view = with_provider(
-        lambda connector: accounts.link_account(store(), vault(), connector, user_id, request, utc_now())
+        lambda connector: accounts.link_account(store(), queue(), vault(), connector, user_id, request, utc_now())
     )
     return view, 201
 
@@ -96,7 +102,7 @@ def replace_credentials(account_id: AccountIdPath, request: accounts.Credentials
     user_id = caller_id(app)
     return with_provider(
         lambda connector: accounts.replace_credentials(
-            store(), vault(), connector, user_id, account_id, request, utc_now()
+            store(), queue(), vault(), connector, user_id, account_id, request, utc_now()
         )
     )
 
@@ -126,7 +132,9 @@ def oauth_callback(
 ) -> tuple[accounts.AccountView, int]:
     callback = accounts.OAuthCallback(state=state, code=code, error=error)
     view, created = with_provider(
-        lambda connector: accounts.complete_oauth(store(), vault(), states(), connector, provider, callback, utc_now())
+        lambda connector: accounts.complete_oauth(
+            store(), queue(), vault(), states(), connector, provider, callback, utc_now()
+        )
     )
     return view, 201 if created else 200
 

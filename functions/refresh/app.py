@@ -34,7 +34,14 @@ def queue() -> FetchQueue:
 
 @app.post("/bills/refresh")
 def start_refresh(request: refresh.RefreshRequest | None = None) -> tuple[refresh.RefreshStarted, int]:
-    return refresh.start_refresh(store(), queue(), caller_id(app), request or refresh.RefreshRequest(), utc_now()), 202
+    started = refresh.start_refresh(
+        store(),
+        queue(),
+        caller_id(app),
+        request or refresh.RefreshRequest(),
+        utc_now(),
+    )
+    return started, 202
 
 
 @app.get("/bills/refresh/<job_id>")

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import boto3
 import httpx
+import pydantic
 
+from billhub.models import FetchRequest
 from localcloud.provision import Stack
 from tests.events import http_event, response_json, sqs_event
 
@@ -62,7 +65,41 @@ class Api:
             user_id=user_id,
             body={"provider": provider, "credentials": credentials},
         )
+        self._take_first_fetch(status, body)
         return status, body
+
+    def _take_first_fetch(self, status: int, body: Any) -> None:
+        """A link (or repair) enqueues the account's first fetch. Tests using these helpers run fetches
+        when they choose (``refresh_all``, ``deliver``), so the helpers take that one request off the
+        queue, checking it is there; ``test_planner_and_throttle`` tests the first fetch itself."""
+        if status not in (200, 201):
+            return
+        taken = self.take_fetch_requests(
+            lambda request: request.account_id == body["account_id"] and request.reason == "link"
+        )
+        assert len(taken) == 1, taken
+
+    def take_fetch_requests(self, wanted: Callable[[FetchRequest], bool] = lambda _: True) -> list[FetchRequest]:
+        """Takes the wanted fetch requests off the FetchQueue (as a fetcher that succeeded would);
+        leaves the others there, visible."""
+        sqs = boto3.client("sqs")
+        url = self.stack.refs["FetchQueue"]
+        taken: list[FetchRequest] = []
+        others: list[str] = []
+        while messages := receive_all(self.stack):
+            for message in messages:
+                try:
+                    request: FetchRequest | None = FetchRequest.model_validate_json(message["Body"])
+                except pydantic.ValidationError:
+                    request = None
+                if request is not None and wanted(request):
+                    taken.append(request)
+                    sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+                else:
+                    others.append(message["ReceiptHandle"])
+        for receipt in others:
+            sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=receipt, VisibilityTimeout=0)
+        return taken
 
     def link_clearwater(self, user_id: str, api_key: str = API_KEY) -> tuple[int, Any]:
         return self.link_provider(user_id, "clearwater", {"api_key": api_key})
@@ -92,6 +129,7 @@ class Api:
         status, body, _ = self.route(
             self.link, "GET", "/accounts/oauth/{provider}/callback", {"provider": provider}, query=query
         )
+        self._take_first_fetch(status, body)
         return status, body
 
     def put_credentials(self, user_id: str, account_id: str, credentials: dict[str, str]) -> tuple[int, Any]:
@@ -103,6 +141,7 @@ class Api:
             user_id=user_id,
             body={"credentials": credentials},
         )
+        self._take_first_fetch(status, body)
         return status, body
 
     def oauth_link(self, user_id: str, provider: str, login: str, account_id: str | None = None) -> tuple[int, Any]:
@@ -141,3 +180,62 @@ def receive_all(stack: Stack) -> list[dict[str, Any]]:
         QueueUrl=stack.refs["FetchQueue"], MaxNumberOfMessages=10, MessageSystemAttributeNames=["All"]
     )
     return [dict(message) for message in response.get("Messages", [])]
+
+
+WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem"})
+
+
+class ReadsBeforeWrites:
+    """Runs calls in threads, each doing all its reads before any of them writes, then lets them write
+    one call at a time in the order given: the interleaving that defeats a read-then-write check.
+
+    It holds each thread at its first DynamoDB write through the ``before-call`` hook of ``clients``,
+    which must be the DynamoDB clients the code under test uses.
+    """
+
+    def __init__(self, clients: Sequence[Any], calls: Sequence[Callable[[], Any]], timeout: float = 10) -> None:
+        self._calls = calls
+        self._timeout = timeout
+        self._all_read = threading.Barrier(len(calls))
+        self._turns = [threading.Event() for _ in calls]
+        self._thread = threading.local()
+        for client in clients:
+            client.meta.events.register("before-call.dynamodb", self._before_call)
+
+    def _arrive(self) -> None:
+        if not getattr(self._thread, "arrived", False):
+            self._thread.arrived = True
+            self._all_read.wait(self._timeout)
+            assert self._turns[self._thread.index].wait(self._timeout), "an earlier call never finished"
+
+    def _before_call(self, model: Any, **_: Any) -> None:
+        if hasattr(self._thread, "index") and model.name in WRITES:
+            self._arrive()
+
+    def run(self) -> list[Any]:
+        """The calls' results, in order; the first exception a call raised, if any."""
+        results: list[Any] = [None] * len(self._calls)
+        errors: list[BaseException] = []
+
+        def work(index: int) -> None:
+            self._thread.index = index
+            try:
+                results[index] = self._calls[index]()
+            except BaseException as error:
+                errors.append(error)
+            finally:
+                try:
+                    self._arrive()  # a call that wrote nothing still takes part
+                finally:
+                    if index + 1 < len(self._calls):
+                        self._turns[index + 1].set()
+
+        self._turns[0].set()
+        threads = [threading.Thread(target=work, args=(index,)) for index in range(len(self._calls))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(self._timeout * 2)
+        if errors:
+            raise errors[0]
+        return results

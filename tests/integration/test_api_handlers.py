@@ -12,7 +12,7 @@ from mock_provider.clearwater import account_number_for
 from mock_provider.control import Control
 from mock_provider.sandbox import monthly_bills
 from tests.conftest import SANDBOX_TODAY
-from tests.events import authorizer_event, scheduled_event, sqs_event
+from tests.events import authorizer_event, sqs_event
 from tests.integration.harness import API_KEY, Api, LambdaContext, raw_items, receive_all
 
 
@@ -227,11 +227,3 @@ def test_bills_of_an_unlinked_or_unknown_provider(api: Api, provider: str, statu
 def test_refresh_with_no_accounts_is_409(api: Api) -> None:
     status, body, _ = api.call(api.refresh, "POST", "/bills/refresh", user_id=api.user())
     assert (status, body["code"]) == (409, "nothing_to_refresh")
-
-
-def test_planner_enqueues_due_accounts_once(api: Api, stack: Stack) -> None:
-    _, account_id = linked_user(api)
-    first = api.refresh.handler(scheduled_event(), LambdaContext())
-    second = api.refresh.handler(scheduled_event(), LambdaContext())
-    assert (first, second) == ({"planned": 1}, {"planned": 0})
-    assert [json.loads(m["Body"])["account_id"] for m in receive_all(stack)] == [account_id]

@@ -6,18 +6,23 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
+from aws_lambda_powertools import Logger
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from billhub.credentials import CredentialVault
 from billhub.errors import Conflict, CredentialsRejected, NotFound, ProviderDown, ServiceError
-from billhub.models import Account, AccountStatus, Category
+from billhub.models import Account, AccountStatus, Category, RefreshInterval
 from billhub.oauth import STATE_TTL, OAuthStates, PendingLink
 from billhub.providers import REGISTRY, get_adapter
 from billhub.providers.auth import AuthorizationCodeGrant
 from billhub.providers.base import CredentialField, LinkedIdentity, ProviderAdapter
 from billhub.providers.errors import ProviderAuthRejected, ProviderError
 from billhub.providers.session import ProviderConnector, ProviderDirectory, ProviderSession
+from billhub.queue import EnqueueFailed, FetchQueue
+from billhub.refresh import fetch_now
 from billhub.store import BillsTable, ConcurrentUpdate, StoredAccount, link_sort_key
+
+logger = Logger(child=True)
 
 ProviderName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{1,31}$")]
 
@@ -95,6 +100,7 @@ class AccountView(BaseModel):
     last_attempt_at: datetime | None
     last_error: str | None
     next_refresh_at: datetime
+    refresh_interval: RefreshInterval
 
     @classmethod
     def of(cls, account: Account) -> AccountView:
@@ -122,6 +128,7 @@ def list_providers() -> ProviderList:
 
 async def link_account(
     store: BillsTable,
+    queue: FetchQueue,
     vault: CredentialVault,
     connector: ProviderConnector,
     user_id: str,
@@ -131,11 +138,12 @@ async def link_account(
     """Links an account with credentials the user typed (API key, username and password, ...)."""
     adapter = get_adapter(request.provider)
     credentials = adapter.user_credentials(request.credentials)
-    return await _link_new(store, vault, connector, adapter, user_id, credentials, request.nickname, now)
+    return await _link_new(store, queue, vault, connector, adapter, user_id, credentials, request.nickname, now)
 
 
 async def replace_credentials(
     store: BillsTable,
+    queue: FetchQueue,
     vault: CredentialVault,
     connector: ProviderConnector,
     user_id: str,
@@ -147,7 +155,7 @@ async def replace_credentials(
     stored = _own_account(store, user_id, account_id)
     adapter = REGISTRY[stored.account.provider]
     credentials = adapter.user_credentials(request.credentials, account_id)
-    return await _repair(store, vault, connector, adapter, stored, credentials, now)
+    return await _repair(store, queue, vault, connector, adapter, stored, credentials, now)
 
 
 def start_oauth(
@@ -174,6 +182,7 @@ def start_oauth(
 
 async def complete_oauth(
     store: BillsTable,
+    queue: FetchQueue,
     vault: CredentialVault,
     states: OAuthStates,
     connector: ProviderConnector,
@@ -206,8 +215,8 @@ async def complete_oauth(
         raise ProviderDown(f"{adapter.display_name} could not complete the link; start again shortly.") from error
     if link.account_id is not None:
         stored = _own_account(store, link.user_id, link.account_id)
-        return await _repair(store, vault, connector, adapter, stored, tokens, now), False
-    return await _link_new(store, vault, connector, adapter, link.user_id, tokens, link.nickname, now), True
+        return await _repair(store, queue, vault, connector, adapter, stored, tokens, now), False
+    return await _link_new(store, queue, vault, connector, adapter, link.user_id, tokens, link.nickname, now), True
 
 
 async def _verify(adapter: ProviderAdapter, connector: ProviderConnector, session: ProviderSession) -> LinkedIdentity:
@@ -220,6 +229,7 @@ async def _verify(adapter: ProviderAdapter, connector: ProviderConnector, sessio
 
 async def _link_new(
     store: BillsTable,
+    queue: FetchQueue,
     vault: CredentialVault,
     connector: ProviderConnector,
     adapter: ProviderAdapter,
@@ -232,6 +242,7 @@ async def _link_new(
 
     Refused credentials store nothing. A provider that is down or slow does not block the user: the
     account is stored ``pending`` and its first fetch verifies it (and finds a duplicate link then).
+    The account takes its owner's refresh interval, and its first fetch is enqueued at once.
     """
     session = connector.session(adapter.name, credentials)
     try:
@@ -252,12 +263,20 @@ async def _link_new(
     ciphertext = vault.encrypt(user_id, account.account_id, session.credentials.model_dump(mode="json"))
     # A pending account holds a link of its own until its identity is known (never a hash of credentials).
     external_id = identity.external_id if identity else f"pending:{account.account_id}"
-    store.create_account(account, external_id, ciphertext, identity_pending=identity is None)
-    return AccountView.of(account)
+    for _ in range(2):  # once more if the user changed their refresh interval while this was linking
+        account = account.model_copy(update={"refresh_interval": store.preferred_refresh_interval(user_id)})
+        try:
+            store.create_account(account, external_id, ciphertext, identity_pending=identity is None)
+        except ConcurrentUpdate:
+            continue
+        _enqueue_first_fetch(store, queue, account, now)
+        return AccountView.of(account)
+    raise Conflict("Your preferences changed while the account was being linked; try again.")
 
 
 async def _repair(
     store: BillsTable,
+    queue: FetchQueue,
     vault: CredentialVault,
     connector: ProviderConnector,
     adapter: ProviderAdapter,
@@ -268,7 +287,7 @@ async def _repair(
     """New credentials for an existing account, accepted only if they open the same provider account.
 
     The provider must answer: without it we cannot tell whose account the new credentials open, so
-    nothing changes and the user is asked to try again.
+    nothing changes and the user is asked to try again. A repaired account is fetched at once.
     """
     session = connector.session(adapter.name, credentials)
     try:
@@ -278,7 +297,8 @@ async def _repair(
     ciphertext = vault.encrypt(
         stored.account.user_id, stored.account.account_id, session.credentials.model_dump(mode="json")
     )
-    for _ in range(2):  # once more if a fetch confirmed a pending account's identity meanwhile
+    # Once more if a fetch confirmed a pending account's identity, or a planner moved its schedule, meanwhile.
+    for _ in range(2):
         if not stored.identity_pending and link_sort_key(adapter.name, identity.external_id) != stored.link_key:
             raise DifferentProviderAccount(
                 f"These credentials open a different {adapter.display_name} account ({identity.masked}) "
@@ -293,8 +313,24 @@ async def _repair(
         except ConcurrentUpdate:
             stored = _own_account(store, stored.account.user_id, stored.account.account_id)
             continue
-        return AccountView.of(_own_account(store, stored.account.user_id, stored.account.account_id).account)
+        repaired = _own_account(store, stored.account.user_id, stored.account.account_id).account
+        _enqueue_first_fetch(store, queue, repaired, now)
+        return AccountView.of(repaired)
     raise Conflict("The account changed while it was being repaired; try again.")
+
+
+def _enqueue_first_fetch(store: BillsTable, queue: FetchQueue, account: Account, now: datetime) -> None:
+    """Fetches a newly linked or repaired account's bills now rather than at the next schedule.
+
+    The link stands even if this fails: the account is due now, so the schedule's next run fetches it.
+    """
+    try:
+        fetch_now(store, queue, [account], "link", now)
+    except EnqueueFailed:
+        logger.exception(
+            "could not enqueue the first fetch; the schedule will fetch the account",
+            extra={"account_id": account.account_id},
+        )
 
 
 def _own_account(store: BillsTable, user_id: str, account_id: str) -> StoredAccount:

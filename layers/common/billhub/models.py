@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+RefreshInterval = Literal["daily", "weekly"]
 
 
 class Category(StrEnum):
@@ -40,7 +41,7 @@ class AccountStatus(StrEnum):
 class Preferences(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    refresh_interval: Literal["daily", "weekly"] = "daily"
+    refresh_interval: RefreshInterval = "daily"
     due_soon_days: int = Field(default=7, ge=1, le=60)
     currency: CurrencyCode = "USD"
 
@@ -66,6 +67,8 @@ class Account(BaseModel):
     last_attempt_at: datetime | None = None
     last_error: str | None = None
     next_refresh_at: datetime
+    # The owner's preference, copied onto each account so the planner never reads profiles.
+    refresh_interval: RefreshInterval = "daily"
 
 
 class Bill(BaseModel):

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from billhub.errors import NotFound, ServiceError
-from billhub.models import AccountStatus, FetchRequest, Identifier, JobAccountResult, RefreshJob
+from billhub.errors import Conflict, NotFound, ServiceError
+from billhub.models import (
+    Account,
+    AccountStatus,
+    FetchRequest,
+    Identifier,
+    JobAccountResult,
+    RefreshInterval,
+    RefreshJob,
+)
 from billhub.queue import FetchQueue
 from billhub.store import REFRESH_SHARDS, BillsTable
 
-REFRESH_INTERVAL = timedelta(days=1)
+REFRESH_PERIODS: dict[RefreshInterval, timedelta] = {"daily": timedelta(days=1), "weekly": timedelta(days=7)}
+# Attempts at rescheduling one account that planners or refreshes keep changing under us.
+RESCHEDULE_ATTEMPTS = 3
 
 
 class RefreshRequest(BaseModel):
@@ -54,7 +66,11 @@ class NothingToRefresh(ServiceError):
 
 
 def start_refresh(
-    store: BillsTable, queue: FetchQueue, user_id: str, request: RefreshRequest, now: datetime
+    store: BillsTable,
+    queue: FetchQueue,
+    user_id: str,
+    request: RefreshRequest,
+    now: datetime,
 ) -> RefreshStarted:
     """Creates a job for the user's accounts (or the ones named) and enqueues one fetch per account."""
     accounts = {
@@ -77,14 +93,33 @@ def start_refresh(
         if accounts[aid].status is AccountStatus.NEEDS_REAUTH:
             job.results[aid] = JobAccountResult(status="failed", error="The account needs to be linked again.")
     store.create_job(job)
+    fetch_now(store, queue, [accounts[aid] for aid in chosen if aid not in job.results], "manual", now, job.job_id)
+    return RefreshStarted(job_id=job.job_id, accounts=chosen)
+
+
+def fetch_now(
+    store: BillsTable,
+    queue: FetchQueue,
+    accounts: Sequence[Account],
+    reason: Literal["link", "manual"],
+    now: datetime,
+    job_id: str | None = None,
+) -> None:
+    """Enqueues one fetch per account, then moves each one's next scheduled refresh a full interval past
+    ``now``, so the planner does not fetch it again soon after.
+
+    Sent first and moved after: if sending fails (``EnqueueFailed``) the schedule is as it was and the
+    planner still fetches the accounts. A move that finds the schedule changed meanwhile (a planner
+    has just claimed the account and queued it itself) is skipped.
+    """
     queue.send(
         [
-            FetchRequest(user_id=user_id, account_id=aid, job_id=job.job_id, reason="manual")
-            for aid in chosen
-            if aid not in job.results
+            FetchRequest(user_id=account.user_id, account_id=account.account_id, job_id=job_id, reason=reason)
+            for account in accounts
         ]
     )
-    return RefreshStarted(job_id=job.job_id, accounts=chosen)
+    for account in accounts:
+        store.reschedule(account, now + REFRESH_PERIODS[account.refresh_interval], account.refresh_interval)
 
 
 def job_status(store: BillsTable, user_id: str, job_id: str) -> JobStatus:
@@ -97,13 +132,41 @@ def job_status(store: BillsTable, user_id: str, job_id: str) -> JobStatus:
 def plan_due_refreshes(store: BillsTable, queue: FetchQueue, now: datetime) -> int:
     """Enqueues a fetch for every account whose next refresh has come; returns how many.
 
-    Each account is first claimed by moving its ``next_refresh_at`` forward with a conditional
-    write, so two planners running at once never enqueue the same account twice.
+    Each account is first claimed by moving its ``next_refresh_at`` one interval (its owner's daily
+    or weekly) forward with a conditional write, so two planners running at once never enqueue the
+    same account twice.
     """
     planned: list[FetchRequest] = []
     for shard in range(REFRESH_SHARDS):
-        for user_id, account_id, due_key in store.due_for_refresh(shard, now):
-            if store.claim_due_refresh(user_id, account_id, due_key, now + REFRESH_INTERVAL):
-                planned.append(FetchRequest(user_id=user_id, account_id=account_id, reason="schedule"))
+        for due in store.due_for_refresh(shard, now):
+            if store.claim_due_refresh(due, now + REFRESH_PERIODS[due.refresh_interval]):
+                planned.append(FetchRequest(user_id=due.user_id, account_id=due.account_id, reason="schedule"))
     queue.send(planned)
     return len(planned)
+
+
+def apply_refresh_interval(store: BillsTable, user_id: str, interval: RefreshInterval, now: datetime) -> None:
+    """Gives each of the user's accounts the refresh interval of their preferences.
+
+    An account's next refresh becomes one new interval after it was last queued (``next_refresh_at``
+    minus the old interval): switching to weekly a day after a refresh waits six more days, switching
+    to daily after four days makes it due now. An account already due stays due.
+    """
+    for account in store.list_accounts(user_id):
+        if not _reschedule_for_interval(store, account, interval, now):
+            raise Conflict("Your accounts kept changing while the new refresh interval was applied; try again.")
+
+
+def _reschedule_for_interval(store: BillsTable, account: Account, interval: RefreshInterval, now: datetime) -> bool:
+    current: Account | None = account
+    for _ in range(RESCHEDULE_ATTEMPTS):
+        if current is None or current.status is AccountStatus.DELETING or current.refresh_interval == interval:
+            return True
+        next_refresh_at = current.next_refresh_at
+        if next_refresh_at > now:
+            next_refresh_at += REFRESH_PERIODS[interval] - REFRESH_PERIODS[current.refresh_interval]
+        if store.reschedule(current, next_refresh_at, interval):
+            return True
+        stored = store.get_account(current.user_id, current.account_id)
+        current = stored.account if stored else None
+    return False

@@ -42,7 +42,8 @@ class ProviderSettings(_EnvSettings):
 
 
 class LinkSettings(TableSettings, ProviderSettings, JwtSettings):
-    pass
+    # A linked (or repaired) account's first fetch is enqueued at once.
+    FETCH_QUEUE_URL: str
 
 
 class RefreshSettings(TableSettings):

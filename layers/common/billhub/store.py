@@ -8,8 +8,10 @@ Item layout (PK / SK):
     USER#<uid>   BILL#<provider>#<aid>#<provider bill>  one bill
     USER#<uid>   JOB#<job_id>                           refresh job, expires by TTL
     OAUTHSTATE#<nonce>  STATE                           an OAuth2 link in progress, single use, TTL
-Accounts carry GSI1PK=REFRESH#<shard>, GSI1SK=<next_refresh_at>#<aid> so the planner finds due
-accounts without a scan.
+Accounts carry GSI1PK=REFRESH#<shard>, GSI1SK=<next_refresh_at>#<aid>#<refresh_interval> so the
+planner finds due accounts without a scan, and learns each one's interval from the (keys-only) index
+without reading the account or its owner's profile. An account's ``refresh_interval`` attribute and the
+one in its GSI1SK are always written together.
 """
 
 from __future__ import annotations
@@ -18,13 +20,22 @@ import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast, get_args
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from billhub.errors import Conflict, NotFound
-from billhub.models import Account, AccountStatus, Bill, JobAccountResult, Preferences, RefreshJob, User
+from billhub.models import (
+    Account,
+    AccountStatus,
+    Bill,
+    JobAccountResult,
+    Preferences,
+    RefreshInterval,
+    RefreshJob,
+    User,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -56,6 +67,29 @@ def user_key(user_id: str) -> str:
 def refresh_shard(account_id: str) -> str:
     digest = hashlib.sha256(account_id.encode()).digest()
     return f"REFRESH#{digest[0] % REFRESH_SHARDS}"
+
+
+def refresh_sort_key(account_id: str, next_refresh_at: datetime, refresh_interval: RefreshInterval) -> str:
+    return f"{_iso(next_refresh_at)}#{account_id}#{refresh_interval}"
+
+
+def _interval_in(refresh_key: str) -> RefreshInterval:
+    parts = refresh_key.split("#")
+    if len(parts) == 3 and parts[2] in get_args(RefreshInterval):
+        return cast("RefreshInterval", parts[2])
+    # Keys written before intervals were kept end at the account id: every account was daily then.
+    return "daily"
+
+
+def _schedule_unchanged(account: Account) -> tuple[str, dict[str, Any]]:
+    """A condition that holds while the account's schedule (its next refresh and interval, both in its
+    GSI1SK) is still the one ``account`` was read with."""
+    values = {":seen_key": refresh_sort_key(account.account_id, account.next_refresh_at, account.refresh_interval)}
+    if account.refresh_interval != "daily":
+        return "GSI1SK = :seen_key", values
+    # Keys written before intervals were kept end at the account id: those accounts are daily.
+    values[":seen_old_key"] = f"{_iso(account.next_refresh_at)}#{account.account_id}"
+    return "(GSI1SK = :seen_key OR GSI1SK = :seen_old_key)", values
 
 
 def bill_sort_key(bill: Bill) -> str:
@@ -94,6 +128,17 @@ class StoredAccount:
     link_key: str
     # True until the provider has said whose account the credentials open (linked while it was down).
     identity_pending: bool
+
+
+@dataclass(frozen=True)
+class DueRefresh:
+    """An account the planner found due, as the refresh index showed it."""
+
+    user_id: str
+    account_id: str
+    refresh_interval: RefreshInterval
+    # Its GSI1SK as read: a claim holds only while it is unchanged.
+    refresh_key: str
 
 
 @dataclass(frozen=True)
@@ -168,11 +213,27 @@ class BillsTable:
             ExpressionAttributeValues=_to_item({":preferences": preferences.model_dump()}),
         )
 
+    def preferred_refresh_interval(self, user_id: str) -> RefreshInterval:
+        """The refresh interval in the user's preferences (and nothing else of the profile)."""
+        response = self._client.get_item(
+            TableName=self._table,
+            Key=_to_item({"PK": user_key(user_id), "SK": "PROFILE"}),
+            ProjectionExpression="preferences.refresh_interval",
+            ConsistentRead=True,
+        )
+        if "Item" not in response:
+            raise NotFound("No such user.")
+        return Preferences.model_validate(_from_item(response["Item"])["preferences"]).refresh_interval
+
     # ------------------------------------------------------------------ accounts
     def create_account(
         self, account: Account, external_id: str, credentials_ciphertext: bytes, identity_pending: bool = False
     ) -> None:
-        """Stores a new linked account; ``Conflict`` if this user already linked that provider account."""
+        """Stores a new linked account; ``Conflict`` if this user already linked that provider account.
+
+        The account's ``refresh_interval`` must still be the owner's preference: a change of preference
+        made meanwhile (which updates only the accounts it finds) raises ``ConcurrentUpdate``.
+        """
         link_key = link_sort_key(account.provider, external_id)
         link = self._link_item(account, link_key)
         try:
@@ -192,14 +253,24 @@ class BillsTable:
                             "ConditionExpression": "attribute_not_exists(PK)",
                         }
                     },
+                    {
+                        "ConditionCheck": {
+                            "TableName": self._table,
+                            "Key": _to_item({"PK": user_key(account.user_id), "SK": "PROFILE"}),
+                            "ConditionExpression": "preferences.refresh_interval = :interval",
+                            "ExpressionAttributeValues": _to_item({":interval": account.refresh_interval}),
+                        }
+                    },
                 ]
             )
         except ClientError as error:
-            if _is_conditional_failure(error):
-                raise Conflict(
-                    f"This {account.provider} account is already linked.", details={"provider": account.provider}
-                ) from error
-            raise
+            if not _is_conditional_failure(error):
+                raise
+            if _condition_failed_at(error, 2) and not _condition_failed_at(error, 0):
+                raise ConcurrentUpdate(f"user {account.user_id} changed their refresh interval") from error
+            raise Conflict(
+                f"This {account.provider} account is already linked.", details={"provider": account.provider}
+            ) from error
 
     @staticmethod
     def _link_item(account: Account, link_key: str) -> dict[str, Any]:
@@ -221,7 +292,7 @@ class BillsTable:
                 "link_key": link_key,
                 "identity_pending": identity_pending or None,
                 "GSI1PK": refresh_shard(account.account_id),
-                "GSI1SK": f"{_iso(account.next_refresh_at)}#{account.account_id}",
+                "GSI1SK": refresh_sort_key(account.account_id, account.next_refresh_at, account.refresh_interval),
             }
         )
         return _to_item(values)
@@ -275,7 +346,8 @@ class BillsTable:
         time), the one-link-per-provider-account item moves with it in the same transaction.
         Everything is conditional on the account's link being the one ``stored`` saw:
         ``Conflict`` if the user already linked that provider account as another account,
-        ``ConcurrentUpdate`` if the account's link changed meanwhile, ``NotFound`` if it is gone.
+        ``ConcurrentUpdate`` if the account's link (or, for a repair, its schedule) changed meanwhile,
+        ``NotFound`` if it is gone.
         """
         account = stored.account
         link_key = link_sort_key(account.provider, external_id)
@@ -288,6 +360,7 @@ class BillsTable:
             ":deleting": AccountStatus.DELETING.value,
         }
         assignments = ["external_ref = :ref", "link_key = :link", "#status = :active"]
+        condition = "attribute_exists(PK) AND #status <> :deleting AND link_key = :seen_link"
         if credentials_ciphertext is not None:
             assignments += [
                 "credentials = :credentials",
@@ -295,12 +368,16 @@ class BillsTable:
                 "next_refresh_at = :now",
                 "GSI1SK = :due",
             ]
+            # The key carries the interval read with ``stored``: it must still be the account's.
+            schedule, seen = _schedule_unchanged(account)
+            condition += f" AND {schedule}"
             values.update(
                 {
                     ":credentials": credentials_ciphertext,
                     ":one": 1,
                     ":now": _iso(now),
-                    ":due": f"{_iso(now)}#{account.account_id}",
+                    ":due": refresh_sort_key(account.account_id, now, account.refresh_interval),
+                    **seen,
                 }
             )
         update: Any = {
@@ -308,7 +385,7 @@ class BillsTable:
                 "TableName": self._table,
                 "Key": _to_item(key),
                 "UpdateExpression": f"SET {', '.join(assignments)} REMOVE identity_pending, last_error",
-                "ConditionExpression": "attribute_exists(PK) AND #status <> :deleting AND link_key = :seen_link",
+                "ConditionExpression": condition,
                 "ExpressionAttributeNames": {"#status": "status"},
                 "ExpressionAttributeValues": _to_item(values),
             }
@@ -422,26 +499,50 @@ class BillsTable:
             ),
         )
 
-    def claim_due_refresh(self, user_id: str, account_id: str, due_key: str, next_refresh_at: datetime) -> bool:
-        """Moves the account's next refresh forward unless another planner already did (then False)."""
+    def claim_due_refresh(self, due: DueRefresh, next_refresh_at: datetime) -> bool:
+        """Moves the account's next refresh forward unless another planner (or a manual refresh, or a
+        change of interval) already changed it since it was found due (then False)."""
         return self._update_account(
-            user_id,
-            account_id,
-            UpdateExpression="SET next_refresh_at = :next, GSI1SK = :next_key",
+            due.user_id,
+            due.account_id,
+            # The interval is set too: accounts linked before intervals were kept get theirs here.
+            UpdateExpression="SET next_refresh_at = :next, GSI1SK = :next_key, refresh_interval = :interval",
             ConditionExpression="GSI1SK = :due_key AND #status <> :deleting",
             ExpressionAttributeNames={"#status": "status"},
             ExpressionAttributeValues=_to_item(
                 {
                     ":next": _iso(next_refresh_at),
-                    ":next_key": f"{_iso(next_refresh_at)}#{account_id}",
-                    ":due_key": due_key,
-                    ":deleting": "deleting",
+                    ":next_key": refresh_sort_key(due.account_id, next_refresh_at, due.refresh_interval),
+                    ":interval": due.refresh_interval,
+                    ":due_key": due.refresh_key,
+                    ":deleting": AccountStatus.DELETING.value,
                 }
             ),
         )
 
-    def due_for_refresh(self, shard: int, now: datetime) -> Iterator[tuple[str, str, str]]:
-        """``(user_id, account_id, due_key)`` of accounts in ``shard`` whose next refresh is at or before ``now``."""
+    def reschedule(self, account: Account, next_refresh_at: datetime, refresh_interval: RefreshInterval) -> bool:
+        """Sets the account's next refresh and interval, unless its schedule changed since ``account`` was
+        read (a planner claimed it, or another request rescheduled it): then False."""
+        schedule, seen = _schedule_unchanged(account)
+        return self._update_account(
+            account.user_id,
+            account.account_id,
+            UpdateExpression="SET next_refresh_at = :next, GSI1SK = :next_key, refresh_interval = :interval",
+            ConditionExpression=f"attribute_exists(PK) AND #status <> :deleting AND {schedule}",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=_to_item(
+                {
+                    ":next": _iso(next_refresh_at),
+                    ":next_key": refresh_sort_key(account.account_id, next_refresh_at, refresh_interval),
+                    ":interval": refresh_interval,
+                    ":deleting": AccountStatus.DELETING.value,
+                    **seen,
+                }
+            ),
+        )
+
+    def due_for_refresh(self, shard: int, now: datetime) -> Iterator[DueRefresh]:
+        """Accounts in ``shard`` whose next refresh is at or before ``now``."""
         paginator = self._client.get_paginator("query")
         for page in paginator.paginate(
             TableName=self._table,
@@ -451,10 +552,12 @@ class BillsTable:
         ):
             for raw in page["Items"]:
                 item = _from_item(raw)
-                yield (
-                    str(item["PK"]).removeprefix("USER#"),
-                    str(item["SK"]).removeprefix("ACCOUNT#"),
-                    str(item["GSI1SK"]),
+                refresh_key = str(item["GSI1SK"])
+                yield DueRefresh(
+                    user_id=str(item["PK"]).removeprefix("USER#"),
+                    account_id=str(item["SK"]).removeprefix("ACCOUNT#"),
+                    refresh_interval=_interval_in(refresh_key),
+                    refresh_key=refresh_key,
                 )
 
     # ------------------------------------------------------------------ bills

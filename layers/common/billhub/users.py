@@ -10,7 +10,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from billhub.auth import DUMMY_PASSWORD_HASH, TokenService, hash_password, verify_password
 from billhub.errors import NotFound, Unauthorized
-from billhub.models import CurrencyCode, Preferences, User
+from billhub.models import CurrencyCode, Preferences, RefreshInterval, User
+from billhub.refresh import apply_refresh_interval
 from billhub.store import BillsTable
 
 Email = Annotated[
@@ -48,7 +49,7 @@ class Profile(BaseModel):
 class PreferencesChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    refresh_interval: Literal["daily", "weekly"] | None = None
+    refresh_interval: RefreshInterval | None = None
     due_soon_days: int | None = Field(default=None, ge=1, le=60)
     currency: CurrencyCode | None = None
 
@@ -83,9 +84,13 @@ def get_profile(store: BillsTable, user_id: str) -> Profile:
     return Profile.model_validate(found[0].model_dump())
 
 
-def change_profile(store: BillsTable, user_id: str, change: ProfileChange) -> Profile:
+def change_profile(store: BillsTable, user_id: str, change: ProfileChange, now: datetime) -> Profile:
     profile = get_profile(store, user_id)
     updates = change.preferences.model_dump(exclude_none=True)
     preferences = profile.preferences.model_copy(update=updates)
     store.update_preferences(user_id, preferences)
+    if change.preferences.refresh_interval is not None:
+        # Each account keeps its own copy for the planner. Applied even when the preference did not
+        # change, so repeating the request completes one that failed half-way.
+        apply_refresh_interval(store, user_id, preferences.refresh_interval, now)
     return profile.model_copy(update={"preferences": preferences})
