@@ -60,17 +60,28 @@ def _moto_client(service: str) -> Any:
     return boto3.client(service, region_name=REGION)  # type: ignore[call-overload]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "stack_parameters(**parameters): template parameters for the test's stack, over the defaults"
+    )
+
+
 @pytest.fixture
-def stack(template: dict[str, Any], mock_provider: tuple[str, Control]) -> Iterator[Stack]:
+def stack(
+    template: dict[str, Any], mock_provider: tuple[str, Control], request: pytest.FixtureRequest
+) -> Iterator[Stack]:
     """Every resource of template.yaml, created in moto (in process) as the local cloud creates it."""
+    parameters = {
+        "ProviderBaseUrl": mock_provider[0],
+        "FetchMaxReceiveCount": "3",
+        # Tests refresh one user several times within a second; the throttle's own tests turn it on.
+        "ManualRefreshMinIntervalSeconds": "0",
+    }
+    marker = request.node.get_closest_marker("stack_parameters")
+    if marker is not None:
+        parameters.update(marker.kwargs)
     with mock_aws():
-        yield provision(
-            template,
-            _moto_client,
-            REGION,
-            "billhub-test",
-            {"ProviderBaseUrl": mock_provider[0], "FetchMaxReceiveCount": "3"},
-        )
+        yield provision(template, _moto_client, REGION, "billhub-test", parameters)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from functools import cache
 from typing import Any
 
@@ -40,6 +41,7 @@ def start_refresh(request: refresh.RefreshRequest | None = None) -> tuple[refres
         caller_id(app),
         request or refresh.RefreshRequest(),
         utc_now(),
+        timedelta(seconds=settings.MANUAL_REFRESH_MIN_INTERVAL_SECONDS),
     )
     return started, 202
 

@@ -90,6 +90,8 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
         "LOCALCLOUD_LOG_DIR": str(workdir / "logs"),
         "LOCALCLOUD_SCHEDULE_SECONDS": str(SCHEDULE_SECONDS),
         "LOCALCLOUD_RETRY_DELAY_SECONDS": "1",
+        # These tests refresh one user several times within seconds.
+        "LOCALCLOUD_PARAMETER_OVERRIDES": json.dumps({"ManualRefreshMinIntervalSeconds": "0"}),
         # The provider and the service must agree on the date bills become overdue.
         "MOCK_PROVIDER_TODAY": today.isoformat(),
     }

@@ -1,7 +1,7 @@
 """The refresh pipeline's schedule through the handlers, against moto and the mock provider over HTTP:
 the planner honours each owner's daily or weekly interval and never enqueues an account twice, a manual
-refresh and a link move the schedule on, and linking enqueues the account's first fetch. Time is driven
-through the handlers' clock."""
+refresh and a link move the schedule on, users cannot refresh faster than the configured interval, and
+linking enqueues the account's first fetch. Time is driven through the handlers' clock."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from tests.integration.harness import API_KEY, Api, LambdaContext, ReadsBeforeWr
 
 FIBRELINK = {"username": "grace", "password": "pass_good"}
 CALLBACK = "/accounts/oauth/{provider}/callback"
+THROTTLED = pytest.mark.stack_parameters(ManualRefreshMinIntervalSeconds="300")
 
 
 class Clock:
@@ -174,6 +175,64 @@ def test_a_manual_refresh_moves_the_schedule_so_the_planner_skips_the_account(ap
     assert next_refresh_of(api, user_id, account_id) == ("daily", clock.at(hours=44))
     clock.now = clock.at(hours=44, minutes=1)
     assert run_planner(api) == [account_id]
+
+
+@THROTTLED
+def test_a_second_refresh_within_the_interval_is_429_and_says_when(api: Api, clock: Clock) -> None:
+    # Given a user who has just refreshed (the interval is 300 s)
+    user_id = api.user()
+    link(api, user_id)
+    assert refresh(api, user_id)[0] == 202
+    api.take_fetch_requests()
+    # When they ask again 100 s later
+    clock.advance(seconds=100)
+    status, body, headers = refresh(api, user_id)
+    # Then they are told to wait the 200 s left, and when that is, and nothing is fetched
+    assert (status, body["code"], headers["Retry-After"]) == (429, "refresh_too_soon", "200")
+    assert body["details"] == {"retry_after_seconds": 200}
+    assert f"you can refresh again at {clock.at(seconds=300).isoformat(timespec='seconds')}" in body["message"]
+    assert api.take_fetch_requests() == []
+    # And once the interval has passed they can refresh again
+    clock.advance(seconds=199)
+    assert refresh(api, user_id)[0] == 429
+    clock.advance(seconds=1)
+    assert refresh(api, user_id)[0] == 202
+
+
+@THROTTLED
+def test_two_refreshes_at_the_same_moment_start_exactly_one(api: Api, clock: Clock) -> None:
+    # Given a user with an account
+    user_id = api.user()
+    account_id = link(api, user_id)
+    # When two of their refresh requests have both read everything before either writes
+    request = partial(refresh, api, user_id)
+    results = ReadsBeforeWrites([api.refresh.store()._client], [request, request]).run()
+    # Then one starts and the other is told to wait
+    assert sorted(status for status, _, _ in results) == [202, 429]
+    started = next(body for status, body, _ in results if status == 202)
+    assert api.take_fetch_requests() == [
+        FetchRequest(user_id=user_id, account_id=account_id, job_id=started["job_id"], reason="manual")
+    ]
+
+
+@THROTTLED
+def test_a_refresh_that_could_not_be_queued_does_not_hold_the_user_back(
+    api: Api, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user_id = api.user()
+    link(api, user_id)
+    working_queue = api.refresh.queue
+    monkeypatch.setattr(api.refresh, "queue", lambda: FetchQueue(boto3.client("sqs"), missing_queue(api)))
+    assert refresh(api, user_id)[0] == 500
+    monkeypatch.setattr(api.refresh, "queue", working_queue)
+    assert refresh(api, user_id)[0] == 202
+
+
+@pytest.mark.stack_parameters(ManualRefreshMinIntervalSeconds="0")
+def test_a_zero_interval_turns_the_throttle_off(api: Api, clock: Clock) -> None:
+    user_id = api.user()
+    link(api, user_id)
+    assert [refresh(api, user_id)[0] for _ in range(3)] == [202, 202, 202]
 
 
 # ------------------------------------------------------------------ the first fetch of a link

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -19,7 +20,7 @@ from billhub.models import (
     RefreshInterval,
     RefreshJob,
 )
-from billhub.queue import FetchQueue
+from billhub.queue import EnqueueFailed, FetchQueue
 from billhub.store import REFRESH_SHARDS, BillsTable
 
 REFRESH_PERIODS: dict[RefreshInterval, timedelta] = {"daily": timedelta(days=1), "weekly": timedelta(days=7)}
@@ -65,14 +66,24 @@ class NothingToRefresh(ServiceError):
     code = "nothing_to_refresh"
 
 
+class RefreshTooSoon(ServiceError):
+    status = 429
+    code = "refresh_too_soon"
+
+
 def start_refresh(
     store: BillsTable,
     queue: FetchQueue,
     user_id: str,
     request: RefreshRequest,
     now: datetime,
+    min_interval: timedelta = timedelta(0),
 ) -> RefreshStarted:
-    """Creates a job for the user's accounts (or the ones named) and enqueues one fetch per account."""
+    """Creates a job for the user's accounts (or the ones named) and enqueues one fetch per account.
+
+    A user starts at most one refresh per ``min_interval`` (zero: no limit); ``RefreshTooSoon`` says
+    when the next may start. Only a request that would refresh something counts.
+    """
     accounts = {
         account.account_id: account
         for account in store.list_accounts(user_id)
@@ -87,14 +98,38 @@ def start_refresh(
         chosen = [aid for aid, account in accounts.items() if account.status is not AccountStatus.NEEDS_REAUTH]
     if not chosen:
         raise NothingToRefresh("There is no linked account to refresh.")
+    throttled = min_interval > timedelta(0)
+    if throttled:
+        _take_refresh_turn(store, user_id, now, min_interval)
     job = RefreshJob(job_id=uuid.uuid4().hex, user_id=user_id, account_ids=chosen, created_at=now)
     # Needs-reauth accounts named explicitly are reported failed at once rather than fetched.
     for aid in chosen:
         if accounts[aid].status is AccountStatus.NEEDS_REAUTH:
             job.results[aid] = JobAccountResult(status="failed", error="The account needs to be linked again.")
     store.create_job(job)
-    fetch_now(store, queue, [accounts[aid] for aid in chosen if aid not in job.results], "manual", now, job.job_id)
+    try:
+        fetch_now(store, queue, [accounts[aid] for aid in chosen if aid not in job.results], "manual", now, job.job_id)
+    except EnqueueFailed:
+        # The refresh did not really start, so the user may try again at once rather than wait.
+        if throttled:
+            store.forget_manual_refresh(user_id, now)
+        raise
     return RefreshStarted(job_id=job.job_id, accounts=chosen)
+
+
+def _take_refresh_turn(store: BillsTable, user_id: str, now: datetime, min_interval: timedelta) -> None:
+    previous = store.start_manual_refresh(user_id, now, min_interval)
+    if previous is None:
+        return
+    allowed_at = previous + min_interval
+    wait_seconds = max(1, math.ceil((allowed_at - now).total_seconds()))
+    allowed_at = now + timedelta(seconds=wait_seconds)
+    raise RefreshTooSoon(
+        f"A refresh was started less than {int(min_interval.total_seconds())} seconds ago; "
+        f"you can refresh again at {allowed_at.isoformat(timespec='seconds')}.",
+        details={"retry_after_seconds": wait_seconds},
+        headers={"Retry-After": str(wait_seconds)},
+    )
 
 
 def fetch_now(

@@ -48,6 +48,8 @@ class LinkSettings(TableSettings, ProviderSettings, JwtSettings):
 
 class RefreshSettings(TableSettings):
     FETCH_QUEUE_URL: str
+    # A user starts at most one POST /bills/refresh per this many seconds; 0 turns the limit off.
+    MANUAL_REFRESH_MIN_INTERVAL_SECONDS: int = Field(default=300, ge=0)
 
 
 class FetchSettings(TableSettings, ProviderSettings):

@@ -1,7 +1,8 @@
 """All access to the single DynamoDB table: item layout, conditions and transactions live here only.
 
 Item layout (PK / SK):
-    USER#<uid>   PROFILE                                user profile, password hash, preferences
+    USER#<uid>   PROFILE                                user profile, password hash, preferences,
+                                                        time of the last manual refresh (the throttle)
     EMAIL#<e>    EMAIL                                  unique email -> uid
     USER#<uid>   ACCOUNT#<aid>                          linked account (+ KMS ciphertext of credentials)
     USER#<uid>   LINK#<provider>#<ref-digest>           one link per provider account per user
@@ -19,7 +20,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast, get_args
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -224,6 +225,47 @@ class BillsTable:
         if "Item" not in response:
             raise NotFound("No such user.")
         return Preferences.model_validate(_from_item(response["Item"])["preferences"]).refresh_interval
+
+    def start_manual_refresh(self, user_id: str, now: datetime, min_interval: timedelta) -> datetime | None:
+        """Records that the user starts a manual refresh at ``now``, unless their previous one was less
+        than ``min_interval`` ago: then nothing is recorded and the time of that previous one returned.
+
+        One conditional write, so of two requests at the same moment only one can start.
+        """
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=_to_item({"PK": user_key(user_id), "SK": "PROFILE"}),
+                UpdateExpression="SET last_manual_refresh_at = :now",
+                ConditionExpression="attribute_exists(PK) "
+                "AND (attribute_not_exists(last_manual_refresh_at) OR last_manual_refresh_at <= :earliest)",
+                ExpressionAttributeValues=_to_item({":now": _iso(now), ":earliest": _iso(now - min_interval)}),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as error:
+            if not _is_conditional_failure(error):
+                raise
+            # The profile as it was, which ReturnValuesOnConditionCheckFailure puts beside the error.
+            profile = cast("dict[str, Any]", error.response).get("Item")
+            if profile is None:
+                raise NotFound("No such user.") from error
+            return datetime.fromisoformat(str(_from_item(profile)["last_manual_refresh_at"]))
+        return None
+
+    def forget_manual_refresh(self, user_id: str, started_at: datetime) -> None:
+        """Undoes ``start_manual_refresh`` at ``started_at`` (its fetches could not be queued), unless a
+        later one was recorded meanwhile."""
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=_to_item({"PK": user_key(user_id), "SK": "PROFILE"}),
+                UpdateExpression="REMOVE last_manual_refresh_at",
+                ConditionExpression="last_manual_refresh_at = :started",
+                ExpressionAttributeValues=_to_item({":started": _iso(started_at)}),
+            )
+        except ClientError as error:
+            if not _is_conditional_failure(error):
+                raise
 
     # ------------------------------------------------------------------ accounts
     def create_account(
