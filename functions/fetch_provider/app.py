@@ -23,7 +23,6 @@ from billhub.deferral import FetchDeferrals
 from billhub.fetching import Fetcher, FetchResult, Safeguards, alert_when_a_circuit_opens
 from billhub.metrics import FetchMetrics
 from billhub.models import FetchRequest
-from billhub.providers import REGISTRY
 from billhub.providers.http import RetryPolicy
 from billhub.providers.session import ProviderConnector, ProviderDirectory, load_oauth_clients
 from billhub.ratelimit import ProviderRateLimiter
@@ -53,8 +52,7 @@ def vault() -> CredentialVault:
 
 @cache
 def rate_limiter() -> ProviderRateLimiter:
-    limits = {name: adapter.requests_per_second for name, adapter in REGISTRY.items()}
-    return ProviderRateLimiter(aws_client("dynamodb"), settings.TABLE_NAME, limits)
+    return ProviderRateLimiter.for_registered_providers(aws_client("dynamodb"), settings.TABLE_NAME)
 
 
 @cache

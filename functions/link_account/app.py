@@ -22,6 +22,7 @@ from billhub.oauth import OAuthStates, PendingLink
 from billhub.providers.http import RetryPolicy
 from billhub.providers.session import ProviderConnector, ProviderDirectory, load_oauth_clients
 from billhub.queue import FetchQueue
+from billhub.ratelimit import ProviderRateLimiter
 from billhub.runtime import aws_client, utc_now
 from billhub.settings import LinkSettings
 from billhub.store import BillsTable
@@ -63,10 +64,19 @@ def directory() -> ProviderDirectory:
     return ProviderDirectory(str(settings.PROVIDER_BASE_URL), clients)
 
 
+@cache
+def rate_limiter() -> ProviderRateLimiter:
+    # The same budget the fetchers share; a user waits at most a second for a slot, else the link is pending.
+    return ProviderRateLimiter.for_registered_providers(aws_client("dynamodb"), settings.TABLE_NAME, 1.0)
+
+
 def with_provider[Result](work: Callable[[ProviderConnector], Awaitable[Result]]) -> Result:
     async def run() -> Result:
         async with httpx.AsyncClient() as client:
-            return await work(ProviderConnector(client, directory(), utc_now, LINK_RETRY_POLICY, LINK_DEADLINE_SECONDS))
+            connector = ProviderConnector(
+                client, directory(), utc_now, LINK_RETRY_POLICY, LINK_DEADLINE_SECONDS, rate_limiter()
+            )
+            return await work(connector)
 
     return asyncio.run(run())
 

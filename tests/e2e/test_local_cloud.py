@@ -4,114 +4,30 @@ moto's server -> SQS poller -> fetcher -> mock provider. Nothing in-process, not
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
-import boto3
-import httpx
 import pytest
 
 from localcloud.demo import DEMO_CREDENTIALS, DEMO_EMAIL, DEMO_OAUTH_LOGINS, DEMO_PASSWORD, link_with_oauth
-from localcloud.template import ROOT
+from tests.e2e.harness import Cloud, local_cloud, wait_until
 from tests.sandbox import SandboxAccount, expected_bill_views, sandbox_admin
 
-STARTUP_TIMEOUT = 90
 SCHEDULE_SECONDS = 3
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Polls ``condition`` until it returns something truthy; fails the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-class Cloud:
-    def __init__(self, state: dict[str, Any], today: date) -> None:
-        self.api = httpx.Client(base_url=state["api"], timeout=30)
-        self.aws_endpoint = state["aws_endpoint"]
-        self.sandbox = state["mock_provider"]
-        self.logs = Path(state["logs"])
-        self.today = today
-        self.issued_tokens: list[str] = []
-
-    def login(self, email: str, password: str) -> dict[str, str]:
-        response = self.api.post("/auth/login", json={"email": email, "password": password})
-        assert response.status_code == 200, response.text
-        self.issued_tokens.append(response.json()["access_token"])
-        return {"Authorization": f"Bearer {self.issued_tokens[-1]}"}
-
-    def new_user(self, email: str) -> dict[str, str]:
-        assert self.api.post("/auth/register", json={"email": email, "password": "e2e-password-1"}).status_code == 201
-        return self.login(email, "e2e-password-1")
-
-    def aws(self, service: str) -> Any:
-        return boto3.client(  # type: ignore[call-overload]
-            service,
-            endpoint_url=self.aws_endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-
-    def queue_url(self, logical_id: str) -> str:
-        return str(self.aws("sqs").get_queue_url(QueueName=f"billhub-local-{logical_id}")["QueueUrl"])
 
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     workdir = tmp_path_factory.mktemp("localcloud")
-    state_file = workdir / "state.json"
-    today = date.today()
-    env = {
-        **os.environ,
-        "LOCALCLOUD_GATEWAY_PORT": str(free_port()),
-        "LOCALCLOUD_MOTO_PORT": str(free_port()),
-        "MOCK_PROVIDER_PORT": str(free_port()),
-        "LOCALCLOUD_STATE_FILE": str(state_file),
-        "LOCALCLOUD_LOG_DIR": str(workdir / "logs"),
-        "LOCALCLOUD_SCHEDULE_SECONDS": str(SCHEDULE_SECONDS),
-        "LOCALCLOUD_RETRY_DELAY_SECONDS": "1",
+    with local_cloud(
+        workdir,
+        LOCALCLOUD_SCHEDULE_SECONDS=str(SCHEDULE_SECONDS),
         # These tests refresh one user several times within seconds.
-        "LOCALCLOUD_PARAMETER_OVERRIDES": json.dumps({"ManualRefreshMinIntervalSeconds": "0"}),
-        # The provider and the service must agree on the date bills become overdue.
-        "MOCK_PROVIDER_TODAY": today.isoformat(),
-    }
-    env.pop("AWS_ENDPOINT_URL", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "localcloud"],
-        cwd=ROOT,
-        env=env,
-        stdout=(workdir / "stdout.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_until(lambda: state_file.exists() or process.poll() is not None, STARTUP_TIMEOUT, "the local cloud")
-        if process.poll() is not None:
-            pytest.fail(f"local cloud exited: {(workdir / 'stdout.log').read_text()[-3000:]}")
-        yield Cloud(json.loads(state_file.read_text()), today)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-    assert process.returncode == 0, "the local cloud did not stop cleanly on SIGTERM"
+        LOCALCLOUD_PARAMETER_OVERRIDES=json.dumps({"ManualRefreshMinIntervalSeconds": "0"}),
+    ) as started:
+        yield started
     assert "Traceback" not in (workdir / "logs" / "GetBillsFunction.log").read_text()
 
 

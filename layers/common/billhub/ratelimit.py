@@ -49,6 +49,16 @@ class ProviderRateLimiter:
         self._sleep = sleep
         self.waits = 0
 
+    @classmethod
+    def for_registered_providers(
+        cls, dynamodb: DynamoDBClient, table_name: str, max_wait_seconds: float = 2.0
+    ) -> ProviderRateLimiter:
+        """A limiter holding every registered provider to its published limit."""
+        from billhub.providers import REGISTRY
+
+        limits = {name: adapter.requests_per_second for name, adapter in REGISTRY.items()}
+        return cls(dynamodb, table_name, limits, max_wait_seconds)
+
     async def acquire(self, provider: str) -> None:
         """Takes one request slot, waiting for the next second if this one is full; ``ProviderBusy``
         when none frees up within ``max_wait_seconds`` (the caller defers its work)."""
