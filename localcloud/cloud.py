@@ -130,7 +130,7 @@ class LocalCloud:
         self.config.log_dir.mkdir(parents=True, exist_ok=True)
         if self.config.aws_endpoint_url is None:
             moto = self._spawn(
-                "moto", [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(self.config.moto_port)]
+                "moto", [sys.executable, "-m", "localcloud.moto_server", HOST, str(self.config.moto_port)]
             )
             _wait_for_port(self.config.moto_port, moto, "moto server")
         provider = self._spawn(

@@ -114,7 +114,7 @@ class FunctionRuntime:
                 with self._lock:
                     if worker.alive:
                         self._idle.append(worker)
-                    else:
+                    elif worker in self._all:  # not already dropped by stop() at shutdown
                         self._all.remove(worker)
 
     def stop(self) -> None:
