@@ -16,6 +16,7 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+from moto.core.botocore_stubber import BotocoreStubber
 from werkzeug.serving import make_server
 
 from localcloud.provision import Stack, provision
@@ -68,9 +69,24 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture
 def stack(
-    template: dict[str, Any], mock_provider: tuple[str, Control], request: pytest.FixtureRequest
+    template: dict[str, Any],
+    mock_provider: tuple[str, Control],
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Stack]:
-    """Every resource of template.yaml, created in moto (in process) as the local cloud creates it."""
+    """Every resource of template.yaml, created in moto (in process) as the local cloud creates it.
+
+    In-process moto is not thread-safe (concurrent writes can fail or be lost inside it, which AWS
+    never does), and fetches run their AWS calls in worker threads: calls reach moto one at a time,
+    as the local cloud's moto server takes DynamoDB requests."""
+    answer_one_call_at_a_time = threading.RLock()
+    stub = BotocoreStubber.__call__
+
+    def serialised(self: BotocoreStubber, *args: Any, **kwargs: Any) -> Any:
+        with answer_one_call_at_a_time:
+            return stub(self, *args, **kwargs)
+
+    monkeypatch.setattr(BotocoreStubber, "__call__", serialised)
     parameters = {
         "ProviderBaseUrl": mock_provider[0],
         "FetchMaxReceiveCount": "3",

@@ -66,7 +66,11 @@ class ProviderRateLimiter:
         while True:
             second = math.floor(self._clock())
             if await asyncio.to_thread(self._take, provider, second):
-                return
+                if math.floor(self._clock()) == second:
+                    return
+                # The write outlasted its second: the request would land in the next one, uncounted.
+                # The slot is given up (never over the budget, at worst under it) and the next taken.
+                continue
             next_second = second + 1
             if next_second > deadline:
                 raise ProviderBusy(f"The request budget for {provider} is spent for now.", retry_after=1.0)
