@@ -213,6 +213,8 @@ def _with_cors(response: Response, cors: dict[str, Any], preflight: bool = False
     if not cors:
         return response
     response.headers["Access-Control-Allow-Origin"] = ",".join(cors.get("AllowOrigins", ["*"]))
+    if cors.get("ExposeHeaders"):
+        response.headers["Access-Control-Expose-Headers"] = ",".join(cors["ExposeHeaders"])
     if preflight:
         response.headers["Access-Control-Allow-Methods"] = ",".join(cors.get("AllowMethods", []))
         response.headers["Access-Control-Allow-Headers"] = ",".join(cors.get("AllowHeaders", []))
