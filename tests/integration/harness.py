@@ -171,6 +171,12 @@ class Api:
         return result
 
 
+def user_items(stack: Stack) -> list[dict[str, Any]]:
+    """Every item holding users' data (profiles, emails, accounts, links, bills, jobs), leaving out the
+    service's own bookkeeping (request budgets, circuits, alerts)."""
+    return [item for item in raw_items(stack) if item["PK"]["S"].startswith(("USER#", "EMAIL#"))]
+
+
 def raw_items(stack: Stack) -> list[dict[str, Any]]:
     return boto3.client("dynamodb").scan(TableName=stack.refs["BillsTable"])["Items"]
 

@@ -13,7 +13,7 @@ from mock_provider.control import Control
 from mock_provider.sandbox import monthly_bills
 from tests.conftest import SANDBOX_TODAY
 from tests.events import authorizer_event, sqs_event
-from tests.integration.harness import API_KEY, Api, LambdaContext, raw_items, receive_all
+from tests.integration.harness import API_KEY, Api, LambdaContext, raw_items, receive_all, user_items
 
 
 # ------------------------------------------------------------------ auth
@@ -83,7 +83,7 @@ def test_link_verifies_with_the_provider_and_encrypts_credentials(api: Api, stac
 
 def test_refused_credentials_store_nothing(api: Api, stack: Stack) -> None:
     user_id = api.user()
-    before = len(raw_items(stack))
+    before = user_items(stack)
     status, body, _ = api.call(
         api.link,
         "POST",
@@ -92,7 +92,7 @@ def test_refused_credentials_store_nothing(api: Api, stack: Stack) -> None:
         body={"provider": "clearwater", "credentials": {"api_key": "wrong_key_123"}},
     )
     assert (status, body["code"]) == (422, "credentials_rejected")
-    assert len(raw_items(stack)) == before
+    assert user_items(stack) == before
 
 
 def test_same_provider_account_cannot_be_linked_twice(api: Api) -> None:

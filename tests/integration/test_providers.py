@@ -14,7 +14,7 @@ from billhub.store import BillsTable, ConcurrentUpdate
 from localcloud.provision import Stack
 from mock_provider.control import Control
 from tests.events import authorizer_event
-from tests.integration.harness import Api, LambdaContext, raw_items
+from tests.integration.harness import Api, LambdaContext, raw_items, user_items
 from tests.sandbox import SandboxAccount, expected_bill_views, sandbox_admin
 
 NORTHGAS = {"account_number": "NG20003000", "postcode": "ng1 1aa"}
@@ -92,10 +92,10 @@ def test_refused_credentials_are_422_and_store_nothing(
     api: Api, stack: Stack, provider: str, credentials: dict[str, str]
 ) -> None:
     user_id = api.user()
-    before = len(raw_items(stack))
+    before = user_items(stack)
     status, body = api.link_provider(user_id, provider, credentials)
     assert (status, body["code"]) == (422, "credentials_rejected")
-    assert len(raw_items(stack)) == before
+    assert user_items(stack) == before
 
 
 @pytest.mark.parametrize(
