@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from billhub.store import refresh_sort_key
 from localcloud.demo import DEMO_CREDENTIALS, DEMO_EMAIL, DEMO_OAUTH_LOGINS, DEMO_PASSWORD, link_with_oauth
 from tests.e2e.harness import Cloud, local_cloud, wait_until
 from tests.sandbox import SandboxAccount, expected_bill_views, sandbox_admin
@@ -95,22 +96,42 @@ def test_requests_without_a_valid_token_are_refused_by_the_gateway(cloud: Cloud)
     assert missing.status_code == 404
 
 
-def test_the_schedule_refreshes_a_linked_account_on_its_own(cloud: Cloud) -> None:
+def test_the_schedule_refreshes_an_account_once_it_is_due(cloud: Cloud) -> None:
+    # Given an account whose first fetch (enqueued by its link) is done, and which the provider then revised
     headers = cloud.new_user("e2e-schedule@example.com")
     api_key = "cw_sandbox_e2e_schedule"
     sandbox = SandboxAccount.clearwater(api_key)
-    assert (
-        cloud.api.post(
-            "/accounts/link", headers=headers, json={"provider": "clearwater", "credentials": {"api_key": api_key}}
-        ).status_code
-        == 201
+    linked = cloud.api.post(
+        "/accounts/link", headers=headers, json={"provider": "clearwater", "credentials": {"api_key": api_key}}
     )
-    page = wait_until(
-        lambda: (body := cloud.api.get("/bills", headers=headers).json())["bills"] and body,
-        SCHEDULE_SECONDS * 10,
-        "the scheduled planner to refresh the account",
+    assert linked.status_code == 201, linked.text
+    account_id = linked.json()["account_id"]
+    wait_until(lambda: cloud.api.get("/bills", headers=headers).json()["bills"], 30, "the first fetch")
+    revised_bill = sandbox.bills(cloud.today)[-1].bill_id
+    sandbox_admin(
+        cloud.sandbox,
+        "revise/clearwater",
+        {"account": sandbox.account_number, "bill_id": revised_bill, "amount": "1.23"},
     )
-    assert len(page["bills"]) == len(sandbox.bills(cloud.today))
+    # When a day passes (its next refresh is moved into the past, as time would)
+    user_id = cloud.api.get("/me", headers=headers).json()["user_id"]
+    due = datetime.now(UTC) - timedelta(minutes=1)
+    cloud.aws("dynamodb").update_item(
+        TableName="billhub-local-BillsTable",
+        Key={"PK": {"S": f"USER#{user_id}"}, "SK": {"S": f"ACCOUNT#{account_id}"}},
+        UpdateExpression="SET next_refresh_at = :due, GSI1SK = :key",
+        ExpressionAttributeValues={
+            ":due": {"S": due.isoformat()},
+            ":key": {"S": refresh_sort_key(account_id, due, "daily")},
+        },
+    )
+
+    # Then the scheduled planner refreshes it on its own, and the revision shows
+    def revised_amount() -> str | None:
+        bills = cloud.api.get("/bills", headers=headers).json()["bills"]
+        return next((b["amount"] for b in bills if b["provider_bill_id"] == revised_bill and b["revision"] == 2), None)
+
+    assert wait_until(revised_amount, SCHEDULE_SECONDS * 10, "the scheduled planner to refresh the account") == "1.23"
 
 
 def test_the_demo_user_from_make_run_has_bills_at_every_provider(cloud: Cloud) -> None:
