@@ -24,7 +24,7 @@ from billhub.fetching import Fetcher, FetchResult, Safeguards, alert_when_a_circ
 from billhub.metrics import FetchMetrics
 from billhub.models import FetchRequest
 from billhub.providers.http import RetryPolicy
-from billhub.providers.session import ProviderConnector, ProviderDirectory, load_oauth_clients
+from billhub.providers.session import ProviderConnector, ProviderDirectory
 from billhub.ratelimit import ProviderRateLimiter
 from billhub.runtime import aws_client, utc_now
 from billhub.settings import FetchSettings
@@ -83,8 +83,9 @@ def safeguards() -> Safeguards:
 
 
 def directory() -> ProviderDirectory:
-    clients = load_oauth_clients(settings.PROVIDER_CLIENTS_SECRET_ARN, settings.PROVIDER_CLIENTS_MAX_AGE_SECONDS)
-    return ProviderDirectory(str(settings.PROVIDER_BASE_URL), clients)
+    return ProviderDirectory.configured(
+        str(settings.PROVIDER_BASE_URL), settings.PROVIDER_CLIENTS_SECRET_ARN, settings.PROVIDER_CLIENTS_MAX_AGE_SECONDS
+    )
 
 
 async def fetch_record(record: SQSRecord) -> FetchResult:

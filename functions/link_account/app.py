@@ -20,7 +20,7 @@ from billhub.auth import signing_key_from_secret
 from billhub.credentials import CredentialVault
 from billhub.oauth import OAuthStates, PendingLink
 from billhub.providers.http import RetryPolicy
-from billhub.providers.session import ProviderConnector, ProviderDirectory, load_oauth_clients
+from billhub.providers.session import ProviderConnector, ProviderDirectory
 from billhub.queue import FetchQueue
 from billhub.ratelimit import ProviderRateLimiter
 from billhub.runtime import aws_client, utc_now
@@ -60,8 +60,9 @@ def states() -> OAuthStates:
 
 
 def directory() -> ProviderDirectory:
-    clients = load_oauth_clients(settings.PROVIDER_CLIENTS_SECRET_ARN, settings.PROVIDER_CLIENTS_MAX_AGE_SECONDS)
-    return ProviderDirectory(str(settings.PROVIDER_BASE_URL), clients)
+    return ProviderDirectory.configured(
+        str(settings.PROVIDER_BASE_URL), settings.PROVIDER_CLIENTS_SECRET_ARN, settings.PROVIDER_CLIENTS_MAX_AGE_SECONDS
+    )
 
 
 @cache

@@ -241,14 +241,8 @@ class Fetcher:
             )
 
     async def _alert(self, incident: str, subject: str, message: str) -> None:
-        alerts = self._guards.alerts
-        if alerts is None:
-            return
-        try:
-            await asyncio.to_thread(alerts.raise_once, incident, subject, {"message": message})
-        except Exception:
-            # An alert that cannot be sent must not turn into a failed fetch.
-            logger.exception("alert not sent", extra={"incident": incident})
+        if self._guards.alerts is not None:
+            await raise_alert(self._guards.alerts, incident, subject, {"message": message})
 
     async def _confirm_identity(
         self, adapter: ProviderAdapter, session: ProviderSession, stored: StoredAccount
@@ -288,16 +282,20 @@ def alert_when_a_circuit_opens(alerts: AdminAlerts) -> Callable[[Transition], Aw
     """The circuits' transition hook: an opening is an incident, raised once however many fetchers see it."""
 
     async def on_transition(transition: Transition) -> None:
-        if transition.to_state != CircuitState.OPEN or transition.from_state != CircuitState.CLOSED:
-            return
-        try:
-            await asyncio.to_thread(
-                alerts.raise_once,
+        if transition.from_state == CircuitState.CLOSED and transition.to_state == CircuitState.OPEN:
+            await raise_alert(
+                alerts,
                 f"circuit-open#{transition.provider}",
                 f"{transition.provider} circuit opened",
                 {"provider": transition.provider, "opened_at": transition.opened_at},
             )
-        except Exception:
-            logger.exception("alert not sent", extra={"provider": transition.provider})
 
     return on_transition
+
+
+async def raise_alert(alerts: AdminAlerts, incident: str, subject: str, details: dict[str, object]) -> None:
+    """Raises the incident once; an alert that cannot be sent never turns into a failed fetch."""
+    try:
+        await asyncio.to_thread(alerts.raise_once, incident, subject, details)
+    except Exception:
+        logger.exception("alert not sent", extra={"incident": incident})

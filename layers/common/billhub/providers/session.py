@@ -71,6 +71,11 @@ class ProviderDirectory:
     base_url: str
     oauth_clients: Mapping[str, OAuthClient] = field(default_factory=dict)
 
+    @classmethod
+    def configured(cls, base_url: str, clients_secret_arn: str, max_age_seconds: int) -> ProviderDirectory:
+        """The directory as a function's settings describe it, OAuth clients from their secret."""
+        return cls(base_url, load_oauth_clients(clients_secret_arn, max_age_seconds))
+
     def url(self, provider: str) -> str:
         # The sandbox serves every provider under one root; each provider's API lives at /<name>.
         return f"{self.base_url.rstrip('/')}/{provider}"
