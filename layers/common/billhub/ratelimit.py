@@ -47,7 +47,6 @@ class ProviderRateLimiter:
         self._max_wait = max_wait_seconds
         self._clock = clock
         self._sleep = sleep
-        self.waits = 0
 
     @classmethod
     def for_registered_providers(
@@ -74,7 +73,6 @@ class ProviderRateLimiter:
             next_second = second + 1
             if next_second > deadline:
                 raise ProviderBusy(f"The request budget for {provider} is spent for now.", retry_after=1.0)
-            self.waits += 1
             await self._sleep(max(next_second - self._clock(), 0.0))
 
     def _take(self, provider: str, second: int) -> bool:
