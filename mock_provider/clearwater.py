@@ -1,7 +1,9 @@
 """ClearWater Utilities (water): per-account API key in ``X-Api-Key``; page/per_page pagination.
 
-Sandbox: any key ``cw_sandbox_<anything>`` opens a deterministic account (keys starting
-``cw_sandbox_anomaly`` get a planted spike); any other key is refused.
+Sandbox: any key ``cw_sandbox_<anything>`` opens a deterministic account; keys starting
+``cw_sandbox_anomaly``, ``cw_sandbox_mismatch``, ``cw_sandbox_credit`` or ``cw_sandbox_moved`` get that
+planted quirk; any other key is refused. Line items come as ``"line_items": [{"description", "amount"}]``,
+decimal strings like the amount.
 """
 
 from __future__ import annotations
@@ -11,19 +13,28 @@ import re
 
 from flask import Blueprint, Response, abort, jsonify, request
 
-from mock_provider.sandbox import seed_of
+from mock_provider.sandbox import Quirk, seed_of
 from mock_provider.state import current_state
 
 NAME = "clearwater"
 blueprint = Blueprint(NAME, __name__)
 KEY_PREFIX = "cw_sandbox_"
-ANOMALY_KEY_PREFIX = "cw_sandbox_anomaly"
+QUIRK_KEY_PREFIXES = {
+    "cw_sandbox_anomaly": Quirk.ANOMALY,
+    "cw_sandbox_mismatch": Quirk.MISMATCH,
+    "cw_sandbox_credit": Quirk.CREDIT,
+    "cw_sandbox_moved": Quirk.CURRENCY_CHANGE,
+}
 ACCOUNT_NUMBER = re.compile(r"CW-\d{8}")
 STATUS_NAMES = {"paid": "PAID", "unpaid": "UNPAID", "overdue": "PAST_DUE"}
 
 
 def account_number_for(api_key: str) -> str:
     return f"CW-{seed_of(api_key) % 10**8:08d}"
+
+
+def quirks_for(api_key: str) -> frozenset[Quirk]:
+    return frozenset(quirk for prefix, quirk in QUIRK_KEY_PREFIXES.items() if api_key.startswith(prefix))
 
 
 def _authenticated_key() -> str:
@@ -51,7 +62,7 @@ def bills() -> Response | tuple[Response, int]:
         per_page = min(max(int(request.args.get("per_page", 12)), 1), 50)
     except ValueError:
         return jsonify(error="bad_request", message="page and per_page must be integers"), 400
-    all_bills = current_state().bills(NAME, account_number_for(key), anomaly=key.startswith(ANOMALY_KEY_PREFIX))
+    all_bills = current_state().bills(NAME, account_number_for(key), quirks=quirks_for(key))
     chunk = all_bills[(page - 1) * per_page : page * per_page]
     return jsonify(
         bills=[
@@ -64,6 +75,9 @@ def bills() -> Response | tuple[Response, int]:
                 "status": STATUS_NAMES[bill.status],
                 "service_period": {"from": bill.period_start.isoformat(), "to": bill.period_end.isoformat()},
                 "revision": bill.revision,
+                "line_items": [
+                    {"description": line.description, "amount": str(line.amount)} for line in bill.line_items
+                ],
             }
             for bill in chunk
         ],

@@ -1,8 +1,9 @@
 """FibreLink Broadband (internet): HTTP Basic with the customer's own username and password; page
 numbers with a ``next`` link, totals as JSON numbers and ISO timestamps.
 
-Sandbox: any username with password ``pass_good`` (``user_locked`` is locked out); usernames
-containing ``anomaly`` get a planted spike.
+Sandbox: any username with password ``pass_good`` (``user_locked`` is locked out); a username
+containing ``anomaly``, ``mismatch``, ``credit`` or ``moved`` gets that planted quirk
+(sandbox.USERNAME_MARKS). Line items come as ``"items": [{"name", "total"}]``, JSON numbers like the total.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ from typing import Any, NoReturn
 from flask import Blueprint, Response, abort, jsonify, request, url_for
 
 from mock_provider.query import int_arg
-from mock_provider.sandbox import SANDBOX_USERNAME, SandboxBill, seed_of
+from mock_provider.sandbox import SANDBOX_USERNAME, Quirk, SandboxBill, quirks_in_username, seed_of
 from mock_provider.state import current_state
 
 NAME = "fibrelink"
 blueprint = Blueprint(NAME, __name__)
 SANDBOX_PASSWORD = "pass_good"  # noqa: S105 - a published sandbox credential
 LOCKED_USERNAME = "user_locked"
-ANOMALY_MARK = "anomaly"
 ACCOUNT_NUMBER = re.compile(r"FL-\d{8}")
 BASE_RANGE = (35, 95)
 PAGE_SIZE = 8
@@ -29,6 +29,10 @@ STATES = {"paid": "paid", "unpaid": "due", "overdue": "overdue"}
 
 def subscriber_id_for(username: str) -> str:
     return f"FL-{seed_of(username) % 10**8:08d}"
+
+
+def quirks_for(username: str) -> frozenset[Quirk]:
+    return quirks_in_username(username)
 
 
 def _refuse(status: int, error: str) -> NoReturn:
@@ -71,7 +75,7 @@ def invoices() -> Response:
         response.status_code = 400
         return response
     bills = current_state().bills(
-        NAME, subscriber_id_for(username), currency="USD", base_range=BASE_RANGE, anomaly=ANOMALY_MARK in username
+        NAME, subscriber_id_for(username), currency="USD", base_range=BASE_RANGE, quirks=quirks_for(username)
     )
     has_more = page * PAGE_SIZE < len(bills)
     return jsonify(
@@ -90,4 +94,5 @@ def _item(bill: SandboxBill) -> dict[str, Any]:
         "billing_period": f"{bill.period_start.isoformat()}/{bill.period_end.isoformat()}",
         "state": STATES[bill.status],
         "rev": bill.revision,
+        "items": [{"name": line.description, "total": float(line.amount)} for line in bill.line_items],
     }

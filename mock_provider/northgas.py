@@ -2,7 +2,8 @@
 postcode on every call; offset/limit pagination, decimal-string amounts and DD/MM/YYYY dates.
 
 Sandbox: any account number ``NG`` + 6 to 10 digits with postcode ``NG1 1AA``; numbers ending ``99``
-get a planted spike.
+get a planted spike, ``98`` line items that do not add up, ``97`` a credit note and ``96`` a move from
+euros. Line items come as ``"charges": [{"description", "amount"}]``, decimal strings like the amount.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from mock_provider.oauth import (
     token_answer,
 )
 from mock_provider.query import int_arg
-from mock_provider.sandbox import SandboxBill
+from mock_provider.sandbox import Quirk, SandboxBill
 from mock_provider.state import current_state
 
 NAME = "northgas"
@@ -29,10 +30,14 @@ blueprint = Blueprint(NAME, __name__)
 CLIENT = RegisteredClient(SANDBOX_CLIENT_ID, "northgas-sandbox-secret")
 ACCOUNT_NUMBER = re.compile(r"NG\d{6,10}")
 SANDBOX_POSTCODE = "NG11AA"  # "NG1 1AA", compared without spaces and case
-ANOMALY_SUFFIX = "99"
+QUIRK_SUFFIXES = {"99": Quirk.ANOMALY, "98": Quirk.MISMATCH, "97": Quirk.CREDIT, "96": Quirk.CURRENCY_CHANGE}
 BASE_RANGE = (40, 140)
 DEFAULT_LIMIT, MAX_LIMIT = 10, 50
 STATUSES = {"paid": "PAID", "unpaid": "OUTSTANDING", "overdue": "IN_ARREARS"}
+
+
+def quirks_for(account_number: str) -> frozenset[Quirk]:
+    return frozenset(quirk for suffix, quirk in QUIRK_SUFFIXES.items() if account_number.endswith(suffix))
 
 
 @blueprint.post("/oauth/token")
@@ -74,7 +79,7 @@ def invoices(account_number: str) -> Response:
         account_number,
         currency="GBP",
         base_range=BASE_RANGE,
-        anomaly=account_number.endswith(ANOMALY_SUFFIX),
+        quirks=quirks_for(account_number),
     )
     return jsonify(
         invoices=[_invoice(bill) for bill in bills[offset : offset + limit]],
@@ -95,6 +100,7 @@ def _invoice(bill: SandboxBill) -> dict[str, Any]:
         "supply_to": f"{bill.period_end:%d/%m/%Y}",
         "payment_status": STATUSES[bill.status],
         "revision": bill.revision,
+        "charges": [{"description": line.description, "amount": str(line.amount)} for line in bill.line_items],
     }
 
 

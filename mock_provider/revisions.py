@@ -1,9 +1,11 @@
-"""Bills re-issued with a new amount after the fact, as real providers do; thread-safe."""
+"""Bills re-issued with a new amount after the fact, as real providers do; thread-safe.
+
+A revised bill keeps its line items and gains one ``Revision adjustment`` line for the difference, so
+they still add up to the new amount (``SandboxBill.revised``)."""
 
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 from decimal import Decimal
 from typing import NamedTuple
 
@@ -34,7 +36,7 @@ class Revisions:
         with self._lock:
             latest = [self._latest.get((provider, bill.bill_id)) for bill in bills]
         return [
-            bill if revision is None else replace(bill, amount=revision.amount, revision=revision.number)
+            bill if revision is None else bill.revised(revision.amount, revision.number)
             for bill, revision in zip(bills, latest, strict=True)
         ]
 

@@ -1,8 +1,9 @@
 """SparkGrid Energy (electricity): OAuth 2 authorization code flow with rotating refresh tokens,
 cursor pagination and amounts in integer minor units (cents).
 
-Sandbox: any username links (``user_denied`` refuses consent); usernames containing ``anomaly``
-get a planted spike.
+Sandbox: any username links (``user_denied`` refuses consent); a username containing ``anomaly``,
+``mismatch``, ``credit`` or ``moved`` gets that planted quirk (sandbox.USERNAME_MARKS). Line items come
+as ``"lines": [{"label", "amount_minor"}]``, integer minor units like the amount.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import base64
 import html
 import re
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any, NoReturn
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -26,7 +28,7 @@ from mock_provider.oauth import (
     token_answer,
 )
 from mock_provider.query import int_arg
-from mock_provider.sandbox import SANDBOX_USERNAME, SandboxBill, seed_of
+from mock_provider.sandbox import SANDBOX_USERNAME, Quirk, SandboxBill, quirks_in_username, seed_of
 from mock_provider.state import current_state
 from mock_provider.tokens import IssuedTokens, TokenStore
 
@@ -36,7 +38,6 @@ CLIENT = RegisteredClient(SANDBOX_CLIENT_ID, "sparkgrid-sandbox-secret")
 ACCOUNT_NUMBER = re.compile(r"SG-\d{8}")
 SCOPE = "bills:read"
 DENYING_USERNAME = "user_denied"
-ANOMALY_MARK = "anomaly"
 BASE_RANGE = (60, 180)
 DEFAULT_LIMIT, MAX_LIMIT = 6, 24
 STATES = {"paid": "settled", "unpaid": "open", "overdue": "late"}
@@ -62,6 +63,10 @@ CONSENT_PAGE = """<!doctype html>
 
 def customer_id_for(username: str) -> str:
     return f"SG-{seed_of(username) % 10**8:08d}"
+
+
+def quirks_for(username: str) -> frozenset[Quirk]:
+    return quirks_in_username(username)
 
 
 def _tokens() -> TokenStore:
@@ -168,7 +173,7 @@ def customer() -> Response:
 def statements() -> Response:
     username = _authenticated_username()
     bills = current_state().bills(
-        NAME, customer_id_for(username), currency="USD", base_range=BASE_RANGE, anomaly=ANOMALY_MARK in username
+        NAME, customer_id_for(username), currency="USD", base_range=BASE_RANGE, quirks=quirks_for(username)
     )
     limit = int_arg("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     if limit is None:
@@ -182,16 +187,21 @@ def statements() -> Response:
     )
 
 
+def _minor(amount: Decimal) -> int:
+    return int(amount * 100)  # every sandbox currency has cents
+
+
 def _statement(bill: SandboxBill) -> dict[str, Any]:
     return {
         "statement_id": bill.bill_id,
-        "amount_due_minor": int(bill.amount * 100),
+        "amount_due_minor": _minor(bill.amount),
         "currency": bill.currency,
         "issued_at": bill.issue_date.isoformat(),
         "due_by": bill.due_date.isoformat(),
         "period": {"start": bill.period_start.isoformat(), "end": bill.period_end.isoformat()},
         "state": STATES[bill.status],
         "version": bill.revision,
+        "lines": [{"label": line.description, "amount_minor": _minor(line.amount)} for line in bill.line_items],
     }
 
 

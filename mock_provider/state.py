@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -12,7 +12,7 @@ from flask import current_app
 
 from mock_provider.control import Control
 from mock_provider.revisions import Revisions
-from mock_provider.sandbox import SandboxBill, monthly_bills, sandbox_today
+from mock_provider.sandbox import Quirk, SandboxBill, monthly_bills, sandbox_today
 from mock_provider.tokens import TokenStore
 
 EXTENSION = "mock_provider"
@@ -35,10 +35,10 @@ class SandboxState:
         *,
         currency: str = "USD",
         base_range: tuple[int, int] = (25, 90),
-        anomaly: bool = False,
+        quirks: Collection[Quirk] = frozenset(),
     ) -> list[SandboxBill]:
         """The account's 24 generated bills, newest first, with any revisions applied."""
-        generated = monthly_bills(account_number, self.today(), currency, base_range, anomaly)
+        generated = monthly_bills(account_number, self.today(), currency, base_range, quirks=quirks)
         return self.revisions.apply(provider, generated)
 
     def revise(self, provider: str, account_number: str, bill_id: str, amount: Decimal) -> int | None:

@@ -2,19 +2,21 @@
 
 The sandbox writes each bill in its provider's dialect (cents, DD/MM/YYYY, JSON numbers, ...); these
 expectations are in the service's canonical shape, so a test comparing the two proves the adapters
-read every dialect exactly.
+read every dialect exactly, line items and planted quirks included.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
 from typing import Any
 
 import httpx
 
+from billhub.models import Bill, BillStatus, Category, LineItem
 from mock_provider import clearwater, fibrelink, northgas, sparkgrid
-from mock_provider.sandbox import SandboxBill, monthly_bills
+from mock_provider.sandbox import Quirk, SandboxBill, monthly_bills
 from tests.conftest import SANDBOX_TODAY
 
 _CATEGORIES = {"sparkgrid": "electricity", "northgas": "gas", "clearwater": "water", "fibrelink": "internet"}
@@ -25,31 +27,74 @@ _BASE_RANGES = {"sparkgrid": sparkgrid.BASE_RANGE, "northgas": northgas.BASE_RAN
 
 @dataclass(frozen=True)
 class SandboxAccount:
+    """One sandbox account; the constructors read its planted quirks from the credentials, as the
+    provider does (``SandboxAccount("northgas", number)`` has none whatever the number)."""
+
     provider: str
     account_number: str
-    anomaly: bool = False
+    quirks: frozenset[Quirk] = frozenset()
 
     @classmethod
     def sparkgrid(cls, username: str) -> SandboxAccount:
-        return cls("sparkgrid", sparkgrid.customer_id_for(username), "anomaly" in username)
+        return cls("sparkgrid", sparkgrid.customer_id_for(username), sparkgrid.quirks_for(username))
+
+    @classmethod
+    def northgas(cls, account_number: str) -> SandboxAccount:
+        return cls("northgas", account_number, northgas.quirks_for(account_number))
 
     @classmethod
     def clearwater(cls, api_key: str) -> SandboxAccount:
-        return cls("clearwater", clearwater.account_number_for(api_key), api_key.startswith("cw_sandbox_anomaly"))
+        return cls("clearwater", clearwater.account_number_for(api_key), clearwater.quirks_for(api_key))
 
     @classmethod
     def fibrelink(cls, username: str) -> SandboxAccount:
-        return cls("fibrelink", fibrelink.subscriber_id_for(username), "anomaly" in username)
+        return cls("fibrelink", fibrelink.subscriber_id_for(username), fibrelink.quirks_for(username))
 
     @property
     def currency(self) -> str:
+        """The currency the account bills in now (a ``currency_change`` account's older bills are in
+        another one: see each bill's ``currency``)."""
         return _CURRENCIES.get(self.provider, "USD")
 
     def bills(self, today: date = SANDBOX_TODAY) -> list[SandboxBill]:
+        """The account's bills as the sandbox generates them, newest first."""
         base_range = _BASE_RANGES.get(self.provider)
         if base_range is None:
-            return monthly_bills(self.account_number, today, self.currency, anomaly=self.anomaly)
-        return monthly_bills(self.account_number, today, self.currency, base_range, self.anomaly)
+            return monthly_bills(self.account_number, today, self.currency, quirks=self.quirks)
+        return monthly_bills(self.account_number, today, self.currency, base_range, quirks=self.quirks)
+
+
+def money(amount: Decimal) -> str:
+    """An amount as the API writes it, at the currency's minor units: every sandbox currency (USD, GBP,
+    CAD, EUR) has two."""
+    return f"{amount:.2f}"
+
+
+def line_item_views(bill: SandboxBill) -> list[dict[str, str]]:
+    return [{"description": line.description, "amount": money(line.amount)} for line in bill.line_items]
+
+
+def expected_bills(account: SandboxAccount, account_id: str, sandbox_today: date = SANDBOX_TODAY) -> list[Bill]:
+    """What the account's adapter should make of the provider's bills: canonical ``Bill`` objects in the
+    provider's order (newest first), statuses as the provider states them."""
+    return [
+        Bill(
+            provider=account.provider,
+            account_id=account_id,
+            provider_bill_id=bill.bill_id,
+            category=Category(_CATEGORIES[account.provider]),
+            amount=bill.amount,
+            currency=bill.currency,
+            issued_on=bill.issue_date,
+            due_on=bill.due_date,
+            period_start=bill.period_start,
+            period_end=bill.period_end,
+            status=BillStatus(bill.status),
+            revision=bill.revision,
+            line_items=tuple(LineItem(description=line.description, amount=line.amount) for line in bill.line_items),
+        )
+        for bill in account.bills(sandbox_today)
+    ]
 
 
 def expected_bill_views(
@@ -64,14 +109,15 @@ def expected_bill_views(
             "provider": account.provider,
             "provider_bill_id": bill.bill_id,
             "category": _CATEGORIES[account.provider],
-            "amount": f"{bill.amount:.2f}",
-            "currency": account.currency,
+            "amount": money(bill.amount),
+            "currency": bill.currency,
             "issued_on": bill.issue_date.isoformat(),
             "due_on": bill.due_date.isoformat(),
             "period_start": bill.period_start.isoformat(),
             "period_end": bill.period_end.isoformat(),
             "status": "overdue" if bill.status == "unpaid" and bill.due_date < today else bill.status,
             "revision": 1,
+            "line_items": line_item_views(bill),
         }
         for bill in account.bills(sandbox_today)
     ]

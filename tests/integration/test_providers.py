@@ -3,19 +3,40 @@ the mock provider over HTTP: every auth method, every payload quirk, and what go
 
 from __future__ import annotations
 
+import asyncio
+import json
+import threading
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import boto3
+import httpx
 import pytest
+from pydantic import BaseModel
+from werkzeug.serving import make_server
 
+from billhub.models import Account, AccountStatus, Bill, LineItem
 from billhub.oauth import InvalidOAuthState, OAuthStates, PendingLink
+from billhub.providers import REGISTRY
+from billhub.providers.auth import AuthorizationCodeGrant
+from billhub.providers.clearwater import ClearWaterCredentials
+from billhub.providers.errors import ProviderDataError
+from billhub.providers.fibrelink import FibreLinkCredentials
+from billhub.providers.http import RetryPolicy
+from billhub.providers.northgas import NorthGasCredentials
+from billhub.providers.session import ProviderConnector, ProviderDirectory, parse_oauth_clients
 from billhub.store import BillsTable, ConcurrentUpdate
 from localcloud.provision import Stack
+from mock_provider.app import create_app
 from mock_provider.control import Control
+from mock_provider.sandbox import Quirk, standing_charge
+from tests.conftest import SANDBOX_TODAY
 from tests.events import authorizer_event
 from tests.integration.harness import Api, LambdaContext, raw_items, user_items
-from tests.sandbox import SandboxAccount, expected_bill_views, sandbox_admin
+from tests.sandbox import SandboxAccount, expected_bill_views, expected_bills, sandbox_admin
 
 NORTHGAS = {"account_number": "NG20003000", "postcode": "ng1 1aa"}
 FIBRELINK = {"username": "grace", "password": "pass_good"}
@@ -405,3 +426,290 @@ def test_an_oauth_account_is_repaired_by_signing_in_not_by_put(api: Api) -> None
     status, body = api.put_credentials(user_id, account_id, {"refresh_token": "typed-in"})
     assert (status, body["code"]) == (400, "oauth_required")
     assert body["details"] == {"start": f"/accounts/oauth/sparkgrid/start?account_id={account_id}"}
+
+
+# ------------------------------------------------------------------ line items and planted quirks, adapter by adapter
+# Each adapter against the sandbox over HTTP, without AWS: its parsed bills, line items included, are
+# exactly what the sandbox generated, for a plain account and for an account with each planted quirk.
+OAUTH_CLIENTS = parse_oauth_clients(
+    {
+        "sparkgrid": {"client_id": "billhub-sandbox", "client_secret": "sparkgrid-sandbox-secret"},
+        "northgas": {"client_id": "billhub-sandbox", "client_secret": "northgas-sandbox-secret"},
+    }
+)
+QUICK = RetryPolicy(attempts=1, read_timeout=2.0)
+OAUTH_REDIRECT = "http://127.0.0.1:9/callback"
+# The login of one sandbox account per provider and quirk (None: no quirk).
+QUIRK_LOGINS: dict[str, dict[Quirk | None, str]] = {
+    "sparkgrid": {
+        None: "ada",
+        Quirk.ANOMALY: "anomaly_ann",
+        Quirk.MISMATCH: "mismatch_mo",
+        Quirk.CREDIT: "credit_carl",
+        Quirk.CURRENCY_CHANGE: "moved_kim",
+    },
+    "northgas": {
+        None: "NG20003000",
+        Quirk.ANOMALY: "NG20003099",
+        Quirk.MISMATCH: "NG20003098",
+        Quirk.CREDIT: "NG20003097",
+        Quirk.CURRENCY_CHANGE: "NG20003096",
+    },
+    "clearwater": {
+        None: "cw_sandbox_providers",
+        Quirk.ANOMALY: "cw_sandbox_anomaly_1",
+        Quirk.MISMATCH: "cw_sandbox_mismatch_1",
+        Quirk.CREDIT: "cw_sandbox_credit_1",
+        Quirk.CURRENCY_CHANGE: "cw_sandbox_moved_1",
+    },
+    "fibrelink": {
+        None: "grace",
+        Quirk.ANOMALY: "anomaly_gina",
+        Quirk.MISMATCH: "mismatch_mia",
+        Quirk.CREDIT: "credit_cy",
+        Quirk.CURRENCY_CHANGE: "moved_max",
+    },
+}
+QUIRK_CASES = [(provider, quirk, login) for provider, logins in QUIRK_LOGINS.items() for quirk, login in logins.items()]
+# Per provider: the key of its list of bills, the key of a bill's line items, and one good line item.
+DIALECTS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "sparkgrid": ("data", "lines", {"label": "Usage", "amount_minor": 1234}),
+    "northgas": ("invoices", "charges", {"description": "Usage", "amount": "12.34"}),
+    "clearwater": ("bills", "line_items", {"description": "Usage", "amount": "12.34"}),
+    "fibrelink": ("items", "items", {"name": "Usage", "total": 12.34}),
+}
+Tamper = Callable[[list[dict[str, Any]]], None]
+
+
+@pytest.fixture(scope="module")
+def sandbox_url() -> Iterator[str]:
+    """One sandbox for the read-only tests below (a server per test costs half a second to stop), with
+    rate limits out of the way: these tests are about reading, not throttling. Tests that revise bills
+    use their own ``mock_provider``."""
+    control = Control()
+    for provider in DIALECTS:
+        control.set_faults(provider, rate_limit_per_second=10_000)
+    server = make_server("127.0.0.1", 0, create_app(today=SANDBOX_TODAY, control=control), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join()
+
+
+def sandbox_account(provider: str, login: str) -> SandboxAccount:
+    constructors: dict[str, Callable[[str], SandboxAccount]] = {
+        "sparkgrid": SandboxAccount.sparkgrid,
+        "northgas": SandboxAccount.northgas,
+        "clearwater": SandboxAccount.clearwater,
+        "fibrelink": SandboxAccount.fibrelink,
+    }
+    return constructors[provider](login)
+
+
+def adapter_account(provider: str) -> Account:
+    now = datetime.now(UTC)
+    return Account(
+        account_id="b" * 32,
+        user_id="u1",
+        provider=provider,
+        external_ref="•••",
+        status=AccountStatus.ACTIVE,
+        created_at=now,
+        next_refresh_at=now,
+    )
+
+
+def tampering_transport(tamper: Tamper | None, bills_key: str) -> httpx.AsyncBaseTransport:
+    """Forwards to the sandbox and lets ``tamper`` rewrite the bills of every listing it answers."""
+    upstream = httpx.AsyncHTTPTransport()
+    if tamper is None:
+        return upstream
+
+    async def forward(request: httpx.Request) -> httpx.Response:
+        response = await upstream.handle_async_request(request)
+        content = await response.aread()
+        if request.method != "GET" or response.status_code != 200:
+            return httpx.Response(response.status_code, headers=response.headers, content=content)
+        body = json.loads(content)
+        if isinstance(body, dict) and bills_key in body:
+            tamper(body[bills_key])
+        return httpx.Response(200, json=body)
+
+    return httpx.MockTransport(forward)
+
+
+async def _credentials(connector: ProviderConnector, provider: str, login: str) -> BaseModel:
+    if provider == "northgas":
+        return NorthGasCredentials(account_number=login, postcode="NG1 1AA")
+    if provider == "clearwater":
+        return ClearWaterCredentials(api_key=login)
+    if provider == "fibrelink":
+        return FibreLinkCredentials(username=login, password="pass_good")
+    grant = REGISTRY["sparkgrid"].auth
+    assert isinstance(grant, AuthorizationCodeGrant)
+    url = grant.authorize_url(connector.directory.url("sparkgrid"), OAUTH_CLIENTS["sparkgrid"], OAUTH_REDIRECT, "s")
+    consent = await connector.client.get(f"{url}&{urlencode({'login_hint': login})}")
+    code = dict(parse_qsl(urlsplit(consent.headers["Location"]).query))["code"]
+    http = connector.http("sparkgrid")
+    return await grant.exchange_code(http, OAUTH_CLIENTS["sparkgrid"], code, OAUTH_REDIRECT, datetime.now(UTC))
+
+
+def fetch_with_adapter(base_url: str, provider: str, login: str, tamper: Tamper | None = None) -> list[Bill]:
+    """The account's bills as the provider's adapter reads them from the sandbox."""
+
+    async def fetch() -> list[Bill]:
+        transport = tampering_transport(tamper, DIALECTS[provider][0])
+        async with httpx.AsyncClient(transport=transport) as client:
+            connector = ProviderConnector(client, ProviderDirectory(base_url, OAUTH_CLIENTS), now_utc, QUICK)
+            session = connector.session(provider, await _credentials(connector, provider, login))
+            return await REGISTRY[provider].fetch_bills(session, adapter_account(provider))
+
+    return asyncio.run(fetch())
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def planted_quirks(bills: list[Bill]) -> set[Quirk]:
+    """The quirks visible in parsed bills, found without asking the sandbox which it planted."""
+    found: set[Quirk] = set()
+    positive = sorted(bill.amount for bill in bills if bill.amount > 0)
+    if any(bill.amount > 2 * positive[len(positive) // 2] for bill in bills):
+        found.add(Quirk.ANOMALY)
+    if any(sum(line.amount for line in bill.line_items) != bill.amount for bill in bills):
+        found.add(Quirk.MISMATCH)
+    if any(bill.amount < 0 for bill in bills):
+        found.add(Quirk.CREDIT)
+    if len({bill.currency for bill in bills}) > 1:
+        found.add(Quirk.CURRENCY_CHANGE)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("provider", "quirk", "login"), QUIRK_CASES, ids=[f"{c[0]}-{c[1] or 'plain'}" for c in QUIRK_CASES]
+)
+def test_each_adapter_reads_line_items_and_quirks_exactly(
+    sandbox_url: str, provider: str, quirk: Quirk | None, login: str
+) -> None:
+    sandbox = sandbox_account(provider, login)
+    assert sandbox.quirks == ({quirk} if quirk else set())
+    bills = fetch_with_adapter(sandbox_url, provider, login)
+    assert bills == expected_bills(sandbox, adapter_account(provider).account_id)
+    assert planted_quirks(bills) == sandbox.quirks
+    # Exact money at the currency's minor units, whatever the dialect (cents, strings, JSON numbers)
+    for bill in bills:
+        assert 1 <= len(bill.line_items) <= 4
+        for amount in (bill.amount, *(line.amount for line in bill.line_items)):
+            assert isinstance(amount, Decimal) and amount.as_tuple().exponent == -2
+
+
+def test_minor_units_carry_a_credit_note_exactly(sandbox_url: str) -> None:
+    bills = fetch_with_adapter(sandbox_url, "sparkgrid", "credit_carl")
+    note = bills[4]
+    assert note.amount < 0 and note.status == "paid"
+    assert [line.description for line in note.line_items] == ["Refund of overcharge", "Goodwill credit"]
+    assert sum(line.amount for line in note.line_items) == note.amount
+    usual = SandboxAccount("sparkgrid", SandboxAccount.sparkgrid("credit_carl").account_number).bills()[4]
+    assert note.amount == -usual.amount
+
+
+def test_json_numbers_keep_a_mismatch_exact(sandbox_url: str) -> None:
+    # A float sum of the items would be off by a hair on many bills; read as Decimal only one is off, by
+    # exactly the missing standing charge.
+    bills = fetch_with_adapter(sandbox_url, "fibrelink", "mismatch_mia")
+    account_number = SandboxAccount.fibrelink("mismatch_mia").account_number
+    gaps = {bill.provider_bill_id: bill.amount - sum(line.amount for line in bill.line_items) for bill in bills}
+    assert {bill_id: gap for bill_id, gap in gaps.items() if gap} == {
+        bills[3].provider_bill_id: standing_charge(account_number)
+    }
+
+
+def test_a_revised_bill_is_read_with_its_adjustment(mock_provider: tuple[str, Control]) -> None:
+    base_url = mock_provider[0]
+    plain, short = SandboxAccount.clearwater("cw_sandbox_providers"), SandboxAccount.clearwater("cw_sandbox_mismatch_1")
+    for sandbox in (plain, short):
+        bill_id = sandbox.bills()[3].bill_id
+        sandbox_admin(
+            base_url, "revise/clearwater", {"account": sandbox.account_number, "bill_id": bill_id, "amount": "7.5"}
+        )
+    revised = {
+        sandbox: fetch_with_adapter(base_url, "clearwater", login)[3]
+        for sandbox, login in ((plain, "cw_sandbox_providers"), (short, "cw_sandbox_mismatch_1"))
+    }
+    for sandbox, bill in revised.items():
+        generated = sandbox.bills()[3]
+        assert (bill.amount, bill.revision) == (Decimal("7.50"), 2)
+        assert bill.line_items[-1] == LineItem(
+            description="Revision adjustment", amount=Decimal("7.50") - generated.amount
+        )
+        listed = sum(line.amount for line in bill.line_items)
+        assert bill.amount - listed == generated.amount - sum(line.amount for line in generated.line_items)
+    assert sum(line.amount for line in revised[plain].line_items) == Decimal("7.50")
+
+
+@pytest.mark.parametrize("provider", list(DIALECTS))
+def test_bills_without_line_items_have_none(sandbox_url: str, provider: str) -> None:
+    login = QUIRK_LOGINS[provider][None]
+    _, lines_key, _ = DIALECTS[provider]
+
+    def drop_line_items(bills: list[dict[str, Any]]) -> None:
+        for index, bill in enumerate(bills):
+            if index % 2:
+                del bill[lines_key]
+            else:
+                bill[lines_key] = None
+
+    bills = fetch_with_adapter(sandbox_url, provider, login, drop_line_items)
+    expected = expected_bills(sandbox_account(provider, login), adapter_account(provider).account_id)
+    assert bills == [bill.model_copy(update={"line_items": ()}) for bill in expected]
+
+
+def malformed_lines(provider: str) -> list[Any]:
+    """Line-item lists a provider must not get away with: each is a data error for the whole fetch."""
+    _, _, good = DIALECTS[provider]
+    description, amount = list(good)
+    wrong_amount = {"sparkgrid": "1234", "northgas": "12,34", "clearwater": "twelve", "fibrelink": "NaN"}[provider]
+    return [
+        [{description: "Usage"}],
+        [{amount: good[amount]}],
+        [{description: "", amount: good[amount]}],
+        [{description: "x" * 201, amount: good[amount]}],
+        [{description: "Usage", amount: wrong_amount}],
+        [{description: "Usage", amount: None}],
+        [good] * 101,
+        {"Usage": good[amount]},
+        good,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("provider", "lines"),
+    [(provider, lines) for provider in DIALECTS for lines in malformed_lines(provider)],
+    ids=[f"{provider}-{index}" for provider in DIALECTS for index in range(len(malformed_lines(provider)))],
+)
+def test_a_malformed_line_item_is_a_data_error(sandbox_url: str, provider: str, lines: Any) -> None:
+    _, lines_key, _ = DIALECTS[provider]
+
+    def spoil_the_first_bill(bills: list[dict[str, Any]]) -> None:
+        if bills:
+            bills[0][lines_key] = lines
+
+    with pytest.raises(ProviderDataError, match="cannot read"):
+        fetch_with_adapter(sandbox_url, provider, QUIRK_LOGINS[provider][None], spoil_the_first_bill)
+
+
+def test_odd_but_valid_line_amounts_are_read_at_the_currency_minor_units(sandbox_url: str) -> None:
+    odd = [{"name": "Usage", "total": 10}, {"name": "Refund", "total": -2.5}]  # "10", "-2.5" on the wire
+
+    def send_odd_numbers(bills: list[dict[str, Any]]) -> None:
+        for bill in bills:
+            bill["items"] = odd
+
+    [first, *_] = fetch_with_adapter(sandbox_url, "fibrelink", "grace", send_odd_numbers)
+    assert first.line_items == (
+        LineItem(description="Usage", amount=Decimal("10.00")),
+        LineItem(description="Refund", amount=Decimal("-2.50")),
+    )
+    assert [str(line.amount) for line in first.line_items] == ["10.00", "-2.50"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from flask.testing import FlaskClient
 
 from mock_provider.app import create_app
 from mock_provider.fibrelink import subscriber_id_for
-from mock_provider.sandbox import monthly_bills
+from mock_provider.sandbox import monthly_bills, standing_charge
 
 TODAY = date(2026, 11, 15)
 GOOD = ("frank", "pass_good")
@@ -95,3 +96,32 @@ def test_a_revised_invoice_carries_the_new_total_and_rev(client: FlaskClient) ->
     assert client.post("/_admin/revise/fibrelink", json=body).get_json()["revision"] == 2
     item = next(item for item in all_items(client)[0] if item["id"] == bill_id)
     assert (item["total"], item["rev"]) == (49.99, 2)
+
+
+def test_invoices_itemise_items_as_json_numbers(client: FlaskClient) -> None:
+    items, _ = all_items(client)
+    expected = monthly_bills(subscriber_id_for("frank"), TODAY, "USD", (35, 95))
+    for item, bill in zip(items, expected, strict=True):
+        assert item["items"] == [{"name": line.description, "total": float(line.amount)} for line in bill.line_items]
+        assert all(type(line["total"]) is float for line in item["items"])
+        # Exact once read as Decimal, as the service reads them; floats only come close.
+        assert sum(Decimal(str(line["total"])) for line in item["items"]) == Decimal(str(item["total"]))
+
+
+def test_line_totals_are_json_numbers_on_the_wire(client: FlaskClient) -> None:
+    text = client.get("/fibrelink/api/invoices", auth=GOOD).get_data(as_text=True)
+    assert re.search(r'"items":\s?\[\{"name":\s?"Standing charge",\s?"total":\s?\d+\.\d{1,2}\}', text)
+
+
+def test_mismatch_usernames_get_items_short_of_the_total_three_months_back(client: FlaskClient) -> None:
+    items, _ = all_items(client, ("mismatch_mia", "pass_good"))
+    gaps = [Decimal(str(i["total"])) - sum(Decimal(str(line["total"])) for line in i["items"]) for i in items]
+    assert gaps == [0] * 3 + [standing_charge(subscriber_id_for("mismatch_mia"))] + [0] * 20
+
+
+def test_credit_and_moved_usernames(client: FlaskClient) -> None:
+    items, _ = all_items(client, ("moved_credit_cy", "pass_good"))
+    usual = monthly_bills(subscriber_id_for("moved_credit_cy"), TODAY, "USD", (35, 95))
+    assert items[4]["total"] == -float(usual[4].amount) and items[4]["state"] == "paid"
+    assert all(line["total"] < 0 for line in items[4]["items"])
+    assert [item["currency"] for item in items] == ["USD"] * 7 + ["CAD"] * 17

@@ -4,13 +4,14 @@ invoices with DD/MM/YYYY dates and decimal-string amounts."""
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from mock_provider.sandbox import monthly_bills
+from mock_provider.sandbox import monthly_bills, standing_charge
 from tests.unit.conftest import SANDBOX_TODAY, FakeClock
 
 CLIENT_AUTH = ("billhub-sandbox", "northgas-sandbox-secret")
@@ -148,3 +149,47 @@ def test_a_revised_invoice_carries_the_new_amount_and_revision(client: FlaskClie
     assert client.post("/_admin/revise/northgas", json={**body, "amount": "12"}).get_json()["revision"] == 3
     invoice = next(invoice for invoice in all_invoices(client)[0] if invoice["invoice_no"] == body["bill_id"])
     assert (invoice["amount"], invoice["revision"]) == ("12.00", 3)
+
+
+def test_invoices_itemise_charges_as_decimal_strings_that_add_up(client: FlaskClient) -> None:
+    invoices, _ = all_invoices(client, limit=50)
+    expected = monthly_bills(ACCOUNT, SANDBOX_TODAY, "GBP", (40, 140))
+    for invoice, bill in zip(invoices, expected, strict=True):
+        assert invoice["charges"] == [
+            {"description": line.description, "amount": str(line.amount)} for line in bill.line_items
+        ]
+        assert all(re.fullmatch(r"\d+\.\d{2}", charge["amount"]) for charge in invoice["charges"])
+        assert sum(Decimal(charge["amount"]) for charge in invoice["charges"]) == Decimal(invoice["amount"])
+
+
+def test_accounts_ending_98_have_charges_short_of_the_amount_three_months_back(client: FlaskClient) -> None:
+    invoices, _ = all_invoices(client, "NG12345698", limit=50)
+    usual = monthly_bills("NG12345698", SANDBOX_TODAY, "GBP", (40, 140))
+    gaps = [Decimal(i["amount"]) - sum(Decimal(c["amount"]) for c in i["charges"]) for i in invoices]
+    assert gaps == [0] * 3 + [standing_charge("NG12345698")] + [0] * 20
+    assert [invoice["amount"] for invoice in invoices] == [str(bill.amount) for bill in usual]
+
+
+def test_accounts_ending_97_have_a_credit_note_four_months_back(client: FlaskClient) -> None:
+    invoices, _ = all_invoices(client, "NG12345697", limit=50)
+    usual = monthly_bills("NG12345697", SANDBOX_TODAY, "GBP", (40, 140))
+    note = invoices[4]
+    assert note["amount"] == f"-{usual[4].amount}" and note["payment_status"] == "PAID"
+    assert sum(Decimal(charge["amount"]) for charge in note["charges"]) == Decimal(note["amount"])
+    assert all(charge["amount"].startswith("-") for charge in note["charges"])
+
+
+def test_accounts_ending_96_were_billed_in_euros_before_they_moved(client: FlaskClient) -> None:
+    invoices, _ = all_invoices(client, "NG12345696", limit=50)
+    usual = monthly_bills("NG12345696", SANDBOX_TODAY, "GBP", (40, 140))
+    assert [invoice["currency"] for invoice in invoices] == ["GBP"] * 7 + ["EUR"] * 17
+    assert invoices[6]["invoice_date"] == "01/05/2026" and invoices[7]["invoice_date"] == "01/04/2026"
+    assert [invoice["amount"] for invoice in invoices] == [str(bill.amount) for bill in usual]
+
+
+def test_a_revised_mismatch_invoice_stays_short_by_the_same_amount(client: FlaskClient) -> None:
+    bill_id = "NG12345698-202608"
+    client.post("/_admin/revise/northgas", json={"account": "NG12345698", "bill_id": bill_id, "amount": "250.00"})
+    invoice = next(invoice for invoice in all_invoices(client, "NG12345698")[0] if invoice["invoice_no"] == bill_id)
+    assert invoice["amount"] == "250.00" and invoice["charges"][-1]["description"] == "Revision adjustment"
+    assert Decimal("250.00") - sum(Decimal(c["amount"]) for c in invoice["charges"]) == standing_charge("NG12345698")

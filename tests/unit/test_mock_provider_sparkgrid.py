@@ -273,3 +273,52 @@ def test_a_revised_statement_carries_the_new_amount_and_version(client: FlaskCli
     }
     statement = next(s for s in all_statements(client, access_token, 24)[0] if s["statement_id"] == bill_id)
     assert (statement["amount_due_minor"], statement["version"]) == (32150, 2)
+
+
+def test_statements_itemise_in_integer_cents_that_add_up(client: FlaskClient) -> None:
+    statements, _ = all_statements(client, link(client, "carol")["access_token"], limit=24)
+    expected = monthly_bills(customer_id_for("carol"), SANDBOX_TODAY, "USD", (60, 180))
+    for statement, bill in zip(statements, expected, strict=True):
+        assert statement["lines"] == [
+            {"label": line.description, "amount_minor": int(line.amount * 100)} for line in bill.line_items
+        ]
+        assert all(type(line["amount_minor"]) is int for line in statement["lines"])
+        assert sum(line["amount_minor"] for line in statement["lines"]) == statement["amount_due_minor"]
+
+
+def test_credit_usernames_get_a_credit_note_in_negative_cents_four_months_back(client: FlaskClient) -> None:
+    statements, _ = all_statements(client, link(client, "credit_carl")["access_token"], limit=24)
+    usual = monthly_bills(customer_id_for("credit_carl"), SANDBOX_TODAY, "USD", (60, 180))
+    note = statements[4]
+    assert note["amount_due_minor"] == -int(usual[4].amount * 100) < 0
+    assert note["state"] == "settled"
+    assert [line["label"] for line in note["lines"]] == ["Refund of overcharge", "Goodwill credit"]
+    assert all(line["amount_minor"] < 0 for line in note["lines"])
+    assert sum(line["amount_minor"] for line in note["lines"]) == note["amount_due_minor"]
+    others = statements[:4] + statements[5:]
+    assert [s["amount_due_minor"] for s in others] == [int(b.amount * 100) for b in usual[:4] + usual[5:]]
+
+
+def test_usernames_can_carry_several_quirks(client: FlaskClient) -> None:
+    statements, _ = all_statements(client, link(client, "moved_mismatch_mo")["access_token"], limit=24)
+    assert [s["currency"] for s in statements] == ["USD"] * 7 + ["CAD"] * 17
+    short = [
+        s["statement_id"] for s in statements if sum(ln["amount_minor"] for ln in s["lines"]) != s["amount_due_minor"]
+    ]
+    assert short == [statements[3]["statement_id"]]
+    assert "Standing charge" not in [line["label"] for line in statements[3]["lines"]]
+
+
+def test_a_revised_statement_gains_an_adjustment_line_in_cents(client: FlaskClient) -> None:
+    access_token = link(client, "erin")["access_token"]
+    bill_id = f"{customer_id_for('erin')}-202609"
+    before = next(s for s in all_statements(client, access_token, 24)[0] if s["statement_id"] == bill_id)
+    client.post(
+        "/_admin/revise/sparkgrid", json={"account": customer_id_for("erin"), "bill_id": bill_id, "amount": "1"}
+    )
+    after = next(s for s in all_statements(client, access_token, 24)[0] if s["statement_id"] == bill_id)
+    assert after["lines"] == [
+        *before["lines"],
+        {"label": "Revision adjustment", "amount_minor": 100 - before["amount_due_minor"]},
+    ]
+    assert sum(line["amount_minor"] for line in after["lines"]) == after["amount_due_minor"] == 100

@@ -6,6 +6,7 @@ different currencies are never added together.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -53,6 +54,46 @@ class User(BaseModel):
     preferences: Preferences = Field(default_factory=Preferences)
 
 
+class OpenBill(BaseModel):
+    """An unpaid bill as its account's summary keeps it: enough for the totals without reading bills."""
+
+    provider_bill_id: str
+    amount: Decimal
+    currency: CurrencyCode
+    issued_on: date
+    due_on: date
+    status: BillStatus
+
+
+class AccountSummary(BaseModel):
+    """The account's aggregates, written in the same transaction as every change to its bills, so they
+    always describe exactly the bills stored."""
+
+    bill_count: int = 0
+    open_bills: tuple[OpenBill, ...] = ()
+    last_issued_on: date | None = None
+
+    @classmethod
+    def of(cls, bills: Iterable[Bill]) -> AccountSummary:
+        bills = list(bills)
+        unpaid = sorted((bill for bill in bills if bill.status is not BillStatus.PAID), key=lambda bill: bill.due_on)
+        return cls(
+            bill_count=len(bills),
+            open_bills=tuple(
+                OpenBill(
+                    provider_bill_id=bill.provider_bill_id,
+                    amount=bill.amount,
+                    currency=bill.currency,
+                    issued_on=bill.issued_on,
+                    due_on=bill.due_on,
+                    status=bill.status,
+                )
+                for bill in unpaid
+            ),
+            last_issued_on=max((bill.issued_on for bill in bills), default=None),
+        )
+
+
 class Account(BaseModel):
     """A provider account linked by a user. Credentials are held apart, encrypted, never in here."""
 
@@ -69,6 +110,16 @@ class Account(BaseModel):
     next_refresh_at: datetime
     # The owner's preference, copied onto each account so the planner never reads profiles.
     refresh_interval: RefreshInterval = "daily"
+    summary: AccountSummary = Field(default_factory=AccountSummary)
+
+
+class LineItem(BaseModel):
+    """One charge on a bill as the provider itemised it (usage, standing charge, tax, a credit...)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    description: str = Field(min_length=1, max_length=200)
+    amount: Decimal
 
 
 class Bill(BaseModel):
@@ -88,6 +139,9 @@ class Bill(BaseModel):
     period_end: date | None = None
     status: BillStatus
     revision: int = Field(default=1, ge=1)
+    # As the provider itemised the bill; empty when it does not. Kept as sent, even when it does not
+    # add up to ``amount`` (insights flag that rather than hide it).
+    line_items: tuple[LineItem, ...] = ()
 
     @property
     def bill_id(self) -> str:

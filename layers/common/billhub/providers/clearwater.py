@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
-from billhub.models import Account, Bill, BillStatus, Category, CurrencyCode
+from billhub.models import Account, Bill, BillStatus, Category, CurrencyCode, LineItem
 from billhub.money import quantize
 from billhub.providers.auth import ApiKey, ApiKeyHeader
 from billhub.providers.base import MAX_PAGES, LinkedIdentity, ProviderAdapter
-from billhub.providers.formats import DecimalAmount, Revision
+from billhub.providers.formats import MAX_LINE_ITEMS, DecimalAmount, LineDescription, Revision
 from billhub.providers.session import ProviderSession
 
 _STATUSES = {"PAID": BillStatus.PAID, "UNPAID": BillStatus.UNPAID, "PAST_DUE": BillStatus.OVERDUE}
@@ -38,6 +38,11 @@ class _Period(BaseModel):
     to: date
 
 
+class _Line(BaseModel):
+    description: LineDescription
+    amount: DecimalAmount
+
+
 class _Bill(BaseModel):
     bill_id: str = Field(min_length=1, max_length=128)
     amount_due: DecimalAmount
@@ -47,6 +52,7 @@ class _Bill(BaseModel):
     status: Literal["PAID", "UNPAID", "PAST_DUE"]
     service_period: _Period
     revision: Revision = 1
+    line_items: Annotated[list[_Line], Field(max_length=MAX_LINE_ITEMS)] | None = None
 
 
 class _BillsPage(BaseModel):
@@ -91,4 +97,8 @@ class ClearWaterAdapter(ProviderAdapter):
             period_end=raw.service_period.to,
             status=_STATUSES[raw.status],
             revision=raw.revision,
+            line_items=tuple(
+                LineItem(description=line.description, amount=quantize(line.amount, raw.currency))
+                for line in raw.line_items or ()
+            ),
         )

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import posixpath
 from datetime import UTC, date
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, Field, field_validator
 
-from billhub.models import Account, Bill, BillStatus, Category, CurrencyCode
+from billhub.models import Account, Bill, BillStatus, Category, CurrencyCode, LineItem
 from billhub.money import quantize
 from billhub.providers.auth import HttpBasic, UsernamePassword
 from billhub.providers.base import MAX_PAGES, LinkedIdentity, ProviderAdapter
 from billhub.providers.errors import ProviderDataError
-from billhub.providers.formats import DecimalAmount, Revision, Timestamp
+from billhub.providers.formats import MAX_LINE_ITEMS, DecimalAmount, LineDescription, Revision, Timestamp
 from billhub.providers.session import ProviderSession
 
 _STATES = {"paid": BillStatus.PAID, "due": BillStatus.UNPAID, "overdue": BillStatus.OVERDUE}
@@ -32,6 +32,11 @@ class _Subscriber(BaseModel):
     subscriber_id: str = Field(min_length=1, max_length=64)
 
 
+class _Line(BaseModel):
+    name: LineDescription
+    total: DecimalAmount
+
+
 class _Invoice(BaseModel):
     id: str = Field(min_length=1, max_length=128)
     total: DecimalAmount
@@ -41,6 +46,7 @@ class _Invoice(BaseModel):
     billing_period: tuple[date, date]
     state: Literal["paid", "due", "overdue"]
     rev: Revision = 1
+    items: Annotated[list[_Line], Field(max_length=MAX_LINE_ITEMS)] | None = None
 
     @field_validator("billing_period", mode="before")
     @classmethod
@@ -107,4 +113,7 @@ class FibreLinkAdapter(ProviderAdapter):
             period_end=raw.billing_period[1],
             status=_STATES[raw.state],
             revision=raw.rev,
+            line_items=tuple(
+                LineItem(description=line.name, amount=quantize(line.total, raw.currency)) for line in raw.items or ()
+            ),
         )

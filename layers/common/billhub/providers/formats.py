@@ -26,3 +26,7 @@ DecimalAmount = Annotated[Decimal, Field(max_digits=15, allow_inf_nan=False)]
 # ``4560`` meaning 45.60: whole minor units.
 MinorUnits = Annotated[StrictInt, Field(ge=-(10**12), le=10**12)]
 Revision = Annotated[int, Field(ge=1)]
+# A line item's description, within what ``LineItem`` holds, so a bad one is the provider's data error.
+LineDescription = Annotated[str, Field(min_length=1, max_length=200)]
+# More lines than this on one bill is not an itemised bill but a broken payload.
+MAX_LINE_ITEMS = 100

@@ -3,15 +3,15 @@ number and postcode; offset/limit pagination, DD/MM/YYYY dates, bills in pounds 
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
-from billhub.models import Account, Bill, BillStatus, Category, CurrencyCode
+from billhub.models import Account, Bill, BillStatus, Category, CurrencyCode, LineItem
 from billhub.money import quantize
 from billhub.providers.auth import ClientCredentialsGrant, ProviderCredentials
 from billhub.providers.base import MAX_PAGES, LinkedIdentity, ProviderAdapter
-from billhub.providers.formats import DayMonthYear, DecimalAmount, Revision
+from billhub.providers.formats import MAX_LINE_ITEMS, DayMonthYear, DecimalAmount, LineDescription, Revision
 from billhub.providers.session import ProviderSession
 
 _STATUSES = {"PAID": BillStatus.PAID, "OUTSTANDING": BillStatus.UNPAID, "IN_ARREARS": BillStatus.OVERDUE}
@@ -36,6 +36,11 @@ class _Account(BaseModel):
     account_number: str = Field(min_length=1, max_length=64)
 
 
+class _Line(BaseModel):
+    description: LineDescription
+    amount: DecimalAmount
+
+
 class _Invoice(BaseModel):
     invoice_no: str = Field(min_length=1, max_length=128)
     amount: DecimalAmount
@@ -46,6 +51,7 @@ class _Invoice(BaseModel):
     supply_to: DayMonthYear
     payment_status: Literal["PAID", "OUTSTANDING", "IN_ARREARS"]
     revision: Revision = 1
+    charges: Annotated[list[_Line], Field(max_length=MAX_LINE_ITEMS)] | None = None
 
 
 class _InvoicesPage(BaseModel):
@@ -103,4 +109,8 @@ class NorthGasAdapter(ProviderAdapter):
             period_end=raw.supply_to,
             status=_STATUSES[raw.payment_status],
             revision=raw.revision,
+            line_items=tuple(
+                LineItem(description=line.description, amount=quantize(line.amount, raw.currency))
+                for line in raw.charges or ()
+            ),
         )

@@ -1,18 +1,18 @@
 """SparkGrid Energy (electricity): OAuth2 authorization code with rotating refresh tokens, cursor
-pagination, amounts in integer minor units."""
+pagination, amounts (line items' too) in integer minor units."""
 
 from __future__ import annotations
 
 from datetime import date
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
-from billhub.models import Account, Bill, BillStatus, Category, CurrencyCode
+from billhub.models import Account, Bill, BillStatus, Category, CurrencyCode, LineItem
 from billhub.money import from_minor_units
 from billhub.providers.auth import AuthorizationCodeGrant, OAuthTokens
 from billhub.providers.base import MAX_PAGES, LinkedIdentity, ProviderAdapter
-from billhub.providers.formats import MinorUnits, Revision
+from billhub.providers.formats import MAX_LINE_ITEMS, LineDescription, MinorUnits, Revision
 from billhub.providers.session import ProviderSession
 
 _STATES = {"settled": BillStatus.PAID, "open": BillStatus.UNPAID, "late": BillStatus.OVERDUE}
@@ -28,6 +28,11 @@ class _Period(BaseModel):
     end: date
 
 
+class _Line(BaseModel):
+    label: LineDescription
+    amount_minor: MinorUnits
+
+
 class _Statement(BaseModel):
     statement_id: str = Field(min_length=1, max_length=128)
     amount_due_minor: MinorUnits
@@ -37,6 +42,7 @@ class _Statement(BaseModel):
     period: _Period
     state: Literal["settled", "open", "late"]
     version: Revision = 1
+    lines: Annotated[list[_Line], Field(max_length=MAX_LINE_ITEMS)] | None = None
 
 
 class _StatementsPage(BaseModel):
@@ -84,4 +90,8 @@ class SparkGridAdapter(ProviderAdapter):
             period_end=raw.period.end,
             status=_STATES[raw.state],
             revision=raw.version,
+            line_items=tuple(
+                LineItem(description=line.label, amount=from_minor_units(line.amount_minor, raw.currency))
+                for line in raw.lines or ()
+            ),
         )
