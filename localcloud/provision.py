@@ -85,7 +85,13 @@ def _table(client_for: ClientFactory, name: str, props: dict[str, Any], stack: S
     except client.exceptions.ResourceNotFoundException:
         create: dict[str, Any] = {
             key: props[key]
-            for key in ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "BillingMode")
+            for key in (
+                "AttributeDefinitions",
+                "KeySchema",
+                "GlobalSecondaryIndexes",
+                "LocalSecondaryIndexes",
+                "BillingMode",
+            )
             if key in props
         }
         if props.get("SSESpecification", {}).get("SSEEnabled"):

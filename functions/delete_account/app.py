@@ -2,23 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from functools import cache
+from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from billhub.api import create_resolver, not_implemented
+from billhub import deletion
+from billhub.api import caller_id, create_resolver
+from billhub.runtime import aws_client, utc_now
+from billhub.settings import TableSettings
+from billhub.store import BillsTable
 
 logger = Logger()
 app = create_resolver()
+settings = TableSettings.from_environ(os.environ)
+AccountIdPath = Annotated[str, Path(pattern=r"^[a-f0-9]{32}$")]
+
+
+@cache
+def store() -> BillsTable:
+    return BillsTable(aws_client("dynamodb"), settings.TABLE_NAME)
 
 
 @app.delete("/accounts/<account_id>")
-def delete_account(account_id: str) -> None:
-    # Transactional deletion (mark deleting, remove bills in chunks, destroy credentials) comes with
-    # the consistency work; until then the route exists and says so.
-    raise not_implemented("Deleting a linked account")
+def delete_account(account_id: AccountIdPath) -> Response[None]:
+    deletion.delete_account(store(), caller_id(app), account_id, utc_now())
+    return Response(status_code=204)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

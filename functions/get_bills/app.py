@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import os
 from functools import cache
-from typing import Any
+from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from billhub.api import caller_id, create_resolver, not_implemented
-from billhub.bills import BillsPage, bills_page
-from billhub.errors import NotFound
-from billhub.providers import get_adapter
+from billhub.api import caller_id, create_resolver
+from billhub.bills import BillFilters, BillsPage, read_bills
+from billhub.insights import Insights, history_start, spending_insights
 from billhub.runtime import aws_client, utc_now
-from billhub.settings import TableSettings
+from billhub.settings import BillsSettings
 from billhub.store import BillsTable
 
 logger = Logger()
 app = create_resolver()
-settings = TableSettings.from_environ(os.environ)
+settings = BillsSettings.from_environ(os.environ)
+MAX_INSIGHT_MONTHS = 36
 
 
 @cache
@@ -29,22 +30,21 @@ def store() -> BillsTable:
 
 
 @app.get("/bills")
-def list_bills() -> BillsPage:
-    return bills_page(store().user_snapshot(caller_id(app)), utc_now())
+def list_bills(filters: Annotated[BillFilters, Query()]) -> BillsPage:
+    return read_bills(store(), caller_id(app), filters, utc_now())
 
 
 @app.get("/bills/<provider>")
-def list_provider_bills(provider: str) -> BillsPage:
-    adapter = get_adapter(provider)
-    page = bills_page(store().user_snapshot(caller_id(app)), utc_now(), provider=adapter.name)
-    if not page.accounts:
-        raise NotFound(f"You have no linked {adapter.display_name} account.")
-    return page
+def list_provider_bills(provider: str, filters: Annotated[BillFilters, Query()]) -> BillsPage:
+    return read_bills(store(), caller_id(app), filters, utc_now(), provider=provider)
 
 
 @app.get("/insights")
-def insights() -> None:
-    raise not_implemented("Spending insights")
+def insights(months: Annotated[int, Query(ge=1, le=MAX_INSIGHT_MONTHS)] = 12) -> Insights:
+    user_id, today = caller_id(app), utc_now().date()
+    accounts = store().list_accounts(user_id)
+    bills = store().bills_issued_since(user_id, history_start(today, months))
+    return spending_insights(accounts, bills, today, months, settings.UNUSUAL_BILL_THRESHOLD)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import httpx
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -18,6 +19,7 @@ from billhub import accounts
 from billhub.api import caller_id, create_resolver
 from billhub.auth import signing_key_from_secret
 from billhub.credentials import CredentialVault
+from billhub.idempotency import IdempotencyKey, IdempotentRequest, IdempotentRoutes
 from billhub.oauth import OAuthStates, PendingLink
 from billhub.providers.http import RetryPolicy
 from billhub.providers.session import ProviderConnector, ProviderDirectory
@@ -66,6 +68,12 @@ def directory() -> ProviderDirectory:
 
 
 @cache
+def idempotency() -> IdempotentRoutes:
+    # Link bodies carry credentials: their fingerprints are keyed, never plain hashes of a password.
+    return IdempotentRoutes(aws_client("dynamodb"), settings.TABLE_NAME, signing_key_from_secret(settings))
+
+
+@cache
 def rate_limiter() -> ProviderRateLimiter:
     # The same budget the fetchers share; a user waits at most a second for a slot, else the link is pending.
     return ProviderRateLimiter.for_registered_providers(aws_client("dynamodb"), settings.TABLE_NAME, 1.0)
@@ -95,12 +103,17 @@ def list_providers() -> accounts.ProviderList:
 
 
 @app.post("/accounts/link")
-def link(request: accounts.LinkRequest) -> tuple[accounts.AccountView, int]:
+def link(request: accounts.LinkRequest, idempotency_key: IdempotencyKey = None) -> Response[accounts.AccountView]:
     user_id = caller_id(app)
-    view = with_provider(
-        lambda connector: accounts.link_account(store(), queue(), vault(), connector, user_id, request, utc_now())
+    return idempotency().respond(
+        IdempotentRequest(user_id, "POST /accounts/link", idempotency_key, request),
+        lambda: with_provider(
+            lambda connector: accounts.link_account(store(), queue(), vault(), connector, user_id, request, utc_now())
+        ),
+        accounts.AccountView,
+        201,
+        app.lambda_context,
     )
-    return view, 201
 
 
 @app.get("/accounts")

@@ -8,11 +8,13 @@ from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from billhub import refresh
+from billhub import deletion, refresh
 from billhub.api import caller_id, create_resolver
+from billhub.idempotency import IdempotencyKey, IdempotentRequest, IdempotentRoutes
 from billhub.queue import FetchQueue
 from billhub.runtime import aws_client, utc_now
 from billhub.settings import RefreshSettings
@@ -33,17 +35,32 @@ def queue() -> FetchQueue:
     return FetchQueue(aws_client("sqs"), settings.FETCH_QUEUE_URL)
 
 
+@cache
+def idempotency() -> IdempotentRoutes:
+    return IdempotentRoutes(aws_client("dynamodb"), settings.TABLE_NAME)
+
+
 @app.post("/bills/refresh")
-def start_refresh(request: refresh.RefreshRequest | None = None) -> tuple[refresh.RefreshStarted, int]:
-    started = refresh.start_refresh(
-        store(),
-        queue(),
-        caller_id(app),
-        request or refresh.RefreshRequest(),
-        utc_now(),
-        timedelta(seconds=settings.MANUAL_REFRESH_MIN_INTERVAL_SECONDS),
+def start_refresh(
+    request: refresh.RefreshRequest | None = None, idempotency_key: IdempotencyKey = None
+) -> Response[refresh.RefreshStarted]:
+    user_id = caller_id(app)
+    body = request or refresh.RefreshRequest()
+    # A retry answered from its record never reaches the throttle: the first 202 comes back, not a 429.
+    return idempotency().respond(
+        IdempotentRequest(user_id, "POST /bills/refresh", idempotency_key, body),
+        lambda: refresh.start_refresh(
+            store(),
+            queue(),
+            user_id,
+            body,
+            utc_now(),
+            timedelta(seconds=settings.MANUAL_REFRESH_MIN_INTERVAL_SECONDS),
+        ),
+        refresh.RefreshStarted,
+        202,
+        app.lambda_context,
     )
-    return started, 202
 
 
 @app.get("/bills/refresh/<job_id>")
@@ -58,7 +75,9 @@ def _is_scheduled_event(event: dict[str, Any]) -> bool:
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if _is_scheduled_event(event):
-        planned = refresh.plan_due_refreshes(store(), queue(), utc_now())
-        logger.info("planned refreshes", extra={"accounts": planned})
-        return {"planned": planned}
+        now = utc_now()
+        planned = refresh.plan_due_refreshes(store(), queue(), now)
+        finished = deletion.finish_abandoned_deletions(store(), now)
+        logger.info("planned refreshes", extra={"accounts": planned, "abandoned_deletions_finished": finished})
+        return {"planned": planned, "deletions_finished": finished}
     return app.resolve(event, context)

@@ -227,3 +227,41 @@ def test_token_expiry_revocation_and_repair_over_http(cloud: Cloud) -> None:
     assert refresh_and_wait(cloud, headers)["status"] == "succeeded"
     assert account_of(cloud, headers, account_id)["status"] == "active"
     assert [a["account_id"] for a in cloud.api.get("/accounts", headers=headers).json()["accounts"]] == [account_id]
+
+
+def test_pages_of_bills_and_deleting_an_account_over_http(cloud: Cloud) -> None:
+    # Given a user with two accounts whose bills were fetched
+    headers = cloud.new_user("e2e-delete@example.com")
+    ids = []
+    for key in ("cw_sandbox_e2e_keep", "cw_sandbox_e2e_drop"):
+        linked = cloud.api.post(
+            "/accounts/link", headers=headers, json={"provider": "clearwater", "credentials": {"api_key": key}}
+        )
+        assert linked.status_code == 201, linked.text
+        ids.append(linked.json()["account_id"])
+    assert refresh_and_wait(cloud, headers)["status"] == "succeeded"
+    # When they page through their bills, 20 at a time
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        page = cloud.api.get("/bills", headers=headers, params={"limit": 20, **({"cursor": cursor} if cursor else {})})
+        assert page.status_code == 200, page.text
+        seen += [bill["bill_id"] for bill in page.json()["bills"]]
+        if (cursor := page.json()["next_cursor"]) is None:
+            break
+    # Then they see each of the 48 bills once
+    assert len(seen) == len(set(seen)) == 48
+    # When they delete one account (twice: a retried request is fine)
+    assert cloud.api.delete(f"/accounts/{ids[1]}", headers=headers).status_code == 204
+    assert cloud.api.delete(f"/accounts/{ids[1]}", headers=headers).status_code == 204
+    # Then only the other account and its bills remain, and its totals alone count
+    page = cloud.api.get("/bills", headers=headers, params={"limit": 200}).json()
+    assert {bill["account_id"] for bill in page["bills"]} == {ids[0]}
+    assert len(page["bills"]) == 24
+    assert [account["account_id"] for account in page["accounts"]] == [ids[0]]
+    assert page["totals"]["due"] == expected_due([SandboxAccount.clearwater("cw_sandbox_e2e_keep")], cloud.today)
+    assert [account["account_id"] for account in cloud.api.get("/accounts", headers=headers).json()["accounts"]] == [
+        ids[0]
+    ]
+    other = cloud.new_user("e2e-delete-other@example.com")
+    assert cloud.api.delete(f"/accounts/{ids[0]}", headers=other).status_code == 404

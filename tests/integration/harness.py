@@ -40,6 +40,7 @@ class Api:
         self.bills = load("GetBillsFunction")
         self.refresh = load("RefreshFunction")
         self.fetch = load("FetchProviderFunction")
+        self.delete = load("DeleteAccountFunction")
 
     def call(self, module: ModuleType, method: str, path: str, **kwargs: Any) -> tuple[int, Any, dict[str, str]]:
         response = module.handler(http_event(method, path, **kwargs), LambdaContext())
@@ -156,6 +157,12 @@ class Api:
         status, body, _ = self.route(self.bills, "GET", "/bills/{provider}", {"provider": provider}, user_id=user_id)
         assert status == 200, body
         return dict(body)
+
+    def delete_account(self, user_id: str, account_id: str) -> tuple[int, Any]:
+        status, body, _ = self.route(
+            self.delete, "DELETE", "/accounts/{account_id}", {"account_id": account_id}, user_id=user_id
+        )
+        return status, body
 
     def refresh_all(self, user_id: str) -> dict[str, Any]:
         """``POST /bills/refresh``, then one delivery of every queued message to the fetcher."""

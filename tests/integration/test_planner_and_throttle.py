@@ -93,7 +93,7 @@ def test_two_planners_that_both_found_the_accounts_due_enqueue_each_once(api: Ap
     # Then each account is enqueued exactly once, by the planner that claimed it first
     requests = api.take_fetch_requests()
     assert sorted(request.account_id for request in requests) == sorted(accounts)
-    assert (first, second) == ({"planned": 3}, {"planned": 0})
+    assert (first["planned"], second["planned"]) == (3, 0)
 
 
 def test_a_planner_run_after_another_finds_nothing_left_to_enqueue(api: Api, clock: Clock) -> None:

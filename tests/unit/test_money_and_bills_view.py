@@ -6,9 +6,8 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from billhub.bills import bills_page, effective_status
-from billhub.models import Account, AccountStatus, Bill, BillStatus, Category
+from billhub.models import Account, AccountStatus, AccountSummary, Bill, BillStatus, Category
 from billhub.money import format_amount, totals_by_currency
-from billhub.store import UserSnapshot
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -61,55 +60,57 @@ def test_unpaid_bill_past_its_due_date_counts_as_overdue() -> None:
     assert effective_status(bill, date(2026, 11, 21)) is BillStatus.UNPAID
 
 
-def test_page_totals_due_overdue_and_next_due_date() -> None:
-    # Given a paid bill, an unpaid one due next week, one the provider calls unpaid but is late,
-    # and an open bill in another currency
-    snapshot = UserSnapshot(
-        accounts=[make_account()],
-        bills=[
-            make_bill("paid", "30.00", date(2026, 10, 22), BillStatus.PAID),
-            make_bill("next", "41.25", date(2026, 11, 29), BillStatus.UNPAID),
-            make_bill("late", "12.50", date(2026, 11, 20), BillStatus.UNPAID),
-            make_bill("eur", "9.99", date(2026, 12, 5), BillStatus.UNPAID, currency="EUR"),
-        ],
-    )
-    # When the page is built
-    page = bills_page(snapshot, NOW)
-    # Then totals are per currency, the late bill is overdue, and the next due date is the earliest upcoming one
-    assert page.totals.due == {"EUR": "9.99", "USD": "53.75"}
+def summarised(account: Account, bills: list[Bill]) -> Account:
+    return account.model_copy(update={"summary": AccountSummary.of(bills)})
+
+
+def test_page_totals_due_overdue_due_soon_and_next_due_date() -> None:
+    # Given a paid bill, an unpaid one due in a week, one due in three weeks, one the provider calls
+    # unpaid but is late, and an open bill in another currency
+    bills = [
+        make_bill("paid", "30.00", date(2026, 10, 22), BillStatus.PAID),
+        make_bill("next", "41.25", date(2026, 11, 29), BillStatus.UNPAID),
+        make_bill("later", "8.00", date(2026, 12, 13), BillStatus.UNPAID),
+        make_bill("late", "12.50", date(2026, 11, 20), BillStatus.UNPAID),
+        make_bill("eur", "9.99", date(2026, 12, 5), BillStatus.UNPAID, currency="EUR"),
+    ]
+    account = summarised(make_account(), bills)
+    # When a page is built with a due-soon window of 14 days, showing only one bill of the page
+    page = bills_page([account], bills[:1], due_soon_days=14, now=NOW)
+    # Then totals cover every open bill of the account (not only the page), per currency
+    assert page.totals.due == {"EUR": "9.99", "USD": "61.75"}
     assert page.totals.overdue == {"USD": "12.50"}
     assert page.totals.overdue_count == 1
     assert page.totals.next_due_on == date(2026, 11, 29)
-    assert [bill.provider_bill_id for bill in page.bills] == ["eur", "next", "late", "paid"]
-    assert {bill.provider_bill_id: bill.status for bill in page.bills}["late"] is BillStatus.OVERDUE
-
-
-def test_deleting_accounts_and_their_bills_are_hidden() -> None:
-    snapshot = UserSnapshot(
-        accounts=[make_account("a1"), make_account("gone", status=AccountStatus.DELETING)],
-        bills=[
-            make_bill("keep", "10", date(2026, 11, 30), BillStatus.UNPAID),
-            make_bill("drop", "99", date(2026, 11, 30), BillStatus.UNPAID, account_id="gone"),
-        ],
-    )
-    page = bills_page(snapshot, NOW)
-    assert [bill.provider_bill_id for bill in page.bills] == ["keep"]
-    assert [account.account_id for account in page.accounts] == ["a1"]
-    assert page.totals.due == {"USD": "10.00"}
+    # and "due soon" is the unpaid bills due within 14 days that are not overdue yet
+    assert [bill.bill_id for bill in page.due_soon] == ["clearwater.a1.next", "clearwater.a1.eur"]
+    assert page.totals.due_soon == {"EUR": "9.99", "USD": "41.25"}
+    assert (page.totals.due_soon_count, page.totals.due_soon_days) == (2, 14)
+    assert [(bill.bill_id, bill.status) for bill in page.overdue] == [("clearwater.a1.late", BillStatus.OVERDUE)]
+    assert [bill.provider_bill_id for bill in page.bills] == ["paid"]
 
 
 def test_freshness_says_why_data_is_stale() -> None:
-    snapshot = UserSnapshot(
-        accounts=[
-            make_account("fresh"),
-            make_account("never", last_success_at=None),
-            make_account("failing", last_error="ClearWater Utilities is unavailable (HTTP 503)."),
-            make_account("old", last_success_at=NOW - timedelta(days=3)),
-        ],
-        bills=[],
-    )
-    freshness = {account.account_id: account for account in bills_page(snapshot, NOW).accounts}
+    accounts = [
+        make_account("fresh"),
+        make_account("never", last_success_at=None),
+        make_account("failing", last_error="ClearWater Utilities is unavailable (HTTP 503)."),
+        make_account("old", last_success_at=NOW - timedelta(days=3)),
+    ]
+    freshness = {account.account_id: account for account in bills_page(accounts, [], 7, NOW).accounts}
     assert not freshness["fresh"].stale
     assert freshness["never"].stale and freshness["never"].stale_reason == "Not refreshed yet."
     assert freshness["failing"].stale and "HTTP 503" in (freshness["failing"].stale_reason or "")
     assert freshness["old"].stale and "48 hours" in (freshness["old"].stale_reason or "")
+
+
+def test_summary_keeps_open_bills_count_and_last_issue_date() -> None:
+    bills = [
+        make_bill("paid", "30.00", date(2026, 10, 22), BillStatus.PAID),
+        make_bill("late", "12.50", date(2026, 11, 20), BillStatus.OVERDUE),
+        make_bill("next", "41.25", date(2026, 11, 29), BillStatus.UNPAID),
+    ]
+    summary = AccountSummary.of(bills)
+    assert summary.bill_count == 3
+    assert [bill.provider_bill_id for bill in summary.open_bills] == ["late", "next"]
+    assert summary.last_issued_on == date(2026, 11, 8)

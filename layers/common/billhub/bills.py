@@ -1,17 +1,51 @@
-"""The aggregated view of a user's bills: what is due, what is overdue, and how fresh the data is."""
+"""The aggregated view of a user's bills: what is due, what is overdue, and how fresh the data is.
+
+Totals come from each account's summary (kept in the same transaction as its bills), so a page of
+bills never has to be the whole list for the totals to be right.
+"""
 
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from typing import Annotated
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from billhub.models import Account, AccountStatus, Bill, BillStatus, Category
+from billhub.errors import NotFound
+from billhub.models import Account, AccountStatus, Bill, BillStatus, Category, OpenBill
 from billhub.money import format_amount, totals_by_currency
-from billhub.store import UserSnapshot
+from billhub.providers import REGISTRY, get_adapter
+from billhub.store import BillQuery, BillsTable
 
 # Accounts refresh at least daily; data older than this is called stale.
 STALE_AFTER = timedelta(hours=48)
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+
+Cursor = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,1024}$")]
+
+
+class BillFilters(BaseModel):
+    """``GET /bills`` query: which bills (by shown status and issue date) and which page."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: BillStatus | None = None
+    issued_from: date | None = Field(default=None, alias="from")
+    issued_to: date | None = Field(default=None, alias="to")
+    limit: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
+    cursor: Cursor | None = None
+
+    @model_validator(mode="after")
+    def _range_in_order(self) -> BillFilters:
+        if self.issued_from and self.issued_to and self.issued_from > self.issued_to:
+            raise ValueError("'from' must not be after 'to'")
+        return self
+
+
+class LineItemView(BaseModel):
+    description: str
+    amount: str
 
 
 class BillView(BaseModel):
@@ -28,13 +62,31 @@ class BillView(BaseModel):
     period_end: date | None
     status: BillStatus
     revision: int
+    line_items: list[LineItemView]
+
+
+class OpenBillView(BaseModel):
+    """An unpaid bill in the totals: overdue, or due within the user's ``due_soon_days``."""
+
+    bill_id: str
+    account_id: str
+    provider: str
+    category: Category
+    amount: str
+    currency: str
+    issued_on: date
+    due_on: date
+    status: BillStatus
 
 
 class Totals(BaseModel):
-    due: dict[str, str]
+    due: dict[str, str] = Field(description="Everything unpaid, overdue included, per currency")
     overdue: dict[str, str]
     overdue_count: int
-    next_due_on: date | None
+    next_due_on: date | None = Field(description="The earliest due date of an unpaid bill not yet overdue")
+    due_soon: dict[str, str]
+    due_soon_count: int
+    due_soon_days: int
 
 
 class AccountFreshness(BaseModel):
@@ -43,6 +95,7 @@ class AccountFreshness(BaseModel):
     status: AccountStatus
     last_success_at: datetime | None
     last_attempt_at: datetime | None
+    bill_count: int
     stale: bool
     stale_reason: str | None
 
@@ -50,12 +103,14 @@ class AccountFreshness(BaseModel):
 class BillsPage(BaseModel):
     bills: list[BillView]
     totals: Totals
+    overdue: list[OpenBillView]
+    due_soon: list[OpenBillView]
     accounts: list[AccountFreshness]
     as_of: datetime
     next_cursor: str | None = None
 
 
-def effective_status(bill: Bill, today: date) -> BillStatus:
+def effective_status(bill: Bill | OpenBill, today: date) -> BillStatus:
     """A bill still unpaid after its due date is overdue, whatever the provider calls it."""
     if bill.status is BillStatus.UNPAID and bill.due_on < today:
         return BillStatus.OVERDUE
@@ -78,54 +133,118 @@ def freshness(account: Account, now: datetime) -> AccountFreshness:
         status=account.status,
         last_success_at=account.last_success_at,
         last_attempt_at=account.last_attempt_at,
+        bill_count=account.summary.bill_count,
         stale=reason is not None,
         stale_reason=reason,
     )
 
 
-def bills_page(snapshot: UserSnapshot, now: datetime, provider: str | None = None) -> BillsPage:
-    """Bills newest first, totals per currency, and per-account freshness; deleting accounts are hidden."""
-    today = now.date()
-    accounts = [
-        account
-        for account in snapshot.accounts
-        if account.status is not AccountStatus.DELETING and provider in (None, account.provider)
-    ]
-    visible = {account.account_id for account in accounts}
-    bills = sorted(
-        (bill for bill in snapshot.bills if bill.account_id in visible),
-        key=lambda bill: (bill.due_on, bill.bill_id),
-        reverse=True,
-    )
-    statuses = {bill.bill_id: effective_status(bill, today) for bill in bills}
-    open_bills = [bill for bill in bills if statuses[bill.bill_id] is not BillStatus.PAID]
-    overdue = [bill for bill in open_bills if statuses[bill.bill_id] is BillStatus.OVERDUE]
-    upcoming = [bill.due_on for bill in open_bills if bill.due_on >= today]
-    return BillsPage(
-        bills=[
-            BillView(
-                bill_id=bill.bill_id,
-                account_id=bill.account_id,
-                provider=bill.provider,
-                provider_bill_id=bill.provider_bill_id,
-                category=bill.category,
-                amount=format_amount(bill.amount, bill.currency),
-                currency=bill.currency,
-                issued_on=bill.issued_on,
-                due_on=bill.due_on,
-                period_start=bill.period_start,
-                period_end=bill.period_end,
-                status=statuses[bill.bill_id],
-                revision=bill.revision,
-            )
-            for bill in bills
+def bill_view(bill: Bill, today: date) -> BillView:
+    return BillView(
+        bill_id=bill.bill_id,
+        account_id=bill.account_id,
+        provider=bill.provider,
+        provider_bill_id=bill.provider_bill_id,
+        category=bill.category,
+        amount=format_amount(bill.amount, bill.currency),
+        currency=bill.currency,
+        issued_on=bill.issued_on,
+        due_on=bill.due_on,
+        period_start=bill.period_start,
+        period_end=bill.period_end,
+        status=effective_status(bill, today),
+        revision=bill.revision,
+        line_items=[
+            LineItemView(description=item.description, amount=format_amount(item.amount, bill.currency))
+            for item in bill.line_items
         ],
+    )
+
+
+def _open_bill_view(account: Account, bill: OpenBill, today: date) -> OpenBillView:
+    return OpenBillView(
+        bill_id=f"{account.provider}.{account.account_id}.{bill.provider_bill_id}",
+        account_id=account.account_id,
+        provider=account.provider,
+        category=REGISTRY[account.provider].category,
+        amount=format_amount(bill.amount, bill.currency),
+        currency=bill.currency,
+        issued_on=bill.issued_on,
+        due_on=bill.due_on,
+        status=effective_status(bill, today),
+    )
+
+
+def bills_page(
+    accounts: list[Account],
+    bills: list[Bill],
+    due_soon_days: int,
+    now: datetime,
+    next_cursor: str | None = None,
+) -> BillsPage:
+    """One page of bills, with totals and freshness over every account given (not only the page)."""
+    today = now.date()
+    unpaid = sorted(
+        ((account, bill) for account in accounts for bill in account.summary.open_bills),
+        key=lambda entry: (entry[1].due_on, entry[0].account_id, entry[1].provider_bill_id),
+    )
+    overdue = [entry for entry in unpaid if effective_status(entry[1], today) is BillStatus.OVERDUE]
+    upcoming = [entry for entry in unpaid if effective_status(entry[1], today) is not BillStatus.OVERDUE]
+    due_soon = [entry for entry in upcoming if entry[1].due_on <= today + timedelta(days=due_soon_days)]
+    return BillsPage(
+        bills=[bill_view(bill, today) for bill in bills],
         totals=Totals(
-            due=totals_by_currency((bill.amount, bill.currency) for bill in open_bills),
-            overdue=totals_by_currency((bill.amount, bill.currency) for bill in overdue),
+            due=_totals(unpaid),
+            overdue=_totals(overdue),
             overdue_count=len(overdue),
-            next_due_on=min(upcoming, default=None),
+            next_due_on=min((bill.due_on for _, bill in upcoming), default=None),
+            due_soon=_totals(due_soon),
+            due_soon_count=len(due_soon),
+            due_soon_days=due_soon_days,
         ),
+        overdue=[_open_bill_view(account, bill, today) for account, bill in overdue],
+        due_soon=[_open_bill_view(account, bill, today) for account, bill in due_soon],
         accounts=[freshness(account, now) for account in accounts],
         as_of=now,
+        next_cursor=next_cursor,
     )
+
+
+def _totals(entries: list[tuple[Account, OpenBill]]) -> dict[str, str]:
+    return totals_by_currency((bill.amount, bill.currency) for _, bill in entries)
+
+
+def read_bills(
+    store: BillsTable, user_id: str, filters: BillFilters, now: datetime, provider: str | None = None
+) -> BillsPage:
+    """``GET /bills`` (or ``/bills/{provider}``): three requests whatever the number of accounts — the
+    profile, the accounts (one Query) and one page of bills (one Query on the issue-date index).
+
+    ``provider`` must be a registered name (``UnknownProvider`` otherwise); a provider the user has not
+    linked is ``NotFound``. Accounts being deleted are hidden, and so are their remaining bills.
+    """
+    adapter = get_adapter(provider) if provider is not None else None
+    preferences = store.preferences(user_id)
+    accounts = store.list_accounts(user_id)
+    hidden = frozenset(account.account_id for account in accounts if account.status is AccountStatus.DELETING)
+    shown = [
+        account
+        for account in accounts
+        if account.account_id not in hidden and (adapter is None or account.provider == adapter.name)
+    ]
+    if adapter is not None and not shown:
+        raise NotFound(f"You have no linked {adapter.display_name} account.")
+    bills, next_cursor = store.bills_page(
+        user_id,
+        BillQuery(
+            today=now.date(),
+            limit=filters.limit,
+            provider=adapter.name if adapter else None,
+            status=filters.status,
+            issued_from=filters.issued_from,
+            issued_to=filters.issued_to,
+            cursor=filters.cursor,
+            hidden_accounts=hidden,
+        ),
+    )
+    return bills_page(shown, bills, preferences.due_soon_days, now, next_cursor)

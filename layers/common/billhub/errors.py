@@ -22,6 +22,13 @@ class ServiceError(Exception):
         self.headers = dict(headers or {})
 
 
+class InvalidCursor(ServiceError):
+    code = "invalid_cursor"
+
+    def __init__(self) -> None:
+        super().__init__("The cursor is not one this API handed out for this listing.")
+
+
 class Unauthorized(ServiceError):
     status = 401
     code = "unauthorized"

@@ -23,7 +23,7 @@ from billhub.providers import REGISTRY
 from billhub.providers.base import ProviderAdapter
 from billhub.providers.errors import ProviderAuthRejected, ProviderBusy, ProviderError, ProviderMisconfigured
 from billhub.providers.session import ProviderConnector, ProviderSession
-from billhub.store import BillsTable, ConcurrentUpdate, StoredAccount
+from billhub.store import AccountGone, BillsTable, ConcurrentUpdate, StoredAccount
 
 logger = Logger(child=True)
 
@@ -199,7 +199,12 @@ class Fetcher:
             await self._failed(request, account, "Unexpected error while fetching.", attempted_at, receive_count)
             raise FetchFailed("unexpected error") from error
 
-        changed = await asyncio.to_thread(self._store.save_fetched_bills, account, bills, self._clock())
+        try:
+            # As of when the provider was asked: a slower, older fetch can then never overwrite this one.
+            changed = await asyncio.to_thread(self._store.save_fetched_bills, account, bills, attempted_at)
+        except AccountGone:
+            # Deleted while the provider answered: its bills must not come back.
+            return FetchResult(account.account_id, "skipped_deleted")
         await self._report(request, JobAccountResult(status="succeeded"))
         logger.info(
             "fetched bills",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
@@ -61,3 +62,10 @@ class FetchSettings(TableSettings, ProviderSettings):
     # A provider failing this many fetches in a row has its circuit opened for this long.
     CIRCUIT_FAILURE_THRESHOLD: int = Field(default=5, ge=1)
     CIRCUIT_RECOVERY_SECONDS: int = Field(default=30, ge=1)
+
+
+class BillsSettings(TableSettings):
+    # GET /insights calls a bill unusual above this many times the median of its account's previous
+    # bills. Over the sandbox's accounts, ordinary bills (seasonal swings included) stay below 1.66x and
+    # the planted anomalies (3x a usual bill) are at least 2.02x: see docs/decisions.md.
+    UNUSUAL_BILL_THRESHOLD: Decimal = Field(default=Decimal("1.8"), ge=1, le=10)

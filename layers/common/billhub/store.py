@@ -6,31 +6,46 @@ Item layout (PK / SK):
     EMAIL#<e>    EMAIL                                  unique email -> uid
     USER#<uid>   ACCOUNT#<aid>                          linked account (+ KMS ciphertext of credentials)
     USER#<uid>   LINK#<provider>#<ref-digest>           one link per provider account per user
-    USER#<uid>   BILL#<provider>#<aid>#<provider bill>  one bill
+    USER#<uid>   BILL#<provider>#<aid>#<provider bill>  one bill; LSI1SK=<issued_on>#<provider>#<aid>#<bill>
+    USER#<uid>   DELETED#<aid>                          an account deleted lately (a repeated DELETE is 204), TTL
     USER#<uid>   JOB#<job_id>                           refresh job, expires by TTL
     OAUTHSTATE#<nonce>  STATE                           an OAuth2 link in progress, single use, TTL
+    IDEMPOTENCY#<uid>   <route>#<sha256>                an Idempotency-Key's first answer, TTL 24 h
+                                                        (written by Powertools: billhub/idempotency.py)
 Accounts carry GSI1PK=REFRESH#<shard>, GSI1SK=<next_refresh_at>#<aid>#<refresh_interval> so the
 planner finds due accounts without a scan, and learns each one's interval from the (keys-only) index
 without reading the account or its owner's profile. An account's ``refresh_interval`` attribute and the
-one in its GSI1SK are always written together.
+one in its GSI1SK are always written together. An account being deleted moves to GSI1PK=DELETING,
+GSI1SK=<deleting_since>#<uid>#<aid>, where the planner's sweep finds deletions nobody finished.
+
+An account's ``summary`` (bill count, open bills, last issue date) and ``bills_version`` change in the
+same transaction as its bills, conditional on the version read: the summary always describes exactly
+the bills stored, and two fetches can never interleave their writes.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import json
+import re
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast, get_args
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from billhub.errors import Conflict, NotFound
+from billhub.errors import Conflict, InvalidCursor, NotFound
 from billhub.models import (
     Account,
     AccountStatus,
+    AccountSummary,
     Bill,
+    BillStatus,
     JobAccountResult,
     Preferences,
     RefreshInterval,
@@ -43,6 +58,12 @@ if TYPE_CHECKING:
 
 REFRESH_SHARDS = 8
 TRANSACTION_LIMIT = 100
+BATCH_WRITE_LIMIT = 25
+BATCH_ATTEMPTS = 8
+# A fetch that finds its account's bills changed under it starts over from a fresh read, this often.
+SAVE_ATTEMPTS = 3
+DELETION_SWEEP_KEY = "DELETING"
+DELETED_MARKER_TTL_SECONDS = 7 * 24 * 3600
 JOB_TTL_SECONDS = 7 * 24 * 3600
 
 _serializer = TypeSerializer()
@@ -97,6 +118,60 @@ def bill_sort_key(bill: Bill) -> str:
     return f"BILL#{bill.provider}#{bill.account_id}#{bill.provider_bill_id}"
 
 
+def bill_issue_key(bill: Bill) -> str:
+    """LSI1's sort key: bills by issue date, then in the order of their ids."""
+    return f"{bill.issued_on.isoformat()}#{bill.provider}#{bill.account_id}#{bill.provider_bill_id}"
+
+
+_ISSUE_KEY = re.compile(r"^\d{4}-\d{2}-\d{2}#[^#]+#[^#]+#.+$")
+
+
+def _cursor_of(item: dict[str, Any]) -> str:
+    """An opaque cursor: where the page ended in LSI1. The partition is never in it; it is the caller's."""
+    raw = json.dumps([item["LSI1SK"], item["SK"]], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _cursor_key(user_id: str, cursor: str) -> dict[str, Any]:
+    try:
+        issue_key, sort_key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError, binascii.Error) as error:
+        raise InvalidCursor() from error
+    if not (
+        isinstance(issue_key, str)
+        and isinstance(sort_key, str)
+        and _ISSUE_KEY.match(issue_key)
+        and sort_key.startswith("BILL#")
+    ):
+        raise InvalidCursor()
+    return _to_item({"PK": user_key(user_id), "SK": sort_key, "LSI1SK": issue_key})
+
+
+def _distinct(bills: Sequence[Bill]) -> list[Bill]:
+    """One bill per provider bill id (the highest revision), should paging have shown one twice."""
+    latest: dict[str, Bill] = {}
+    for bill in bills:
+        seen = latest.get(bill.provider_bill_id)
+        if seen is None or bill.revision >= seen.revision:
+            latest[bill.provider_bill_id] = bill
+    return list(latest.values())
+
+
+def _replaces(bill: Bill, held: StoredBill | None, as_of: datetime) -> bool:
+    """Whether a bill read at ``as_of`` should replace the one held: a new bill, a higher revision, or
+    the same revision changed (paid since) and read later than the held one. Never an older revision,
+    never a read older than what is held, never an identical statement."""
+    if held is None:
+        return True
+    if held.bill.revision > bill.revision or held.bill.same_statement(bill):
+        return False
+    return held.bill.revision < bill.revision or datetime.fromisoformat(held.fetched_at) < as_of
+
+
+def _unchanged_bills(version: int) -> str:
+    return "bills_version = :version" if version else "attribute_not_exists(bills_version)"
+
+
 def link_sort_key(provider: str, external_id: str) -> str:
     # A digest, not the provider's account number, so the key itself discloses nothing.
     return f"LINK#{provider}#{hashlib.sha256(external_id.encode()).hexdigest()[:32]}"
@@ -121,6 +196,32 @@ class ConcurrentUpdate(Exception):
     """Someone else changed the same items first; the caller retries from a fresh read."""
 
 
+class AccountGone(Exception):
+    """The account was deleted (or is being deleted) meanwhile; nothing of it may be written."""
+
+
+@dataclass(frozen=True)
+class StoredBill:
+    bill: Bill
+    # When the fetch that stored it read it from the provider (ISO 8601).
+    fetched_at: str
+
+
+@dataclass(frozen=True)
+class BillQuery:
+    """What ``GET /bills`` asks for: filters, the page size and where the previous page ended."""
+
+    today: date
+    limit: int
+    provider: str | None = None
+    status: BillStatus | None = None
+    issued_from: date | None = None
+    issued_to: date | None = None
+    cursor: str | None = None
+    # Accounts being deleted, whose bills are still being removed.
+    hidden_accounts: frozenset[str] = frozenset()
+
+
 @dataclass(frozen=True)
 class StoredAccount:
     account: Account
@@ -140,14 +241,6 @@ class DueRefresh:
     refresh_interval: RefreshInterval
     # Its GSI1SK as read: a claim holds only while it is unchanged.
     refresh_key: str
-
-
-@dataclass(frozen=True)
-class UserSnapshot:
-    """Everything the read endpoints show, from one paginated Query on the user's partition."""
-
-    accounts: list[Account]
-    bills: list[Bill]
 
 
 class BillsTable:
@@ -214,17 +307,20 @@ class BillsTable:
             ExpressionAttributeValues=_to_item({":preferences": preferences.model_dump()}),
         )
 
-    def preferred_refresh_interval(self, user_id: str) -> RefreshInterval:
-        """The refresh interval in the user's preferences (and nothing else of the profile)."""
+    def preferences(self, user_id: str) -> Preferences:
+        """The user's preferences (and nothing else of the profile)."""
         response = self._client.get_item(
             TableName=self._table,
             Key=_to_item({"PK": user_key(user_id), "SK": "PROFILE"}),
-            ProjectionExpression="preferences.refresh_interval",
+            ProjectionExpression="preferences",
             ConsistentRead=True,
         )
         if "Item" not in response:
             raise NotFound("No such user.")
-        return Preferences.model_validate(_from_item(response["Item"])["preferences"]).refresh_interval
+        return Preferences.model_validate(_from_item(response["Item"])["preferences"])
+
+    def preferred_refresh_interval(self, user_id: str) -> RefreshInterval:
+        return self.preferences(user_id).refresh_interval
 
     def start_manual_refresh(self, user_id: str, now: datetime, min_interval: timedelta) -> datetime | None:
         """Records that the user starts a manual refresh at ``now``, unless their previous one was less
@@ -340,8 +436,9 @@ class BillsTable:
         return _to_item(values)
 
     def get_account(self, user_id: str, account_id: str) -> StoredAccount | None:
+        """The account and its credentials; None if it is not there or is being deleted."""
         item = self._get(user_key(user_id), f"ACCOUNT#{account_id}", consistent=True)
-        if item is None:
+        if item is None or item["status"] == AccountStatus.DELETING.value:
             return None
         return StoredAccount(
             account=Account.model_validate(item),
@@ -603,81 +700,323 @@ class BillsTable:
                 )
 
     # ------------------------------------------------------------------ bills
-    def user_snapshot(self, user_id: str) -> UserSnapshot:
-        """The user's accounts and bills in one paginated Query (``ACCOUNT#`` sorts before ``BILL#``)."""
-        accounts: list[Account] = []
-        bills: list[Bill] = []
-        for item in self._query(
-            KeyConditionExpression="PK = :pk AND SK BETWEEN :first AND :last",
-            ExpressionAttributeValues=_to_item({":pk": user_key(user_id), ":first": "ACCOUNT#", ":last": "BILL$"}),
-        ):
-            if item["type"] == "account":
-                accounts.append(Account.model_validate(item))
-            else:
-                bills.append(Bill.model_validate(item))
-        return UserSnapshot(accounts=accounts, bills=bills)
-
     def bills_of_account(self, account: Account) -> list[Bill]:
+        return [stored.bill for stored in self._stored_bills(account)]
+
+    def _stored_bills(self, account: Account) -> list[StoredBill]:
         items = self._query_prefix(account.user_id, f"BILL#{account.provider}#{account.account_id}#")
+        return [StoredBill(Bill.model_validate(item), str(item["fetched_at"])) for item in items]
+
+    def save_fetched_bills(self, account: Account, fetched: Sequence[Bill], as_of: datetime) -> int:
+        """Stores what one fetch read from the provider at ``as_of``; returns how many bills changed.
+
+        New bills are added, changed ones replaced (a higher revision, or the same revision read later),
+        unchanged ones left alone; the account's summary changes in the same transaction as its bills.
+        Every transaction is conditional on the account's bills being exactly as read, so a concurrent
+        fetch makes this one start over from a fresh read, and a fetch older than the account's last
+        success stores nothing (its data is older than what is held). ``AccountGone`` if the account
+        is deleted or being deleted.
+        """
+        for _ in range(SAVE_ATTEMPTS):
+            try:
+                return self._save_fetched_bills_once(account, fetched, as_of)
+            except ConcurrentUpdate:
+                continue
+        raise ConcurrentUpdate(f"account {account.account_id} kept changing while its bills were saved")
+
+    def _save_fetched_bills_once(self, account: Account, fetched: Sequence[Bill], as_of: datetime) -> int:
+        key = {"PK": user_key(account.user_id), "SK": f"ACCOUNT#{account.account_id}"}
+        current = self._get(key["PK"], key["SK"], consistent=True)
+        if current is None or current["status"] == AccountStatus.DELETING.value:
+            raise AccountGone(account.account_id)
+        last_success = current.get("last_success_at")
+        if last_success is not None and datetime.fromisoformat(str(last_success)) > as_of:
+            return 0  # a fetch that started later has already stored newer data
+        version = int(current.get("bills_version", 0))
+        held = {stored.bill.provider_bill_id: stored for stored in self._stored_bills(account)}
+        writes = [
+            (bill, held.get(bill.provider_bill_id))
+            for bill in _distinct(fetched)
+            if _replaces(bill, held.get(bill.provider_bill_id), as_of)
+        ]
+        values: dict[str, Any] = {
+            ":at": _iso(as_of),
+            ":active": AccountStatus.ACTIVE.value,
+            ":deleting": AccountStatus.DELETING.value,
+        }
+        if version:
+            values[":version"] = version
+        condition = f"attribute_exists(PK) AND #status <> :deleting AND {_unchanged_bills(version)}"
+        marked_refreshed = "SET last_success_at = :at, last_attempt_at = :at, #status = :active"
+        if not writes:
+            # Nothing changed at the provider: one conditional update, not a transaction (half the cost).
+            if not self._update_account(
+                account.user_id,
+                account.account_id,
+                UpdateExpression=f"{marked_refreshed} REMOVE last_error",
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=_to_item(values),
+            ):
+                raise ConcurrentUpdate(f"account {account.account_id} changed while its bills were saved")
+            return 0
+        bills = {provider_bill_id: stored.bill for provider_bill_id, stored in held.items()}
+        # Each transaction carries the account's summary as of its own bills, so at no moment do the
+        # stored bills and the summary disagree, however many transactions a large change needs.
+        for chunk in _chunks(writes, TRANSACTION_LIMIT - 1):
+            bills.update((bill.provider_bill_id, bill) for bill, _ in chunk)
+            values[":summary"] = AccountSummary.of(bills.values()).model_dump(mode="json")
+            values[":next"] = version + 1
+            account_update: Any = {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": _to_item(key),
+                    "UpdateExpression": f"{marked_refreshed}, summary = :summary, bills_version = :next "
+                    "REMOVE last_error",
+                    "ConditionExpression": condition,
+                    "ExpressionAttributeNames": {"#status": "status"},
+                    "ExpressionAttributeValues": _to_item(values),
+                }
+            }
+            puts = [self._bill_put(account, bill, previous, as_of) for bill, previous in chunk]
+            try:
+                self._client.transact_write_items(TransactItems=[*puts, account_update])
+            except ClientError as error:
+                if _is_conditional_failure(error):
+                    raise ConcurrentUpdate(
+                        f"account {account.account_id} changed while its bills were saved"
+                    ) from error
+                raise
+            version += 1
+            values[":version"] = version
+            condition = f"attribute_exists(PK) AND #status <> :deleting AND {_unchanged_bills(version)}"
+        return len(writes)
+
+    def _bill_put(self, account: Account, bill: Bill, previous: StoredBill | None, as_of: datetime) -> Any:
+        item = bill.model_dump(mode="json")
+        item.update(
+            {
+                "PK": user_key(account.user_id),
+                "SK": bill_sort_key(bill),
+                "LSI1SK": bill_issue_key(bill),
+                "type": "bill",
+                "fetched_at": _iso(as_of),
+            }
+        )
+        put: dict[str, Any] = {"TableName": self._table, "Item": _to_item(item)}
+        if previous is None:
+            put["ConditionExpression"] = "attribute_not_exists(PK)"
+        else:
+            # Exactly the version read, so two fetches can never both replace it.
+            put["ConditionExpression"] = "revision = :seen_revision AND fetched_at = :seen_fetched_at"
+            put["ExpressionAttributeValues"] = _to_item(
+                {":seen_revision": previous.bill.revision, ":seen_fetched_at": previous.fetched_at}
+            )
+        return {"Put": put}
+
+    def bills_page(self, user_id: str, query: BillQuery) -> tuple[list[Bill], str | None]:
+        """One page of the user's bills, newest issue date first, and the cursor of the next page.
+
+        One Query on LSI1 (bills only, ordered by issue date); filters the key cannot express are
+        applied by DynamoDB, and the Query continues until the page is full or the bills run out.
+        """
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {":pk": user_key(user_id)}
+        key_condition = "PK = :pk"
+        if query.issued_from or query.issued_to:
+            values[":first"] = query.issued_from.isoformat() if query.issued_from else "0"
+            values[":last"] = f"{query.issued_to.isoformat()}~" if query.issued_to else "~"
+            key_condition += " AND LSI1SK BETWEEN :first AND :last"
+        filters = []
+        if query.provider:
+            filters.append("provider = :provider")
+            values[":provider"] = query.provider
+        if query.hidden_accounts:
+            hidden = {f":hidden{index}": account_id for index, account_id in enumerate(sorted(query.hidden_accounts))}
+            filters.append(f"NOT account_id IN ({', '.join(hidden)})")
+            values.update(hidden)
+        if query.status is not None:
+            names["#status"] = "status"
+            values[":today"] = query.today.isoformat()
+            values.update({":paid": "paid", ":unpaid": "unpaid", ":overdue": "overdue"})
+            filters.append(
+                {
+                    # As shown: an unpaid bill past its due date is overdue, whatever the provider says.
+                    BillStatus.PAID: "#status = :paid",
+                    BillStatus.UNPAID: "(#status = :unpaid AND due_on >= :today)",
+                    BillStatus.OVERDUE: "(#status = :overdue OR (#status = :unpaid AND due_on < :today))",
+                }[query.status]
+            )
+        arguments: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": "LSI1",
+            "KeyConditionExpression": key_condition,
+            "ScanIndexForward": False,
+            "ConsistentRead": True,
+            "Limit": query.limit,
+        }
+        if filters:
+            arguments["FilterExpression"] = " AND ".join(filters)
+        if names:
+            arguments["ExpressionAttributeNames"] = names
+        arguments["ExpressionAttributeValues"] = _to_item(values)
+        start = _cursor_key(user_id, query.cursor) if query.cursor else None
+        taken: list[dict[str, Any]] = []
+        more = True
+        while more and len(taken) < query.limit:
+            if start:
+                arguments["ExclusiveStartKey"] = start
+            try:
+                response = self._client.query(**arguments)
+            except ClientError as error:
+                if query.cursor and error.response["Error"]["Code"] == "ValidationException":
+                    raise InvalidCursor() from error
+                raise
+            taken.extend(_from_item(item) for item in response["Items"])
+            start = response.get("LastEvaluatedKey")
+            more = start is not None
+        page = taken[: query.limit]
+        next_cursor = _cursor_of(page[-1]) if page and (more or len(taken) > query.limit) else None
+        return [Bill.model_validate(item) for item in page], next_cursor
+
+    def bills_issued_since(self, user_id: str, since: date) -> list[Bill]:
+        """The user's bills issued on or after ``since``: one paginated Query on LSI1."""
+        items = self._query(
+            IndexName="LSI1",
+            KeyConditionExpression="PK = :pk AND LSI1SK >= :since",
+            ExpressionAttributeValues=_to_item({":pk": user_key(user_id), ":since": since.isoformat()}),
+        )
         return [Bill.model_validate(item) for item in items]
 
-    def save_fetched_bills(self, account: Account, fetched: Sequence[Bill], fetched_at: datetime) -> int:
-        """Writes new and changed bills and marks the account refreshed; returns how many bills changed.
-
-        Each write is conditional on what was read (absent, or the revision seen), so a concurrent or
-        older fetch can never overwrite newer data: it gets ``ConcurrentUpdate`` and retries. A provider
-        revision lower than the stored one is ignored. The account update rides in the last transaction
-        and requires the account to still exist and not be deleting.
-        """
-        stored = {bill.provider_bill_id: bill for bill in self.bills_of_account(account)}
-        writes: list[Any] = []
-        for bill in fetched:
-            previous = stored.get(bill.provider_bill_id)
-            if previous is not None and (previous.same_statement(bill) or previous.revision > bill.revision):
-                continue
-            item = bill.model_dump(mode="json")
-            item.update({"PK": user_key(account.user_id), "SK": bill_sort_key(bill), "type": "bill"})
-            item["fetched_at"] = _iso(fetched_at)
-            put: dict[str, Any] = {"TableName": self._table, "Item": _to_item(item)}
-            if previous is None:
-                put["ConditionExpression"] = "attribute_not_exists(PK)"
-            else:
-                put["ConditionExpression"] = "revision = :seen AND amount = :amount AND #status = :status"
-                put["ExpressionAttributeNames"] = {"#status": "status"}
-                put["ExpressionAttributeValues"] = _to_item(
-                    # As stored: amounts are kept as exact decimal strings.
-                    {":seen": previous.revision, ":amount": str(previous.amount), ":status": previous.status.value}
-                )
-            writes.append({"Put": put})
-
-        account_update = {
+    # ------------------------------------------------------------------ deleting an account
+    def begin_account_deletion(self, user_id: str, account_id: str, now: datetime) -> Account | None:
+        """Hides the account from every read, destroys its credentials, frees its provider account to
+        be linked again and stops its refreshes, in one transaction; every later write to it or to its
+        bills (a fetch in flight included) is refused from then on. Returns the account, or None if it
+        is not the user's (or is already gone). Safe to repeat: an account already being deleted is
+        returned as it is."""
+        key = {"PK": user_key(user_id), "SK": f"ACCOUNT#{account_id}"}
+        item = self._get(key["PK"], key["SK"], consistent=True)
+        if item is None:
+            return None
+        account = Account.model_validate(item)
+        if item["status"] == AccountStatus.DELETING.value:
+            return account
+        marked: Any = {
             "Update": {
                 "TableName": self._table,
-                "Key": _to_item({"PK": user_key(account.user_id), "SK": f"ACCOUNT#{account.account_id}"}),
-                "UpdateExpression": "SET last_success_at = :at, last_attempt_at = :at, #status = :active "
-                "REMOVE last_error",
-                "ConditionExpression": "attribute_exists(PK) AND #status <> :deleting",
+                "Key": _to_item(key),
+                # The sweep finds deletions nobody finished under GSI1PK=DELETING.
+                "UpdateExpression": "SET #status = :deleting, deleting_since = :now, GSI1PK = :sweep, GSI1SK = :since "
+                "REMOVE credentials",
+                "ConditionExpression": "attribute_exists(PK)",
                 "ExpressionAttributeNames": {"#status": "status"},
                 "ExpressionAttributeValues": _to_item(
-                    {":at": _iso(fetched_at), ":active": AccountStatus.ACTIVE.value, ":deleting": "deleting"}
+                    {
+                        ":deleting": AccountStatus.DELETING.value,
+                        ":now": _iso(now),
+                        ":sweep": DELETION_SWEEP_KEY,
+                        ":since": f"{_iso(now)}#{user_id}#{account_id}",
+                    }
                 ),
             }
         }
-        if not writes:
-            # Nothing changed at the provider: one conditional update, not a transaction (half the cost).
-            if not self._update_account(account.user_id, account.account_id, **_without_keys(account_update["Update"])):
-                raise ConcurrentUpdate(f"account {account.account_id} is gone or being deleted")
-            return 0
-        chunks = list(_chunks(writes, TRANSACTION_LIMIT - 1))
-        chunks[-1].append(account_update)
-        for chunk in chunks:
-            try:
-                self._client.transact_write_items(TransactItems=chunk)
-            except ClientError as error:
-                if _is_conditional_failure(error):
-                    raise ConcurrentUpdate(f"account {account.account_id} changed during the fetch") from error
+        unlinked: Any = {
+            "Delete": {
+                "TableName": self._table,
+                "Key": _to_item({"PK": key["PK"], "SK": str(item.get("link_key", ""))}),
+                "ConditionExpression": "attribute_not_exists(PK) OR account_id = :account",
+                "ExpressionAttributeValues": _to_item({":account": account_id}),
+            }
+        }
+        try:
+            self._client.transact_write_items(TransactItems=[marked, unlinked] if item.get("link_key") else [marked])
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                # Deleted by a concurrent request between the read and the write.
+                return self.begin_account_deletion(user_id, account_id, now)
+            raise
+        return account.model_copy(update={"status": AccountStatus.DELETING})
+
+    def remove_account_bills(self, account: Account) -> int:
+        """Deletes every bill of an account being deleted, 25 per batch (DynamoDB's limit); returns how
+        many. Each delete is idempotent, so a repeat after a crash simply finds fewer."""
+        removed = 0
+        keys = self._query_prefix(
+            account.user_id, f"BILL#{account.provider}#{account.account_id}#", ProjectionExpression="PK, SK"
+        )
+        for batch in _chunks(list(keys), BATCH_WRITE_LIMIT):
+            self._delete_batch(batch)
+            removed += len(batch)
+        return removed
+
+    def _delete_batch(self, keys: list[dict[str, Any]]) -> None:
+        requests: Any = [{"DeleteRequest": {"Key": _to_item(key)}} for key in keys]
+        for attempt in range(BATCH_ATTEMPTS):
+            response = self._client.batch_write_item(RequestItems={self._table: requests})
+            requests = response.get("UnprocessedItems", {}).get(self._table, [])
+            if not requests:
+                return
+            time.sleep(min(0.05 * 2**attempt, 1.0))  # throttled: back off before the rest
+        raise ConcurrentUpdate(f"{len(requests)} bills could not be deleted; the next attempt finishes")
+
+    def finish_account_deletion(self, account: Account, now: datetime) -> None:
+        """Removes the (bill-less) account and leaves a short-lived marker, so a repeated DELETE can
+        tell an account it deleted from one that never was the caller's."""
+        try:
+            self._client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Delete": {
+                            "TableName": self._table,
+                            "Key": _to_item({"PK": user_key(account.user_id), "SK": f"ACCOUNT#{account.account_id}"}),
+                            "ConditionExpression": "#status = :deleting",
+                            "ExpressionAttributeNames": {"#status": "status"},
+                            "ExpressionAttributeValues": _to_item({":deleting": AccountStatus.DELETING.value}),
+                        }
+                    },
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": _to_item(
+                                {
+                                    "PK": user_key(account.user_id),
+                                    "SK": f"DELETED#{account.account_id}",
+                                    "type": "deleted_account",
+                                    "deleted_at": _iso(now),
+                                    "expires_at": int(now.timestamp()) + DELETED_MARKER_TTL_SECONDS,
+                                }
+                            ),
+                        }
+                    },
+                ]
+            )
+        except ClientError as error:
+            if not _is_conditional_failure(error):
                 raise
-        return len(writes)
+            # Another attempt finished it first.
+
+    def was_deleted(self, user_id: str, account_id: str) -> bool:
+        return self._get(user_key(user_id), f"DELETED#{account_id}", consistent=True) is not None
+
+    def unfinished_deletions(self, started_before: datetime) -> Iterator[tuple[str, str]]:
+        """(user id, account id) of deletions started before ``started_before`` and never finished."""
+        paginator = self._client.get_paginator("query")
+        for page in paginator.paginate(
+            TableName=self._table,
+            IndexName="GSI1",
+            KeyConditionExpression="GSI1PK = :sweep AND GSI1SK < :before",
+            ExpressionAttributeValues=_to_item({":sweep": DELETION_SWEEP_KEY, ":before": _iso(started_before)}),
+        ):
+            for raw in page["Items"]:
+                item = _from_item(raw)
+                yield str(item["PK"]).removeprefix("USER#"), str(item["SK"]).removeprefix("ACCOUNT#")
+
+    def account_being_deleted(self, user_id: str, account_id: str) -> Account | None:
+        item = self._get(user_key(user_id), f"ACCOUNT#{account_id}", consistent=True)
+        if item is None or item["status"] != AccountStatus.DELETING.value:
+            return None
+        return Account.model_validate(item)
 
     # ------------------------------------------------------------------ refresh jobs
     def create_job(self, job: RefreshJob) -> None:
@@ -735,10 +1074,11 @@ class BillsTable:
         )
         return _from_item(response["Item"]) if "Item" in response else None
 
-    def _query_prefix(self, user_id: str, prefix: str) -> Iterator[dict[str, Any]]:
+    def _query_prefix(self, user_id: str, prefix: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
         return self._query(
             KeyConditionExpression="PK = :pk AND begins_with(SK, :prefix)",
             ExpressionAttributeValues=_to_item({":pk": user_key(user_id), ":prefix": prefix}),
+            **kwargs,
         )
 
     def _query(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
