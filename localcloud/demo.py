@@ -13,7 +13,8 @@ DEMO_PASSWORD = "demo-password-123"  # noqa: S105 - the documented local demo lo
 # Sandbox credentials documented in mock_provider/README.md.
 DEMO_CREDENTIALS: dict[str, dict[str, str]] = {
     "northgas": {"account_number": "NG10002000", "postcode": "NG1 1AA"},
-    "clearwater": {"api_key": "cw_sandbox_demo"},
+    # A planted spike two months back, so the demo's insights have an unusual bill to show.
+    "clearwater": {"api_key": "cw_sandbox_anomaly_demo"},
     "fibrelink": {"username": "demo", "password": "pass_good"},
 }
 DEMO_OAUTH_LOGINS = {"sparkgrid": "demo"}

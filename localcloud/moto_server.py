@@ -9,21 +9,30 @@ partition would apply them atomically.
 moto 5.2 also deep-copies the whole table once per item of a transaction, to roll back on failure;
 a 25-item transaction on a table of 5,000 bills copies 125,000 items. The copies are identical (nothing
 changes between them), so within one transaction the first copy of a table is reused.
+
+DynamoDB applies a ``TransactWriteItems`` once per ``ClientRequestToken`` for ten minutes; botocore
+fills one in and reuses it when it retries, so a call that timed out on the client but succeeded on the
+server succeeds again on retry instead of applying twice. moto ignores the token, so a slow local
+transaction retried by the client failed its own conditions; the token's first success is remembered
+here, as DynamoDB does.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import json
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import moto.dynamodb.models as dynamodb_models
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.table import Table
+from moto.dynamodb.responses import DynamoHandler
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import run_simple
 
@@ -71,6 +80,42 @@ class _RollbackCopies:
         return one_copy_per_table
 
 
+class _TransactionTokens:
+    """``TransactWriteItems`` idempotent per ``ClientRequestToken`` (for the same request), as on AWS."""
+
+    WINDOW_SECONDS = 600
+
+    def __init__(self) -> None:
+        self._succeeded: dict[str, tuple[float, str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def wrap(self, transact: Callable[[DynamoHandler], Any]) -> Callable[[DynamoHandler], Any]:
+        @functools.wraps(transact)
+        def once_per_token(handler: DynamoHandler) -> Any:
+            token = handler.body.get("ClientRequestToken")
+            if not token:
+                return transact(handler)
+            request = json.dumps(handler.body.get("TransactItems"), sort_keys=True, default=str)
+            now = time.monotonic()
+            with self._lock:
+                self._succeeded = {
+                    seen: entry for seen, entry in self._succeeded.items() if now - entry[0] < self.WINDOW_SECONDS
+                }
+                earlier = self._succeeded.get(token)
+            if earlier is not None and earlier[1] == request:
+                return earlier[2]
+            result = transact(handler)
+            with self._lock:
+                self._succeeded[token] = (now, request, result)
+            return result
+
+        return once_per_token
+
+
+def _transactions_idempotent_per_token() -> None:
+    DynamoHandler.transact_write_items = _TransactionTokens().wrap(DynamoHandler.transact_write_items)  # type: ignore[method-assign,assignment]
+
+
 def _copy_each_table_once_per_transaction() -> None:
     copies = _RollbackCopies()
     vars(dynamodb_models)["copy"] = copies
@@ -81,6 +126,7 @@ def main() -> None:
     host, port = sys.argv[1], int(sys.argv[2])
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     _copy_each_table_once_per_transaction()
+    _transactions_idempotent_per_token()
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(host, port, OneDynamoDBRequestAtATime(app), threaded=True, request_handler=MotoRequestHandler)
 

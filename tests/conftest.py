@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ from types import ModuleType
 from typing import Any
 
 import boto3
+import botocore.client
 import pytest
 from moto import mock_aws
 from moto.core.botocore_stubber import BotocoreStubber
@@ -38,6 +40,32 @@ def _fake_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.setenv("AWS_REGION", REGION)
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "billhub-tests")
+
+
+_EXPRESSIONS = ("KeyConditionExpression", "FilterExpression", "ConditionExpression", "UpdateExpression")
+_make_api_call = botocore.client.BaseClient._make_api_call  # type: ignore[attr-defined]
+
+
+def _unused_placeholders(request: dict[str, Any]) -> list[str]:
+    expressions = " ".join(str(request.get(name, "")) for name in (*_EXPRESSIONS, "ProjectionExpression"))
+    placeholders = [*request.get("ExpressionAttributeValues", {}), *request.get("ExpressionAttributeNames", {})]
+    return [name for name in placeholders if not re.search(re.escape(name) + r"(?![A-Za-z0-9_])", expressions)]
+
+
+@pytest.fixture(autouse=True)
+def _refuse_unused_expression_placeholders(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real DynamoDB refuses a request naming a placeholder its expressions do not use; moto accepts it,
+    so every DynamoDB request a test makes is checked here."""
+
+    def checked(client: Any, operation: str, params: dict[str, Any]) -> Any:
+        if client.meta.service_model.service_name == "dynamodb":
+            requests = [params, *(body for item in params.get("TransactItems", []) for body in item.values())]
+            for request in requests:
+                unused = _unused_placeholders(request)
+                assert not unused, f"{operation} names placeholders its expressions never use: {unused}"
+        return _make_api_call(client, operation, params)
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", checked)
 
 
 @pytest.fixture(scope="session")

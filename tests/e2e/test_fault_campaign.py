@@ -115,8 +115,15 @@ class Population:
         for headers in self.users:
             for account in cloud.api.get("/accounts", headers=headers).json()["accounts"]:
                 accounts[account["account_id"]] = account
-            for bill in cloud.api.get("/bills", headers=headers).json()["bills"]:
-                bills[bill["account_id"]].append(bill)
+            cursor: str | None = None
+            while True:  # every page (each user holds 192 bills)
+                page = cloud.api.get(
+                    "/bills", headers=headers, params={"limit": 100, **({"cursor": cursor} if cursor else {})}
+                ).json()
+                for bill in page["bills"]:
+                    bills[bill["account_id"]].append(bill)
+                if (cursor := page["next_cursor"]) is None:
+                    break
         return accounts, bills
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from billhub.store import refresh_sort_key
 from localcloud.demo import DEMO_CREDENTIALS, DEMO_EMAIL, DEMO_OAUTH_LOGINS, DEMO_PASSWORD, link_with_oauth
+from mock_provider.sandbox import ANOMALY_MONTHS_BACK
 from tests.e2e.harness import Cloud, local_cloud, wait_until
 from tests.sandbox import SandboxAccount, expected_bill_views, sandbox_admin
 
@@ -149,6 +150,13 @@ def test_the_demo_user_from_make_run_has_bills_at_every_provider(cloud: Cloud) -
         SandboxAccount.sparkgrid(DEMO_OAUTH_LOGINS["sparkgrid"]),
     ]
     assert page["totals"]["due"] == expected_due(demo_accounts, cloud.today)
+    # and their insights point at the water bill the sandbox planted a spike in
+    insights = cloud.api.get("/insights", headers=headers, params={"months": 6}).json()
+    spike = demo_accounts[1].bills(cloud.today)[ANOMALY_MONTHS_BACK]  # newest first
+    assert [(bill["provider"], bill["amount"]) for bill in insights["unusual_bills"]] == [
+        ("clearwater", f"{spike.amount:.2f}")
+    ]
+    assert {"GBP", "USD"} <= set(insights["trailing_average"])
 
 
 def test_a_message_that_always_fails_reaches_the_dead_letter_queue(cloud: Cloud) -> None:

@@ -125,7 +125,7 @@ def test_totals_per_currency_overdue_and_due_soon_match_the_providers_bills(
     november = {bill.bill_id for bill in unpaid if bill.issue_date == date(2026, 11, 1)}
     listed = {view["bill_id"].rsplit(".", 1)[1] for view in page["due_soon" if now < AFTER_NOVEMBER_DUE else "overdue"]}
     assert november <= listed and len(november) == 3
-    # and each account says how many bills it holds and how fresh they are (stale after 48 hours)
+    # and each account says how many bills it holds and how fresh they are (daily: stale after 2 days)
     assert {(a["account_id"], a["bill_count"]) for a in page["accounts"]} == {(aid, 24) for aid in accounts}
     for account in page["accounts"]:
         old = now - datetime.fromisoformat(account["last_success_at"]) > timedelta(hours=48)

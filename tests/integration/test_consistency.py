@@ -12,8 +12,9 @@ from typing import Any
 import boto3
 import pytest
 
-from billhub.models import Account, AccountSummary, Bill, BillStatus, Category
-from billhub.store import BillsTable
+from billhub import deletion
+from billhub.models import Account, AccountStatus, AccountSummary, Bill, BillStatus, Category
+from billhub.store import AccountGone, BillsTable
 from localcloud.provision import Stack
 from mock_provider.control import Control
 from tests.events import scheduled_event
@@ -142,6 +143,43 @@ def test_an_older_fetch_arriving_late_overwrites_nothing(api: Api, table: BillsT
     assert current.summary.open_bills == ()
 
 
+def test_two_fetches_that_changed_nothing_never_move_the_last_success_back(api: Api, table: BillsTable) -> None:
+    # Given an account holding one bill, and two fetches finding it unchanged: one asked at T2, one at T1
+    account = linked_account(api, table)
+    held = [bill(account, "b1")]
+    table.save_fetched_bills(account, held, T0)
+    # When both read the account first, and the newer one writes first
+    ReadsBeforeWrites(
+        [table._client],
+        [lambda: table.save_fetched_bills(account, held, T2), lambda: table.save_fetched_bills(account, held, T1)],
+    ).run()
+    # Then the account was last refreshed at T2, not at T1
+    assert stored_state(table, account)[1].last_success_at == T2
+
+
+def test_a_success_older_than_a_refusal_keeps_the_account_needing_the_user(api: Api, table: BillsTable) -> None:
+    # Given a fetch that asked the provider at T1, and another whose credentials were refused at T2
+    account = linked_account(api, table)
+    table.save_fetched_bills(account, [bill(account, "b1")], T0)
+    stored = table.get_account(account.user_id, account.account_id)
+    assert stored is not None
+    newer_bill = bill(account, "b2", issued_on=date(2026, 10, 1), status=BillStatus.UNPAID)
+    # When the refusal is recorded between the older fetch's read and its write
+    ReadsBeforeWrites(
+        [table._client],
+        [
+            lambda: table.mark_needs_reauth(stored, "refused", T2),
+            lambda: table.save_fetched_bills(account, [bill(account, "b1"), newer_bill], T1),
+        ],
+    ).run()
+    # Then the bills it read are kept (with the summary), but the account still asks the user to act
+    bills, current = stored_state(table, account)
+    assert sorted(bills) == ["b1", "b2"]
+    assert (current.status, current.last_error, current.last_attempt_at) == (AccountStatus.NEEDS_REAUTH, "refused", T2)
+    assert current.last_success_at == T1
+    assert_summary_matches_bills(table, account)
+
+
 def test_a_refetch_of_unchanged_bills_writes_no_bill(api: Api, table: BillsTable, stack: Stack) -> None:
     account = linked_account(api, table)
     bills = [bill(account, "b1"), bill(account, "b2", issued_on=date(2026, 10, 1), status=BillStatus.UNPAID)]
@@ -263,6 +301,53 @@ def test_a_fetch_in_flight_cannot_bring_back_a_deleted_accounts_bills(
     assert result == {"batchItemFailures": []}
     assert bill_count(stack, account.account_id) == 0
     assert table.get_account(account.user_id, account.account_id) is None
+
+
+def test_a_deletion_that_lands_between_a_fetchs_read_and_its_write_wins(
+    api: Api, table: BillsTable, stack: Stack
+) -> None:
+    # Given an account, a fetch that has read it, and a deletion that writes before the fetch does
+    account = linked_account(api, table)
+    outcome: list[str] = []
+
+    def save() -> None:
+        try:
+            table.save_fetched_bills(account, [bill(account, "b1")], T1)
+            outcome.append("saved")
+        except AccountGone:
+            outcome.append("gone")
+
+    ReadsBeforeWrites(
+        [table._client],
+        [lambda: table.begin_account_deletion(account.user_id, account.account_id, T2), save],
+    ).run()
+    # Then the fetch's transaction is refused (the account is being deleted) and it writes no bill
+    assert outcome == ["gone"]
+    assert bill_count(stack, account.account_id) == 0
+
+
+def test_a_deletion_racing_the_first_fetchs_identity_leaves_no_link_behind(
+    api: Api, table: BillsTable, stack: Stack
+) -> None:
+    # Given an account linked while its provider was down (its link guard still a pending one)
+    account = linked_account(api, table)
+    stored = table.get_account(account.user_id, account.account_id)
+    assert stored is not None
+    table.relink(stored, f"pending:{account.account_id}", "pending verification", T0)
+    pending = table.get_account(account.user_id, account.account_id)
+    assert pending is not None
+    # When its first fetch confirms whose account it is between the deletion's read and its write
+    ReadsBeforeWrites(
+        [table._client],
+        [
+            lambda: table.relink(pending, "CW-REAL-1", "••••L-1", T1),
+            lambda: table.begin_account_deletion(account.user_id, account.account_id, T2),
+        ],
+    ).run()
+    deletion.delete_account(table, account.user_id, account.account_id, T2)
+    # Then no link guard survives the account, and the provider account can be linked again
+    links = [item["SK"]["S"] for item in raw_items(stack) if item["SK"]["S"].startswith("LINK#")]
+    assert links == []
 
 
 @pytest.mark.parametrize("finisher", ["repeated_delete", "planner_sweep"])

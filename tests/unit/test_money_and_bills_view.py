@@ -96,12 +96,17 @@ def test_freshness_says_why_data_is_stale() -> None:
         make_account("never", last_success_at=None),
         make_account("failing", last_error="ClearWater Utilities is unavailable (HTTP 503)."),
         make_account("old", last_success_at=NOW - timedelta(days=3)),
+        make_account("weekly", last_success_at=NOW - timedelta(days=6), refresh_interval="weekly"),
+        make_account("weekly_old", last_success_at=NOW - timedelta(days=15), refresh_interval="weekly"),
     ]
     freshness = {account.account_id: account for account in bills_page(accounts, [], 7, NOW).accounts}
     assert not freshness["fresh"].stale
     assert freshness["never"].stale and freshness["never"].stale_reason == "Not refreshed yet."
     assert freshness["failing"].stale and "HTTP 503" in (freshness["failing"].stale_reason or "")
-    assert freshness["old"].stale and "48 hours" in (freshness["old"].stale_reason or "")
+    assert freshness["old"].stale and "older than 2 days" in (freshness["old"].stale_reason or "")
+    # Weekly accounts are judged by their own interval
+    assert not freshness["weekly"].stale
+    assert freshness["weekly_old"].stale and "older than 14 days" in (freshness["weekly_old"].stale_reason or "")
 
 
 def test_summary_keeps_open_bills_count_and_last_issue_date() -> None:

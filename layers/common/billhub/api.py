@@ -14,7 +14,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 
-from billhub.errors import NotImplementedYet, ServiceError, Unauthorized
+from billhub.errors import ServiceError, Unauthorized
 
 logger = Logger(child=True)
 
@@ -91,7 +91,3 @@ def caller_id(app: Resolver) -> str:
     if not user_id:
         raise Unauthorized("Missing caller identity.")
     return str(user_id)
-
-
-def not_implemented(feature: str) -> NotImplementedYet:
-    return NotImplementedYet(f"{feature} is not available yet.")

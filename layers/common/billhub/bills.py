@@ -12,13 +12,13 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from billhub.errors import NotFound
-from billhub.models import Account, AccountStatus, Bill, BillStatus, Category, OpenBill
+from billhub.models import REFRESH_PERIODS, Account, AccountStatus, Bill, BillStatus, Category, OpenBill
 from billhub.money import format_amount, totals_by_currency
 from billhub.providers import REGISTRY, get_adapter
 from billhub.store import BillQuery, BillsTable
 
-# Accounts refresh at least daily; data older than this is called stale.
-STALE_AFTER = timedelta(hours=48)
+# Data is stale once two of its account's refresh intervals have passed without a success.
+STALE_AFTER_INTERVALS = 2
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 
@@ -125,8 +125,9 @@ def freshness(account: Account, now: datetime) -> AccountFreshness:
         reason = "The provider no longer accepts the stored credentials; link the account again."
     elif account.last_error is not None:
         reason = f"The last refresh failed: {account.last_error}"
-    elif now - account.last_success_at > STALE_AFTER:
-        reason = "The last successful refresh is older than 48 hours."
+    elif now - account.last_success_at > STALE_AFTER_INTERVALS * REFRESH_PERIODS[account.refresh_interval]:
+        days = (STALE_AFTER_INTERVALS * REFRESH_PERIODS[account.refresh_interval]).days
+        reason = f"The last successful refresh is older than {days} days ({account.refresh_interval} refreshes)."
     return AccountFreshness(
         account_id=account.account_id,
         provider=account.provider,

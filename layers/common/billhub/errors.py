@@ -49,11 +49,6 @@ class CredentialsRejected(ServiceError):
     code = "credentials_rejected"
 
 
-class NotImplementedYet(ServiceError):
-    status = 501
-    code = "not_implemented"
-
-
 class ProviderDown(ServiceError):
     status = 503
     code = "provider_unavailable"

@@ -99,6 +99,7 @@ class Safeguards:
     metrics: FetchMetrics | None = None
 
 
+DELETED = JobAccountResult(status="failed", error="The account was deleted.")
 # Credential refusals at one provider within this window that make an incident worth an alert.
 CREDENTIAL_BURST = (5, 600)
 
@@ -124,6 +125,7 @@ class Fetcher:
         stored = await asyncio.to_thread(self._store.get_account, request.user_id, request.account_id)
         if stored is None or stored.account.status is AccountStatus.DELETING:
             # Deleted (or being deleted) since the message was sent: nothing to do, and no retry.
+            await self._report(request, DELETED)
             return FetchResult(request.account_id, "skipped_deleted")
         account = stored.account
         if account.status is AccountStatus.NEEDS_REAUTH:
@@ -204,6 +206,7 @@ class Fetcher:
             changed = await asyncio.to_thread(self._store.save_fetched_bills, account, bills, attempted_at)
         except AccountGone:
             # Deleted while the provider answered: its bills must not come back.
+            await self._report(request, DELETED)
             return FetchResult(account.account_id, "skipped_deleted")
         await self._report(request, JobAccountResult(status="succeeded"))
         logger.info(

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from billhub.errors import Conflict, NotFound, ServiceError
 from billhub.models import (
+    REFRESH_PERIODS,
     Account,
     AccountStatus,
     FetchRequest,
@@ -23,7 +24,6 @@ from billhub.models import (
 from billhub.queue import EnqueueFailed, FetchQueue
 from billhub.store import REFRESH_SHARDS, BillsTable
 
-REFRESH_PERIODS: dict[RefreshInterval, timedelta] = {"daily": timedelta(days=1), "weekly": timedelta(days=7)}
 # Attempts at rescheduling one account that planners or refreshes keep changing under us.
 RESCHEDULE_ATTEMPTS = 3
 

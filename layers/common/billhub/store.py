@@ -29,6 +29,7 @@ import base64
 import binascii
 import hashlib
 import json
+import random
 import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -62,6 +63,8 @@ BATCH_WRITE_LIMIT = 25
 BATCH_ATTEMPTS = 8
 # A fetch that finds its account's bills changed under it starts over from a fresh read, this often.
 SAVE_ATTEMPTS = 3
+DELETE_ATTEMPTS = 3
+FILTER_IN_LIMIT = 100
 DELETION_SWEEP_KEY = "DELETING"
 DELETED_MARKER_TTL_SECONDS = 7 * 24 * 3600
 JOB_TTL_SECONDS = 7 * 24 * 3600
@@ -168,6 +171,19 @@ def _replaces(bill: Bill, held: StoredBill | None, as_of: datetime) -> bool:
     return held.bill.revision < bill.revision or datetime.fromisoformat(held.fetched_at) < as_of
 
 
+def _is_transaction_conflict(error: ClientError) -> bool:
+    """Another transaction on the same items was in flight (real DynamoDB cancels rather than waits)."""
+    code = error.response["Error"]["Code"]
+    if code in ("TransactionInProgressException", "TransactionConflictException"):
+        return True
+    reasons = error.response.get("CancellationReasons", [])
+    return code == "TransactionCanceledException" and any(r.get("Code") == "TransactionConflict" for r in reasons)
+
+
+def _back_off(attempt: int) -> None:
+    time.sleep(random.uniform(0, 0.05 * 2**attempt))  # jitter, so retrying writers spread out
+
+
 def _unchanged_bills(version: int) -> str:
     return "bills_version = :version" if version else "attribute_not_exists(bills_version)"
 
@@ -194,6 +210,11 @@ def _is_conditional_failure(error: ClientError) -> bool:
 
 class ConcurrentUpdate(Exception):
     """Someone else changed the same items first; the caller retries from a fresh read."""
+
+
+class BillsLeftBehind(Exception):
+    """DynamoDB kept throttling a deletion's batch deletes; the account is hidden, its bills wait for the
+    next attempt (a repeated DELETE, or the planner's sweep)."""
 
 
 class AccountGone(Exception):
@@ -717,11 +738,11 @@ class BillsTable:
         success stores nothing (its data is older than what is held). ``AccountGone`` if the account
         is deleted or being deleted.
         """
-        for _ in range(SAVE_ATTEMPTS):
+        for attempt in range(SAVE_ATTEMPTS):
             try:
                 return self._save_fetched_bills_once(account, fetched, as_of)
             except ConcurrentUpdate:
-                continue
+                _back_off(attempt)
         raise ConcurrentUpdate(f"account {account.account_id} kept changing while its bills were saved")
 
     def _save_fetched_bills_once(self, account: Account, fetched: Sequence[Bill], as_of: datetime) -> int:
@@ -739,25 +760,44 @@ class BillsTable:
             for bill in _distinct(fetched)
             if _replaces(bill, held.get(bill.provider_bill_id), as_of)
         ]
-        values: dict[str, Any] = {
-            ":at": _iso(as_of),
-            ":active": AccountStatus.ACTIVE.value,
-            ":deleting": AccountStatus.DELETING.value,
-        }
+        values: dict[str, Any] = {":at": _iso(as_of), ":deleting": AccountStatus.DELETING.value}
         if version:
             values[":version"] = version
-        condition = f"attribute_exists(PK) AND #status <> :deleting AND {_unchanged_bills(version)}"
-        marked_refreshed = "SET last_success_at = :at, last_attempt_at = :at, #status = :active"
+        conditions = [
+            "attribute_exists(PK)",
+            "#status <> :deleting",
+            _unchanged_bills(version),
+            "(attribute_not_exists(last_success_at) OR last_success_at <= :at)",
+        ]
+        last_attempt = current.get("last_attempt_at")
+        if last_attempt is not None and datetime.fromisoformat(str(last_attempt)) > as_of:
+            # An attempt that began after this fetch failed, or found the credentials refused: its
+            # verdict on the account stands; this fetch only adds its bills and when they were read.
+            assignments, removals = "SET last_success_at = :at", ""
+            conditions.append("last_attempt_at = :seen_attempt")
+            values[":seen_attempt"] = last_attempt
+        else:
+            assignments = "SET last_success_at = :at, last_attempt_at = :at, #status = :active"
+            removals = " REMOVE last_error"
+            conditions.append("(attribute_not_exists(last_attempt_at) OR last_attempt_at <= :at)")
+            values[":active"] = AccountStatus.ACTIVE.value
+        condition = " AND ".join(conditions)
         if not writes:
             # Nothing changed at the provider: one conditional update, not a transaction (half the cost).
-            if not self._update_account(
-                account.user_id,
-                account.account_id,
-                UpdateExpression=f"{marked_refreshed} REMOVE last_error",
-                ConditionExpression=condition,
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues=_to_item(values),
-            ):
+            try:
+                updated = self._update_account(
+                    account.user_id,
+                    account.account_id,
+                    UpdateExpression=assignments + removals,
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames={"#status": "status"},
+                    ExpressionAttributeValues=_to_item(values),
+                )
+            except ClientError as error:
+                if not _is_transaction_conflict(error):
+                    raise
+                updated = False
+            if not updated:
                 raise ConcurrentUpdate(f"account {account.account_id} changed while its bills were saved")
             return 0
         bills = {provider_bill_id: stored.bill for provider_bill_id, stored in held.items()}
@@ -771,8 +811,7 @@ class BillsTable:
                 "Update": {
                     "TableName": self._table,
                     "Key": _to_item(key),
-                    "UpdateExpression": f"{marked_refreshed}, summary = :summary, bills_version = :next "
-                    "REMOVE last_error",
+                    "UpdateExpression": f"{assignments}, summary = :summary, bills_version = :next{removals}",
                     "ConditionExpression": condition,
                     "ExpressionAttributeNames": {"#status": "status"},
                     "ExpressionAttributeValues": _to_item(values),
@@ -782,14 +821,15 @@ class BillsTable:
             try:
                 self._client.transact_write_items(TransactItems=[*puts, account_update])
             except ClientError as error:
-                if _is_conditional_failure(error):
+                if _is_conditional_failure(error) or _is_transaction_conflict(error):
                     raise ConcurrentUpdate(
                         f"account {account.account_id} changed while its bills were saved"
                     ) from error
                 raise
+            conditions[2] = _unchanged_bills(version + 1)
             version += 1
             values[":version"] = version
-            condition = f"attribute_exists(PK) AND #status <> :deleting AND {_unchanged_bills(version)}"
+            condition = " AND ".join(conditions)
         return len(writes)
 
     def _bill_put(self, account: Account, bill: Bill, previous: StoredBill | None, as_of: datetime) -> Any:
@@ -831,29 +871,40 @@ class BillsTable:
         if query.provider:
             filters.append("provider = :provider")
             values[":provider"] = query.provider
-        if query.hidden_accounts:
-            hidden = {f":hidden{index}": account_id for index, account_id in enumerate(sorted(query.hidden_accounts))}
-            filters.append(f"NOT account_id IN ({', '.join(hidden)})")
-            values.update(hidden)
+        hidden = sorted(query.hidden_accounts)
+        for group in range(0, len(hidden), FILTER_IN_LIMIT):
+            # IN takes at most 100 operands.
+            names_in = {
+                f":hidden{index}": hidden[index] for index in range(group, min(group + FILTER_IN_LIMIT, len(hidden)))
+            }
+            filters.append(f"NOT account_id IN ({', '.join(names_in)})")
+            values.update(names_in)
         if query.status is not None:
             names["#status"] = "status"
-            values[":today"] = query.today.isoformat()
-            values.update({":paid": "paid", ":unpaid": "unpaid", ":overdue": "overdue"})
-            filters.append(
-                {
-                    # As shown: an unpaid bill past its due date is overdue, whatever the provider says.
-                    BillStatus.PAID: "#status = :paid",
-                    BillStatus.UNPAID: "(#status = :unpaid AND due_on >= :today)",
-                    BillStatus.OVERDUE: "(#status = :overdue OR (#status = :unpaid AND due_on < :today))",
-                }[query.status]
-            )
+            # As shown: an unpaid bill past its due date is overdue, whatever the provider says.
+            if query.status is BillStatus.PAID:
+                filters.append("#status = :paid")
+                values[":paid"] = BillStatus.PAID.value
+            elif query.status is BillStatus.UNPAID:
+                filters.append("(#status = :unpaid AND due_on >= :today)")
+                values.update({":unpaid": BillStatus.UNPAID.value, ":today": query.today.isoformat()})
+            else:
+                filters.append("(#status = :overdue OR (#status = :unpaid AND due_on < :today))")
+                values.update(
+                    {
+                        ":overdue": BillStatus.OVERDUE.value,
+                        ":unpaid": BillStatus.UNPAID.value,
+                        ":today": query.today.isoformat(),
+                    }
+                )
         arguments: dict[str, Any] = {
             "TableName": self._table,
             "IndexName": "LSI1",
             "KeyConditionExpression": key_condition,
             "ScanIndexForward": False,
             "ConsistentRead": True,
-            "Limit": query.limit,
+            # A filter drops bills after they are read: read more per request than the page needs.
+            "Limit": min(max(query.limit * 4, 100), 1000) if filters else query.limit,
         }
         if filters:
             arguments["FilterExpression"] = " AND ".join(filters)
@@ -869,7 +920,8 @@ class BillsTable:
             try:
                 response = self._client.query(**arguments)
             except ClientError as error:
-                if query.cursor and error.response["Error"]["Code"] == "ValidationException":
+                message = error.response["Error"].get("Message", "").lower()
+                if query.cursor and error.response["Error"]["Code"] == "ValidationException" and "start" in message:
                     raise InvalidCursor() from error
                 raise
             taken.extend(_from_item(item) for item in response["Items"])
@@ -895,48 +947,58 @@ class BillsTable:
         bills (a fetch in flight included) is refused from then on. Returns the account, or None if it
         is not the user's (or is already gone). Safe to repeat: an account already being deleted is
         returned as it is."""
-        key = {"PK": user_key(user_id), "SK": f"ACCOUNT#{account_id}"}
-        item = self._get(key["PK"], key["SK"], consistent=True)
-        if item is None:
-            return None
-        account = Account.model_validate(item)
-        if item["status"] == AccountStatus.DELETING.value:
-            return account
-        marked: Any = {
-            "Update": {
-                "TableName": self._table,
-                "Key": _to_item(key),
-                # The sweep finds deletions nobody finished under GSI1PK=DELETING.
-                "UpdateExpression": "SET #status = :deleting, deleting_since = :now, GSI1PK = :sweep, GSI1SK = :since "
-                "REMOVE credentials",
-                "ConditionExpression": "attribute_exists(PK)",
-                "ExpressionAttributeNames": {"#status": "status"},
-                "ExpressionAttributeValues": _to_item(
+        for attempt in range(DELETE_ATTEMPTS):
+            key = {"PK": user_key(user_id), "SK": f"ACCOUNT#{account_id}"}
+            item = self._get(key["PK"], key["SK"], consistent=True)
+            if item is None:
+                return None
+            account = Account.model_validate(item)
+            if item["status"] == AccountStatus.DELETING.value:
+                return account
+            link_key = item.get("link_key")
+            values = {
+                ":deleting": AccountStatus.DELETING.value,
+                ":now": _iso(now),
+                ":sweep": DELETION_SWEEP_KEY,
+                ":since": f"{_iso(now)}#{user_id}#{account_id}",
+            }
+            marked: Any = {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": _to_item(key),
+                    # The sweep finds deletions nobody finished under GSI1PK=DELETING.
+                    "UpdateExpression": "SET #status = :deleting, deleting_since = :now, GSI1PK = :sweep, "
+                    "GSI1SK = :since REMOVE credentials",
+                    # The link read must still be the account's: a first fetch confirming the account's
+                    # identity meanwhile moves it, and its new guard would outlive the account.
+                    "ConditionExpression": "attribute_exists(PK) AND "
+                    + ("link_key = :seen_link" if link_key else "attribute_not_exists(link_key)"),
+                    "ExpressionAttributeNames": {"#status": "status"},
+                    "ExpressionAttributeValues": _to_item({**values, **({":seen_link": link_key} if link_key else {})}),
+                }
+            }
+            writes = [marked]
+            if link_key:
+                writes.append(
                     {
-                        ":deleting": AccountStatus.DELETING.value,
-                        ":now": _iso(now),
-                        ":sweep": DELETION_SWEEP_KEY,
-                        ":since": f"{_iso(now)}#{user_id}#{account_id}",
+                        "Delete": {
+                            "TableName": self._table,
+                            "Key": _to_item({"PK": key["PK"], "SK": str(link_key)}),
+                            "ConditionExpression": "attribute_not_exists(PK) OR account_id = :account",
+                            "ExpressionAttributeValues": _to_item({":account": account_id}),
+                        }
                     }
-                ),
-            }
-        }
-        unlinked: Any = {
-            "Delete": {
-                "TableName": self._table,
-                "Key": _to_item({"PK": key["PK"], "SK": str(item.get("link_key", ""))}),
-                "ConditionExpression": "attribute_not_exists(PK) OR account_id = :account",
-                "ExpressionAttributeValues": _to_item({":account": account_id}),
-            }
-        }
-        try:
-            self._client.transact_write_items(TransactItems=[marked, unlinked] if item.get("link_key") else [marked])
-        except ClientError as error:
-            if _is_conditional_failure(error):
-                # Deleted by a concurrent request between the read and the write.
-                return self.begin_account_deletion(user_id, account_id, now)
-            raise
-        return account.model_copy(update={"status": AccountStatus.DELETING})
+                )
+            try:
+                self._client.transact_write_items(TransactItems=writes)
+            except ClientError as error:
+                if not (_is_conditional_failure(error) or _is_transaction_conflict(error)):
+                    raise
+                # Changed (or deleted) by a concurrent request between the read and the write.
+                _back_off(attempt)
+                continue
+            return account.model_copy(update={"status": AccountStatus.DELETING})
+        raise ConcurrentUpdate(f"account {account_id} kept changing while its deletion began")
 
     def remove_account_bills(self, account: Account) -> int:
         """Deletes every bill of an account being deleted, 25 per batch (DynamoDB's limit); returns how
@@ -958,43 +1020,42 @@ class BillsTable:
             if not requests:
                 return
             time.sleep(min(0.05 * 2**attempt, 1.0))  # throttled: back off before the rest
-        raise ConcurrentUpdate(f"{len(requests)} bills could not be deleted; the next attempt finishes")
+        raise BillsLeftBehind(f"{len(requests)} bills could not be deleted yet; the next attempt finishes")
 
     def finish_account_deletion(self, account: Account, now: datetime) -> None:
         """Removes the (bill-less) account and leaves a short-lived marker, so a repeated DELETE can
         tell an account it deleted from one that never was the caller's."""
-        try:
-            self._client.transact_write_items(
-                TransactItems=[
-                    {
-                        "Delete": {
-                            "TableName": self._table,
-                            "Key": _to_item({"PK": user_key(account.user_id), "SK": f"ACCOUNT#{account.account_id}"}),
-                            "ConditionExpression": "#status = :deleting",
-                            "ExpressionAttributeNames": {"#status": "status"},
-                            "ExpressionAttributeValues": _to_item({":deleting": AccountStatus.DELETING.value}),
-                        }
-                    },
-                    {
-                        "Put": {
-                            "TableName": self._table,
-                            "Item": _to_item(
-                                {
-                                    "PK": user_key(account.user_id),
-                                    "SK": f"DELETED#{account.account_id}",
-                                    "type": "deleted_account",
-                                    "deleted_at": _iso(now),
-                                    "expires_at": int(now.timestamp()) + DELETED_MARKER_TTL_SECONDS,
-                                }
-                            ),
-                        }
-                    },
-                ]
-            )
-        except ClientError as error:
-            if not _is_conditional_failure(error):
-                raise
-            # Another attempt finished it first.
+        key = {"PK": user_key(account.user_id), "SK": f"ACCOUNT#{account.account_id}"}
+        marker = {
+            "PK": key["PK"],
+            "SK": f"DELETED#{account.account_id}",
+            "type": "deleted_account",
+            "deleted_at": _iso(now),
+            "expires_at": int(now.timestamp()) + DELETED_MARKER_TTL_SECONDS,
+        }
+        writes: Any = [
+            {
+                "Delete": {
+                    "TableName": self._table,
+                    "Key": _to_item(key),
+                    "ConditionExpression": "#status = :deleting",
+                    "ExpressionAttributeNames": {"#status": "status"},
+                    "ExpressionAttributeValues": _to_item({":deleting": AccountStatus.DELETING.value}),
+                }
+            },
+            {"Put": {"TableName": self._table, "Item": _to_item(marker)}},
+        ]
+        for attempt in range(DELETE_ATTEMPTS):
+            try:
+                self._client.transact_write_items(TransactItems=writes)
+                return
+            except ClientError as error:
+                if _is_conditional_failure(error):
+                    return  # another attempt finished it first
+                if not _is_transaction_conflict(error):
+                    raise
+                _back_off(attempt)
+        raise ConcurrentUpdate(f"account {account.account_id} could not be removed; the next attempt finishes it")
 
     def was_deleted(self, user_id: str, account_id: str) -> bool:
         return self._get(user_key(user_id), f"DELETED#{account_id}", consistent=True) is not None
