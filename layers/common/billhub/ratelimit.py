@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 # Requests we allow ourselves per second, as a share of the provider's limit.
 BUDGET_SHARE = 0.8
+# A slot taken this close to the end of its second is given up for one in the next second: the request
+# it allows would likely arrive after the boundary, counted in a second whose budget it did not take.
+SEND_MARGIN_SECONDS = 0.1
 WINDOW_TTL_SECONDS = 120
 
 
@@ -65,10 +68,11 @@ class ProviderRateLimiter:
         while True:
             second = math.floor(self._clock())
             if await asyncio.to_thread(self._take, provider, second):
-                if math.floor(self._clock()) == second:
+                if self._clock() < second + 1 - SEND_MARGIN_SECONDS:
                     return
-                # The write outlasted its second: the request would land in the next one, uncounted.
-                # The slot is given up (never over the budget, at worst under it) and the next taken.
+                # The write (nearly) outlasted its second: the request would land in the next one,
+                # uncounted. The slot is given up (never over the budget, at worst under it).
+                await self._sleep(max(second + 1 - self._clock(), 0.0))
                 continue
             next_second = second + 1
             if next_second > deadline:
