@@ -17,7 +17,7 @@ export SAM_CLI_TELEMETRY := 0
 # The filter always succeeds, so under pipefail a pip failure still fails the target.
 PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: help install run test lint typecheck template unit integration e2e invoke clean
+.PHONY: help install run test lint typecheck template unit integration e2e invoke clean openapi
 
 help:
 	@echo "make run    - start the whole system locally (moto, mock provider, API on 127.0.0.1:3000)"
@@ -55,12 +55,21 @@ template: install
 unit: $(VENV)/.installed
 	$(PY) -m pytest tests/unit
 
+# Fast tests first, two at a time (each worker has its own in-process moto and sandbox); then the
+# end-to-end tests one at a time, since the fault campaign measures requests per second.
 test: install lint typecheck template
-	$(PY) -m pytest tests/unit tests/integration tests/e2e
+	$(PY) -m pytest -n 2 tests/unit tests/integration
+	$(PY) -m pytest tests/e2e
 
 invoke: $(VENV)/.installed
 	@test -n "$(FUNCTION)" -a -n "$(EVENT)" || { echo "usage: make invoke FUNCTION=<LogicalId> EVENT=events/<file>.json"; exit 2; }
 	$(PY) -m localcloud.invoke $(FUNCTION) $(EVENT)
+
+# The HTTP API's OpenAPI document, generated from the handlers and template.yaml (tests/unit/test_openapi.py
+# fails while the committed file differs from what the code generates).
+openapi: $(VENV)/.installed
+	$(PY) -m localcloud.openapi > docs/openapi.json.tmp
+	mv docs/openapi.json.tmp docs/openapi.json
 
 clean:
 	rm -rf .aws-sam .localcloud .pytest_cache .mypy_cache .ruff_cache
