@@ -44,6 +44,7 @@ def main() -> None:
             f"""
 billhub is running locally (started in {state["startup_seconds"]} s)
   API            {cloud.gateway_url}
+  API docs       {cloud.gateway_url}/docs (Swagger UI; the OpenAPI document is at /docs/openapi.json)
   AWS (moto)     {cloud.endpoint_url}
   mock provider  {cloud.mock_provider_url}
   logs           {config.log_dir}

@@ -14,20 +14,36 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from localcloud import demo
 from localcloud.gateway import create_gateway
 from localcloud.poller import QueuePoller, Schedule
 from localcloud.provision import Stack, provision
 from localcloud.runtime import FunctionRuntime
-from localcloud.template import ROOT, FunctionSpec, authorizer_function, function_specs, load_template
+from localcloud.template import (
+    ROOT,
+    FunctionSpec,
+    authorizer_cache_seconds,
+    authorizer_function,
+    function_specs,
+    load_template,
+)
 
 logger = logging.getLogger("localcloud")
 HOST = "127.0.0.1"
 STACK_NAME = "billhub-local"
+
+
+class _PathOnlyRequestLog(WSGIRequestHandler):
+    """Logs each request's method and path, never its query: an OAuth2 callback's query holds a code
+    and a state (API Gateway's access log, as the template sets it, logs the route, not the query)."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        self.log("info", '"%s %s" %s %s', self.command, urlsplit(self.path).path, code, size)
 
 
 @dataclass
@@ -192,8 +208,11 @@ class LocalCloud:
             self.runtimes[authorizer_function(self.template)],
             api["Properties"].get("CorsConfiguration", {}),
             self.config.region,
+            authorizer_cache_seconds(self.template),
         )
-        self._gateway = make_server(HOST, self.config.gateway_port, app, threaded=True)
+        self._gateway = make_server(
+            HOST, self.config.gateway_port, app, threaded=True, request_handler=_PathOnlyRequestLog
+        )
         thread = threading.Thread(target=self._gateway.serve_forever, daemon=True)
         thread.start()
         self._threads.append(thread)

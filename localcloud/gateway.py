@@ -11,20 +11,28 @@ import base64
 import json
 import logging
 import re
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, request
+from aws_lambda_powertools.event_handler.openapi import swagger_ui
+from aws_lambda_powertools.event_handler.openapi.swagger_ui.html import generate_swagger_html
+from flask import Flask, Response, request, send_from_directory
 
 from localcloud.runtime import FunctionRuntime, InvocationError
-from localcloud.template import HttpRoute
+from localcloud.template import ROOT, HttpRoute
 
 logger = logging.getLogger("localcloud.gateway")
 API_ID = "local"
 _PARAMETER = re.compile(r"\{([^}+]+)\+?\}")
+OPENAPI_DOCUMENT = ROOT / "docs" / "openapi.json"
+# Powertools ships Swagger UI's script and style sheet: the page needs nothing from the internet.
+_SWAGGER_ASSETS = Path(swagger_ui.__file__).parent
 
 
 @dataclass(frozen=True)
@@ -54,11 +62,36 @@ def _compile(path: str) -> re.Pattern[str]:
     return re.compile(f"^{regex}$")
 
 
+class AuthorizerVerdicts:
+    """API Gateway reuses an authorizer's verdict for the same identity (the Authorization header) for
+    ``ReauthorizeEvery`` seconds; so does the local gateway, allow and deny alike."""
+
+    def __init__(self, ttl_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._verdicts: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, identity: str) -> dict[str, Any] | None:
+        with self._lock:
+            cached = self._verdicts.get(identity)
+            if cached is None or self._clock() >= cached[0]:
+                self._verdicts.pop(identity, None)
+                return None
+            return cached[1]
+
+    def put(self, identity: str, answer: dict[str, Any]) -> None:
+        if self._ttl > 0:
+            with self._lock:
+                self._verdicts[identity] = (self._clock() + self._ttl, answer)
+
+
 def create_gateway(
     routes: list[tuple[HttpRoute, FunctionRuntime]],
     authorizer: FunctionRuntime,
     cors: dict[str, Any],
     region: str,
+    authorizer_cache_seconds: float = 0,
 ) -> Flask:
     bound = sorted(
         (BoundRoute(route, runtime, _compile(route.path)) for route, runtime in routes),
@@ -66,6 +99,8 @@ def create_gateway(
         reverse=True,
     )
     app = Flask("localcloud.gateway")
+    _add_docs(app)
+    verdicts = AuthorizerVerdicts(authorizer_cache_seconds)
 
     @app.route("/", defaults={"path": ""}, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"])
     @app.route("/<path:path>", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"])
@@ -79,7 +114,7 @@ def create_gateway(
         target, parameters = match
         event = _http_event(target.route_key, raw_path, parameters, region)
         if target.route.authorized:
-            denied = _authorize(authorizer, target, event, region)
+            denied = _authorize(authorizer, verdicts, target, event, region)
             if isinstance(denied, Response):
                 return _with_cors(denied, cors)
             event["requestContext"]["authorizer"] = {"lambda": denied}
@@ -91,6 +126,33 @@ def create_gateway(
         return _with_cors(_to_response(result), cors)
 
     return app
+
+
+def _add_docs(app: Flask) -> None:
+    """Swagger UI at /docs and the committed OpenAPI document at /docs/openapi.json: local only, no auth."""
+
+    @app.get("/docs")
+    def docs() -> Response:
+        document = OPENAPI_DOCUMENT.read_text()
+        if request.args.get("format") == "json":  # where Swagger UI's own link points
+            return Response(document, content_type="application/json")
+        page = generate_swagger_html(
+            spec=document,
+            swagger_js="/docs/swagger-ui-bundle.min.js",
+            swagger_css="/docs/swagger-ui.min.css",
+            swagger_base_url="/docs",
+            oauth2_config=None,
+            persist_authorization=True,
+        )
+        return Response(page, content_type="text/html; charset=utf-8")
+
+    @app.get("/docs/openapi.json")
+    def openapi_document() -> Response:
+        return Response(OPENAPI_DOCUMENT.read_text(), content_type="application/json")
+
+    @app.get("/docs/<any('swagger-ui-bundle.min.js', 'swagger-ui.min.css'):asset>")
+    def swagger_asset(asset: str) -> Response:
+        return send_from_directory(_SWAGGER_ASSETS, asset, max_age=3600)
 
 
 def _match(bound: list[BoundRoute], method: str, path: str) -> tuple[BoundRoute, dict[str, str]] | None:
@@ -164,12 +226,28 @@ def _http_event(route_key: str, raw_path: str, parameters: dict[str, str], regio
 
 
 def _authorize(
-    authorizer: FunctionRuntime, target: BoundRoute, event: dict[str, Any], region: str
+    authorizer: FunctionRuntime, verdicts: AuthorizerVerdicts, target: BoundRoute, event: dict[str, Any], region: str
 ) -> dict[str, Any] | Response:
     """The authorizer's context when it allows the request, else API Gateway's own 401/403."""
     identity = event["headers"].get("authorization")
     if not identity:
         return _json_message(401, "Unauthorized")
+    answer = verdicts.get(identity)
+    if answer is None:
+        asked = _ask_authorizer(authorizer, target, event, region, identity)
+        if isinstance(asked, Response):
+            return asked
+        verdicts.put(identity, asked)
+        answer = asked
+    if not answer.get("isAuthorized"):
+        return _json_message(403, "Forbidden")
+    context: dict[str, Any] = answer.get("context") or {}
+    return context
+
+
+def _ask_authorizer(
+    authorizer: FunctionRuntime, target: BoundRoute, event: dict[str, Any], region: str, identity: str
+) -> dict[str, Any] | Response:
     authorizer_event = {
         **{key: value for key, value in event.items() if key not in ("body", "isBase64Encoded")},
         "type": "REQUEST",
@@ -178,14 +256,11 @@ def _authorize(
         "identitySource": [identity],
     }
     try:
-        answer = authorizer.invoke(authorizer_event)
+        answer: dict[str, Any] = authorizer.invoke(authorizer_event)
     except InvocationError:
         logger.exception("authorizer failed")
         return _json_message(500, "Internal Server Error")
-    if not answer.get("isAuthorized"):
-        return _json_message(403, "Forbidden")
-    context: dict[str, Any] = answer.get("context") or {}
-    return context
+    return answer
 
 
 def _to_response(result: Any) -> Response:

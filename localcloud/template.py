@@ -141,6 +141,17 @@ def authorizer_function(template: dict[str, Any]) -> str:
     raise ValueError("template has no AWS::Serverless::HttpApi with a default authorizer")
 
 
+def authorizer_cache_seconds(template: dict[str, Any]) -> int:
+    """How long API Gateway reuses the default authorizer's verdict for one identity (its
+    ``Identity.ReauthorizeEvery``; 0 when it does not cache)."""
+    for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::Serverless::HttpApi":
+            auth = resource["Properties"]["Auth"]
+            identity = auth["Authorizers"][auth["DefaultAuthorizer"]].get("Identity", {})
+            return int(identity.get("ReauthorizeEvery", 0))
+    return 0
+
+
 def infrastructure(template: dict[str, Any]) -> dict[str, Any]:
     """The template's plain CloudFormation resources that moto can create (no SAM, no Lambda).
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from functools import cache
 from typing import Any
 
@@ -11,7 +12,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billhub import users
-from billhub.api import caller_id, create_resolver
+from billhub.api import caller_id, create_resolver, documented
 from billhub.auth import TokenService, token_service
 from billhub.runtime import aws_client, utc_now
 from billhub.settings import AuthSettings
@@ -20,6 +21,11 @@ from billhub.store import BillsTable
 logger = Logger()
 app = create_resolver()
 settings = AuthSettings.from_environ(os.environ)
+login_limits = users.LoginLimits(
+    per_account=settings.LOGIN_MAX_FAILURES_PER_ACCOUNT,
+    per_source=settings.LOGIN_MAX_FAILURES_PER_SOURCE,
+    window=timedelta(seconds=settings.LOGIN_FAILURE_WINDOW_SECONDS),
+)
 
 
 @cache
@@ -32,22 +38,39 @@ def tokens() -> TokenService:
     return token_service(settings)
 
 
-@app.post("/auth/register")
+@app.post(
+    "/auth/register",
+    summary="Register a new user",
+    tags=["auth"],
+    responses=documented(201, 400, 409, 413, 415, description="The user was created."),
+)
 def register(request: users.Credentials) -> tuple[users.Registered, int]:
     return users.register(store(), request, utc_now()), 201
 
 
-@app.post("/auth/login")
+@app.post(
+    "/auth/login",
+    summary="Log in for a bearer access token",
+    tags=["auth"],
+    responses=documented(200, 400, 401, 413, 415, 429),
+)
 def login(request: users.Credentials) -> users.AccessToken:
-    return users.login(store(), tokens(), request)
+    # The address API Gateway saw the connection come from; client-set headers are not trusted for it.
+    source_ip = app.current_event.request_context.http.source_ip
+    return users.login(store(), tokens(), request, source_ip, utc_now(), login_limits)
 
 
-@app.get("/me")
+@app.get("/me", summary="The caller's profile", tags=["profile"], responses=documented(200, 404))
 def get_me() -> users.Profile:
     return users.get_profile(store(), caller_id(app))
 
 
-@app.patch("/me")
+@app.patch(
+    "/me",
+    summary="Change the caller's preferences",
+    tags=["profile"],
+    responses=documented(200, 400, 404, 409, 413, 415),
+)
 def patch_me(change: users.ProfileChange) -> users.Profile:
     return users.change_profile(store(), caller_id(app), change, utc_now())
 

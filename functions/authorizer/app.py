@@ -1,4 +1,5 @@
-"""The HTTP API's Lambda REQUEST authorizer (payload 2.0, simple responses): verifies the bearer JWT."""
+"""The HTTP API's Lambda REQUEST authorizer (payload 2.0, simple responses): verifies the bearer JWT
+and that its user still exists."""
 
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billhub.auth import TokenService, bearer_token, token_service
 from billhub.errors import Unauthorized
-from billhub.settings import JwtSettings
+from billhub.runtime import aws_client, utc_now
+from billhub.settings import AuthorizerSettings
+from billhub.store import BillsTable
 
 logger = Logger()
-settings = JwtSettings.from_environ(os.environ)
+settings = AuthorizerSettings.from_environ(os.environ)
 
 
 @cache
@@ -27,12 +30,24 @@ def tokens() -> TokenService:
     return token_service(settings)
 
 
+@cache
+def store() -> BillsTable:
+    return BillsTable(aws_client("dynamodb"), settings.TABLE_NAME)
+
+
+def _deny(reason: str, event: APIGatewayAuthorizerEventV2) -> dict[str, Any]:
+    logger.info("request not authorized", extra={"reason": reason, "route": event.route_arn})
+    return APIGatewayAuthorizerResponseV2(authorize=False).asdict()
+
+
 @logger.inject_lambda_context
 @event_source(data_class=APIGatewayAuthorizerEventV2)
 def handler(event: APIGatewayAuthorizerEventV2, context: LambdaContext) -> dict[str, Any]:
     try:
-        claims = tokens().verify(bearer_token(event.headers.get("authorization")))
+        claims = tokens().verify(bearer_token(event.headers.get("authorization")), utc_now())
     except Unauthorized as error:
-        logger.info("request not authorized", extra={"reason": error.message, "route": event.route_arn})
-        return APIGatewayAuthorizerResponseV2(authorize=False).asdict()
+        return _deny(error.message, event)
+    # A valid token outlives its user: a deleted user's tokens stop working at once.
+    if not store().user_exists(claims["sub"]):
+        return _deny("the token's user no longer exists", event)
     return APIGatewayAuthorizerResponseV2(authorize=True, context={"user_id": claims["sub"]}).asdict()

@@ -13,7 +13,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billhub import deletion
-from billhub.api import caller_id, create_resolver
+from billhub.api import caller_id, create_resolver, documented
 from billhub.runtime import aws_client, utc_now
 from billhub.settings import TableSettings
 from billhub.store import BillsTable
@@ -29,7 +29,12 @@ def store() -> BillsTable:
     return BillsTable(aws_client("dynamodb"), settings.TABLE_NAME)
 
 
-@app.delete("/accounts/<account_id>")
+@app.delete(
+    "/accounts/<account_id>",
+    summary="Unlink an account and delete its credentials and bills",
+    tags=["accounts"],
+    responses=documented(204, 404, 409, description="Deleted (also when it was already gone)."),
+)
 def delete_account(account_id: AccountIdPath) -> Response[None]:
     deletion.delete_account(store(), caller_id(app), account_id, utc_now())
     return Response(status_code=204)

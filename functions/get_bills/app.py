@@ -7,11 +7,11 @@ from functools import cache
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.event_handler.openapi.params import Query
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from billhub.api import caller_id, create_resolver
+from billhub.api import caller_id, create_resolver, documented
 from billhub.bills import BillFilters, BillsPage, read_bills
 from billhub.insights import Insights, history_start, spending_insights
 from billhub.runtime import aws_client, utc_now
@@ -22,6 +22,7 @@ logger = Logger()
 app = create_resolver()
 settings = BillsSettings.from_environ(os.environ)
 MAX_INSIGHT_MONTHS = 36
+ProviderPath = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_-]{1,31}$")]
 
 
 @cache
@@ -29,17 +30,22 @@ def store() -> BillsTable:
     return BillsTable(aws_client("dynamodb"), settings.TABLE_NAME)
 
 
-@app.get("/bills")
+@app.get("/bills", summary="All of the caller's bills, with totals", tags=["bills"], responses=documented(200, 400))
 def list_bills(filters: Annotated[BillFilters, Query()]) -> BillsPage:
     return read_bills(store(), caller_id(app), filters, utc_now())
 
 
-@app.get("/bills/<provider>")
-def list_provider_bills(provider: str, filters: Annotated[BillFilters, Query()]) -> BillsPage:
+@app.get(
+    "/bills/<provider>",
+    summary="The caller's bills at one provider",
+    tags=["bills"],
+    responses=documented(200, 400, 404),
+)
+def list_provider_bills(provider: ProviderPath, filters: Annotated[BillFilters, Query()]) -> BillsPage:
     return read_bills(store(), caller_id(app), filters, utc_now(), provider=provider)
 
 
-@app.get("/insights")
+@app.get("/insights", summary="Spending insights", tags=["bills"], responses=documented(200))
 def insights(months: Annotated[int, Query(ge=1, le=MAX_INSIGHT_MONTHS)] = 12) -> Insights:
     user_id, today = caller_id(app), utc_now().date()
     accounts = store().list_accounts(user_id)

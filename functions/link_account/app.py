@@ -16,10 +16,11 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billhub import accounts
-from billhub.api import caller_id, create_resolver
+from billhub.api import caller_id, create_resolver, documented
 from billhub.auth import signing_key_from_secret
 from billhub.credentials import CredentialVault
 from billhub.idempotency import IdempotencyKey, IdempotentRequest, IdempotentRoutes
+from billhub.models import PrintableText
 from billhub.oauth import OAuthStates, PendingLink
 from billhub.providers.http import RetryPolicy
 from billhub.providers.session import ProviderConnector, ProviderDirectory
@@ -39,6 +40,7 @@ LINK_RETRY_POLICY = RetryPolicy(attempts=2, initial_wait=0.1, max_wait=0.5, max_
 LINK_DEADLINE_SECONDS = 6.0
 AccountIdPath = Annotated[str, Path(pattern=r"^[a-f0-9]{32}$")]
 ProviderPath = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_-]{1,31}$")]
+OAUTH_VALUE = r"^[\x21-\x7e]+$"  # printable ASCII without spaces, as accounts.OAuthCallback takes it
 
 
 @cache
@@ -97,12 +99,19 @@ def callback_url(provider: str) -> str:
     return f"{scheme}://{event.request_context.domain_name}/accounts/oauth/{provider}/callback"
 
 
-@app.get("/providers")
+@app.get(
+    "/providers", summary="The providers an account can be linked at", tags=["accounts"], responses=documented(200)
+)
 def list_providers() -> accounts.ProviderList:
     return accounts.list_providers()
 
 
-@app.post("/accounts/link")
+@app.post(
+    "/accounts/link",
+    summary="Link a provider account with its credentials",
+    tags=["accounts"],
+    responses=documented(201, 400, 409, 413, 415, 503, description="The account was linked."),
+)
 def link(request: accounts.LinkRequest, idempotency_key: IdempotencyKey = None) -> Response[accounts.AccountView]:
     user_id = caller_id(app)
     return idempotency().respond(
@@ -116,12 +125,17 @@ def link(request: accounts.LinkRequest, idempotency_key: IdempotencyKey = None) 
     )
 
 
-@app.get("/accounts")
+@app.get("/accounts", summary="The caller's linked accounts", tags=["accounts"], responses=documented(200))
 def list_accounts() -> accounts.AccountList:
     return accounts.list_accounts(store(), caller_id(app))
 
 
-@app.put("/accounts/<account_id>/credentials")
+@app.put(
+    "/accounts/<account_id>/credentials",
+    summary="Replace a linked account's credentials",
+    tags=["accounts"],
+    responses=documented(200, 400, 404, 409, 413, 415, 503),
+)
 def replace_credentials(account_id: AccountIdPath, request: accounts.CredentialsRequest) -> accounts.AccountView:
     user_id = caller_id(app)
     return with_provider(
@@ -131,11 +145,16 @@ def replace_credentials(account_id: AccountIdPath, request: accounts.Credentials
     )
 
 
-@app.get("/accounts/oauth/<provider>/start")
+@app.get(
+    "/accounts/oauth/<provider>/start",
+    summary="Start linking (or repairing) an account through the provider's OAuth2 sign-in",
+    tags=["accounts"],
+    responses=documented(200, 400, 404, 503),
+)
 def oauth_start(
     provider: ProviderPath,
     account_id: Annotated[str | None, Query(pattern=r"^[a-f0-9]{32}$")] = None,
-    nickname: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    nickname: Annotated[str | None, Query(min_length=1, max_length=64, pattern=PrintableText)] = None,
 ) -> accounts.OAuthStart:
     link = PendingLink(
         user_id=caller_id(app),
@@ -147,12 +166,20 @@ def oauth_start(
     return accounts.start_oauth(store(), states(), directory(), link, utc_now())
 
 
-@app.get("/accounts/oauth/<provider>/callback")
+@app.get(
+    "/accounts/oauth/<provider>/callback",
+    summary="Where the provider sends the browser back after its OAuth2 sign-in",
+    tags=["accounts"],
+    responses={
+        **documented(200, 400, 404, 409, 503, description="An existing account was repaired."),
+        201: {"description": "A new account was linked."},
+    },
+)
 def oauth_callback(
     provider: ProviderPath,
-    state: Annotated[str, Query(min_length=1, max_length=2048)],
-    code: Annotated[str | None, Query(min_length=1, max_length=2048)] = None,
-    error: Annotated[str | None, Query(max_length=128)] = None,
+    state: Annotated[str, Query(min_length=1, max_length=2048, pattern=OAUTH_VALUE)],
+    code: Annotated[str | None, Query(min_length=1, max_length=2048, pattern=OAUTH_VALUE)] = None,
+    error: Annotated[str | None, Query(max_length=128, pattern=r"^[\x20-\x7e]*$")] = None,
 ) -> tuple[accounts.AccountView, int]:
     callback = accounts.OAuthCallback(state=state, code=code, error=error)
     view, created = with_provider(

@@ -5,15 +5,16 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from functools import cache
-from typing import Any
+from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billhub import deletion, refresh
-from billhub.api import caller_id, create_resolver
+from billhub.api import caller_id, create_resolver, documented
 from billhub.idempotency import IdempotencyKey, IdempotentRequest, IdempotentRoutes
 from billhub.queue import FetchQueue
 from billhub.runtime import aws_client, utc_now
@@ -23,6 +24,7 @@ from billhub.store import BillsTable
 logger = Logger()
 app = create_resolver()
 settings = RefreshSettings.from_environ(os.environ)
+JobIdPath = Annotated[str, Path(pattern=r"^[a-f0-9]{32}$")]
 
 
 @cache
@@ -40,7 +42,12 @@ def idempotency() -> IdempotentRoutes:
     return IdempotentRoutes(aws_client("dynamodb"), settings.TABLE_NAME)
 
 
-@app.post("/bills/refresh")
+@app.post(
+    "/bills/refresh",
+    summary="Start refreshing the caller's accounts",
+    tags=["refresh"],
+    responses=documented(202, 400, 404, 409, 413, 415, 429, 503, description="The refresh job was started."),
+)
 def start_refresh(
     request: refresh.RefreshRequest | None = None, idempotency_key: IdempotencyKey = None
 ) -> Response[refresh.RefreshStarted]:
@@ -63,8 +70,13 @@ def start_refresh(
     )
 
 
-@app.get("/bills/refresh/<job_id>")
-def get_job(job_id: str) -> refresh.JobStatus:
+@app.get(
+    "/bills/refresh/<job_id>",
+    summary="A refresh job's progress",
+    tags=["refresh"],
+    responses=documented(200, 404),
+)
+def get_job(job_id: JobIdPath) -> refresh.JobStatus:
     return refresh.job_status(store(), caller_id(app), job_id)
 
 

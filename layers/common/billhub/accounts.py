@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from billhub.credentials import CredentialVault
 from billhub.errors import Conflict, CredentialsRejected, NotFound, ProviderDown, ServiceError
-from billhub.models import Account, AccountStatus, Category, RefreshInterval
+from billhub.models import Account, AccountStatus, Category, PrintableText, RefreshInterval
 from billhub.oauth import STATE_TTL, OAuthStates, PendingLink
 from billhub.providers import REGISTRY, get_adapter
 from billhub.providers.auth import AuthorizationCodeGrant
@@ -41,9 +41,11 @@ class ProviderList(BaseModel):
 
 CredentialValues = dict[
     Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,32}$")],
-    Annotated[str, StringConstraints(max_length=512)],
+    Annotated[str, StringConstraints(max_length=512, pattern=PrintableText)],
 ]
-Nickname = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+Nickname = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=PrintableText)]
+# What an authorization server sends back (RFC 6749 A.5, A.11, A.7): printable ASCII, no spaces in values.
+OAuthValue = Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=r"^[\x21-\x7e]+$")]
 
 
 class LinkRequest(BaseModel):
@@ -68,9 +70,9 @@ class OAuthStart(BaseModel):
 class OAuthCallback(BaseModel):
     """The query the provider sends the user's browser back with (RFC 6749 4.1.2)."""
 
-    state: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
-    code: Annotated[str, StringConstraints(min_length=1, max_length=2048)] | None = None
-    error: Annotated[str, StringConstraints(max_length=128)] | None = None
+    state: OAuthValue
+    code: OAuthValue | None = None
+    error: Annotated[str, StringConstraints(max_length=128, pattern=r"^[\x20-\x7e]*$")] | None = None
 
 
 class OAuthNotSupported(ServiceError):

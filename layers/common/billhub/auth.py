@@ -1,4 +1,9 @@
-"""Password hashing and the API's access tokens."""
+"""Password hashing and the API's access tokens.
+
+Tokens are HS256 JWTs whose header names the key that signed them (``kid``). The key lives in Secrets
+Manager: the version staged ``AWSCURRENT`` signs, and the one staged ``AWSPREVIOUS`` (the key before the
+last rotation) still verifies tokens issued within a grace period, so a rotation logs nobody out.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,11 @@ import base64
 import hashlib
 import hmac
 import secrets
+import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import jwt
@@ -22,6 +28,11 @@ _SCRYPT_N = 2**14
 _SCRYPT_R = 8
 _SCRYPT_P = 1
 _ALGORITHM = "HS256"
+# Clock skew tolerated between the token's issuer and its verifier.
+_LEEWAY_SECONDS = 5
+# An unknown ``kid`` makes the verifier re-read the secret (a key rotated since it was cached) at most
+# this often per container, so tokens with made-up kids cannot turn into Secrets Manager calls.
+KEY_REFETCH_INTERVAL_SECONDS = 10.0
 
 
 def hash_password(password: str) -> str:
@@ -46,6 +57,78 @@ def verify_password(password: str, stored: str) -> bool:
 DUMMY_PASSWORD_HASH = hash_password(secrets.token_urlsafe(16))
 
 
+def key_id(secret: str) -> str:
+    """A key's ``kid``: a fingerprint, so a secret version needs no metadata beside the key itself.
+    A truncated SHA-256 of a 64-character random key discloses nothing usable about it."""
+    return hashlib.sha256(b"billhub-jwt-kid\0" + secret.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    kid: str
+    secret: str = field(repr=False)
+    # The key before the last rotation: verifies tokens issued within the grace period, signs nothing.
+    previous: bool = False
+
+    @classmethod
+    def of(cls, secret: str, previous: bool = False) -> SigningKey:
+        return cls(key_id(secret), secret, previous)
+
+
+# A key lookup: ``force`` bypasses the cache. The previous key's lookup answers None when there is none.
+KeyLookup = Callable[[bool], str]
+OptionalKeyLookup = Callable[[bool], str | None]
+
+
+class KeyRing:
+    """The current signing key and, when one exists, the previous one, each from a cached lookup."""
+
+    def __init__(
+        self,
+        current: KeyLookup,
+        previous: OptionalKeyLookup,
+        refetch_interval: float = KEY_REFETCH_INTERVAL_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._current = current
+        self._previous = previous
+        self._refetch_interval = refetch_interval
+        self._monotonic = monotonic
+        self._last_refetch: float | None = None
+
+    @classmethod
+    def fixed(cls, current: str, previous: str | None = None) -> KeyRing:
+        return cls(lambda _: current, lambda _: previous)
+
+    def signing_key(self) -> SigningKey:
+        return SigningKey.of(self._current(False))
+
+    def find(self, kid: str) -> SigningKey | None:
+        """The key named ``kid``. A kid not in the cached keys re-reads them (rate limited): a Lambda
+        whose cache predates a rotation must still accept tokens the new key signed."""
+        key = self._lookup(kid, force=False)
+        if key is None and self._may_refetch():
+            key = self._lookup(kid, force=True)
+        return key
+
+    def _lookup(self, kid: str, force: bool) -> SigningKey | None:
+        current = SigningKey.of(self._current(force))
+        if current.kid == kid:
+            return current
+        previous_secret = self._previous(force)
+        if previous_secret is None:
+            return None
+        previous = SigningKey.of(previous_secret, previous=True)
+        return previous if previous.kid == kid else None
+
+    def _may_refetch(self) -> bool:
+        now = self._monotonic()
+        if self._last_refetch is not None and now - self._last_refetch < self._refetch_interval:
+            return False
+        self._last_refetch = now
+        return True
+
+
 @dataclass(frozen=True)
 class IssuedToken:
     access_token: str
@@ -53,42 +136,90 @@ class IssuedToken:
 
 
 class TokenService:
-    """Issues and verifies HS256 JWTs. The key comes from ``signing_key``, a cached secret lookup."""
+    """Issues and verifies the API's HS256 JWTs with the keys of a ``KeyRing``.
 
-    def __init__(self, signing_key: Callable[[], str], issuer: str, audience: str, ttl_seconds: int) -> None:
-        self._signing_key = signing_key
+    Every time rule (``exp``, ``nbf``, ``iat``, the previous key's grace) is checked against the ``now``
+    the caller passes, one clock for all of them, rather than against pyjwt's own reading of the clock.
+    """
+
+    def __init__(
+        self,
+        keys: KeyRing,
+        issuer: str,
+        audience: str,
+        ttl_seconds: int,
+        previous_key_grace_seconds: int | None = None,
+    ) -> None:
+        self._keys = keys
         self._issuer = issuer
         self._audience = audience
         self._ttl = ttl_seconds
+        self._grace = ttl_seconds if previous_key_grace_seconds is None else previous_key_grace_seconds
 
-    def issue(self, user_id: str, now: datetime | None = None) -> IssuedToken:
-        issued_at = now or datetime.now(UTC)
+    def issue(self, user_id: str, now: datetime) -> IssuedToken:
+        key = self._keys.signing_key()
         claims = {
             "sub": user_id,
             "iss": self._issuer,
             "aud": self._audience,
-            "iat": issued_at,
-            "nbf": issued_at,
-            "exp": issued_at + timedelta(seconds=self._ttl),
+            "iat": now,
+            "nbf": now,
+            "exp": now + timedelta(seconds=self._ttl),
             "jti": uuid.uuid4().hex,
         }
-        return IssuedToken(jwt.encode(claims, self._signing_key(), algorithm=_ALGORITHM), self._ttl)
+        token = jwt.encode(claims, key.secret, algorithm=_ALGORITHM, headers={"kid": key.kid})
+        return IssuedToken(token, self._ttl)
 
-    def verify(self, token: str) -> dict[str, Any]:
-        """The token's claims, or ``Unauthorized``. The algorithm is pinned: no ``none``, no confusion."""
+    def verify(self, token: str, now: datetime) -> dict[str, Any]:
+        """The token's claims, or ``Unauthorized``. The algorithm is pinned (no ``none``, no RS/HS
+        confusion) and the key is the one its ``kid`` names, never a key the token supplies."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as error:
+            raise _invalid() from error
+        kid = header.get("kid")
+        if header.get("alg") != _ALGORITHM or not isinstance(kid, str):
+            raise _invalid()
+        key = self._keys.find(kid)
+        if key is None:
+            raise _invalid()
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
-                self._signing_key(),
+                key.secret,
                 algorithms=[_ALGORITHM],
                 issuer=self._issuer,
                 audience=self._audience,
-                options={"require": ["sub", "exp", "iat", "iss", "aud"]},
-                leeway=5,
+                # The time claims are checked below, against ``now``.
+                options={
+                    "require": ["sub", "exp", "iat", "iss", "aud"],
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                },
             )
         except jwt.PyJWTError as error:
-            raise Unauthorized("The access token is invalid or expired.") from error
+            raise _invalid() from error
+        self._check_times(claims, now.timestamp(), key)
+        if not isinstance(claims["sub"], str) or not claims["sub"]:
+            raise _invalid()
         return claims
+
+    def _check_times(self, claims: dict[str, Any], now: float, key: SigningKey) -> None:
+        expires, issued, not_before = claims["exp"], claims["iat"], claims.get("nbf", claims["iat"])
+        if not all(type(value) is int for value in (expires, issued, not_before)):
+            raise _invalid()
+        if expires <= now - _LEEWAY_SECONDS:
+            raise _invalid()
+        if issued > now + _LEEWAY_SECONDS or not_before > now + _LEEWAY_SECONDS:
+            raise _invalid()
+        if key.previous and now - issued > self._grace:
+            # Signed with the key before the last rotation and older than the grace period.
+            raise _invalid()
+
+
+def _invalid() -> Unauthorized:
+    return Unauthorized("The access token is invalid or expired.")
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -99,19 +230,72 @@ def bearer_token(authorization: str | None) -> str:
 
 
 def signing_key_from_secret(settings: JwtSettings) -> Callable[[], str]:
-    """The API's signing key in Secrets Manager, cached by Powertools Parameters."""
+    """The API's current signing key in Secrets Manager (``AWSCURRENT``), cached by Powertools Parameters."""
+    lookup = _current_key_lookup(settings)
+    return lambda: lookup(False)
+
+
+def _current_key_lookup(settings: JwtSettings) -> KeyLookup:
     from aws_lambda_powertools.utilities import parameters
 
-    def signing_key() -> str:
-        return str(parameters.get_secret(settings.JWT_SECRET_ARN, max_age=settings.JWT_SECRET_MAX_AGE_SECONDS))
+    def current(force: bool) -> str:
+        return str(
+            parameters.get_secret(
+                settings.JWT_SECRET_ARN, max_age=settings.JWT_SECRET_MAX_AGE_SECONDS, force_fetch=force
+            )
+        )
 
-    return signing_key
+    return current
+
+
+def _previous_key_lookup(settings: JwtSettings, monotonic: Callable[[], float] = time.monotonic) -> OptionalKeyLookup:
+    """The key staged ``AWSPREVIOUS``, or None when the secret has no such version (never rotated, or the
+    label was removed to revoke the old key at once).
+
+    Its own ``SecretsProvider``: Powertools keys its cache by secret name and transform only, not by
+    ``VersionStage``, so through the shared provider the two versions would overwrite each other. An
+    absent previous version is remembered as long as a value would be (Powertools caches no failure).
+    """
+    from aws_lambda_powertools.utilities import parameters
+
+    provider: Any = None
+    absent_until: float | None = None
+
+    def previous(force: bool) -> str | None:
+        nonlocal provider, absent_until
+        if not force and absent_until is not None and monotonic() < absent_until:
+            return None
+        if provider is None:
+            from billhub.runtime import aws_client
+
+            provider = parameters.SecretsProvider(boto3_client=aws_client("secretsmanager"))
+        try:
+            value = provider.get(
+                settings.JWT_SECRET_ARN,
+                max_age=settings.JWT_SECRET_MAX_AGE_SECONDS,
+                force_fetch=force,
+                VersionStage="AWSPREVIOUS",
+            )
+        except parameters.GetParameterError as error:
+            if "ResourceNotFoundException" not in str(error):
+                raise
+            absent_until = monotonic() + settings.JWT_SECRET_MAX_AGE_SECONDS
+            return None
+        absent_until = None
+        return str(value)
+
+    return previous
+
+
+def key_ring_from_secret(settings: JwtSettings) -> KeyRing:
+    return KeyRing(_current_key_lookup(settings), _previous_key_lookup(settings))
 
 
 def token_service(settings: JwtSettings) -> TokenService:
     return TokenService(
-        signing_key_from_secret(settings),
+        key_ring_from_secret(settings),
         settings.JWT_ISSUER,
         settings.JWT_AUDIENCE,
         settings.ACCESS_TOKEN_TTL_SECONDS,
+        settings.JWT_PREVIOUS_KEY_GRACE_SECONDS,
     )

@@ -16,6 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+# An account's or a refresh job's id as this service makes them (``uuid4().hex``).
+ResourceId = Annotated[str, StringConstraints(pattern=r"^[a-f0-9]{32}$")]
+# Free text a user types (a nickname, a password for a provider): any characters but control characters.
+PrintableText = r"^[^\x00-\x1f\x7f]*$"
 RefreshInterval = Literal["daily", "weekly"]
 REFRESH_PERIODS: dict[RefreshInterval, timedelta] = {"daily": timedelta(days=1), "weekly": timedelta(days=7)}
 

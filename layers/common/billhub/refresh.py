@@ -16,10 +16,10 @@ from billhub.models import (
     Account,
     AccountStatus,
     FetchRequest,
-    Identifier,
     JobAccountResult,
     RefreshInterval,
     RefreshJob,
+    ResourceId,
 )
 from billhub.queue import EnqueueFailed, FetchQueue
 from billhub.store import REFRESH_SHARDS, BillsTable
@@ -31,7 +31,7 @@ RESCHEDULE_ATTEMPTS = 3
 class RefreshRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    account_ids: list[Identifier] | None = Field(default=None, min_length=1, max_length=50)
+    account_ids: list[ResourceId] | None = Field(default=None, min_length=1, max_length=50)
 
 
 class RefreshStarted(BaseModel):

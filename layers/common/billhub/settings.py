@@ -28,9 +28,23 @@ class JwtSettings(_EnvSettings):
     ACCESS_TOKEN_TTL_SECONDS: int = Field(default=3600, ge=60, le=86400)
     # The signing key is cached this long, so a rotated key reaches every warm Lambda within it.
     JWT_SECRET_MAX_AGE_SECONDS: int = Field(default=300, ge=0)
+    # After a rotation, tokens the previous key signed stay valid this long after they were issued
+    # (the default, the token lifetime, logs nobody out early); see "Rotating the signing key".
+    JWT_PREVIOUS_KEY_GRACE_SECONDS: int = Field(default=3600, ge=0, le=86400)
 
 
-class AuthSettings(TableSettings, JwtSettings):
+class LoginThrottleSettings(_EnvSettings):
+    # Failed logins allowed per window, per email and per source IP; then 429 until the window ends.
+    LOGIN_MAX_FAILURES_PER_ACCOUNT: int = Field(default=5, ge=1)
+    LOGIN_MAX_FAILURES_PER_SOURCE: int = Field(default=20, ge=1)
+    LOGIN_FAILURE_WINDOW_SECONDS: int = Field(default=900, ge=1)
+
+
+class AuthSettings(TableSettings, JwtSettings, LoginThrottleSettings):
+    pass
+
+
+class AuthorizerSettings(TableSettings, JwtSettings):
     pass
 
 

@@ -10,6 +10,7 @@ Item layout (PK / SK):
     USER#<uid>   DELETED#<aid>                          an account deleted lately (a repeated DELETE is 204), TTL
     USER#<uid>   JOB#<job_id>                           refresh job, expires by TTL
     OAUTHSTATE#<nonce>  STATE                           an OAuth2 link in progress, single use, TTL
+    LOGINATTEMPTS#<kind>#<digest>  WINDOW              failed logins per email / source IP in a window, TTL
     IDEMPOTENCY#<uid>   <route>#<sha256>                an Idempotency-Key's first answer, TTL 24 h
                                                         (written by Powertools: billhub/idempotency.py)
 Accounts carry GSI1PK=REFRESH#<shard>, GSI1SK=<next_refresh_at>#<aid>#<refresh_interval> so the
@@ -1147,6 +1148,86 @@ class BillsTable:
         for page in paginator.paginate(TableName=self._table, ConsistentRead=True, **kwargs):
             for item in page["Items"]:
                 yield _from_item(item)
+
+    # ------------------------------------------------------------------ sign-in checks (login throttle,
+    # authorizer). Items: LOGINATTEMPTS#<kind>#<sha256 of email or source IP>  WINDOW  {attempts,
+    # expires_at}: one fixed window per subject, expiring by TTL; reads ignore an expired one, since
+    # DynamoDB deletes expired items only eventually.
+    _LOGIN_WRITE_ATTEMPTS = 3
+
+    @staticmethod
+    def _login_attempts_key(subject: str) -> dict[str, Any]:
+        kind, _, value = subject.partition(":")
+        # A digest keeps keys short and the emails typed at the login form out of key listings (an email
+        # or IP can still be guessed back from it: this is tidiness, not secrecy).
+        digest = hashlib.sha256(value.encode()).hexdigest()[:32]
+        return _to_item({"PK": f"LOGINATTEMPTS#{kind}#{digest}", "SK": "WINDOW"})
+
+    def take_login_attempt(self, subject: str, limit: int, window: timedelta, now: datetime) -> int | None:
+        """Counts one login attempt against ``subject`` (``"account:<email>"``, ``"source:<ip>"``),
+        unless ``limit`` attempts were counted in its current window: then nothing is counted and the
+        seconds until that window ends are returned. A subject's window opens at its first attempt.
+
+        Conditional writes only, so concurrent attempts can never exceed the limit together.
+        """
+        key = self._login_attempts_key(subject)
+        moment = int(now.timestamp())
+        for _ in range(self._LOGIN_WRITE_ATTEMPTS):
+            try:
+                self._client.update_item(
+                    TableName=self._table,
+                    Key=key,
+                    UpdateExpression="SET attempts = attempts + :one",
+                    ConditionExpression="expires_at > :now AND attempts < :limit",
+                    ExpressionAttributeValues=_to_item({":one": 1, ":now": moment, ":limit": limit}),
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+                return None
+            except ClientError as error:
+                if not _is_conditional_failure(error):
+                    raise
+                held = cast("dict[str, Any]", error.response).get("Item")
+                if held is not None and int(_from_item(held)["expires_at"]) > moment:
+                    return max(1, int(_from_item(held)["expires_at"]) - moment)
+            try:  # no window yet, or it is over: this attempt opens a new one
+                self._client.put_item(
+                    TableName=self._table,
+                    Item={**key, **_to_item({"attempts": 1, "expires_at": moment + int(window.total_seconds())})},
+                    ConditionExpression="attribute_not_exists(PK) OR expires_at <= :now",
+                    ExpressionAttributeValues=_to_item({":now": moment}),
+                )
+                return None
+            except ClientError as error:
+                if not _is_conditional_failure(error):
+                    raise
+                # Another attempt opened the window first: count against it.
+        raise ConcurrentUpdate(f"login attempts of {subject.partition(':')[0]} kept changing")
+
+    def refund_login_attempt(self, subject: str, now: datetime) -> None:
+        """Uncounts one attempt ``take_login_attempt`` counted in the current window (it was not a failure)."""
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=self._login_attempts_key(subject),
+                UpdateExpression="SET attempts = attempts - :one",
+                ConditionExpression="expires_at > :now AND attempts >= :one",
+                ExpressionAttributeValues=_to_item({":one": 1, ":now": int(now.timestamp())}),
+            )
+        except ClientError as error:
+            if not _is_conditional_failure(error):
+                raise
+
+    def clear_login_attempts(self, subject: str) -> None:
+        self._client.delete_item(TableName=self._table, Key=self._login_attempts_key(subject))
+
+    def user_exists(self, user_id: str) -> bool:
+        """Whether the user's profile exists: a keys-only, eventually consistent read (half a read unit)."""
+        response = self._client.get_item(
+            TableName=self._table,
+            Key=_to_item({"PK": user_key(user_id), "SK": "PROFILE"}),
+            ProjectionExpression="PK",
+        )
+        return "Item" in response
 
 
 def _without_keys(operation: dict[str, Any]) -> dict[str, Any]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from billhub.auth import DUMMY_PASSWORD_HASH, TokenService, hash_password, verify_password
-from billhub.errors import NotFound, Unauthorized
+from billhub.errors import NotFound, ServiceError, Unauthorized
 from billhub.models import CurrencyCode, Preferences, RefreshInterval, User
 from billhub.refresh import apply_refresh_interval
 from billhub.store import BillsTable
@@ -66,14 +67,59 @@ def register(store: BillsTable, request: Credentials, now: datetime) -> Register
     return Registered(user_id=user.user_id)
 
 
-def login(store: BillsTable, tokens: TokenService, request: Credentials) -> AccessToken:
-    """The same answer, after the same work, for an unknown email and a wrong password."""
+class TooManyAttempts(ServiceError):
+    status = 429
+    code = "too_many_attempts"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            "Too many failed logins. Try again later.",
+            {"retry_after": retry_after},
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
+@dataclass(frozen=True)
+class LoginLimits:
+    """Failed logins allowed per ``window``, per email and per source IP."""
+
+    per_account: int = 5
+    per_source: int = 20
+    window: timedelta = timedelta(minutes=15)
+
+
+def login(
+    store: BillsTable,
+    tokens: TokenService,
+    request: Credentials,
+    source_ip: str,
+    now: datetime,
+    limits: LoginLimits = LoginLimits(),
+) -> AccessToken:
+    """The same answer, after the same work, for an unknown email and a wrong password.
+
+    Each attempt is counted against the email and the caller's IP before the password is checked, so
+    a burst of parallel guesses cannot slip past the limits; a success clears the email's count and
+    gives back its IP's attempt. Throttling is keyed by the email typed, whether or not it has an
+    account, so a ``429`` tells nothing about which emails exist; a throttled attempt is not verified.
+    """
+    account, source = f"account:{request.email}", f"source:{source_ip}"
+    retry_after = store.take_login_attempt(account, limits.per_account, limits.window, now)
+    if retry_after is not None:
+        raise TooManyAttempts(retry_after)
+    retry_after = store.take_login_attempt(source, limits.per_source, limits.window, now)
+    if retry_after is not None:
+        store.refund_login_attempt(account, now)  # no password was tried
+        raise TooManyAttempts(retry_after)
     user_id = store.user_id_for_email(request.email)
     found = store.get_user(user_id) if user_id else None
     password_hash = found[1] if found else DUMMY_PASSWORD_HASH
     if not verify_password(request.password, password_hash) or found is None:
         raise Unauthorized("Email or password is wrong.")
-    issued = tokens.issue(found[0].user_id)
+    store.clear_login_attempts(account)
+    # Given back, not cleared: clearing would let one good account reset its IP's count of failures.
+    store.refund_login_attempt(source, now)
+    issued = tokens.issue(found[0].user_id, now)
     return AccessToken(access_token=issued.access_token, expires_in=issued.expires_in)
 
 
