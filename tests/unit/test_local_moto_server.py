@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from types import SimpleNamespace
 from typing import Any
 
+import boto3
 import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 from localcloud.moto_server import _TransactionTokens
+from tests.e2e.harness import free_port, wait_until
 
 
 def transaction(token: str | None, items: list[dict[str, Any]]) -> Any:
@@ -53,3 +58,66 @@ def test_a_failed_transaction_is_not_remembered() -> None:
     with pytest.raises(RuntimeError):
         once(transaction("token", items))
     assert once(transaction("token", items)) == "applied"
+
+
+def test_a_cancelled_transaction_leaves_every_item_as_it_was() -> None:
+    # Given the local moto server (its rollback copies only the partitions a transaction writes)
+    port = free_port()
+    server = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
+        [sys.executable, "-m", "localcloud.moto_server", "127.0.0.1", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        client: Any = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{port}")
+        wait_until(lambda: _answers(client), 20, "the moto server")
+        client.create_table(
+            TableName="t",
+            KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"}, {"AttributeName": "SK", "KeyType": "RANGE"}],
+            AttributeDefinitions=[
+                {"AttributeName": "PK", "AttributeType": "S"},
+                {"AttributeName": "SK", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        for partition in ("U1", "U2"):
+            client.put_item(TableName="t", Item={"PK": {"S": partition}, "SK": {"S": "A"}, "n": {"N": "1"}})
+        update: Any = {
+            "Update": {
+                "TableName": "t",
+                "Key": {"PK": {"S": "U1"}, "SK": {"S": "A"}},
+                "UpdateExpression": "SET n = :two",
+                "ExpressionAttributeValues": {":two": {"N": "2"}},
+            }
+        }
+        added: Any = {"Put": {"TableName": "t", "Item": {"PK": {"S": "U1"}, "SK": {"S": "B"}}}}
+        refused: Any = {
+            "Put": {
+                "TableName": "t",
+                "Item": {"PK": {"S": "U2"}, "SK": {"S": "A"}},
+                "ConditionExpression": "attribute_not_exists(PK)",
+            }
+        }
+        # When a transaction updating, adding and then failing a condition is cancelled
+        with pytest.raises(ClientError, match="TransactionCanceledException"):
+            client.transact_write_items(TransactItems=[update, added, refused])
+        # Then nothing of it stays; and the same writes without the failing one all apply
+        assert _items(client) == [("U1", "A", "1"), ("U2", "A", "1")]
+        client.transact_write_items(TransactItems=[update, added])
+        assert _items(client) == [("U1", "A", "2"), ("U1", "B", None), ("U2", "A", "1")]
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def _answers(client: Any) -> bool:
+    try:
+        client.list_tables()
+    except (EndpointConnectionError, ConnectionError):
+        return False
+    return True
+
+
+def _items(client: Any) -> list[tuple[str, str, str | None]]:
+    items = client.scan(TableName="t")["Items"]
+    return sorted((item["PK"]["S"], item["SK"]["S"], item.get("n", {}).get("N")) for item in items)
