@@ -90,7 +90,7 @@ def _partitions_written(transact_items: list[dict[str, Any]]) -> set[str]:
         for operation in item.values():
             key = operation.get("Item") or operation.get("Key") or {}
             for value in key.values():
-                partitions.add(json.dumps(value, sort_keys=True))
+                partitions.add(json.dumps(value, sort_keys=True, default=str))
     return partitions
 
 
@@ -105,7 +105,7 @@ def _rollback_copy(table: Table, partitions: set[str]) -> Table:
     snapshot = copy.copy(table)
     snapshot.items = defaultdict(dict)
     for hash_key, stored in table.items.items():
-        touched = json.dumps(hash_key.to_json(), sort_keys=True) in partitions
+        touched = json.dumps(hash_key.to_json(), sort_keys=True, default=str) in partitions
         if isinstance(stored, dict):
             snapshot.items[hash_key] = copy.deepcopy(stored) if touched else dict(stored)
         else:

@@ -90,7 +90,8 @@ def test_a_cancelled_transaction_leaves_every_item_as_it_was() -> None:
                 "ExpressionAttributeValues": {":two": {"N": "2"}},
             }
         }
-        added: Any = {"Put": {"TableName": "t", "Item": {"PK": {"S": "U1"}, "SK": {"S": "B"}}}}
+        # Binary attributes too, as the service's encrypted credentials are.
+        added: Any = {"Put": {"TableName": "t", "Item": {"PK": {"S": "U1"}, "SK": {"S": "B"}, "c": {"B": b"\x00"}}}}
         refused: Any = {
             "Put": {
                 "TableName": "t",
