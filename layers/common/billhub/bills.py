@@ -12,7 +12,16 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from billhub.errors import NotFound
-from billhub.models import REFRESH_PERIODS, Account, AccountStatus, Bill, BillStatus, Category, OpenBill
+from billhub.models import (
+    REFRESH_PERIODS,
+    Account,
+    AccountStatus,
+    Bill,
+    BillStatus,
+    Category,
+    OpenBill,
+    bill_id_of,
+)
 from billhub.money import format_amount, totals_by_currency
 from billhub.providers import REGISTRY, get_adapter
 from billhub.store import BillQuery, BillsTable
@@ -164,7 +173,7 @@ def bill_view(bill: Bill, today: date) -> BillView:
 
 def _open_bill_view(account: Account, bill: OpenBill, today: date) -> OpenBillView:
     return OpenBillView(
-        bill_id=f"{account.provider}.{account.account_id}.{bill.provider_bill_id}",
+        bill_id=bill_id_of(account.provider, account.account_id, bill.provider_bill_id),
         account_id=account.account_id,
         provider=account.provider,
         category=REGISTRY[account.provider].category,

@@ -59,6 +59,11 @@ class User(BaseModel):
     preferences: Preferences = Field(default_factory=Preferences)
 
 
+def bill_id_of(provider: str, account_id: str, provider_bill_id: str) -> str:
+    """A bill's id in the API: stable across re-fetches and revisions."""
+    return f"{provider}.{account_id}.{provider_bill_id}"
+
+
 class OpenBill(BaseModel):
     """An unpaid bill as its account's summary keeps it: enough for the totals without reading bills."""
 
@@ -151,7 +156,7 @@ class Bill(BaseModel):
     @property
     def bill_id(self) -> str:
         """Stable id of this bill in the API, the same across re-fetches and revisions."""
-        return f"{self.provider}.{self.account_id}.{self.provider_bill_id}"
+        return bill_id_of(self.provider, self.account_id, self.provider_bill_id)
 
     def same_statement(self, other: Bill) -> bool:
         """True when ``other`` carries exactly what this bill does (a re-fetch that changed nothing)."""
