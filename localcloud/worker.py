@@ -9,6 +9,7 @@ while anything the handler prints (logs) goes to stderr.
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import os
 import sys
@@ -39,6 +40,10 @@ def main() -> None:
     code_dir, layer_dir, module_name, handler_name, function_name, timeout, memory = sys.argv[1:8]
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # the handler's prints and logs go to stderr, never into the protocol
+    # One write per line, as Lambda makes each line one log event: block-buffered output from
+    # several workers appending to one log file would split each other's lines.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
     sys.path[:0] = [code_dir, layer_dir]
     handler = getattr(importlib.import_module(module_name), handler_name)
     region = os.environ.get("AWS_REGION", "us-east-1")
