@@ -16,6 +16,9 @@ fills one in and reuses it when it retries, so a call that timed out on the clie
 server succeeds again on retry instead of applying twice. moto ignores the token, so a slow local
 transaction retried by the client failed its own conditions; the token's first success is remembered
 here, as DynamoDB does.
+
+``GET /_localcloud/requests`` answers how many requests each AWS operation has received (by its
+``X-Amz-Target``, e.g. ``DynamoDB_20120810.GetItem``), so benchmarks can count what a call costs.
 """
 
 from __future__ import annotations
@@ -37,6 +40,29 @@ from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoHandler
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import run_simple
+
+
+REQUEST_COUNTS_PATH = "/_localcloud/requests"
+
+
+class RequestCounts:
+    """Counts requests per operation; answers the counts at ``REQUEST_COUNTS_PATH``."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+        self._counts: defaultdict[str, int] = defaultdict(int)
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == REQUEST_COUNTS_PATH:
+            with self._lock:
+                body = json.dumps(dict(sorted(self._counts.items()))).encode()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
+        operation = environ.get("HTTP_X_AMZ_TARGET") or "other"
+        with self._lock:
+            self._counts[operation] += 1
+        return self._app(environ, start_response)
 
 
 class OneDynamoDBRequestAtATime:
@@ -161,7 +187,9 @@ def main() -> None:
     _copy_each_table_once_per_transaction()
     _transactions_idempotent_per_token()
     app = DomainDispatcherApplication(create_backend_app)
-    run_simple(host, port, OneDynamoDBRequestAtATime(app), threaded=True, request_handler=MotoRequestHandler)
+    run_simple(
+        host, port, RequestCounts(OneDynamoDBRequestAtATime(app)), threaded=True, request_handler=MotoRequestHandler
+    )
 
 
 if __name__ == "__main__":

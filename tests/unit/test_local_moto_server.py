@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import boto3
+import httpx
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
@@ -106,6 +107,13 @@ def test_a_cancelled_transaction_leaves_every_item_as_it_was() -> None:
         assert _items(client) == [("U1", "A", "1"), ("U2", "A", "1")]
         client.transact_write_items(TransactItems=[update, added])
         assert _items(client) == [("U1", "A", "2"), ("U1", "B", None), ("U2", "A", "1")]
+        # and the server counted each operation it received, for benchmarks to read
+        counts = httpx.get(f"http://127.0.0.1:{port}/_localcloud/requests").json()
+        assert {name: counts[f"DynamoDB_20120810.{name}"] for name in ("PutItem", "TransactWriteItems", "Scan")} == {
+            "PutItem": 2,
+            "TransactWriteItems": 2,
+            "Scan": 2,
+        }
     finally:
         server.terminate()
         server.wait(10)
