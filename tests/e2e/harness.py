@@ -4,12 +4,6 @@ talks to it over HTTP as a client would."""
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
@@ -19,26 +13,15 @@ import boto3
 import httpx
 import pytest
 
-from localcloud.template import ROOT
-
-STARTUP_TIMEOUT = 90
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from localcloud.launch import launched, wait_for
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
     """Polls ``condition`` until it returns something truthy; fails the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+    try:
+        return wait_for(condition, timeout, what, interval)
+    except TimeoutError as error:
+        pytest.fail(str(error))
 
 
 class Cloud:
@@ -81,34 +64,5 @@ class Cloud:
 def local_cloud(workdir: Path, **environment: str) -> Iterator[Cloud]:
     """The local cloud on free loopback ports, its sandbox's date pinned to today; stopped (and
     checked to stop cleanly) on exit."""
-    state_file = workdir / "state.json"
-    today = date.today()
-    env = {
-        **os.environ,
-        "LOCALCLOUD_GATEWAY_PORT": str(free_port()),
-        "LOCALCLOUD_MOTO_PORT": str(free_port()),
-        "MOCK_PROVIDER_PORT": str(free_port()),
-        "LOCALCLOUD_STATE_FILE": str(state_file),
-        "LOCALCLOUD_LOG_DIR": str(workdir / "logs"),
-        "LOCALCLOUD_RETRY_DELAY_SECONDS": "1",
-        # The provider and the service must agree on the date bills become overdue.
-        "MOCK_PROVIDER_TODAY": today.isoformat(),
-        **environment,
-    }
-    env.pop("AWS_ENDPOINT_URL", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "localcloud"],
-        cwd=ROOT,
-        env=env,
-        stdout=(workdir / "stdout.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_until(lambda: state_file.exists() or process.poll() is not None, STARTUP_TIMEOUT, "the local cloud")
-        if process.poll() is not None:
-            pytest.fail(f"local cloud exited: {(workdir / 'stdout.log').read_text()[-3000:]}")
-        yield Cloud(json.loads(state_file.read_text()), today)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-    assert process.returncode == 0, "the local cloud did not stop cleanly on SIGTERM"
+    with launched(workdir, **environment) as cloud:
+        yield Cloud(cloud.state, cloud.today)

@@ -12,8 +12,9 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
+from localcloud.launch import free_port
 from localcloud.moto_server import _TransactionTokens
-from tests.e2e.harness import free_port, wait_until
+from tests.e2e.harness import wait_until
 
 
 def transaction(token: str | None, items: list[dict[str, Any]]) -> Any:
