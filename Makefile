@@ -17,11 +17,12 @@ export SAM_CLI_TELEMETRY := 0
 # The filter always succeeds, so under pipefail a pip failure still fails the target.
 PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: help install run test lint typecheck template unit integration e2e invoke clean openapi
+.PHONY: help install run test lint typecheck template unit integration e2e invoke clean openapi bench
 
 help:
 	@echo "make run    - start the whole system locally (moto, mock provider, API on 127.0.0.1:3000)"
 	@echo "make test   - lint, type-check, validate and build the template, run every test"
+	@echo "make bench  - run the benchmarks (about N minutes); writes bench/results.json and bench/RESULTS.md"
 	@echo "make invoke FUNCTION=<LogicalId> EVENT=events/<file>.json - run one handler against 'make run'"
 
 $(VENV)/.installed: requirements/dev.txt layers/common/requirements.txt
@@ -60,6 +61,11 @@ unit: $(VENV)/.installed
 test: install lint typecheck template
 	$(PY) -m pytest -n 2 tests/unit tests/integration
 	$(PY) -m pytest tests/e2e
+
+# Timing targets live here, not in tests: cold start, read path, refresh throughput, planner scale.
+# `make bench ONLY="read_path"` runs some of them and keeps the others' last results.
+bench: $(VENV)/.installed
+	$(PY) -m bench $(ONLY)
 
 invoke: $(VENV)/.installed
 	@test -n "$(FUNCTION)" -a -n "$(EVENT)" || { echo "usage: make invoke FUNCTION=<LogicalId> EVENT=events/<file>.json"; exit 2; }
