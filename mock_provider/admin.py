@@ -36,6 +36,12 @@ def stats() -> Response:
     return jsonify(current_state().control.stats())
 
 
+@blueprint.post("/stats/reset")
+def reset_stats() -> Response:
+    current_state().control.reset_counters()
+    return jsonify(status="counters reset")
+
+
 @blueprint.post("/faults/<provider>")
 def set_faults(provider: str) -> Response | tuple[Response, int]:
     if provider not in PROVIDERS:

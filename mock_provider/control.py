@@ -91,6 +91,10 @@ class Malformation(enum.Enum):
     WRONG_SHAPE = "wrong_shape"  # valid JSON, wrong document
 
 
+# How many of the latest wall-clock seconds keep their own request count (for throughput benchmarks).
+SECONDS_KEPT = 900
+
+
 @dataclass
 class _Traffic:
     requests: int = 0
@@ -99,12 +103,15 @@ class _Traffic:
     in_second: int = 0
     max_in_one_second: int = 0
     malformed: int = 0
+    by_second: dict[int, int] = field(default_factory=dict)
 
     def count(self, second: int) -> None:
         self.requests += 1
         if second != self.second:
             self.second, self.in_second = second, 0
+            self.by_second.pop(second - SECONDS_KEPT, None)
         self.in_second += 1
+        self.by_second[second] = self.in_second
         self.max_in_one_second = max(self.max_in_one_second, self.in_second)
 
 
@@ -155,6 +162,11 @@ class Control:
             self._traffic = {provider: _Traffic() for provider in PROVIDER_RATE_LIMITS}
             self._random = random.Random(self._seed)
 
+    def reset_counters(self) -> None:
+        """Empty counters; faults, tokens and everything else stay as they are."""
+        with self._lock:
+            self._traffic = {provider: _Traffic() for provider in PROVIDER_RATE_LIMITS}
+
     def admit(self, provider: str) -> Admission:
         """Counts a request and decides its fate, in the documented order: rate limit, storm, delay,
         outage, timeout, error."""
@@ -194,6 +206,7 @@ class Control:
                     "requests": traffic.requests,
                     "by_status": {str(code): count for code, count in sorted(traffic.by_status.items())},
                     "max_requests_in_one_second": traffic.max_in_one_second,
+                    "requests_by_second": {str(second): n for second, n in sorted(traffic.by_second.items())},
                     "faults": asdict(self._faults[provider]),
                 }
                 for provider, traffic in self._traffic.items()

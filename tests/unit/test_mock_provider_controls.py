@@ -100,6 +100,7 @@ def test_every_provider_has_default_faults_with_its_own_rate_limit(client: Flask
         "requests": 0,
         "by_status": {},
         "max_requests_in_one_second": 0,
+        "requests_by_second": {},
         "faults": stats["fibrelink"]["faults"],
     }
     assert (
@@ -131,6 +132,24 @@ def test_above_the_rate_limit_answers_429_with_retry_after() -> None:
     now[0] += 1  # the next second has a fresh allowance
     assert account(client).status_code == 200
     assert client.get("/_admin/stats").get_json()["clearwater"]["max_requests_in_one_second"] == 3
+
+
+def test_requests_are_counted_per_second_and_counters_reset_alone() -> None:
+    # Given requests in two seconds, and a fault that is set
+    now = [1000.2]
+    client = create_app(today=TODAY, control=Control(clock=lambda: now[0])).test_client()
+    set_faults(client, "clearwater", latency_ms=1)
+    for at in (1000.2, 1000.9, 1002.0):
+        now[0] = at
+        account(client)
+    # Then each second has its own count (for throughput benchmarks)
+    stats = client.get("/_admin/stats").get_json()["clearwater"]
+    assert stats["requests_by_second"] == {"1000": 2, "1002": 1}
+    # When only the counters are reset
+    assert client.post("/_admin/stats/reset").status_code == 200
+    # Then the counts are empty and the fault is still set
+    stats = client.get("/_admin/stats").get_json()["clearwater"]
+    assert (stats["requests"], stats["requests_by_second"], stats["faults"]["latency_ms"]) == (0, {}, 1)
 
 
 def test_the_default_rate_limit_applies_per_provider() -> None:
