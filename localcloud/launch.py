@@ -27,7 +27,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for[T](condition: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
+def wait_for[T](condition: Callable[[], T | None], timeout: float, what: str, interval: float = 0.2) -> T:
     """Polls ``condition`` until it returns something truthy; TimeoutError after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -41,7 +41,6 @@ from moto.dynamodb.responses import DynamoHandler
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import run_simple
 
-
 REQUEST_COUNTS_PATH = "/_localcloud/requests"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from localcloud.template import FunctionSpec
 
 CHATTY_HANDLER = """
 import json
+import re
 
 def handler(event, context):
     for n in range(event["lines"]):
@@ -40,7 +42,13 @@ def test_workers_writing_at_once_never_split_each_others_lines(tmp_path: Path, m
             thread.join()
     finally:
         runtime.stop()
-    # Then every line in the log is one whole JSON document
+    # Then every line the handler printed is one whole JSON document, and each invocation ends with
+    # Lambda's REPORT line
     lines = (tmp_path / "Chatty.log").read_text().splitlines()
-    documents = [json.loads(line) for line in lines]
+    reports = [line for line in lines if line.startswith("REPORT RequestId: ")]
+    assert len(reports) == 2
+    assert all(
+        re.search(r"\tDuration: \d+\.\d\d ms\tBilled Duration: \d+ ms\tMemory Size: 128 MB$", r) for r in reports
+    )
+    documents = [json.loads(line) for line in lines if line not in reports]
     assert sorted((d["worker"], d["n"]) for d in documents) == [(w, n) for w in (1, 2) for n in range(400)]
