@@ -26,7 +26,7 @@ from billhub.providers.errors import ProviderBusy, ProviderUnavailable
 from billhub.providers.http import RetryPolicy
 from billhub.providers.northgas import NorthGasCredentials
 from billhub.providers.session import OAuthClient, ProviderConnector, ProviderDirectory
-from billhub.ratelimit import ProviderRateLimiter, budget_for
+from billhub.ratelimit import ProviderRateLimiter
 from billhub.store import BillsTable
 from localcloud.provision import Stack
 from mock_provider.control import Control
@@ -109,13 +109,31 @@ def test_concurrent_requests_never_exceed_the_budget_in_any_second(stack: Stack)
             await gate.acquire("northgas")
             taken.append(int(time()))
 
-        await asyncio.gather(*(one() for _ in range(20)))
+        await asyncio.gather(*(one() for _ in range(25)))
         return taken
 
     seconds = asyncio.run(burst())
     per_second = {second: seconds.count(second) for second in set(seconds)}
-    assert sorted(per_second.values(), reverse=True) == [8, 8, 4]  # budget_for(10) == 8
-    assert budget_for(10) == 8
+    assert sorted(per_second.values(), reverse=True) == [10, 10, 5]  # the whole limit, never more
+
+
+def test_a_slot_taken_too_late_in_its_second_is_given_up_for_the_next_second(stack: Stack) -> None:
+    # Given a clock 50 ms before a second boundary: a request sent now would likely arrive after it
+    time = FakeTime(start=1_800_000_000.95)
+    gate = limiter(stack, {"northgas": 10}, time)
+    # When a request takes its slot
+    asyncio.run(gate.acquire("northgas"))
+    # Then it is let go only in the next second, whose budget it took too
+    assert int(time()) == 1_800_000_001
+    counters = boto3.client("dynamodb").query(
+        TableName=stack.refs["BillsTable"],
+        KeyConditionExpression="PK = :pk",
+        ExpressionAttributeValues={":pk": {"S": "RATE#northgas"}},
+    )["Items"]
+    assert {item["SK"]["S"]: item["requests"]["N"] for item in counters} == {
+        "SECOND#1800000000": "1",  # the slot given up: at worst under the limit, never over it
+        "SECOND#1800000001": "1",
+    }
 
 
 def test_a_spent_budget_is_provider_busy_once_the_wait_runs_out(stack: Stack) -> None:

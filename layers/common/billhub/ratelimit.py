@@ -2,9 +2,8 @@
 
 Providers count requests per second; so does this: one counter item per provider per wall-clock
 second, raised with a conditional ``ADD`` that refuses to pass the budget. That is one write per
-provider request, no read, and no coordination between Lambdas beyond the table. The budget is a
-share of the provider's published limit, leaving room for requests that cross a second boundary
-between taking their slot and arriving.
+provider request, no read, and no coordination between Lambdas beyond the table. The budget is the
+provider's published limit; a slot taken too late in its second to arrive within it is given up.
 """
 
 from __future__ import annotations
@@ -22,16 +21,11 @@ from billhub.providers.errors import ProviderBusy
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-# Requests we allow ourselves per second, as a share of the provider's limit.
-BUDGET_SHARE = 0.8
 # A slot taken this close to the end of its second is given up for one in the next second: the request
 # it allows would likely arrive after the boundary, counted in a second whose budget it did not take.
+# This margin, not a share held back from the limit, is what keeps each second within the limit.
 SEND_MARGIN_SECONDS = 0.1
 WINDOW_TTL_SECONDS = 120
-
-
-def budget_for(limit_per_second: int) -> int:
-    return max(1, math.floor(limit_per_second * BUDGET_SHARE))
 
 
 class ProviderRateLimiter:
@@ -46,7 +40,7 @@ class ProviderRateLimiter:
     ) -> None:
         self._dynamodb = dynamodb
         self._table = table_name
-        self._budgets = {provider: budget_for(limit) for provider, limit in limits.items()}
+        self._budgets = dict(limits)
         self._max_wait = max_wait_seconds
         self._clock = clock
         self._sleep = sleep
