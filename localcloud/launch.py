@@ -16,6 +16,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import boto3
+
 from localcloud.template import ROOT
 
 STARTUP_TIMEOUT = 90
@@ -45,6 +47,16 @@ class Launched:
     state: dict[str, Any]
     today: date
     workdir: Path
+
+    def aws(self, service: str) -> Any:
+        """A boto3 client for the local cloud's AWS endpoint (moto takes any credentials)."""
+        return boto3.client(  # type: ignore[call-overload]
+            service,
+            endpoint_url=self.state["aws_endpoint"],
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",  # noqa: S106 - moto's placeholder, not a secret
+        )
 
 
 @contextlib.contextmanager

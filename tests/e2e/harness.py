@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from datetime import date
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 
-from localcloud.launch import launched, wait_for
+from localcloud.launch import Launched, launched, wait_for
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
@@ -25,12 +23,13 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval
 
 
 class Cloud:
-    def __init__(self, state: dict[str, Any], today: date) -> None:
+    def __init__(self, launched: Launched) -> None:
+        state, self.launched = launched.state, launched
         self.api = httpx.Client(base_url=state["api"], timeout=30)
         self.aws_endpoint = state["aws_endpoint"]
         self.sandbox = state["mock_provider"]
         self.logs = Path(state["logs"])
-        self.today = today
+        self.today = launched.today
         self.issued_tokens: list[str] = []
 
     def login(self, email: str, password: str) -> dict[str, str]:
@@ -44,13 +43,7 @@ class Cloud:
         return self.login(email, "e2e-password-1")
 
     def aws(self, service: str) -> Any:
-        return boto3.client(  # type: ignore[call-overload]
-            service,
-            endpoint_url=self.aws_endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+        return self.launched.aws(service)
 
     def queue_url(self, logical_id: str) -> str:
         return str(self.aws("sqs").get_queue_url(QueueName=f"billhub-local-{logical_id}")["QueueUrl"])
@@ -65,4 +58,4 @@ def local_cloud(workdir: Path, **environment: str) -> Iterator[Cloud]:
     """The local cloud on free loopback ports, its sandbox's date pinned to today; stopped (and
     checked to stop cleanly) on exit."""
     with launched(workdir, **environment) as cloud:
-        yield Cloud(cloud.state, cloud.today)
+        yield Cloud(cloud)
