@@ -413,6 +413,37 @@ def test_an_expired_oauth_state_is_refused(api: Api) -> None:
         oauth_states(api).redeem(state, "sparkgrid", datetime.now(UTC))
 
 
+class ResendingClient:
+    """A DynamoDB client whose every UpdateItem and DeleteItem is sent twice with the same parameters, as the SDK resends
+    a write whose answer was lost to a timeout after it had landed."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def update_item(self, **request: Any) -> Any:
+        self._client.update_item(**request)
+        return self._client.update_item(**request)
+
+    def delete_item(self, **request: Any) -> Any:
+        self._client.delete_item(**request)
+        return self._client.delete_item(**request)
+
+
+def test_a_resent_oauth_state_consumption_still_links_and_the_state_still_works_once(api: Api) -> None:
+    # Given a stored link request, and a client that resends each write as after a lost answer
+    now = datetime.now(UTC)
+    table(api).put_oauth_state("nonce-1", {"user_id": "u1", "provider": "sparkgrid"}, now + timedelta(minutes=10))
+    resending = BillsTable(ResendingClient(boto3.client("dynamodb")), api.stack.refs["BillsTable"])
+    # When the callback consumes it through that client
+    link = resending.consume_oauth_state("nonce-1", now)
+    # Then the resend found its own mark: the link is there; and a second callback is refused
+    assert link == {"user_id": "u1", "provider": "sparkgrid"}
+    assert table(api).consume_oauth_state("nonce-1", now) is None
+
+
 def test_an_oauth_state_is_not_an_access_token(api: Api) -> None:
     link = PendingLink(user_id=api.user(), provider="sparkgrid", redirect_uri="https://api.example/cb")
     state = oauth_states(api).issue(link, datetime.now(UTC))

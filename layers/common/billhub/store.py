@@ -32,6 +32,7 @@ import hashlib
 import json
 import random
 import re
+import secrets
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -603,14 +604,22 @@ class BillsTable:
         )
 
     def consume_oauth_state(self, nonce: str, now: datetime) -> dict[str, Any] | None:
-        """The link stored with the state, exactly once and only before it expires (TTL deletion lags)."""
+        """The link stored with the state, exactly once and only before it expires (TTL deletion lags).
+
+        The state is marked used rather than deleted, with a mark of this call's own: when the SDK
+        retries the write after a timeout that hid its success, the retry finds its own mark and gets
+        the link, where a retried conditional delete would find nothing and refuse the user's link.
+        The item goes with its TTL."""
+        mark = secrets.token_hex(16)
         try:
-            response = self._client.delete_item(
+            response = self._client.update_item(
                 TableName=self._table,
                 Key=_to_item({"PK": f"OAUTHSTATE#{nonce}", "SK": "STATE"}),
-                ConditionExpression="attribute_exists(PK) AND expires_at > :now",
-                ExpressionAttributeValues=_to_item({":now": int(now.timestamp())}),
-                ReturnValues="ALL_OLD",
+                UpdateExpression="SET used_by = :mark",
+                ConditionExpression="attribute_exists(PK) AND expires_at > :now "
+                "AND (attribute_not_exists(used_by) OR used_by = :mark)",
+                ExpressionAttributeValues=_to_item({":now": int(now.timestamp()), ":mark": mark}),
+                ReturnValues="ALL_NEW",
             )
         except ClientError as error:
             if _is_conditional_failure(error):
