@@ -9,18 +9,20 @@ import importlib
 import json
 import os
 import platform
+import shutil
 import subprocess
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, cast
 
+from bench import cost
 from localcloud.template import ROOT
 
 BENCH_DIR = ROOT / "bench"
 RESULTS_JSON = BENCH_DIR / "results.json"
 RESULTS_MD = BENCH_DIR / "RESULTS.md"
+WORK_DIR = ROOT / ".localcloud" / "bench"
 # In the order they run and appear; the cheap ones first.
 BENCHMARKS = ("cold_start", "planner_scale", "read_path", "refresh_throughput")
 
@@ -84,13 +86,21 @@ def main() -> None:
         benchmark = cast(Benchmark, importlib.import_module(f"bench.{name}"))
         print(f"bench: {name} ...", flush=True)
         began = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as workdir:
-            result = benchmark.run(Path(workdir))
+        # Kept after the run (logs of the local cloud above all), emptied before the next one.
+        workdir = WORK_DIR / name
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        result = benchmark.run(workdir)
         result["seconds"] = round(time.monotonic() - began, 1)
         result["run"] = run["started_at"]
         results[name] = result
         print(f"bench: {name} done in {result['seconds']} s", flush=True)
-    document = {"run": run, "benchmarks": {name: results[name] for name in BENCHMARKS if name in results}}
+    document: dict[str, Any] = {
+        "run": run,
+        "benchmarks": {name: results[name] for name in BENCHMARKS if name in results},
+    }
+    if "refresh_throughput" in results:
+        document["cost"] = cost.estimate(document["benchmarks"])
     RESULTS_JSON.write_text(json.dumps(document, indent=2, default=str) + "\n")
     RESULTS_MD.write_text(render(document))
     print(f"bench: wrote {RESULTS_JSON.relative_to(ROOT)} and {RESULTS_MD.relative_to(ROOT)}")
@@ -116,6 +126,9 @@ def render(document: dict[str, Any]) -> str:
             sections.append(f"_From the run of {result['run']}._\n")
         sections.append(benchmark.report(result).rstrip() + "\n")
         sections.append(f"_Took {result['seconds']} s._\n")
+    if "cost" in document:
+        sections.append("## Cost per 1 million linked accounts per month\n")
+        sections.append(cost.report(document["cost"]) + "\n")
     return "\n".join(sections)
 
 

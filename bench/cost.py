@@ -1,0 +1,148 @@
+"""The monthly AWS bill per 1 million linked accounts at daily refresh, from the request counts the
+benchmarks measured in the same run and AWS's list prices (us-east-1, arm64, on-demand).
+
+Prices are inputs, not measurements: check them against AWS's pricing pages before budgeting. Every
+other figure comes from `results.json` (named in the table's "rests on" column) or is an assumption
+written down here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+# List prices, USD (us-east-1, as published in 2025-2026).
+LAMBDA_GB_SECOND_ARM = 0.0000133334
+LAMBDA_PER_MILLION_REQUESTS = 0.20
+HTTP_API_PER_MILLION = 1.00
+DYNAMODB_PER_MILLION_WRITE_UNITS = 0.625
+DYNAMODB_PER_MILLION_READ_UNITS = 0.125
+DYNAMODB_GB_MONTH = 0.25
+SQS_PER_MILLION = 0.40
+KMS_PER_10K_REQUESTS = 0.03
+KMS_KEY_MONTH = 1.00
+SECRETS_PER_10K_CALLS = 0.05
+LOGS_PER_GB_INGESTED = 0.50
+SNS_PER_MILLION = 0.50
+
+# Assumptions about the population and its use of the app.
+ACCOUNTS = 1_000_000
+ACCOUNTS_PER_USER = 4  # electricity, water, gas, internet
+DAYS_PER_MONTH = 30.4
+# A person opens the app about daily: the bills page each time, insights weekly, accounts now and then.
+READS_PER_USER_PER_MONTH = {"GET /bills": 30, "GET /insights": 4, "GET /accounts": 4}
+# Read handlers run ~100 ms at 512 MB on AWS (the local figure, through moto, is an upper bound).
+READ_HANDLER_SECONDS = 0.1
+FUNCTION_GB = 0.5
+# A provider across the internet answers in ~300 ms, not the sandbox's 40-80 ms; the fetcher's Lambda
+# time grows with it (its requests are sequential per account, concurrent across the batch).
+REAL_PROVIDER_LATENCY_SECONDS = 0.3
+# DynamoDB units per request: items are under 1 KB (writes) / 4 KB (reads) except an account's bills,
+# read as one Query when a fetch compares what changed (24 bills of ~0.8 KB: 5 units).
+WRITE_UNITS = {"PutItem": 1, "UpdateItem": 1, "DeleteItem": 1, "TransactWriteItems": 4, "BatchWriteItem": 25}
+READ_UNITS = {"GetItem": 1, "Query": 5, "BatchGetItem": 10}
+# 24 months of bills per account (~0.8 KB each, twice: the table and the all-attribute LSI) plus the account.
+STORED_GB = ACCOUNTS * (24 * 0.8 * 2 + 2) / 1024 / 1024
+
+
+@dataclass(frozen=True)
+class Line:
+    service: str
+    monthly_usd: float
+    rests_on: str
+
+
+def estimate(benchmarks: dict[str, Any]) -> dict[str, Any]:
+    """Cost lines from the refresh benchmark's per-account request counts (the rest are assumptions)."""
+    refresh = benchmarks["refresh_throughput"]
+    per_account: dict[str, float] = refresh["aws_requests_per_account"]
+    fetches = ACCOUNTS * DAYS_PER_MONTH
+    users = ACCOUNTS / ACCOUNTS_PER_USER
+    reads = users * sum(READS_PER_USER_PER_MONTH.values())
+
+    def per_fetch(prefix: str) -> dict[str, float]:
+        return {name.split(".")[-1]: count for name, count in per_account.items() if name.startswith(prefix)}
+
+    dynamodb = per_fetch("DynamoDB")
+    write_units = sum(WRITE_UNITS.get(op, 1) * n for op, n in dynamodb.items() if op in WRITE_UNITS)
+    read_units = sum(READ_UNITS.get(op, 1) * n for op, n in dynamodb.items() if op in READ_UNITS)
+    provider_requests = refresh["provider_requests_per_account"]
+    fetcher = refresh["fetcher"]
+    # Lambda time: what was measured locally, plus the extra provider latency per request, spread over
+    # the ten accounts a batch fetches at once.
+    extra_latency = provider_requests * max(REAL_PROVIDER_LATENCY_SECONDS - refresh["mean_provider_latency_s"], 0)
+    fetch_seconds = fetcher["duration_seconds_per_account"] + extra_latency / 10
+    lines = [
+        Line(
+            "Lambda: fetcher",
+            fetches * fetch_seconds * FUNCTION_GB * LAMBDA_GB_SECOND_ARM
+            + fetches / 10 * LAMBDA_PER_MILLION_REQUESTS / 1e6,
+            f"{fetcher['duration_seconds_per_account']} s measured per account + "
+            f"{extra_latency / 10:.3f} s for {REAL_PROVIDER_LATENCY_SECONDS * 1000:.0f} ms providers; batches of 10",
+        ),
+        Line(
+            "Lambda: API handlers + authorizer",
+            reads * 2 * (READ_HANDLER_SECONDS * FUNCTION_GB * LAMBDA_GB_SECOND_ARM + LAMBDA_PER_MILLION_REQUESTS / 1e6),
+            f"{reads / 1e6:.1f} M reads/month (assumed use), authorizer on every call (cache ignored)",
+        ),
+        Line("API Gateway HTTP API", reads * HTTP_API_PER_MILLION / 1e6, "the same reads"),
+        Line(
+            "DynamoDB writes (refresh)",
+            fetches * write_units * DYNAMODB_PER_MILLION_WRITE_UNITS / 1e6,
+            f"{write_units:.1f} write units per fetch: "
+            + ", ".join(f"{op} {n}" for op, n in dynamodb.items() if op in WRITE_UNITS),
+        ),
+        Line(
+            "DynamoDB reads (refresh + API)",
+            (fetches * read_units + reads * 3 * READ_UNITS["Query"]) * DYNAMODB_PER_MILLION_READ_UNITS / 1e6,
+            f"{read_units:.1f} read units per fetch: "
+            + ", ".join(f"{op} {n}" for op, n in dynamodb.items() if op in READ_UNITS)
+            + "; 3 requests per API read",
+        ),
+        Line("DynamoDB storage", STORED_GB * DYNAMODB_GB_MONTH, f"{STORED_GB:.0f} GB: 24 months of bills, table + LSI"),
+        Line(
+            "SQS",
+            fetches * sum(per_fetch("AmazonSQS").values()) * SQS_PER_MILLION / 1e6,
+            ", ".join(f"{op} {n}" for op, n in per_fetch("AmazonSQS").items()) + " per fetch",
+        ),
+        Line(
+            "KMS",
+            fetches * sum(per_fetch("TrentService").values()) * KMS_PER_10K_REQUESTS / 1e4 + KMS_KEY_MONTH,
+            ", ".join(f"{op} {n}" for op, n in per_fetch("TrentService").items()) + " per fetch, one key",
+        ),
+        Line(
+            "Secrets Manager calls",
+            fetches * sum(per_fetch("secretsmanager").values()) * SECRETS_PER_10K_CALLS / 1e4,
+            ", ".join(f"{op} {n}" for op, n in per_fetch("secretsmanager").items()) + " per fetch",
+        ),
+        Line(
+            "CloudWatch Logs",
+            fetches * fetcher["log_bytes_per_account"] / 1024**3 * LOGS_PER_GB_INGESTED,
+            f"{fetcher['log_bytes_per_account']} bytes of fetcher log per fetch",
+        ),
+    ]
+    total = sum(line.monthly_usd for line in lines)
+    return {
+        "accounts": ACCOUNTS,
+        "fetches_per_month": fetches,
+        "lines": [
+            {"service": x.service, "monthly_usd": round(x.monthly_usd, 2), "rests_on": x.rests_on} for x in lines
+        ],
+        "total_usd": round(total, 2),
+        "per_account_cents": round(total / ACCOUNTS * 100, 3),
+    }
+
+
+def report(cost: dict[str, Any]) -> str:
+    rows = ["| service | USD per month | rests on |", "| --- | ---: | --- |"]
+    rows += [f"| {x['service']} | {x['monthly_usd']:,.2f} | {x['rests_on']} |" for x in cost["lines"]]
+    rows.append(f"| **total** | **{cost['total_usd']:,.2f}** | {cost['per_account_cents']} cents per account |")
+    return "\n".join(
+        [
+            f"{cost['accounts']:,} linked accounts refreshed daily ({math.ceil(cost['fetches_per_month']):,} fetches "
+            "a month). Prices and assumptions are in `bench/cost.py`; the reasoning is in `docs/cost.md`.",
+            "",
+            *rows,
+        ]
+    )
