@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import boto3
@@ -414,8 +414,8 @@ def test_an_expired_oauth_state_is_refused(api: Api) -> None:
 
 
 class ResendingClient:
-    """A DynamoDB client whose every UpdateItem and DeleteItem is sent twice with the same parameters, as the SDK resends
-    a write whose answer was lost to a timeout after it had landed."""
+    """A DynamoDB client whose every UpdateItem and DeleteItem is sent twice with the same parameters, as
+    the SDK resends a write whose answer was lost to a timeout after it had landed."""
 
     def __init__(self, client: Any) -> None:
         self._client = client
@@ -436,7 +436,7 @@ def test_a_resent_oauth_state_consumption_still_links_and_the_state_still_works_
     # Given a stored link request, and a client that resends each write as after a lost answer
     now = datetime.now(UTC)
     table(api).put_oauth_state("nonce-1", {"user_id": "u1", "provider": "sparkgrid"}, now + timedelta(minutes=10))
-    resending = BillsTable(ResendingClient(boto3.client("dynamodb")), api.stack.refs["BillsTable"])
+    resending = BillsTable(cast(Any, ResendingClient(boto3.client("dynamodb"))), api.stack.refs["BillsTable"])
     # When the callback consumes it through that client
     link = resending.consume_oauth_state("nonce-1", now)
     # Then the resend found its own mark: the link is there; and a second callback is refused
