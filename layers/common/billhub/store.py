@@ -942,8 +942,10 @@ class BillsTable:
         return [Bill.model_validate(item) for item in page], next_cursor
 
     def bills_issued_since(self, user_id: str, since: date) -> list[Bill]:
-        """The user's bills issued on or after ``since``: one paginated Query on LSI1."""
+        """The user's bills issued on or after ``since``: one paginated Query on LSI1. Eventually
+        consistent (half the read units): spending over months does not hinge on the last second."""
         items = self._query(
+            consistent=False,
             IndexName="LSI1",
             KeyConditionExpression="PK = :pk AND LSI1SK >= :since",
             ExpressionAttributeValues=_to_item({":pk": user_key(user_id), ":since": since.isoformat()}),
@@ -1152,9 +1154,9 @@ class BillsTable:
             **kwargs,
         )
 
-    def _query(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    def _query(self, consistent: bool = True, **kwargs: Any) -> Iterator[dict[str, Any]]:
         paginator = self._client.get_paginator("query")
-        for page in paginator.paginate(TableName=self._table, ConsistentRead=True, **kwargs):
+        for page in paginator.paginate(TableName=self._table, ConsistentRead=consistent, **kwargs):
             for item in page["Items"]:
                 yield _from_item(item)
 
