@@ -17,6 +17,11 @@ server succeeds again on retry instead of applying twice. moto ignores the token
 transaction retried by the client failed its own conditions; the token's first success is remembered
 here, as DynamoDB does.
 
+moto 5.2 answers every Query by listing and sorting every item of the table, then keeping the
+partition's: O(table) per request, so each fetch's Query grew with every bill stored and a 1,000-account
+refresh ran at a few requests per second. Here a Query on the table or a local index (both within one
+partition) looks at its partition only.
+
 ``GET /_localcloud/requests`` answers how many requests each AWS operation has received (by its
 ``X-Amz-Target``, e.g. ``DynamoDB_20120810.GetItem``), so benchmarks can count what a call costs.
 """
@@ -170,6 +175,30 @@ class _TransactionTokens:
         return once_per_token
 
 
+def _one_partition_per_query(query: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(query)
+    def query_partition(table: Table, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
+        # moto's own signature: hash_key, range_comparison, range_objs, limit, exclusive_start_key,
+        # scan_index_forward, projection_expressions, index_name, ...
+        index_name = args[6] if len(args) > 6 else kwargs.get("index_name")
+        within_partition = index_name is None or index_name in {index.name for index in table.indexes}
+        if hash_key is None or not table.range_key_attr or not within_partition:
+            return query(table, hash_key, *args, **kwargs)
+        partition = table.items.get(hash_key, {})
+        # moto reads candidates through all_items(), then filters and sorts them itself.
+        vars(table)["all_items"] = lambda: list(partition.values())
+        try:
+            return query(table, hash_key, *args, **kwargs)
+        finally:
+            del vars(table)["all_items"]
+
+    return query_partition
+
+
+def _queries_read_one_partition() -> None:
+    Table.query = _one_partition_per_query(Table.query)  # type: ignore[method-assign]
+
+
 def _transactions_idempotent_per_token() -> None:
     DynamoHandler.transact_write_items = _TransactionTokens().wrap(DynamoHandler.transact_write_items)  # type: ignore[method-assign,assignment]
 
@@ -185,6 +214,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     _copy_each_table_once_per_transaction()
     _transactions_idempotent_per_token()
+    _queries_read_one_partition()
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(
         host, port, RequestCounts(OneDynamoDBRequestAtATime(app)), threaded=True, request_handler=MotoRequestHandler

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -62,8 +63,9 @@ def test_a_failed_transaction_is_not_remembered() -> None:
     assert once(transaction("token", items)) == "applied"
 
 
-def test_a_cancelled_transaction_leaves_every_item_as_it_was() -> None:
-    # Given the local moto server (its rollback copies only the partitions a transaction writes)
+@pytest.fixture(scope="module")
+def local_moto() -> Iterator[tuple[Any, int]]:
+    """The local moto server (patched as the local cloud runs it) and a DynamoDB client for it."""
     port = free_port()
     server = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
         [sys.executable, "-m", "localcloud.moto_server", "127.0.0.1", str(port)],
@@ -71,53 +73,133 @@ def test_a_cancelled_transaction_leaves_every_item_as_it_was() -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        client: Any = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{port}")
-        wait_until(lambda: _answers(client), 20, "the moto server")
-        client.create_table(
-            TableName="t",
-            KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"}, {"AttributeName": "SK", "KeyType": "RANGE"}],
-            AttributeDefinitions=[
-                {"AttributeName": "PK", "AttributeType": "S"},
-                {"AttributeName": "SK", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
+        client: Any = boto3.client(
+            "dynamodb",
+            region_name="us-east-1",
+            endpoint_url=f"http://127.0.0.1:{port}",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
         )
-        for partition in ("U1", "U2"):
-            client.put_item(TableName="t", Item={"PK": {"S": partition}, "SK": {"S": "A"}, "n": {"N": "1"}})
-        update: Any = {
-            "Update": {
-                "TableName": "t",
-                "Key": {"PK": {"S": "U1"}, "SK": {"S": "A"}},
-                "UpdateExpression": "SET n = :two",
-                "ExpressionAttributeValues": {":two": {"N": "2"}},
-            }
-        }
-        # Binary attributes too, as the service's encrypted credentials are.
-        added: Any = {"Put": {"TableName": "t", "Item": {"PK": {"S": "U1"}, "SK": {"S": "B"}, "c": {"B": b"\x00"}}}}
-        refused: Any = {
-            "Put": {
-                "TableName": "t",
-                "Item": {"PK": {"S": "U2"}, "SK": {"S": "A"}},
-                "ConditionExpression": "attribute_not_exists(PK)",
-            }
-        }
-        # When a transaction updating, adding and then failing a condition is cancelled
-        with pytest.raises(ClientError, match="TransactionCanceledException"):
-            client.transact_write_items(TransactItems=[update, added, refused])
-        # Then nothing of it stays; and the same writes without the failing one all apply
-        assert _items(client) == [("U1", "A", "1"), ("U2", "A", "1")]
-        client.transact_write_items(TransactItems=[update, added])
-        assert _items(client) == [("U1", "A", "2"), ("U1", "B", None), ("U2", "A", "1")]
-        # and the server counted each operation it received, for benchmarks to read
-        counts = httpx.get(f"http://127.0.0.1:{port}/_localcloud/requests").json()
-        assert {name: counts[f"DynamoDB_20120810.{name}"] for name in ("PutItem", "TransactWriteItems", "Scan")} == {
-            "PutItem": 2,
-            "TransactWriteItems": 2,
-            "Scan": 2,
-        }
+        wait_until(lambda: _answers(client), 20, "the moto server")
+        yield client, port
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_a_cancelled_transaction_leaves_every_item_as_it_was(local_moto: tuple[Any, int]) -> None:
+    # Given the local moto server (its rollback copies only the partitions a transaction writes)
+    client, port = local_moto
+    client.create_table(
+        TableName="t",
+        KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"}, {"AttributeName": "SK", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": "PK", "AttributeType": "S"},
+            {"AttributeName": "SK", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for partition in ("U1", "U2"):
+        client.put_item(TableName="t", Item={"PK": {"S": partition}, "SK": {"S": "A"}, "n": {"N": "1"}})
+    update: Any = {
+        "Update": {
+            "TableName": "t",
+            "Key": {"PK": {"S": "U1"}, "SK": {"S": "A"}},
+            "UpdateExpression": "SET n = :two",
+            "ExpressionAttributeValues": {":two": {"N": "2"}},
+        }
+    }
+    # Binary attributes too, as the service's encrypted credentials are.
+    added: Any = {"Put": {"TableName": "t", "Item": {"PK": {"S": "U1"}, "SK": {"S": "B"}, "c": {"B": b"\x00"}}}}
+    refused: Any = {
+        "Put": {
+            "TableName": "t",
+            "Item": {"PK": {"S": "U2"}, "SK": {"S": "A"}},
+            "ConditionExpression": "attribute_not_exists(PK)",
+        }
+    }
+    # When a transaction updating, adding and then failing a condition is cancelled
+    with pytest.raises(ClientError, match="TransactionCanceledException"):
+        client.transact_write_items(TransactItems=[update, added, refused])
+    # Then nothing of it stays; and the same writes without the failing one all apply
+    assert _items(client) == [("U1", "A", "1"), ("U2", "A", "1")]
+    client.transact_write_items(TransactItems=[update, added])
+    assert _items(client) == [("U1", "A", "2"), ("U1", "B", None), ("U2", "A", "1")]
+    # and the server counted each operation it received, for benchmarks to read
+    counts = httpx.get(f"http://127.0.0.1:{port}/_localcloud/requests").json()
+    assert {name: counts[f"DynamoDB_20120810.{name}"] for name in ("PutItem", "TransactWriteItems", "Scan")} == {
+        "PutItem": 2,
+        "TransactWriteItems": 2,
+        "Scan": 2,
+    }
+
+
+def test_a_query_reads_its_partition_as_moto_would_have(local_moto: tuple[Any, int]) -> None:
+    # Given a table shaped like the service's (a local and a global index), items in three partitions
+    client, _ = local_moto
+    client.create_table(
+        TableName="q",
+        KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"}, {"AttributeName": "SK", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": name, "AttributeType": "S"} for name in ("PK", "SK", "LSI1SK", "GSI1PK", "GSI1SK")
+        ],
+        LocalSecondaryIndexes=[
+            {
+                "IndexName": "LSI1",
+                "KeySchema": [
+                    {"AttributeName": "PK", "KeyType": "HASH"},
+                    {"AttributeName": "LSI1SK", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "GSI1",
+                "KeySchema": [
+                    {"AttributeName": "GSI1PK", "KeyType": "HASH"},
+                    {"AttributeName": "GSI1SK", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for user in ("U1", "U2", "U3"):
+        for n in range(5):
+            item = {"PK": {"S": user}, "SK": {"S": f"BILL#{n}"}, "LSI1SK": {"S": f"2026-0{9 - n}"}}
+            client.put_item(TableName="q", Item=item)
+        due = {"GSI1PK": {"S": "DUE"}, "GSI1SK": {"S": user}}
+        client.put_item(TableName="q", Item={"PK": {"S": user}, "SK": {"S": "ACCOUNT#1"}, **due})
+
+    def keys(**query: Any) -> list[str]:
+        found: list[str] = []
+        start: dict[str, Any] = {}
+        while True:
+            page = client.query(TableName="q", Limit=2, **start, **query)
+            found += [f"{item['PK']['S']}:{item['SK']['S']}" for item in page["Items"]]
+            if "LastEvaluatedKey" not in page:
+                return found
+            start = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
+
+    # When each kind of query is paged two items at a time, Then each reads its own partition, in order
+    assert keys(
+        KeyConditionExpression="PK = :pk AND begins_with(SK, :bill)",
+        ExpressionAttributeValues={":pk": {"S": "U2"}, ":bill": {"S": "BILL#"}},
+        ScanIndexForward=False,
+    ) == [f"U2:BILL#{n}" for n in (4, 3, 2, 1, 0)]
+    assert keys(
+        IndexName="LSI1",
+        KeyConditionExpression="PK = :pk AND LSI1SK >= :since",
+        ExpressionAttributeValues={":pk": {"S": "U3"}, ":since": {"S": "2026-07"}},
+        ScanIndexForward=False,
+    ) == ["U3:BILL#0", "U3:BILL#1", "U3:BILL#2"]
+    assert keys(
+        IndexName="GSI1", KeyConditionExpression="GSI1PK = :due", ExpressionAttributeValues={":due": {"S": "DUE"}}
+    ) == ["U1:ACCOUNT#1", "U2:ACCOUNT#1", "U3:ACCOUNT#1"]
+    # and a partition that does not exist is empty, and stays absent
+    assert keys(KeyConditionExpression="PK = :pk", ExpressionAttributeValues={":pk": {"S": "U9"}}) == []
+    assert client.scan(TableName="q", Select="COUNT")["Count"] == 18
 
 
 def _answers(client: Any) -> bool:
