@@ -88,8 +88,14 @@ def _is_scheduled_event(event: dict[str, Any]) -> bool:
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if _is_scheduled_event(event):
         now = utc_now()
-        planned = refresh.plan_due_refreshes(store(), queue(), now)
+        time_limit = timedelta(milliseconds=context.get_remaining_time_in_millis() * refresh.PLANNING_SHARE)
+        run = refresh.plan_due_refreshes(store(), queue(), now, time_limit)
         finished = deletion.finish_abandoned_deletions(store(), now)
-        logger.info("planned refreshes", extra={"accounts": planned, "abandoned_deletions_finished": finished})
-        return {"planned": planned, "deletions_finished": finished}
+        logger.info(
+            "planned refreshes",
+            extra={"accounts": run.planned, "all_due_planned": run.finished, "abandoned_deletions_finished": finished},
+        )
+        if not run.finished:
+            logger.warning("the planner ran out of time; the next run plans the accounts still due")
+        return {"planned": run.planned, "all_due_planned": run.finished, "deletions_finished": finished}
     return app.resolve(event, context)

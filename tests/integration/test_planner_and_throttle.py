@@ -5,16 +5,21 @@ linking enqueues the account's first fetch. Time is driven through the handlers'
 
 from __future__ import annotations
 
+import itertools
+import threading
+import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import boto3
 import pytest
 
-from billhub.models import FetchRequest
-from billhub.queue import FetchQueue
+from billhub.models import Account, AccountStatus, FetchRequest
+from billhub.queue import EnqueueFailed, FetchQueue
+from billhub.refresh import PlannerRun, plan_due_refreshes
 from billhub.store import BillsTable
 from billhub.users import ProfileChange, change_profile
 from tests.events import scheduled_event
@@ -71,9 +76,33 @@ def refresh(api: Api, user_id: str) -> tuple[int, Any, dict[str, str]]:
 def run_planner(api: Api) -> list[str]:
     """One scheduled run of the planner: the accounts it enqueued, each checked to be enqueued once."""
     result = api.refresh.handler(scheduled_event(), LambdaContext())
+    assert result["all_due_planned"]
     requests = api.take_fetch_requests()
     assert [request.reason for request in requests] == ["schedule"] * result["planned"]
     return sorted(request.account_id for request in requests)
+
+
+def table(api: Api, client: Any) -> BillsTable:
+    return BillsTable(client, api.stack.refs["BillsTable"])
+
+
+def due_accounts(api: Api, user_id: str, count: int, now: datetime) -> list[str]:
+    """``count`` ClearWater accounts of the user, stored as a link stores them, due one minute apart
+    (the first due longest), the last one minute before ``now``."""
+    accounts = []
+    for index in range(count):
+        account = Account(
+            account_id=uuid.uuid4().hex,
+            user_id=user_id,
+            provider="clearwater",
+            external_ref="****0000",
+            status=AccountStatus.ACTIVE,
+            created_at=now - timedelta(days=1),
+            next_refresh_at=now - timedelta(minutes=count - index),
+        )
+        api.refresh.store().create_account(account, f"cw-{account.account_id}", b"ciphertext")
+        accounts.append(account.account_id)
+    return accounts
 
 
 def next_refresh_of(api: Api, user_id: str, account_id: str) -> tuple[str, datetime]:
@@ -87,13 +116,92 @@ def test_two_planners_that_both_found_the_accounts_due_enqueue_each_once(api: Ap
     ada, bob = api.user("ada@example.com"), api.user("bob@example.com")
     accounts = [link(api, ada, "cw_sandbox_one"), link(api, ada, "cw_sandbox_two"), link(api, bob)]
     clock.advance(days=1, minutes=1)
-    # When two planner runs have both read the due accounts before either claims one
-    planner = partial(api.refresh.handler, scheduled_event(), LambdaContext())
-    first, second = ReadsBeforeWrites([api.refresh.store()._client], [planner, planner]).run()
+    # When one planner has read the due accounts, and another runs from start to end before the first
+    # claims any of them
+    first_client = boto3.client("dynamodb")
+    second: list[dict[str, Any]] = []
+    second_runs_first = threading.Lock()
+
+    def run_the_second_planner_first(**_: Any) -> None:
+        with second_runs_first:
+            if not second:
+                second.append(api.refresh.handler(scheduled_event(), LambdaContext()))
+
+    first_client.meta.events.register("before-call.dynamodb.UpdateItem", run_the_second_planner_first)
+    first = plan_due_refreshes(table(api, first_client), api.refresh.queue(), clock())
     # Then each account is enqueued exactly once, by the planner that claimed it first
     requests = api.take_fetch_requests()
     assert sorted(request.account_id for request in requests) == sorted(accounts)
-    assert (first["planned"], second["planned"]) == (3, 0)
+    assert (first.planned, second[0]["planned"]) == (0, 3)
+
+
+def test_two_planners_running_at_once_enqueue_each_due_account_once(api: Api, clock: Clock) -> None:
+    # Given 45 due accounts
+    accounts = due_accounts(api, api.user(), 45, clock())
+
+    # When two planners run at the same time, each with its own clients and several batches at once
+    def planner() -> PlannerRun:
+        queue = FetchQueue(boto3.client("sqs"), api.stack.refs["FetchQueue"])
+        return plan_due_refreshes(table(api, boto3.client("dynamodb")), queue, clock())
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = [pool.submit(planner) for _ in range(2)]
+    # Then between them they enqueued every account exactly once
+    requests = api.take_fetch_requests()
+    assert sorted(request.account_id for request in requests) == sorted(accounts)
+    assert sum(run.result().planned for run in runs) == 45
+
+
+def test_a_planner_out_of_time_leaves_the_accounts_due_last_to_the_next_run(api: Api, clock: Clock) -> None:
+    # Given 25 due accounts, each due a minute after the one before
+    accounts = due_accounts(api, api.user(), 25, clock())
+    # When the planner's time runs out once it has started two batches of ten
+    seconds = itertools.chain([0.0, 0.0, 0.0], itertools.repeat(2.0))  # its start, then before each batch
+    run = plan_due_refreshes(
+        api.refresh.store(), api.refresh.queue(), clock(), timedelta(seconds=1), clock=lambda: next(seconds)
+    )
+    # Then it has enqueued the twenty accounts due longest, and says that it did not finish
+    assert run == PlannerRun(planned=20, finished=False)
+    assert sorted(request.account_id for request in api.take_fetch_requests()) == sorted(accounts[:20])
+    # And the next run enqueues the other five
+    assert run_planner(api) == sorted(accounts[20:])
+
+
+def test_accounts_whose_fetches_sqs_did_not_take_stay_due_for_the_next_run(api: Api, clock: Clock) -> None:
+    # Given three due accounts
+    user_id = api.user()
+    accounts = due_accounts(api, user_id, 3, clock())
+    schedules = [next_refresh_of(api, user_id, account_id) for account_id in accounts]
+    # When the planner claims them but cannot reach the queue
+    unreachable = FetchQueue(boto3.client("sqs"), missing_queue(api))
+    with pytest.raises(EnqueueFailed):
+        plan_due_refreshes(api.refresh.store(), unreachable, clock())
+    # Then each is due as it was, and the next run enqueues each once
+    assert [next_refresh_of(api, user_id, account_id) for account_id in accounts] == schedules
+    assert run_planner(api) == sorted(accounts)
+
+
+class RefusingTheSecondEntry:
+    """SQS refusing one entry of each batch (as it may) and taking the others."""
+
+    def __init__(self, sqs: Any) -> None:
+        self._sqs = sqs
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        taken = self._sqs.send_message_batch(QueueUrl=QueueUrl, Entries=[e for e in Entries if e["Id"] != "1"])
+        return {**taken, "Failed": [{"Id": "1", "SenderFault": False, "Code": "InternalError"}]}
+
+
+def test_an_account_sqs_refused_stays_due_and_the_rest_of_its_batch_is_enqueued(api: Api, clock: Clock) -> None:
+    # Given three due accounts, the first due longest
+    accounts = due_accounts(api, api.user(), 3, clock())
+    # When SQS takes the planner's batch but its second entry
+    refusing = FetchQueue(cast(Any, RefusingTheSecondEntry(boto3.client("sqs"))), api.stack.refs["FetchQueue"])
+    with pytest.raises(EnqueueFailed):
+        plan_due_refreshes(api.refresh.store(), refusing, clock())
+    # Then the other two are enqueued, and the next run enqueues the refused one
+    assert sorted(request.account_id for request in api.take_fetch_requests()) == sorted([accounts[0], accounts[2]])
+    assert run_planner(api) == [accounts[1]]
 
 
 def test_a_planner_run_after_another_finds_nothing_left_to_enqueue(api: Api, clock: Clock) -> None:

@@ -16,7 +16,15 @@ SQS_BATCH_LIMIT = 10
 
 
 class EnqueueFailed(RuntimeError):
-    """SQS did not take every fetch request: it refused some, or could not be reached."""
+    """SQS did not take every fetch request: it refused some, or could not be reached.
+
+    ``unsent``: the requests that may not be queued (those SQS refused or that the failed call
+    carried, and every later one), in order; the ones before them were queued.
+    """
+
+    def __init__(self, message: str, unsent: Sequence[FetchRequest] = ()) -> None:
+        super().__init__(message)
+        self.unsent = list(unsent)
 
 
 class FetchQueue:
@@ -38,7 +46,11 @@ class FetchQueue:
                     ],
                 )
             except (BotoCoreError, ClientError) as error:
-                raise EnqueueFailed(f"SQS could not take {len(batch)} fetch requests: {error}") from error
+                raise EnqueueFailed(
+                    f"SQS could not take {len(batch)} fetch requests: {error}", requests[start:]
+                ) from error
             if response.get("Failed"):
                 codes = sorted({failure["Code"] for failure in response["Failed"]})
-                raise EnqueueFailed(f"SQS refused {len(response['Failed'])} fetch requests: {codes}")
+                refused = sorted(int(failure["Id"]) for failure in response["Failed"])
+                unsent = [batch[index] for index in refused] + list(requests[start + SQS_BATCH_LIMIT :])
+                raise EnqueueFailed(f"SQS refused {len(refused)} fetch requests: {codes}", unsent)

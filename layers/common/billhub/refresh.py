@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -21,11 +25,17 @@ from billhub.models import (
     RefreshJob,
     ResourceId,
 )
-from billhub.queue import EnqueueFailed, FetchQueue
-from billhub.store import REFRESH_SHARDS, BillsTable
+from billhub.queue import SQS_BATCH_LIMIT, EnqueueFailed, FetchQueue
+from billhub.store import BillsTable, DueRefresh
 
 # Attempts at rescheduling one account that planners or refreshes keep changing under us.
 RESCHEDULE_ATTEMPTS = 3
+# Batches of due accounts (claimed, then sent) one planner works on at once: its calls mostly wait on
+# the network. Below the 10 connections botocore pools per client, so none waits for a connection.
+PLANNER_CONCURRENCY = 8
+# The share of a scheduled invocation's time the planner plans for; the rest is for the batches under way
+# and the sweep of abandoned deletions. Accounts still due then are the next run's, first in line.
+PLANNING_SHARE = 0.75
 
 
 class RefreshRequest(BaseModel):
@@ -164,20 +174,84 @@ def job_status(store: BillsTable, user_id: str, job_id: str) -> JobStatus:
     return JobStatus.of(job)
 
 
-def plan_due_refreshes(store: BillsTable, queue: FetchQueue, now: datetime) -> int:
-    """Enqueues a fetch for every account whose next refresh has come; returns how many.
+@dataclass(frozen=True)
+class PlannerRun:
+    """What one run of the planner did."""
+
+    planned: int
+    # False when it stopped at its time limit with accounts still due: the next run takes them.
+    finished: bool
+
+
+def plan_due_refreshes(
+    store: BillsTable,
+    queue: FetchQueue,
+    now: datetime,
+    time_limit: timedelta | None = None,
+    concurrency: int = PLANNER_CONCURRENCY,
+    clock: Callable[[], float] = time.monotonic,
+) -> PlannerRun:
+    """Enqueues a fetch for every account whose next refresh has come, the longest due first.
 
     Each account is first claimed by moving its ``next_refresh_at`` one interval (its owner's daily
     or weekly) forward with a conditional write, so two planners running at once never enqueue the
-    same account twice.
+    same account twice. Due accounts are taken ten at a time (one SQS batch): claimed, then sent
+    together, ``concurrency`` batches at once. A batch SQS does not take is released, due again for
+    the next run, and the planner stops with ``EnqueueFailed``.
+
+    With a ``time_limit`` no batch starts after it has passed: the accounts still due are left for the
+    next run (``finished`` is False), which takes them first.
     """
-    planned: list[FetchRequest] = []
-    for shard in range(REFRESH_SHARDS):
-        for due in store.due_for_refresh(shard, now):
-            if store.claim_due_refresh(due, now + REFRESH_PERIODS[due.refresh_interval]):
-                planned.append(FetchRequest(user_id=due.user_id, account_id=due.account_id, reason="schedule"))
-    queue.send(planned)
-    return len(planned)
+    deadline = None if time_limit is None else clock() + time_limit.total_seconds()
+    planned = 0
+    finished = True
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="planner") as pool:
+        running: set[Future[int]] = set()
+        try:
+            for batch in itertools.batched(store.due_refreshes(now), SQS_BATCH_LIMIT, strict=False):
+                if deadline is not None and clock() >= deadline:
+                    finished = False
+                    break
+                if len(running) >= concurrency:
+                    done, running = wait(running, return_when=FIRST_COMPLETED)
+                    planned += sum(future.result() for future in done)
+                running.add(pool.submit(_plan_batch, store, queue, batch, now))
+        finally:
+            # The batches under way finish (sent, or released) before the planner returns or raises.
+            done, _ = wait(running)
+        planned += sum(future.result() for future in done)
+    return PlannerRun(planned=planned, finished=finished)
+
+
+def _plan_batch(store: BillsTable, queue: FetchQueue, batch: Sequence[DueRefresh], now: datetime) -> int:
+    """Claims each account of ``batch``, then sends one fetch per account claimed; returns how many.
+
+    What was claimed is sent even if a later claim raised, and what SQS did not take is released.
+    """
+    claimed: list[DueRefresh] = []
+    try:
+        for due in batch:
+            if store.claim_due_refresh(due, _claimed_until(due, now)):
+                claimed.append(due)
+    finally:
+        if claimed:
+            _send_claimed(store, queue, claimed, now)
+    return len(claimed)
+
+
+def _send_claimed(store: BillsTable, queue: FetchQueue, claimed: Sequence[DueRefresh], now: datetime) -> None:
+    try:
+        queue.send([FetchRequest(user_id=due.user_id, account_id=due.account_id, reason="schedule") for due in claimed])
+    except EnqueueFailed as error:
+        unsent = {request.account_id for request in error.unsent}
+        for due in claimed:
+            if due.account_id in unsent:
+                store.release_refresh_claim(due, _claimed_until(due, now))
+        raise
+
+
+def _claimed_until(due: DueRefresh, now: datetime) -> datetime:
+    return now + REFRESH_PERIODS[due.refresh_interval]
 
 
 def apply_refresh_interval(store: BillsTable, user_id: str, interval: RefreshInterval, now: datetime) -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import heapq
 import json
 import random
 import re
@@ -264,6 +265,11 @@ class DueRefresh:
     refresh_interval: RefreshInterval
     # Its GSI1SK as read: a claim holds only while it is unchanged.
     refresh_key: str
+
+    @property
+    def next_refresh_at(self) -> datetime:
+        """When it became due (the time its GSI1SK starts with)."""
+        return datetime.fromisoformat(self.refresh_key.split("#", 1)[0])
 
 
 class BillsTable:
@@ -690,6 +696,23 @@ class BillsTable:
             ),
         )
 
+    def release_refresh_claim(self, due: DueRefresh, claimed_until: datetime) -> bool:
+        """Undoes ``claim_due_refresh(due, claimed_until)`` (its fetch could not be queued): the account is
+        due again as it was found, unless its schedule changed since the claim (then False)."""
+        return self._update_account(
+            due.user_id,
+            due.account_id,
+            UpdateExpression="SET next_refresh_at = :due, GSI1SK = :due_key",
+            ConditionExpression="GSI1SK = :claimed_key",
+            ExpressionAttributeValues=_to_item(
+                {
+                    ":due": _iso(due.next_refresh_at),
+                    ":due_key": due.refresh_key,
+                    ":claimed_key": refresh_sort_key(due.account_id, claimed_until, due.refresh_interval),
+                }
+            ),
+        )
+
     def reschedule(self, account: Account, next_refresh_at: datetime, refresh_interval: RefreshInterval) -> bool:
         """Sets the account's next refresh and interval, unless its schedule changed since ``account`` was
         read (a planner claimed it, or another request rescheduled it): then False."""
@@ -711,8 +734,17 @@ class BillsTable:
             ),
         )
 
+    def due_refreshes(self, now: datetime) -> Iterator[DueRefresh]:
+        """Accounts whose next refresh is at or before ``now``, of every shard, the longest due first.
+
+        Each shard's index is already in that order (its GSI1SK starts with the next refresh time), so
+        merging them reads one page of each shard ahead and the rest as the caller gets to it.
+        """
+        shards = [self.due_for_refresh(shard, now) for shard in range(REFRESH_SHARDS)]
+        return heapq.merge(*shards, key=lambda due: due.refresh_key)
+
     def due_for_refresh(self, shard: int, now: datetime) -> Iterator[DueRefresh]:
-        """Accounts in ``shard`` whose next refresh is at or before ``now``."""
+        """Accounts in ``shard`` whose next refresh is at or before ``now``, the longest due first."""
         paginator = self._client.get_paginator("query")
         for page in paginator.paginate(
             TableName=self._table,
