@@ -52,7 +52,9 @@ def vault() -> CredentialVault:
 
 @cache
 def rate_limiter() -> ProviderRateLimiter:
-    return ProviderRateLimiter.for_registered_providers(aws_client("dynamodb"), settings.TABLE_NAME)
+    return ProviderRateLimiter.for_registered_providers(
+        aws_client("dynamodb"), settings.TABLE_NAME, agreed_limits=settings.PROVIDER_RATE_LIMITS
+    )
 
 
 @cache

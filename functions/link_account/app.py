@@ -78,7 +78,9 @@ def idempotency() -> IdempotentRoutes:
 @cache
 def rate_limiter() -> ProviderRateLimiter:
     # The same budget the fetchers share; a user waits at most a second for a slot, else the link is pending.
-    return ProviderRateLimiter.for_registered_providers(aws_client("dynamodb"), settings.TABLE_NAME, 1.0)
+    return ProviderRateLimiter.for_registered_providers(
+        aws_client("dynamodb"), settings.TABLE_NAME, 1.0, agreed_limits=settings.PROVIDER_RATE_LIMITS
+    )
 
 
 def with_provider[Result](work: Callable[[ProviderConnector], Awaitable[Result]]) -> Result:

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from aws_lambda_powertools.utilities.circuit_breaker import CircuitBreakerConfig
 from aws_lambda_powertools.utilities.circuit_breaker.persistence import CircuitBreakerDynamoDBPersistence
+from pydantic import ValidationError
 
 from billhub.alerts import AdminAlerts
 from billhub.circuit import CircuitOpen, ProviderCircuits
@@ -27,6 +28,7 @@ from billhub.providers.http import RetryPolicy
 from billhub.providers.northgas import NorthGasCredentials
 from billhub.providers.session import OAuthClient, ProviderConnector, ProviderDirectory
 from billhub.ratelimit import ProviderRateLimiter
+from billhub.settings import ProviderSettings
 from billhub.store import BillsTable
 from localcloud.provision import Stack
 from mock_provider.control import Control
@@ -115,6 +117,38 @@ def test_concurrent_requests_never_exceed_the_budget_in_any_second(stack: Stack)
     seconds = asyncio.run(burst())
     per_second = {second: seconds.count(second) for second in set(seconds)}
     assert sorted(per_second.values(), reverse=True) == [10, 10, 5]  # the whole limit, never more
+
+
+def test_a_limit_agreed_with_a_provider_replaces_the_published_one(stack: Stack) -> None:
+    # Given a deployment whose contract with NorthGas allows 3 requests a second (it publishes 10)
+    environ = {
+        "PROVIDER_BASE_URL": "https://providers.example",
+        "CREDENTIALS_KEY_ID": "alias/credentials",
+        "PROVIDER_CLIENTS_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:clients",
+        "PROVIDER_RATE_LIMITS": '{"northgas": 3}',
+    }
+    settings = ProviderSettings.from_environ(environ)
+    time = FakeTime()
+    gate = ProviderRateLimiter.for_registered_providers(
+        boto3.client("dynamodb"), stack.refs["BillsTable"], agreed_limits=settings.PROVIDER_RATE_LIMITS
+    )
+    gate._clock, gate._sleep = time, time.sleep
+
+    async def seven() -> list[int]:
+        taken: list[int] = []
+        for _ in range(7):
+            await gate.acquire("northgas")
+            taken.append(int(time()))
+        await gate.acquire("fibrelink")  # the others keep their published limits
+        return taken
+
+    # When seven NorthGas requests go out
+    seconds = asyncio.run(seven())
+    # Then three go per second
+    assert [seconds.count(second) for second in sorted(set(seconds))] == [3, 3, 1]
+    # and a limit that is not a positive whole number is refused at start-up
+    with pytest.raises(ValidationError):
+        ProviderSettings.from_environ({**environ, "PROVIDER_RATE_LIMITS": '{"northgas": 0}'})
 
 
 def test_a_slot_taken_too_late_in_its_second_is_given_up_for_the_next_second(stack: Stack) -> None:

@@ -47,12 +47,18 @@ class ProviderRateLimiter:
 
     @classmethod
     def for_registered_providers(
-        cls, dynamodb: DynamoDBClient, table_name: str, max_wait_seconds: float = 2.0
+        cls,
+        dynamodb: DynamoDBClient,
+        table_name: str,
+        max_wait_seconds: float = 2.0,
+        agreed_limits: Mapping[str, int] | None = None,
     ) -> ProviderRateLimiter:
-        """A limiter holding every registered provider to its published limit."""
+        """A limiter holding every registered provider to its published limit, or to the limit agreed
+        with it where ``agreed_limits`` names one."""
         from billhub.providers import REGISTRY
 
-        limits = {name: adapter.requests_per_second for name, adapter in REGISTRY.items()}
+        agreed = agreed_limits or {}
+        limits = {name: agreed.get(name, adapter.requests_per_second) for name, adapter in REGISTRY.items()}
         return cls(dynamodb, table_name, limits, max_wait_seconds)
 
     async def acquire(self, provider: str) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, Json, PositiveInt
 
 
 class _EnvSettings(BaseModel):
@@ -54,6 +54,8 @@ class ProviderSettings(_EnvSettings):
     # The service's OAuth2 client registrations at the providers that need one.
     PROVIDER_CLIENTS_SECRET_ARN: str
     PROVIDER_CLIENTS_MAX_AGE_SECONDS: int = Field(default=300, ge=0)
+    # Requests per second per provider where they differ from the adapter's published limit (JSON).
+    PROVIDER_RATE_LIMITS: Json[dict[str, PositiveInt]] = Field(default_factory=dict)
 
 
 class LinkSettings(TableSettings, ProviderSettings, JwtSettings):
