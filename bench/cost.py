@@ -61,8 +61,8 @@ def estimate(benchmarks: dict[str, Any]) -> dict[str, Any]:
     users = ACCOUNTS / ACCOUNTS_PER_USER
     reads = users * sum(READS_PER_USER_PER_MONTH.values())
 
-    def per_fetch(prefix: str) -> dict[str, float]:
-        return {name.split(".")[-1]: count for name, count in per_account.items() if name.startswith(prefix)}
+    def per_fetch(service: str) -> dict[str, float]:
+        return {name.split(".")[-1]: count for name, count in per_account.items() if name.startswith(f"{service}.")}
 
     dynamodb = per_fetch("DynamoDB")
     write_units = sum(WRITE_UNITS.get(op, 1) * n for op, n in dynamodb.items() if op in WRITE_UNITS)
@@ -103,18 +103,18 @@ def estimate(benchmarks: dict[str, Any]) -> dict[str, Any]:
         Line("DynamoDB storage", STORED_GB * DYNAMODB_GB_MONTH, f"{STORED_GB:.0f} GB: 24 months of bills, table + LSI"),
         Line(
             "SQS",
-            fetches * sum(per_fetch("AmazonSQS").values()) * SQS_PER_MILLION / 1e6,
-            ", ".join(f"{op} {n}" for op, n in per_fetch("AmazonSQS").items()) + " per fetch",
+            fetches * sum(per_fetch("SQS").values()) * SQS_PER_MILLION / 1e6,
+            ", ".join(f"{op} {n}" for op, n in per_fetch("SQS").items()) + " per fetch",
         ),
         Line(
             "KMS",
-            fetches * sum(per_fetch("TrentService").values()) * KMS_PER_10K_REQUESTS / 1e4 + KMS_KEY_MONTH,
-            ", ".join(f"{op} {n}" for op, n in per_fetch("TrentService").items()) + " per fetch, one key",
+            fetches * sum(per_fetch("KMS").values()) * KMS_PER_10K_REQUESTS / 1e4 + KMS_KEY_MONTH,
+            ", ".join(f"{op} {n}" for op, n in per_fetch("KMS").items()) + " per fetch, one key",
         ),
         Line(
             "Secrets Manager calls",
-            fetches * sum(per_fetch("secretsmanager").values()) * SECRETS_PER_10K_CALLS / 1e4,
-            ", ".join(f"{op} {n}" for op, n in per_fetch("secretsmanager").items()) + " per fetch",
+            fetches * sum(per_fetch("SecretsManager").values()) * SECRETS_PER_10K_CALLS / 1e4,
+            ", ".join(f"{op} {n}" for op, n in per_fetch("SecretsManager").items()) + " per fetch",
         ),
         Line(
             "CloudWatch Logs",
