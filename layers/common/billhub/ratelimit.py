@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 # A slot taken this close to the end of its second is given up for one in the next second: the request
 # it allows would likely arrive after the boundary, counted in a second whose budget it did not take.
 # This margin, not a share held back from the limit, is what keeps each second within the limit.
-SEND_MARGIN_SECONDS = 0.1
+SEND_MARGIN_SECONDS = 0.25
 WINDOW_TTL_SECONDS = 120
 
 
