@@ -7,6 +7,9 @@ import os
 from functools import cache
 from typing import Any
 
+# Every call verifies a token: pyjwt, which billhub.auth imports only where a token is used, loads during
+# init with everything else this function always needs, not in its first request.
+import jwt  # noqa: F401
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.data_classes import event_source
 from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event import (

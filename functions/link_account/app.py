@@ -6,9 +6,8 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from functools import cache
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
@@ -22,19 +21,19 @@ from billhub.credentials import CredentialVault
 from billhub.idempotency import IdempotencyKey, IdempotentRequest, IdempotentRoutes
 from billhub.models import PrintableText
 from billhub.oauth import OAuthStates, PendingLink
-from billhub.providers.http import RetryPolicy
-from billhub.providers.session import ProviderConnector, ProviderDirectory
 from billhub.queue import FetchQueue
 from billhub.ratelimit import ProviderRateLimiter
 from billhub.runtime import aws_client, utc_now
 from billhub.settings import LinkSettings
 from billhub.store import BillsTable
 
+if TYPE_CHECKING:
+    from billhub.providers.http import RetryPolicy
+    from billhub.providers.session import ProviderConnector, ProviderDirectory
+
 logger = Logger()
 app = create_resolver()
 settings = LinkSettings.from_environ(os.environ)
-# The user is waiting: one quick retry at most, and a provider slower than this is verified later.
-LINK_RETRY_POLICY = RetryPolicy(attempts=2, initial_wait=0.1, max_wait=0.5, max_retry_after=1.0, read_timeout=4.0)
 # Each provider step of a link (verify; or exchange the code, then verify) fits in this, so even the
 # OAuth callback's two steps answer well inside the function's 15 s timeout.
 LINK_DEADLINE_SECONDS = 6.0
@@ -63,10 +62,22 @@ def states() -> OAuthStates:
     return OAuthStates(store(), signing_key_from_secret(settings), settings.JWT_ISSUER, settings.JWT_AUDIENCE)
 
 
+# The provider plumbing (httpx, tenacity) is imported by the routes that reach a provider, not at cold
+# start: listing providers and accounts, the most frequent calls, never need it.
 def directory() -> ProviderDirectory:
+    from billhub.providers.session import ProviderDirectory
+
     return ProviderDirectory.configured(
         str(settings.PROVIDER_BASE_URL), settings.PROVIDER_CLIENTS_SECRET_ARN, settings.PROVIDER_CLIENTS_MAX_AGE_SECONDS
     )
+
+
+@cache
+def link_retry_policy() -> RetryPolicy:
+    from billhub.providers.http import RetryPolicy
+
+    # The user is waiting: one quick retry at most, and a provider slower than this is verified later.
+    return RetryPolicy(attempts=2, initial_wait=0.1, max_wait=0.5, max_retry_after=1.0, read_timeout=4.0)
 
 
 @cache
@@ -84,10 +95,14 @@ def rate_limiter() -> ProviderRateLimiter:
 
 
 def with_provider[Result](work: Callable[[ProviderConnector], Awaitable[Result]]) -> Result:
+    import httpx
+
+    from billhub.providers.session import ProviderConnector
+
     async def run() -> Result:
         async with httpx.AsyncClient() as client:
             connector = ProviderConnector(
-                client, directory(), utc_now, LINK_RETRY_POLICY, LINK_DEADLINE_SECONDS, rate_limiter()
+                client, directory(), utc_now, link_retry_policy(), LINK_DEADLINE_SECONDS, rate_limiter()
             )
             return await work(connector)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -17,10 +17,13 @@ from billhub.providers import REGISTRY, get_adapter
 from billhub.providers.auth import AuthorizationCodeGrant
 from billhub.providers.base import CredentialField, LinkedIdentity, ProviderAdapter
 from billhub.providers.errors import ProviderAuthRejected, ProviderError
-from billhub.providers.session import ProviderConnector, ProviderDirectory, ProviderSession
 from billhub.queue import EnqueueFailed, FetchQueue
 from billhub.refresh import fetch_now
 from billhub.store import BillsTable, ConcurrentUpdate, StoredAccount, link_sort_key
+
+if TYPE_CHECKING:
+    # The caller builds these (with httpx) only on the routes that call a provider.
+    from billhub.providers.session import ProviderConnector, ProviderDirectory, ProviderSession
 
 logger = Logger(child=True)
 

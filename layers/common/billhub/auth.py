@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import jwt
-
 from billhub.errors import Unauthorized
 from billhub.settings import JwtSettings
 
@@ -38,6 +36,10 @@ KEY_REFETCH_INTERVAL_SECONDS = 10.0
 def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
+    return _stored_hash(salt, digest)
+
+
+def _stored_hash(salt: bytes, digest: bytes) -> str:
     encoded = [base64.b64encode(part).decode() for part in (salt, digest)]
     return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${encoded[0]}${encoded[1]}"
 
@@ -53,8 +55,10 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(actual, expected)
 
 
-# Verifying against this when the email is unknown keeps both failures equally slow.
-DUMMY_PASSWORD_HASH = hash_password(secrets.token_urlsafe(16))
+# Verifying against this when the email is unknown keeps both failures equally slow: it has a real
+# hash's salt, digest length and scrypt cost, and matches no password. Its digest is random rather than
+# computed, so importing this module (the authorizer and link functions do too) costs no scrypt.
+DUMMY_PASSWORD_HASH = _stored_hash(secrets.token_bytes(16), secrets.token_bytes(32))
 
 
 def key_id(secret: str) -> str:
@@ -157,6 +161,10 @@ class TokenService:
         self._grace = ttl_seconds if previous_key_grace_seconds is None else previous_key_grace_seconds
 
     def issue(self, user_id: str, now: datetime) -> IssuedToken:
+        # pyjwt (with cryptography, when installed) loads where a token is issued or verified, not with
+        # this module: the auth function's routes but login, and the link function, never need it.
+        import jwt
+
         key = self._keys.signing_key()
         claims = {
             "sub": user_id,
@@ -173,6 +181,8 @@ class TokenService:
     def verify(self, token: str, now: datetime) -> dict[str, Any]:
         """The token's claims, or ``Unauthorized``. The algorithm is pinned (no ``none``, no RS/HS
         confusion) and the key is the one its ``kid`` names, never a key the token supplies."""
+        import jwt
+
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as error:

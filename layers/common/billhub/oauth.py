@@ -13,7 +13,6 @@ import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-import jwt
 from pydantic import BaseModel, ValidationError
 
 from billhub.errors import ServiceError
@@ -45,7 +44,10 @@ class OAuthStates:
         self._issuer = issuer
         self._audience = f"{audience}#oauth-state"
 
+    # pyjwt is imported by the OAuth routes only, not with every route of the link function.
     def issue(self, link: PendingLink, now: datetime) -> str:
+        import jwt
+
         nonce = secrets.token_urlsafe(18)
         expires_at = now + STATE_TTL
         self._store.put_oauth_state(nonce, link.model_dump(exclude_none=True), expires_at)
@@ -54,6 +56,8 @@ class OAuthStates:
 
     def redeem(self, state: str, provider: str, now: datetime) -> PendingLink:
         """The link the state stands for, once; ``InvalidOAuthState`` if forged, expired, reused or mismatched."""
+        import jwt
+
         try:
             claims = jwt.decode(
                 state,

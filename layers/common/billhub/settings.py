@@ -10,7 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, Json, PositiveInt
 
 
 class _EnvSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    # Each class's validator is built when it is first used: a function reads one of these classes,
+    # and building all of them at import would cost every cold start.
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Self:

@@ -11,10 +11,9 @@ import base64
 import weakref
 from abc import ABC, abstractmethod
 from datetime import datetime, timedelta
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from urllib.parse import urlencode
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from billhub.providers.errors import (
@@ -24,8 +23,12 @@ from billhub.providers.errors import (
     ProviderMisconfigured,
     ProviderUnavailable,
 )
-from billhub.providers.http import RETRYABLE_STATUS, ProviderHttp
-from billhub.providers.session import OAuthClient, ProviderSession
+
+if TYPE_CHECKING:
+    import httpx
+
+    from billhub.providers.http import ProviderHttp
+    from billhub.providers.session import OAuthClient, ProviderSession
 
 # A token this close to its expiry is renewed before use rather than sent and refused.
 EXPIRY_MARGIN = timedelta(seconds=30)
@@ -126,6 +129,11 @@ async def request_token(
     http: ProviderHttp, path: str, client: OAuthClient | None, form: dict[str, str]
 ) -> _TokenResponse:
     """POSTs to a token endpoint with the service's client credentials (HTTP Basic, RFC 6749 2.3.1)."""
+    # Deferred, as in ProviderAdapter.get_json: only calling a provider needs httpx.
+    import httpx
+
+    from billhub.providers.http import RETRYABLE_STATUS
+
     if client is None:
         raise ProviderMisconfigured("No OAuth client is configured for this provider.")
     try:

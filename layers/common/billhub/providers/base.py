@@ -6,9 +6,8 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-import httpx
 from pydantic import BaseModel, ValidationError
 
 from billhub.errors import ServiceError
@@ -20,8 +19,9 @@ from billhub.providers.errors import (
     ProviderError,
     ProviderUnavailable,
 )
-from billhub.providers.http import RETRYABLE_STATUS
-from billhub.providers.session import ProviderSession
+
+if TYPE_CHECKING:
+    from billhub.providers.session import ProviderSession
 
 # A provider that pages forever must not hold a fetcher hostage.
 MAX_PAGES = 50
@@ -121,6 +121,12 @@ class ProviderAdapter(ABC):
 
         Numbers are read as ``Decimal``, never float, whatever the provider sends.
         """
+        # Deferred: the registry is read on every request (GET /bills, GET /providers), calling a
+        # provider is rarer, and httpx and tenacity are a large share of a cold start.
+        import httpx
+
+        from billhub.providers.http import RETRYABLE_STATUS
+
         renewed = False
         while True:
             sent = {"Accept": "application/json", **(await self.auth.headers(session)), **(headers or {})}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
@@ -12,7 +12,9 @@ from billhub.money import quantize
 from billhub.providers.auth import ApiKey, ApiKeyHeader
 from billhub.providers.base import MAX_PAGES, LinkedIdentity, ProviderAdapter
 from billhub.providers.formats import MAX_LINE_ITEMS, DecimalAmount, LineDescription, Revision
-from billhub.providers.session import ProviderSession
+
+if TYPE_CHECKING:
+    from billhub.providers.session import ProviderSession
 
 _STATUSES = {"PAID": BillStatus.PAID, "UNPAID": BillStatus.UNPAID, "PAST_DUE": BillStatus.OVERDUE}
 _PAGE_SIZE = 12

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import posixpath
 from datetime import UTC, date
-from typing import Annotated, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, Field, field_validator
@@ -16,7 +16,9 @@ from billhub.providers.auth import HttpBasic, UsernamePassword
 from billhub.providers.base import MAX_PAGES, LinkedIdentity, ProviderAdapter
 from billhub.providers.errors import ProviderDataError
 from billhub.providers.formats import MAX_LINE_ITEMS, DecimalAmount, LineDescription, Revision, Timestamp
-from billhub.providers.session import ProviderSession
+
+if TYPE_CHECKING:
+    from billhub.providers.session import ProviderSession
 
 _STATES = {"paid": BillStatus.PAID, "due": BillStatus.UNPAID, "overdue": BillStatus.OVERDUE}
 

@@ -3,7 +3,7 @@ number and postcode; offset/limit pagination, DD/MM/YYYY dates, bills in pounds 
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
@@ -12,7 +12,9 @@ from billhub.money import quantize
 from billhub.providers.auth import ClientCredentialsGrant, ProviderCredentials
 from billhub.providers.base import MAX_PAGES, LinkedIdentity, ProviderAdapter
 from billhub.providers.formats import MAX_LINE_ITEMS, DayMonthYear, DecimalAmount, LineDescription, Revision
-from billhub.providers.session import ProviderSession
+
+if TYPE_CHECKING:
+    from billhub.providers.session import ProviderSession
 
 _STATUSES = {"PAID": BillStatus.PAID, "OUTSTANDING": BillStatus.UNPAID, "IN_ARREARS": BillStatus.OVERDUE}
 _PAGE_SIZE = 10

@@ -4,7 +4,7 @@ pagination, amounts (line items' too) in integer minor units."""
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
@@ -13,7 +13,9 @@ from billhub.money import from_minor_units
 from billhub.providers.auth import AuthorizationCodeGrant, OAuthTokens
 from billhub.providers.base import MAX_PAGES, LinkedIdentity, ProviderAdapter
 from billhub.providers.formats import MAX_LINE_ITEMS, LineDescription, MinorUnits, Revision
-from billhub.providers.session import ProviderSession
+
+if TYPE_CHECKING:
+    from billhub.providers.session import ProviderSession
 
 _STATES = {"settled": BillStatus.PAID, "open": BillStatus.UNPAID, "late": BillStatus.OVERDUE}
 _PAGE_SIZE = 12
