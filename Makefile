@@ -22,7 +22,7 @@ PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || tr
 help:
 	@echo "make run    - start the whole system locally (moto, mock provider, API on 127.0.0.1:3000)"
 	@echo "make test   - lint, type-check, validate and build the template, run every test"
-	@echo "make bench  - run the benchmarks (about N minutes); writes bench/results.json and bench/RESULTS.md"
+	@echo "make bench  - run the benchmarks (about 20 minutes); writes bench/results.json and bench/RESULTS.md"
 	@echo "make invoke FUNCTION=<LogicalId> EVENT=events/<file>.json - run one handler against 'make run'"
 
 $(VENV)/.installed: requirements/dev.txt layers/common/requirements.txt

@@ -39,6 +39,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from bench import support
 from localcloud.cloud import HOST, CloudConfig, LocalCloud, function_environment
 from localcloud.launch import free_port, wait_for
 from localcloud.moto_server import REQUEST_COUNTS_PATH
@@ -91,7 +92,7 @@ def run(workdir: Path) -> dict[str, Any]:
         stack = cloud.provision()
         spec = next(spec for spec in cloud.specs if spec.logical_id == PLANNER)
         environment = function_environment(stack, spec, cloud.aws_environment())
-        with _environ(cloud.aws_environment()):
+        with support.environment(cloud.aws_environment()):
             # The clients a Lambda execution environment builds (AWS_ENDPOINT_URL points them at moto).
             store = BillsTable(aws_client("dynamodb"), environment["TABLE_NAME"])
             queue = FetchQueue(aws_client("sqs"), environment["FETCH_QUEUE_URL"])
@@ -469,20 +470,6 @@ def _answers(port: int) -> bool:
     except OSError:
         return False
     return True
-
-
-@contextlib.contextmanager
-def _environ(variables: dict[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in variables}
-    os.environ.update(variables)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 # ------------------------------------------------------------------ the report

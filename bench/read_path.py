@@ -12,16 +12,14 @@ same events, timing its DynamoDB requests apart from the rest of the handler.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
-import os
 import re
 import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -29,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import httpx
 
+from bench import support
 from localcloud.demo import link_with_oauth
 from localcloud.launch import launched, wait_for
 from localcloud.template import ROOT
@@ -282,20 +281,6 @@ def _failure_causes(workdir: Path, logs: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------ where the time goes
-@contextlib.contextmanager
-def _environment(**variables: str) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in variables}
-    os.environ.update(variables)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 class _DynamoDBClock:
     """Times a boto3 client's calls (request, moto, response parsing) and counts the items they read."""
 
@@ -325,15 +310,17 @@ def _load_handler(aws_endpoint: str, table: str) -> tuple[Callable[..., Any], _D
     """The real ``get_bills`` handler, imported here as Lambda would, with its client on the same moto."""
     if str(LAYER_DIR) not in sys.path:
         sys.path.append(str(LAYER_DIR))
-    with _environment(
-        TABLE_NAME=table,
-        AWS_ENDPOINT_URL=aws_endpoint,
-        AWS_DEFAULT_REGION=REGION,
-        AWS_REGION=REGION,
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",  # noqa: S106 - moto's conventional fake key
-        POWERTOOLS_SERVICE_NAME="billhub",
-        POWERTOOLS_LOG_LEVEL="WARNING",
+    with support.environment(
+        {
+            "TABLE_NAME": table,
+            "AWS_ENDPOINT_URL": aws_endpoint,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "POWERTOOLS_SERVICE_NAME": "billhub",
+            "POWERTOOLS_LOG_LEVEL": "WARNING",
+        }
     ):
         spec = importlib.util.spec_from_file_location("bench_read_path_get_bills", GET_BILLS_APP)
         if spec is None or spec.loader is None:
