@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -189,9 +190,16 @@ def test_fetching_many_accounts_at_once_stays_under_the_providers_limit(
     adapter = REGISTRY["northgas"]
     gate = ProviderRateLimiter(boto3.client("dynamodb"), stack.refs["BillsTable"], {"northgas": 10}, 5.0)
     clients = {"northgas": OAuthClient(client_id="billhub-sandbox", client_secret="northgas-sandbox-secret")}
+    sent: list[int] = []
+    # The sandbox shares this process and its GIL, so its clock can see a request late, in the next
+    # second: here it does not refuse any, and the count that matters is what went out when.
+    mock_provider[1].set_faults("northgas", rate_limit_per_second=50)
+
+    async def note_sent(request: httpx.Request) -> None:
+        sent.append(int(time.time()))
 
     async def fetch_all() -> list[int]:
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(event_hooks={"request": [note_sent]}) as client:
             connector = ProviderConnector(client, ProviderDirectory(mock_provider[0], clients), _now, rate_limiter=gate)
             sessions = [
                 connector.session("northgas", NorthGasCredentials(account_number=f"NG5000{n:04d}", postcode="NG1 1AA"))
@@ -204,11 +212,11 @@ def test_fetching_many_accounts_at_once_stays_under_the_providers_limit(
 
     # When all twelve are fetched at once
     assert asyncio.run(fetch_all()) == [24] * 12
-    # Then NorthGas never saw more than its limit in any second, and never had to answer 429
-    stats = httpx.get(f"{mock_provider[0]}/_admin/stats").json()["northgas"]
-    assert stats["requests"] == 2 + 12 * 3
-    assert stats["max_requests_in_one_second"] <= 10
-    assert "429" not in stats["by_status"]
+    # Then no more than the limit went out in any second, each request once (the fault campaign checks
+    # the provider's own count, with the sandbox in a process of its own)
+    assert len(sent) == 2 + 12 * 3
+    assert max(sent.count(second) for second in set(sent)) <= 10
+    assert httpx.get(f"{mock_provider[0]}/_admin/stats").json()["northgas"]["requests"] == len(sent)
 
 
 def _account() -> Account:
