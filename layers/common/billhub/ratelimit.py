@@ -3,7 +3,8 @@
 Providers count requests per second; so does this: one counter item per provider per wall-clock
 second, raised with a conditional ``ADD`` that refuses to pass the budget. That is one write per
 provider request, no read, and no coordination between Lambdas beyond the table. The budget is the
-provider's published limit; a slot taken too late in its second to arrive within it is given up.
+provider's whole limit (published, or agreed at deploy); a slot taken too late in its second to arrive
+within it is given up.
 """
 
 from __future__ import annotations
