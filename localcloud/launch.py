@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,7 @@ class Launched:
 def launched(workdir: Path, **environment: str) -> Iterator[Launched]:
     """The local cloud with its sandbox's date pinned to today; ``environment`` overrides its settings."""
     state_file = workdir / "state.json"
-    today = date.today()
+    today = datetime.now(UTC).date()  # the service's date, in UTC
     env = {
         **os.environ,
         "LOCALCLOUD_GATEWAY_PORT": str(free_port()),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import date
 
 from flask import Flask, Response, g, jsonify, request
@@ -19,10 +20,11 @@ DATA_SEGMENTS = ("api", "v1")
 WRONG_SHAPE_BODY = b'{"unexpected": true}'
 
 
-def create_app(today: date | None = None, control: Control | None = None) -> Flask:
+def create_app(today: date | Callable[[], date] | None = None, control: Control | None = None) -> Flask:
     """One sandbox; all its state lives in this app, so tests can run any number side by side.
 
-    ``today`` pins the sandbox's date; ``control`` lets a test keep a handle on faults and the clock."""
+    ``today`` pins the sandbox's date, or is the clock it reads it from (a test's clock, shared with
+    the service it drives); ``control`` lets a test keep a handle on faults and the clock."""
     app = Flask(__name__)
     control = control if control is not None else Control()
     app.extensions[EXTENSION] = SandboxState(

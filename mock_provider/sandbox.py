@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, replace
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
@@ -222,8 +222,9 @@ def monthly_bills(
 
 
 def sandbox_today(pinned: date | None = None) -> date:
-    """The sandbox's idea of today: pinned by the server, else ``MOCK_PROVIDER_TODAY``, else the real date."""
+    """The sandbox's idea of today: pinned by the server, else ``MOCK_PROVIDER_TODAY``, else today in UTC,
+    the service's time zone (the machine's local date would disagree with it around midnight)."""
     if pinned:
         return pinned
     configured = os.environ.get("MOCK_PROVIDER_TODAY")
-    return date.fromisoformat(configured) if configured else date.today()
+    return date.fromisoformat(configured) if configured else datetime.now(UTC).date()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -23,10 +23,11 @@ class SandboxState:
     control: Control
     revisions: Revisions
     tokens: Mapping[str, TokenStore]  # per provider that issues OAuth tokens
-    pinned_today: date | None = None
+    pinned_today: date | Callable[[], date] | None = None
 
     def today(self) -> date:
-        return sandbox_today(self.pinned_today)
+        pinned = self.pinned_today
+        return sandbox_today(pinned() if callable(pinned) else pinned)
 
     def bills(
         self,

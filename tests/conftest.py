@@ -9,7 +9,7 @@ import re
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -21,13 +21,13 @@ from moto import mock_aws
 from moto.core.botocore_stubber import BotocoreStubber
 from werkzeug.serving import make_server
 
+import billhub.runtime
 from localcloud.provision import Stack, provision
 from localcloud.template import ROOT, function_specs, load_template
 from mock_provider.app import create_app
 from mock_provider.control import Control
 
 REGION = "us-east-1"
-SANDBOX_TODAY = date(2026, 11, 15)
 
 
 @pytest.fixture(autouse=True)
@@ -68,16 +68,54 @@ def _refuse_unused_expression_placeholders(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", checked)
 
 
+class Clock:
+    """A test's one "now": the handlers' ``utc_now`` and the sandbox's today both read it, so the
+    service and the provider never disagree on the date. It stands still unless the test moves it."""
+
+    def __init__(self, start: datetime) -> None:
+        self.start = self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def today(self) -> date:
+        return self.now.date()
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+    def at(self, **delta: float) -> datetime:
+        return self.start + timedelta(**delta)
+
+    def start_on_day_of_month(self, day: int) -> None:
+        """Moves the start to ``day`` of the current month (its year and month still the run's): for a test
+        that needs the month's bill still open, as it is before the 22nd."""
+        self.start = self.now = self.start.replace(day=day)
+
+
+@pytest.fixture
+def clock(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """The wall clock at the test's start (whatever date the suite runs at, libfaketime's included),
+    or the instant a test names: ``@pytest.mark.clock("2028-02-29T23:59:00+00:00")`` or an indirect
+    parameter. Handlers loaded after it read it as ``utc_now``."""
+    marker = request.node.get_closest_marker("clock")
+    named = getattr(request, "param", None) or (marker.args[0] if marker else None)
+    start = datetime.fromisoformat(named) if named else datetime.now(UTC).replace(microsecond=0)
+    test_clock = Clock(start.astimezone(UTC))
+    monkeypatch.setattr(billhub.runtime, "utc_now", test_clock)
+    return test_clock
+
+
 @pytest.fixture(scope="session")
 def template() -> dict[str, Any]:
     return load_template()
 
 
 @pytest.fixture
-def mock_provider() -> Iterator[tuple[str, Control]]:
-    """The sandbox provider server on a free loopback port, with its date pinned."""
+def mock_provider(clock: Clock) -> Iterator[tuple[str, Control]]:
+    """The sandbox provider server on a free loopback port, its date read from the test's clock."""
     control = Control()
-    server = make_server("127.0.0.1", 0, create_app(today=SANDBOX_TODAY, control=control), threaded=True)
+    server = make_server("127.0.0.1", 0, create_app(today=clock.today, control=control), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}", control
@@ -90,6 +128,7 @@ def _moto_client(service: str) -> Any:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "clock(instant): the ISO 8601 instant the test's clock starts at")
     config.addinivalue_line(
         "markers", "stack_parameters(**parameters): template parameters for the test's stack, over the defaults"
     )
@@ -130,7 +169,7 @@ def stack(
 
 @pytest.fixture
 def load_handler(
-    template: dict[str, Any], stack: Stack, monkeypatch: pytest.MonkeyPatch
+    template: dict[str, Any], stack: Stack, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> Callable[[str], ModuleType]:
     """Imports a function's ``app`` module fresh, with that function's environment from the template."""
     specs = {spec.logical_id: spec for spec in function_specs(template)}

@@ -17,7 +17,6 @@ import httpx
 from billhub.models import Bill, BillStatus, Category, LineItem
 from mock_provider import clearwater, fibrelink, northgas, sparkgrid
 from mock_provider.sandbox import Quirk, SandboxBill, monthly_bills
-from tests.conftest import SANDBOX_TODAY
 
 _CATEGORIES = {"sparkgrid": "electricity", "northgas": "gas", "clearwater": "water", "fibrelink": "internet"}
 _CURRENCIES = {"northgas": "GBP"}
@@ -56,8 +55,8 @@ class SandboxAccount:
         another one: see each bill's ``currency``)."""
         return _CURRENCIES.get(self.provider, "USD")
 
-    def bills(self, today: date = SANDBOX_TODAY) -> list[SandboxBill]:
-        """The account's bills as the sandbox generates them, newest first."""
+    def bills(self, today: date) -> list[SandboxBill]:
+        """The account's bills as the sandbox generates them on ``today``, newest first."""
         base_range = _BASE_RANGES.get(self.provider)
         if base_range is None:
             return monthly_bills(self.account_number, today, self.currency, quirks=self.quirks)
@@ -74,7 +73,7 @@ def line_item_views(bill: SandboxBill) -> list[dict[str, str]]:
     return [{"description": line.description, "amount": money(line.amount)} for line in bill.line_items]
 
 
-def expected_bills(account: SandboxAccount, account_id: str, sandbox_today: date = SANDBOX_TODAY) -> list[Bill]:
+def expected_bills(account: SandboxAccount, account_id: str, sandbox_today: date) -> list[Bill]:
     """What the account's adapter should make of the provider's bills: canonical ``Bill`` objects in the
     provider's order (newest first), statuses as the provider states them."""
     return [
@@ -98,10 +97,11 @@ def expected_bills(account: SandboxAccount, account_id: str, sandbox_today: date
 
 
 def expected_bill_views(
-    account: SandboxAccount, account_id: str, today: date, sandbox_today: date = SANDBOX_TODAY
+    account: SandboxAccount, account_id: str, today: date, sandbox_today: date
 ) -> list[dict[str, Any]]:
-    """``GET /bills/<provider>``'s bills for the account, newest due first; an unpaid bill past its
-    due date shows as overdue."""
+    """``GET /bills/<provider>``'s bills for the account, newest due first, as the service shows them
+    ``today`` (an unpaid bill past its due date shows as overdue) when they were fetched from the
+    sandbox on ``sandbox_today``."""
     views = [
         {
             "bill_id": f"{account.provider}.{account_id}.{bill.bill_id}",

@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import boto3
@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from billhub.auth import key_id
+from tests.conftest import Clock
 from tests.events import authorizer_event, http_event, response_json
 from tests.integration.harness import Api, LambdaContext
 
@@ -31,27 +32,6 @@ ATTACKER_IP = "203.0.113.9"
 OTHER_IP = "198.51.100.7"
 
 pytestmark = pytest.mark.stack_parameters(JwtKeyCacheSeconds="0", JwtPreviousKeyGraceSeconds="900")
-
-
-class Clock:
-    """The handlers' ``utc_now``, moved by the test."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC).replace(microsecond=0)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-@pytest.fixture
-def clock(api: Api, monkeypatch: pytest.MonkeyPatch) -> Clock:
-    clock = Clock()
-    for module in (api.auth, api.authorizer):
-        monkeypatch.setattr(module, "utc_now", clock)
-    return clock
 
 
 def login(api: Api, email: str, password: str = PASSWORD, ip: str = "192.0.2.1") -> tuple[int, Any, dict[str, str]]:

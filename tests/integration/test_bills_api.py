@@ -13,15 +13,19 @@ from typing import Any
 import pytest
 
 from mock_provider.sandbox import SandboxBill
+from tests.conftest import Clock
 from tests.integration.harness import Api
 from tests.sandbox import SandboxAccount, expected_bill_views, money
 
 CLEARWATER_KEY = "cw_sandbox_household"
 NORTHGAS = {"account_number": "NG20003000", "postcode": "NG1 1AA"}
 FIBRELINK = {"username": "grace", "password": "pass_good"}
-# The sandbox's today is 2026-11-15: November's bills (issued on the 1st) are due on the 22nd.
+# The bills are fetched on 2026-11-15 (the tests' clock starts there), then read on a day the test
+# names: November's bills (issued on the 1st) are due on the 22nd.
+FETCHED_ON = date(2026, 11, 15)
 BEFORE_NOVEMBER_DUE = datetime(2026, 11, 16, 9, 0, tzinfo=UTC)
 AFTER_NOVEMBER_DUE = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+pytestmark = pytest.mark.clock(f"{FETCHED_ON.isoformat()}T09:00:00+00:00")
 
 
 @pytest.fixture
@@ -39,10 +43,6 @@ def household(api: Api) -> tuple[str, dict[str, SandboxAccount]]:
         accounts[body["account_id"]] = sandbox
     assert api.refresh_all(user_id) == {"batchItemFailures": []}
     return user_id, accounts
-
-
-def at(api: Api, monkeypatch: pytest.MonkeyPatch, now: datetime) -> None:
-    monkeypatch.setattr(api.bills, "utc_now", lambda: now)
 
 
 def get(api: Api, user_id: str, path: str = "/bills", **query: Any) -> tuple[int, Any]:
@@ -75,7 +75,9 @@ def newest_first(views: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def every_view(accounts: dict[str, SandboxAccount], today: date) -> list[dict[str, Any]]:
     views = [
-        view for account_id, sandbox in accounts.items() for view in expected_bill_views(sandbox, account_id, today)
+        view
+        for account_id, sandbox in accounts.items()
+        for view in expected_bill_views(sandbox, account_id, today, FETCHED_ON)
     ]
     return newest_first(views)
 
@@ -92,16 +94,16 @@ def totals(bills: list[SandboxBill]) -> dict[str, str]:
 
 
 def open_bills(accounts: dict[str, SandboxAccount]) -> list[SandboxBill]:
-    return [bill for sandbox in accounts.values() for bill in sandbox.bills() if bill.status != "paid"]
+    return [bill for sandbox in accounts.values() for bill in sandbox.bills(FETCHED_ON) if bill.status != "paid"]
 
 
 @pytest.mark.parametrize("now", [BEFORE_NOVEMBER_DUE, AFTER_NOVEMBER_DUE], ids=["before_due", "after_due"])
 def test_totals_per_currency_overdue_and_due_soon_match_the_providers_bills(
-    api: Api, monkeypatch: pytest.MonkeyPatch, household: tuple[str, dict[str, SandboxAccount]], now: datetime
+    api: Api, clock: Clock, household: tuple[str, dict[str, SandboxAccount]], now: datetime
 ) -> None:
     # Given a user billed in USD and GBP by three providers
     user_id, accounts = household
-    at(api, monkeypatch, now)
+    clock.now = now
     today = now.date()
     # When they ask for their bills
     status, page = get(api, user_id, limit=200)
@@ -133,10 +135,10 @@ def test_totals_per_currency_overdue_and_due_soon_match_the_providers_bills(
 
 
 def test_due_soon_follows_the_users_preference(
-    api: Api, monkeypatch: pytest.MonkeyPatch, household: tuple[str, dict[str, SandboxAccount]]
+    api: Api, clock: Clock, household: tuple[str, dict[str, SandboxAccount]]
 ) -> None:
     user_id, _ = household
-    at(api, monkeypatch, BEFORE_NOVEMBER_DUE)
+    clock.now = BEFORE_NOVEMBER_DUE
     # November's bills fall due in 6 days: not within 3
     status, _, _ = api.call(api.auth, "PATCH", "/me", body={"preferences": {"due_soon_days": 3}}, user_id=user_id)
     assert status == 200
@@ -145,10 +147,10 @@ def test_due_soon_follows_the_users_preference(
 
 
 def test_pages_cover_every_bill_once_in_order(
-    api: Api, monkeypatch: pytest.MonkeyPatch, household: tuple[str, dict[str, SandboxAccount]]
+    api: Api, clock: Clock, household: tuple[str, dict[str, SandboxAccount]]
 ) -> None:
     user_id, accounts = household
-    at(api, monkeypatch, BEFORE_NOVEMBER_DUE)
+    clock.now = BEFORE_NOVEMBER_DUE
     seen: list[dict[str, Any]] = []
     cursor: str | None = None
     pages = 0
@@ -166,10 +168,10 @@ def test_pages_cover_every_bill_once_in_order(
 
 @pytest.mark.parametrize("status_filter", ["paid", "unpaid", "overdue"])
 def test_the_status_filter_uses_the_status_shown(
-    api: Api, monkeypatch: pytest.MonkeyPatch, household: tuple[str, dict[str, SandboxAccount]], status_filter: str
+    api: Api, clock: Clock, household: tuple[str, dict[str, SandboxAccount]], status_filter: str
 ) -> None:
     user_id, accounts = household
-    at(api, monkeypatch, AFTER_NOVEMBER_DUE)
+    clock.now = AFTER_NOVEMBER_DUE
     bills: list[dict[str, Any]] = []
     cursor: str | None = None
     while True:
@@ -184,10 +186,10 @@ def test_the_status_filter_uses_the_status_shown(
 
 
 def test_an_issue_date_range_and_one_provider(
-    api: Api, monkeypatch: pytest.MonkeyPatch, household: tuple[str, dict[str, SandboxAccount]]
+    api: Api, clock: Clock, household: tuple[str, dict[str, SandboxAccount]]
 ) -> None:
     user_id, accounts = household
-    at(api, monkeypatch, BEFORE_NOVEMBER_DUE)
+    clock.now = BEFORE_NOVEMBER_DUE
     today = BEFORE_NOVEMBER_DUE.date()
     status, page = get(api, user_id, **{"from": "2026-02-01", "to": "2026-04-30"})
     assert status == 200
@@ -196,7 +198,7 @@ def test_an_issue_date_range_and_one_provider(
     # One provider: its bills only, and totals of its account only (in its currency).
     gas_id = next(account_id for account_id, sandbox in accounts.items() if sandbox.provider == "northgas")
     status, gas = get(api, user_id, "/bills/northgas", limit=200)
-    assert gas["bills"] == expected_bill_views(accounts[gas_id], gas_id, today)
+    assert gas["bills"] == expected_bill_views(accounts[gas_id], gas_id, today, FETCHED_ON)
     assert [a["account_id"] for a in gas["accounts"]] == [gas_id]
     assert set(gas["totals"]["due"]) == {"GBP"}
 

@@ -17,6 +17,7 @@ from billhub.models import Account, AccountStatus, AccountSummary, Bill, BillSta
 from billhub.store import AccountGone, BillsTable
 from localcloud.provision import Stack
 from mock_provider.control import Control
+from tests.conftest import Clock
 from tests.events import scheduled_event
 from tests.integration.harness import Api, LambdaContext, ReadsBeforeWrites, raw_items
 from tests.sandbox import sandbox_admin
@@ -195,9 +196,10 @@ def test_a_refetch_of_unchanged_bills_writes_no_bill(api: Api, table: BillsTable
 
 
 def test_a_corrected_statement_replaces_the_bill_and_the_totals(
-    api: Api, mock_provider: tuple[str, Control], monkeypatch: pytest.MonkeyPatch
+    api: Api, clock: Clock, mock_provider: tuple[str, Control]
 ) -> None:
-    # Given a NorthGas account whose bills were fetched, the newest one unpaid
+    # Given a NorthGas account whose bills were fetched, the newest one unpaid (before its due day, the 22nd)
+    clock.start_on_day_of_month(10)
     user_id = api.user()
     assert api.link_provider(user_id, "northgas", {"account_number": "NG20003000", "postcode": "NG1 1AA"})[0] == 201
     api.refresh_all(user_id)
@@ -352,7 +354,7 @@ def test_a_deletion_racing_the_first_fetchs_identity_leaves_no_link_behind(
 
 @pytest.mark.parametrize("finisher", ["repeated_delete", "planner_sweep"])
 def test_a_deletion_that_crashed_half_way_is_hidden_at_once_and_finished_later(
-    api: Api, table: BillsTable, stack: Stack, monkeypatch: pytest.MonkeyPatch, finisher: str
+    api: Api, table: BillsTable, stack: Stack, clock: Clock, monkeypatch: pytest.MonkeyPatch, finisher: str
 ) -> None:
     # Given an account with 60 bills whose deletion crashes after its first batch of deletes
     account = linked_account(api, table)
@@ -385,8 +387,7 @@ def test_a_deletion_that_crashed_half_way_is_hidden_at_once_and_finished_later(
     if finisher == "repeated_delete":
         assert api.delete_account(account.user_id, account.account_id) == (204, None)
     else:
-        later = datetime.now(UTC) + timedelta(minutes=16)
-        monkeypatch.setattr(api.refresh, "utc_now", lambda: later)
+        clock.advance(minutes=16)
         outcome = api.refresh.handler(scheduled_event(), LambdaContext())
         assert outcome["deletions_finished"] == 1
     # Then nothing of it is left
@@ -394,11 +395,9 @@ def test_a_deletion_that_crashed_half_way_is_hidden_at_once_and_finished_later(
     assert table.account_being_deleted(account.user_id, account.account_id) is None
 
 
-def test_the_sweep_leaves_deletions_still_in_progress_alone(
-    api: Api, table: BillsTable, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_sweep_leaves_deletions_still_in_progress_alone(api: Api, table: BillsTable, clock: Clock) -> None:
     account = linked_account(api, table)
-    assert table.begin_account_deletion(account.user_id, account.account_id, datetime.now(UTC)) is not None
+    assert table.begin_account_deletion(account.user_id, account.account_id, clock.now) is not None
     outcome = api.refresh.handler(scheduled_event(), LambdaContext())
     assert outcome["deletions_finished"] == 0
     assert table.account_being_deleted(account.user_id, account.account_id) is not None

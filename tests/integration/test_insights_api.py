@@ -17,23 +17,21 @@ import pytest
 from billhub.store import BillsTable
 from localcloud.provision import Stack
 from mock_provider.sandbox import SandboxBill, standing_charge
-from tests.conftest import SANDBOX_TODAY
+from tests.conftest import Clock
 from tests.integration.harness import Api
 from tests.sandbox import SandboxAccount
 
-# The service's clock on the sandbox's pinned date, so "the current month" is the sandbox's.
-NOW = datetime(SANDBOX_TODAY.year, SANDBOX_TODAY.month, SANDBOX_TODAY.day, 9, 30, tzinfo=UTC)
+# These tests check figures against bills of named months (the spike of September 2026, ...), so their
+# one clock, the service's and the sandbox's alike, is on a named day; marked ``ON_A_NAMED_DAY``.
+NOW = datetime(2026, 11, 15, 9, 30, tzinfo=UTC)
+SANDBOX_TODAY = NOW.date()
+ON_A_NAMED_DAY = pytest.mark.clock(NOW.isoformat())
 CENT = Decimal("0.01")
 CATEGORY = {"clearwater": "water", "northgas": "gas", "fibrelink": "internet"}
 # A water account with the planted spike (USD), gas billed in pounds, broadband in USD.
 CLEARWATER_ANOMALY = "cw_sandbox_anomaly_insights"
 NORTHGAS = {"account_number": "NG20003000", "postcode": "NG1 1AA"}
 FIBRELINK = {"username": "grace", "password": "pass_good"}
-
-
-@pytest.fixture
-def on_sandbox_today(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(api.bills, "utc_now", lambda: NOW)
 
 
 def link_and_fetch(api: Api, user_id: str, links: dict[str, tuple[str, dict[str, str]]]) -> dict[str, str]:
@@ -122,7 +120,8 @@ def mean_of_months(months: list[str], bills: dict[str, list[tuple[SandboxAccount
 
 
 # ------------------------------------------------------------------ the tests
-def test_insights_over_three_providers_in_two_currencies_with_a_planted_spike(api: Api, on_sandbox_today: None) -> None:
+@ON_A_NAMED_DAY
+def test_insights_over_three_providers_in_two_currencies_with_a_planted_spike(api: Api) -> None:
     # Given a user with a ClearWater anomaly account (USD), NorthGas gas (GBP) and FibreLink broadband (USD)
     user_id = api.user()
     links = {
@@ -172,7 +171,8 @@ def test_insights_over_three_providers_in_two_currencies_with_a_planted_spike(ap
     assert result["data_quality"] == []
 
 
-def test_data_quality_flags_from_the_sandboxs_planted_quirks(api: Api, on_sandbox_today: None) -> None:
+@ON_A_NAMED_DAY
+def test_data_quality_flags_from_the_sandboxs_planted_quirks(api: Api) -> None:
     # Given ClearWater accounts whose bills carry a line-item mismatch, a credit note and a currency move
     keys = {"mismatch": "cw_sandbox_mismatch_q", "credit": "cw_sandbox_credit_q", "moved": "cw_sandbox_moved_q"}
     user_id = api.user()
@@ -237,7 +237,8 @@ def test_data_quality_flags_from_the_sandboxs_planted_quirks(api: Api, on_sandbo
     assert result["unusual_bills"] == []
 
 
-def test_an_account_being_deleted_is_left_out(api: Api, stack: Stack, on_sandbox_today: None) -> None:
+@ON_A_NAMED_DAY
+def test_an_account_being_deleted_is_left_out(api: Api, stack: Stack) -> None:
     # Given a user with gas and broadband, whose broadband account is being deleted (its bills not yet gone)
     user_id = api.user()
     ids = link_and_fetch(api, user_id, {"gas": ("northgas", NORTHGAS), "broadband": ("fibrelink", FIBRELINK)})
@@ -251,10 +252,12 @@ def test_an_account_being_deleted_is_left_out(api: Api, stack: Stack, on_sandbox
     assert set(result["trailing_average"]) == set(result["forecast"]["total"]) == {"GBP"}
 
 
-def test_a_user_with_nothing_linked_gets_a_year_of_empty_months(api: Api, on_sandbox_today: None) -> None:
+def test_a_user_with_nothing_linked_gets_a_year_of_empty_months(api: Api, clock: Clock) -> None:
+    # On whatever day the suite runs: the year ends with the current month
     result = get_insights(api, api.user())
-    assert [month["month"] for month in result["monthly"]] == months_ending(SANDBOX_TODAY, 12)
-    assert (result["from"], result["to"]) == ("2025-12", "2026-11")
+    year = months_ending(clock.today(), 12)
+    assert [month["month"] for month in result["monthly"]] == year
+    assert (result["from"], result["to"]) == (year[0], year[-1])
     assert all(month["total"] == {} for month in result["monthly"])
     assert (result["trailing_average"], result["forecast"]["total"]) == ({}, {})
     assert (result["unusual_bills"], result["data_quality"]) == ([], [])

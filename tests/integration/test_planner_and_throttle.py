@@ -10,7 +10,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, cast
 
@@ -22,36 +22,13 @@ from billhub.queue import EnqueueFailed, FetchQueue
 from billhub.refresh import PlannerRun, plan_due_refreshes
 from billhub.store import BillsTable
 from billhub.users import ProfileChange, change_profile
+from tests.conftest import Clock
 from tests.events import scheduled_event
 from tests.integration.harness import API_KEY, Api, LambdaContext, ReadsBeforeWrites
 
 FIBRELINK = {"username": "grace", "password": "pass_good"}
 CALLBACK = "/accounts/oauth/{provider}/callback"
 THROTTLED = pytest.mark.stack_parameters(ManualRefreshMinIntervalSeconds="300")
-
-
-class Clock:
-    """The handlers' ``utc_now``, moved by the test."""
-
-    def __init__(self) -> None:
-        self.start = self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-    def at(self, **delta: float) -> datetime:
-        return self.start + timedelta(**delta)
-
-
-@pytest.fixture
-def clock(api: Api, monkeypatch: pytest.MonkeyPatch) -> Clock:
-    clock = Clock()
-    for module in (api.auth, api.link, api.refresh):
-        monkeypatch.setattr(module, "utc_now", clock)
-    return clock
 
 
 def link(api: Api, user_id: str, api_key: str = API_KEY) -> str:

@@ -33,7 +33,7 @@ from localcloud.provision import Stack
 from mock_provider.app import create_app
 from mock_provider.control import Control
 from mock_provider.sandbox import Quirk, standing_charge
-from tests.conftest import SANDBOX_TODAY
+from tests.conftest import Clock
 from tests.events import authorizer_event
 from tests.integration.harness import Api, LambdaContext, raw_items, user_items
 from tests.sandbox import SandboxAccount, expected_bill_views, expected_bills, sandbox_admin
@@ -74,9 +74,11 @@ def test_providers_lists_all_four_with_how_each_links(api: Api) -> None:
 # ------------------------------------------------------------------ linking with credentials
 @pytest.mark.parametrize(("provider", "credentials", "sandbox"), CREDENTIAL_LINKS, ids=[c[0] for c in CREDENTIAL_LINKS])
 def test_link_then_fetch_gives_the_exact_normalised_bills(
-    api: Api, provider: str, credentials: dict[str, str], sandbox: SandboxAccount
+    api: Api, clock: Clock, provider: str, credentials: dict[str, str], sandbox: SandboxAccount
 ) -> None:
-    # Given a user who links an account with the provider's own kind of credentials
+    # Given a user who links an account with the provider's own kind of credentials, on a day the month's
+    # bill is still open
+    clock.start_on_day_of_month(10)
     user_id = api.user()
     status, account = api.link_provider(user_id, provider, credentials)
     assert status == 201, account
@@ -87,11 +89,12 @@ def test_link_then_fetch_gives_the_exact_normalised_bills(
     assert api.refresh_all(user_id) == {"batchItemFailures": []}
     # Then the service holds exactly the provider's bills, in the canonical shape
     page = api.bills_of(user_id, provider)
-    assert page["bills"] == expected_bill_views(sandbox, account["account_id"], date.today())
+    assert page["bills"] == expected_bill_views(sandbox, account["account_id"], clock.today(), clock.today())
     assert list(page["totals"]["due"]) == [sandbox.currency]
 
 
-def test_a_provider_billing_in_pounds_keeps_its_currency(api: Api) -> None:
+def test_a_provider_billing_in_pounds_keeps_its_currency(api: Api, clock: Clock) -> None:
+    clock.start_on_day_of_month(10)  # the month's bill still open, so a total is due
     user_id = api.user()
     api.link_provider(user_id, "northgas", NORTHGAS)
     api.refresh_all(user_id)
@@ -157,7 +160,9 @@ def test_a_pending_account_learns_its_identity_on_its_first_fetch(
 
 
 # ------------------------------------------------------------------ OAuth2 authorization code (SparkGrid)
-def test_oauth_link_then_fetch_gives_the_exact_normalised_bills(api: Api, mock_provider: tuple[str, Control]) -> None:
+def test_oauth_link_then_fetch_gives_the_exact_normalised_bills(
+    api: Api, clock: Clock, mock_provider: tuple[str, Control]
+) -> None:
     user_id = api.user()
     status, start = api.oauth_start(user_id, "sparkgrid")
     assert status == 200 and start["state_expires_in"] == 600
@@ -168,7 +173,7 @@ def test_oauth_link_then_fetch_gives_the_exact_normalised_bills(api: Api, mock_p
     assert api.refresh_all(user_id) == {"batchItemFailures": []}
     sandbox = SandboxAccount.sparkgrid("ada")
     assert api.bills_of(user_id, "sparkgrid")["bills"] == expected_bill_views(
-        sandbox, account["account_id"], date.today()
+        sandbox, account["account_id"], clock.today(), clock.today()
     )
 
 
@@ -314,11 +319,14 @@ def test_a_corrected_statement_replaces_the_bill_it_revises(api: Api, mock_provi
     ]
 
 
-def test_a_malformed_answer_keeps_the_last_good_bills(api: Api, mock_provider: tuple[str, Control]) -> None:
+def test_a_malformed_answer_keeps_the_last_good_bills(
+    api: Api, clock: Clock, mock_provider: tuple[str, Control]
+) -> None:
     user_id = api.user()
     api.link_provider(user_id, "clearwater", CLEARWATER)
     api.refresh_all(user_id)
     good = api.bills_of(user_id, "clearwater")["bills"]
+    clock.advance(hours=1)  # the next refresh, an hour later, gets a broken answer
     sandbox_admin(mock_provider[0], "faults/clearwater", {"malformed_rate": 1.0})
     result = api.refresh_all(user_id)
     assert len(result["batchItemFailures"]) == 1  # retried later by the queue
@@ -355,7 +363,7 @@ def table(api: Api) -> BillsTable:
 
 
 def test_two_fetches_confirming_one_pending_account_leave_one_link(
-    api: Api, mock_provider: tuple[str, Control]
+    api: Api, clock: Clock, mock_provider: tuple[str, Control]
 ) -> None:
     # Given a pending account, read by two fetches before either confirmed it
     sandbox_admin(mock_provider[0], "faults/fibrelink", {"outage": True})
@@ -365,7 +373,7 @@ def test_two_fetches_confirming_one_pending_account_leave_one_link(
     seen = store.get_account(user_id, account_id)
     assert seen is not None and seen.identity_pending
     identity = SandboxAccount.fibrelink("grace").account_number
-    now = datetime.now(UTC)
+    now = clock.now
     # When both confirm the same identity, the second learns it lost the race instead of a conflict
     store.relink(seen, identity, "•••", now)
     with pytest.raises(ConcurrentUpdate):
@@ -378,7 +386,7 @@ def test_two_fetches_confirming_one_pending_account_leave_one_link(
     assert store.get_account(user_id, account_id).link_key == links[0]["SK"]["S"]  # type: ignore[union-attr]
 
 
-def test_a_refusal_of_credentials_replaced_meanwhile_does_not_undo_a_repair(api: Api) -> None:
+def test_a_refusal_of_credentials_replaced_meanwhile_does_not_undo_a_repair(api: Api, clock: Clock) -> None:
     user_id = api.user()
     account_id = api.link_provider(user_id, "fibrelink", FIBRELINK)[1]["account_id"]
     store = table(api)
@@ -386,19 +394,21 @@ def test_a_refusal_of_credentials_replaced_meanwhile_does_not_undo_a_repair(api:
     assert read_by_a_slow_fetch is not None
     # The user repairs the account while the slow fetch is still waiting on its refused answer
     assert api.put_credentials(user_id, account_id, FIBRELINK)[0] == 200
-    assert store.mark_needs_reauth(read_by_a_slow_fetch, "refused", datetime.now(UTC)) is False
+    assert store.mark_needs_reauth(read_by_a_slow_fetch, "refused", clock.now) is False
     assert api.accounts(user_id)[0]["status"] == "active"
 
 
-def test_a_failure_older_than_the_last_success_is_not_recorded(api: Api) -> None:
+def test_a_failure_older_than_the_last_success_is_not_recorded(api: Api, clock: Clock) -> None:
     user_id = api.user()
     api.link_provider(user_id, "clearwater", CLEARWATER)
-    started_before_the_success = datetime.now(UTC)
+    started_before_the_success = clock.now
+    clock.advance(seconds=1)
     assert api.refresh_all(user_id) == {"batchItemFailures": []}
     [account] = table(api).list_accounts(user_id)
     assert table(api).record_fetch_failure(account, "late 429", started_before_the_success) is False
     assert api.accounts(user_id)[0]["last_error"] is None
-    assert table(api).record_fetch_failure(account, "HTTP 503", datetime.now(UTC)) is True
+    clock.advance(seconds=1)
+    assert table(api).record_fetch_failure(account, "HTTP 503", clock.now) is True
     assert api.accounts(user_id)[0]["last_error"] == "HTTP 503"
 
 
@@ -406,11 +416,11 @@ def oauth_states(api: Api) -> OAuthStates:
     return api.link.states()  # type: ignore[no-any-return]
 
 
-def test_an_expired_oauth_state_is_refused(api: Api) -> None:
+def test_an_expired_oauth_state_is_refused(api: Api, clock: Clock) -> None:
     link = PendingLink(user_id=api.user(), provider="sparkgrid", redirect_uri="https://api.example/cb")
-    state = oauth_states(api).issue(link, datetime.now(UTC) - timedelta(minutes=11))
+    state = oauth_states(api).issue(link, clock.now - timedelta(minutes=11))
     with pytest.raises(InvalidOAuthState, match="expired"):
-        oauth_states(api).redeem(state, "sparkgrid", datetime.now(UTC))
+        oauth_states(api).redeem(state, "sparkgrid", clock.now)
 
 
 class ResendingClient:
@@ -432,9 +442,9 @@ class ResendingClient:
         return self._client.delete_item(**request)
 
 
-def test_a_resent_oauth_state_consumption_still_links_and_the_state_still_works_once(api: Api) -> None:
+def test_a_resent_oauth_state_consumption_still_links_and_the_state_still_works_once(api: Api, clock: Clock) -> None:
     # Given a stored link request, and a client that resends each write as after a lost answer
-    now = datetime.now(UTC)
+    now = clock.now
     table(api).put_oauth_state("nonce-1", {"user_id": "u1", "provider": "sparkgrid"}, now + timedelta(minutes=10))
     resending = BillsTable(cast(Any, ResendingClient(boto3.client("dynamodb"))), api.stack.refs["BillsTable"])
     # When the callback consumes it through that client
@@ -444,9 +454,9 @@ def test_a_resent_oauth_state_consumption_still_links_and_the_state_still_works_
     assert table(api).consume_oauth_state("nonce-1", now) is None
 
 
-def test_an_oauth_state_is_not_an_access_token(api: Api) -> None:
+def test_an_oauth_state_is_not_an_access_token(api: Api, clock: Clock) -> None:
     link = PendingLink(user_id=api.user(), provider="sparkgrid", redirect_uri="https://api.example/cb")
-    state = oauth_states(api).issue(link, datetime.now(UTC))
+    state = oauth_states(api).issue(link, clock.now)
     verdict = api.authorizer.handler(authorizer_event(f"Bearer {state}"), LambdaContext())
     assert verdict["isAuthorized"] is False
 
@@ -512,6 +522,11 @@ DIALECTS: dict[str, tuple[str, str, dict[str, Any]]] = {
 Tamper = Callable[[list[dict[str, Any]]], None]
 
 
+# The module's read-only sandbox and what its bills should be: the adapters alone, no service clock, on one
+# named day.
+READ_ONLY_SANDBOX_TODAY = date(2026, 11, 15)
+
+
 @pytest.fixture(scope="module")
 def sandbox_url() -> Iterator[str]:
     """One sandbox for the read-only tests below (a server per test costs half a second to stop), with
@@ -520,7 +535,7 @@ def sandbox_url() -> Iterator[str]:
     control = Control()
     for provider in DIALECTS:
         control.set_faults(provider, rate_limit_per_second=10_000)
-    server = make_server("127.0.0.1", 0, create_app(today=SANDBOX_TODAY, control=control), threaded=True)
+    server = make_server("127.0.0.1", 0, create_app(today=READ_ONLY_SANDBOX_TODAY, control=control), threaded=True)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
@@ -627,7 +642,7 @@ def test_each_adapter_reads_line_items_and_quirks_exactly(
     sandbox = sandbox_account(provider, login)
     assert sandbox.quirks == ({quirk} if quirk else set())
     bills = fetch_with_adapter(sandbox_url, provider, login)
-    assert bills == expected_bills(sandbox, adapter_account(provider).account_id)
+    assert bills == expected_bills(sandbox, adapter_account(provider).account_id, READ_ONLY_SANDBOX_TODAY)
     assert planted_quirks(bills) == sandbox.quirks
     # Exact money at the currency's minor units, whatever the dialect (cents, strings, JSON numbers)
     for bill in bills:
@@ -642,7 +657,9 @@ def test_minor_units_carry_a_credit_note_exactly(sandbox_url: str) -> None:
     assert note.amount < 0 and note.status == "paid"
     assert [line.description for line in note.line_items] == ["Refund of overcharge", "Goodwill credit"]
     assert sum(line.amount for line in note.line_items) == note.amount
-    usual = SandboxAccount("sparkgrid", SandboxAccount.sparkgrid("credit_carl").account_number).bills()[4]
+    usual = SandboxAccount("sparkgrid", SandboxAccount.sparkgrid("credit_carl").account_number).bills(
+        READ_ONLY_SANDBOX_TODAY
+    )[4]
     assert note.amount == -usual.amount
 
 
@@ -657,11 +674,11 @@ def test_json_numbers_keep_a_mismatch_exact(sandbox_url: str) -> None:
     }
 
 
-def test_a_revised_bill_is_read_with_its_adjustment(mock_provider: tuple[str, Control]) -> None:
+def test_a_revised_bill_is_read_with_its_adjustment(mock_provider: tuple[str, Control], clock: Clock) -> None:
     base_url = mock_provider[0]
     plain, short = SandboxAccount.clearwater("cw_sandbox_providers"), SandboxAccount.clearwater("cw_sandbox_mismatch_1")
     for sandbox in (plain, short):
-        bill_id = sandbox.bills()[3].bill_id
+        bill_id = sandbox.bills(clock.today())[3].bill_id
         sandbox_admin(
             base_url, "revise/clearwater", {"account": sandbox.account_number, "bill_id": bill_id, "amount": "7.5"}
         )
@@ -670,7 +687,7 @@ def test_a_revised_bill_is_read_with_its_adjustment(mock_provider: tuple[str, Co
         for sandbox, login in ((plain, "cw_sandbox_providers"), (short, "cw_sandbox_mismatch_1"))
     }
     for sandbox, bill in revised.items():
-        generated = sandbox.bills()[3]
+        generated = sandbox.bills(clock.today())[3]
         assert (bill.amount, bill.revision) == (Decimal("7.50"), 2)
         assert bill.line_items[-1] == LineItem(
             description="Revision adjustment", amount=Decimal("7.50") - generated.amount
@@ -693,7 +710,9 @@ def test_bills_without_line_items_have_none(sandbox_url: str, provider: str) -> 
                 bill[lines_key] = None
 
     bills = fetch_with_adapter(sandbox_url, provider, login, drop_line_items)
-    expected = expected_bills(sandbox_account(provider, login), adapter_account(provider).account_id)
+    expected = expected_bills(
+        sandbox_account(provider, login), adapter_account(provider).account_id, READ_ONLY_SANDBOX_TODAY
+    )
     assert bills == [bill.model_copy(update={"line_items": ()}) for bill in expected]
 
 
