@@ -9,6 +9,8 @@ Item layout (PK / SK):
     USER#<uid>   BILL#<provider>#<aid>#<provider bill>  one bill; LSI1SK=<issued_on>#<provider>#<aid>#<bill>
     USER#<uid>   DELETED#<aid>                          an account deleted lately (a repeated DELETE is 204), TTL
     USER#<uid>   JOB#<job_id>                           refresh job, expires by TTL
+    USER#<uid>   OAUTHSTATE#<nonce>                     names the user's OAuth2 state below (so their
+                                                        deletion finds it), TTL
     OAUTHSTATE#<nonce>  STATE                           an OAuth2 link in progress, single use, TTL
     LOGINATTEMPTS#<kind>#<digest>  WINDOW              failed logins per email / source IP in a window, TTL
     IDEMPOTENCY#<uid>   <route>#<sha256>                an Idempotency-Key's first answer, TTL 24 h
@@ -90,6 +92,11 @@ def _iso(moment: datetime | None) -> str | None:
 
 def user_key(user_id: str) -> str:
     return f"USER#{user_id}"
+
+
+def idempotency_partition(user_id: str) -> str:
+    """The partition of the user's ``Idempotency-Key`` records (written by Powertools: billhub/idempotency.py)."""
+    return f"IDEMPOTENCY#{user_id}"
 
 
 def refresh_shard(account_id: str) -> str:
@@ -594,20 +601,38 @@ class BillsTable:
             raise ConcurrentUpdate(f"account {account.account_id} was relinked meanwhile") from error
 
     # ------------------------------------------------------------------ OAuth2 links in progress
-    def put_oauth_state(self, nonce: str, link: dict[str, Any], expires_at: datetime) -> None:
-        self._client.put_item(
-            TableName=self._table,
-            Item=_to_item(
-                {
-                    "PK": f"OAUTHSTATE#{nonce}",
-                    "SK": "STATE",
-                    "type": "oauth_state",
-                    "link": link,
-                    "expires_at": int(expires_at.timestamp()),
-                }
-            ),
-            ConditionExpression="attribute_not_exists(PK)",
-        )
+    def put_oauth_state(self, user_id: str, nonce: str, link: dict[str, Any], expires_at: datetime) -> None:
+        """Stores a link in progress under its nonce, and a pointer to it in the user's partition (their
+        deletion finds their states by it), in one transaction checking the user still exists and is not
+        being deleted: their deletion lists pointers after marking the profile, so a state is either in
+        that list or never stored. ``NotFound`` if the user is gone or being deleted."""
+        expiry = int(expires_at.timestamp())
+        pointer = {"PK": user_key(user_id), "SK": f"OAUTHSTATE#{nonce}", "type": "oauth_state_ref"}
+        state = {"PK": f"OAUTHSTATE#{nonce}", "SK": "STATE", "type": "oauth_state", "link": link}
+        try:
+            self._client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": _to_item({**state, "expires_at": expiry}),
+                            "ConditionExpression": "attribute_not_exists(PK)",
+                        }
+                    },
+                    {"Put": {"TableName": self._table, "Item": _to_item({**pointer, "expires_at": expiry})}},
+                    {
+                        "ConditionCheck": {
+                            "TableName": self._table,
+                            "Key": _to_item({"PK": user_key(user_id), "SK": "PROFILE"}),
+                            "ConditionExpression": "attribute_exists(PK) AND attribute_not_exists(deleting_since)",
+                        }
+                    },
+                ]
+            )
+        except ClientError as error:
+            if _condition_failed_at(error, 2):
+                raise NotFound("No such user.") from error
+            raise
 
     def consume_oauth_state(self, nonce: str, now: datetime) -> dict[str, Any] | None:
         """The link stored with the state, exactly once and only before it expires (TTL deletion lags).
