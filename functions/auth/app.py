@@ -1,4 +1,4 @@
-"""Register, log in, and read or change the caller's profile."""
+"""Register, log in, read or change the caller's profile, and delete the caller."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -73,6 +74,27 @@ def get_me() -> users.Profile:
 )
 def patch_me(change: users.ProfileChange) -> users.Profile:
     return users.change_profile(store(), caller_id(app), change, utc_now())
+
+
+@app.delete(
+    "/me",
+    summary="Delete the caller, every linked account, every bill and everything else of theirs",
+    tags=["profile"],
+    responses=documented(
+        204,
+        400,
+        401,
+        413,
+        415,
+        429,
+        503,
+        description="Deleted: the caller's tokens are refused from now on (also when already deleted).",
+    ),
+)
+def delete_me(request: users.DeletionRequest) -> Response[None]:
+    source_ip = app.current_event.request_context.http.source_ip
+    users.delete_me(store(), caller_id(app), request, source_ip, utc_now(), login_limits)
+    return Response(status_code=204)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

@@ -50,7 +50,8 @@ def handler(event: APIGatewayAuthorizerEventV2, context: LambdaContext) -> dict[
         claims = tokens().verify(bearer_token(event.headers.get("authorization")), utc_now())
     except Unauthorized as error:
         return _deny(error.message, event)
-    # A valid token outlives its user: a deleted user's tokens stop working at once.
+    # A valid token outlives its user: a deleted user's tokens stop working at once. One whose deletion
+    # has begun still passes, so that DELETE /me again can finish it; every route treats them as gone.
     if not store().user_exists(claims["sub"]):
         return _deny("the token's user no longer exists", event)
     return APIGatewayAuthorizerResponseV2(authorize=True, context={"user_id": claims["sub"]}).asdict()

@@ -30,7 +30,10 @@ def store() -> BillsTable:
     return BillsTable(aws_client("dynamodb"), settings.TABLE_NAME)
 
 
-@app.get("/bills", summary="All of the caller's bills, with totals", tags=["bills"], responses=documented(200, 400))
+# 404 for a caller whose deletion of themselves has begun.
+@app.get(
+    "/bills", summary="All of the caller's bills, with totals", tags=["bills"], responses=documented(200, 400, 404)
+)
 def list_bills(filters: Annotated[BillFilters, Query()]) -> BillsPage:
     return read_bills(store(), caller_id(app), filters, utc_now())
 

@@ -127,7 +127,8 @@ def list_providers() -> accounts.ProviderList:
     "/accounts/link",
     summary="Link a provider account with its credentials",
     tags=["accounts"],
-    responses=documented(201, 400, 409, 413, 415, 503, description="The account was linked."),
+    # 404 for a caller whose deletion of themselves has begun.
+    responses=documented(201, 400, 404, 409, 413, 415, 503, description="The account was linked."),
 )
 def link(request: accounts.LinkRequest, idempotency_key: IdempotencyKey = None) -> Response[accounts.AccountView]:
     user_id = caller_id(app)

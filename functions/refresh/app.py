@@ -90,12 +90,24 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         now = utc_now()
         time_limit = timedelta(milliseconds=context.get_remaining_time_in_millis() * refresh.PLANNING_SHARE)
         run = refresh.plan_due_refreshes(store(), queue(), now, time_limit)
+        # Users first: theirs include their accounts' deletions; then accounts deleted on their own.
+        users_finished = deletion.finish_abandoned_user_deletions(store(), now)
         finished = deletion.finish_abandoned_deletions(store(), now)
         logger.info(
             "planned refreshes",
-            extra={"accounts": run.planned, "all_due_planned": run.finished, "abandoned_deletions_finished": finished},
+            extra={
+                "accounts": run.planned,
+                "all_due_planned": run.finished,
+                "abandoned_deletions_finished": finished,
+                "abandoned_user_deletions_finished": users_finished,
+            },
         )
         if not run.finished:
             logger.warning("the planner ran out of time; the next run plans the accounts still due")
-        return {"planned": run.planned, "all_due_planned": run.finished, "deletions_finished": finished}
+        return {
+            "planned": run.planned,
+            "all_due_planned": run.finished,
+            "deletions_finished": finished,
+            "user_deletions_finished": users_finished,
+        }
     return app.resolve(event, context)

@@ -164,6 +164,11 @@ class Api:
         )
         return status, body
 
+    def delete_me(self, user_id: str, password: str = "pw-" * 4) -> tuple[int, Any]:
+        """``DELETE /me`` with the password typed again (``user`` registers everyone with ``"pw-" * 4``)."""
+        status, body, _ = self.call(self.auth, "DELETE", "/me", user_id=user_id, body={"password": password})
+        return status, body
+
     def refresh_all(self, user_id: str) -> dict[str, Any]:
         """``POST /bills/refresh``, then one delivery of every queued message to the fetcher."""
         status, body, _ = self.call(self.refresh, "POST", "/bills/refresh", user_id=user_id)

@@ -148,10 +148,7 @@ def test_token_of_a_deleted_user_is_denied(api: Api, clock: Clock) -> None:
     user_id = api.user()
     token = token_of(api)
     assert authorized(api, token)
-    # There is no deletion endpoint yet: the profile goes as a deletion would take it.
-    boto3.client("dynamodb").delete_item(
-        TableName=api.stack.refs["BillsTable"], Key={"PK": {"S": f"USER#{user_id}"}, "SK": {"S": "PROFILE"}}
-    )
+    assert api.delete_me(user_id) == (204, None)
     assert not authorized(api, token)
 
 
@@ -235,6 +232,26 @@ def test_a_successful_login_clears_the_account_count(api: Api, clock: Clock) -> 
     for _ in range(5):
         assert login(api, "ada@example.com", WRONG)[0] == 401
     assert login(api, "ada@example.com", WRONG)[0] == 429
+
+
+def test_a_wrong_password_at_delete_me_is_a_failed_login_and_throttled_with_them(api: Api, clock: Clock) -> None:
+    # Given a user whose token was stolen: the thief does not know the password
+    user_id = api.user("ada@example.com")
+    for _ in range(3):
+        status, body = api.delete_me(user_id, WRONG)
+        assert (status, body["code"]) == (401, "unauthorized"), body
+    # Then those guesses and failed logins share the email's count: 5 in all, then even the right
+    # password waits, at DELETE /me as at the login
+    for _ in range(2):
+        assert login(api, "ada@example.com", WRONG, ip=OTHER_IP)[0] == 401
+    status, body = api.delete_me(user_id)
+    assert (status, body["code"]) == (429, "too_many_attempts"), body
+    assert login(api, "ada@example.com", ip=OTHER_IP)[0] == 429
+    assert api.call(api.auth, "GET", "/me", user_id=user_id)[0] == 200, "nothing was deleted"
+    # and once the window is over, the right password deletes
+    clock.advance(minutes=15)
+    assert api.delete_me(user_id) == (204, None)
+    assert api.call(api.auth, "GET", "/me", user_id=user_id)[0] == 404
 
 
 def test_failures_per_source_are_throttled_and_a_success_does_not_reset_them(api: Api, clock: Clock) -> None:

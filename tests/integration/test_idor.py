@@ -158,6 +158,21 @@ def _patch_me(api: Api, world: World) -> None:
     assert status == 200 and body["user_id"] == world.b, body
 
 
+@covers("DELETE", "/me")
+def _delete_me(api: Api, world: World) -> None:
+    # A user id in the body is an unknown field; in the query it is ignored: B deletes B, never A (both
+    # registered with the same password, so A's password deletes nobody but the caller either).
+    password = "pw-" * 4
+    body = {"password": password, "user_id": world.a}
+    assert_refused(api.call(api.auth, "DELETE", "/me", user_id=world.b, body=body))
+    status, answer, _ = api.call(
+        api.auth, "DELETE", "/me", user_id=world.b, query={"user_id": world.a}, body={"password": password}
+    )
+    assert (status, answer) == (204, None)
+    assert items_of(api.stack, world.b) == []
+    assert_not_found(api.call(api.auth, "GET", "/me", user_id=world.b))
+
+
 # ------------------------------------------------------------------ link function
 @covers("GET", "/providers")
 def _providers(api: Api, world: World) -> None:

@@ -43,6 +43,7 @@ VALID_LINK = {"provider": "clearwater", "credentials": {"api_key": "cw_sandbox_l
 REGISTER = ("auth", "POST", "/auth/register")
 LOGIN = ("auth", "POST", "/auth/login")
 ME = ("auth", "PATCH", "/me")
+DELETE_ME = ("auth", "DELETE", "/me")
 LINK = ("link", "POST", "/accounts/link")
 CREDENTIALS = ("link", "PUT", "/accounts/{account_id}/credentials")
 START = ("link", "GET", "/accounts/oauth/{provider}/start")
@@ -142,6 +143,13 @@ CASES = [
     case("me: due_soon_days wrong type", *ME, 422, "validation_error", body={"preferences": {"due_soon_days": "soon"}}),
     case("me: lowercase currency", *ME, 422, "validation_error", body={"preferences": {"currency": "usd"}}),
     case("me: unknown interval", *ME, 422, "validation_error", body={"preferences": {"refresh_interval": "hourly"}}),
+    # ---- DELETE /me
+    case("delete me: no body", *DELETE_ME, 422, "validation_error"),
+    case("delete me: empty password", *DELETE_ME, 422, "validation_error", body={"password": ""}),
+    case("delete me: oversize password", *DELETE_ME, 422, "validation_error", body={"password": "p" * 129}),
+    case("delete me: password wrong type", *DELETE_ME, 422, "validation_error", body={"password": ["pw-" * 4]}),
+    case("delete me: unknown field", *DELETE_ME, 422, "validation_error", body={"password": "pw-" * 4, "all": True}),
+    case("delete me: invalid JSON", *DELETE_ME, 400, "invalid_json", raw_body='{"password": '),
     # ---- POST /accounts/link
     case("link: provider not in the registry", *LINK, 400, "unknown_provider", body={**VALID_LINK, "provider": "acme"}),
     case(

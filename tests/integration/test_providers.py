@@ -445,12 +445,15 @@ class ResendingClient:
 def test_a_resent_oauth_state_consumption_still_links_and_the_state_still_works_once(api: Api, clock: Clock) -> None:
     # Given a stored link request, and a client that resends each write as after a lost answer
     now = clock.now
-    table(api).put_oauth_state("nonce-1", {"user_id": "u1", "provider": "sparkgrid"}, now + timedelta(minutes=10))
+    user_id = api.user()
+    table(api).put_oauth_state(
+        user_id, "nonce-1", {"user_id": user_id, "provider": "sparkgrid"}, now + timedelta(minutes=10)
+    )
     resending = BillsTable(cast(Any, ResendingClient(boto3.client("dynamodb"))), api.stack.refs["BillsTable"])
     # When the callback consumes it through that client
     link = resending.consume_oauth_state("nonce-1", now)
     # Then the resend found its own mark: the link is there; and a second callback is refused
-    assert link == {"user_id": "u1", "provider": "sparkgrid"}
+    assert link == {"user_id": user_id, "provider": "sparkgrid"}
     assert table(api).consume_oauth_state("nonce-1", now) is None
 
 

@@ -15,6 +15,7 @@ DESIGN_ROUTES = {
     "POST /auth/login": "AuthFunction",
     "GET /me": "AuthFunction",
     "PATCH /me": "AuthFunction",
+    "DELETE /me": "AuthFunction",
     "GET /providers": "LinkAccountFunction",
     "POST /accounts/link": "LinkAccountFunction",
     "GET /accounts": "LinkAccountFunction",

@@ -47,6 +47,7 @@ from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import P
 from pydantic import BaseModel
 
 from billhub.errors import ServiceError
+from billhub.store import idempotency_partition
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -56,7 +57,6 @@ logger = Logger(child=True)
 
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
-PARTITION_PREFIX = "IDEMPOTENCY#"
 # Long enough for any client's retries (an app retrying after a night offline included), as Stripe
 # keeps its keys; short enough that a remembered answer (an account view, a job id) does not linger.
 RECORD_TTL = timedelta(hours=24)
@@ -120,7 +120,7 @@ class _CallerPartitions(DynamoDBPersistenceLayer):
 
     def _get_key(self, idempotency_key: str) -> dict[str, Any]:
         user_id, _, record = idempotency_key.partition("#")
-        return {"PK": {"S": f"{PARTITION_PREFIX}{user_id}"}, "SK": {"S": record}}
+        return {"PK": {"S": idempotency_partition(user_id)}, "SK": {"S": record}}
 
 
 class IdempotentRoutes:

@@ -57,6 +57,8 @@ class User(BaseModel):
     email: str
     created_at: datetime
     preferences: Preferences = Field(default_factory=Preferences)
+    # Set when the user deleted themselves and the deletion has not finished yet.
+    deleting_since: datetime | None = None
 
 
 def bill_id_of(provider: str, account_id: str, provider_bill_id: str) -> str:

@@ -50,7 +50,7 @@ class OAuthStates:
 
         nonce = secrets.token_urlsafe(18)
         expires_at = now + STATE_TTL
-        self._store.put_oauth_state(nonce, link.model_dump(exclude_none=True), expires_at)
+        self._store.put_oauth_state(link.user_id, nonce, link.model_dump(exclude_none=True), expires_at)
         claims = {"iss": self._issuer, "aud": self._audience, "iat": now, "exp": expires_at, "jti": nonce}
         return jwt.encode(claims, self._signing_key(), algorithm=_ALGORITHM)
 

@@ -2,13 +2,16 @@
 
 Item layout (PK / SK):
     USER#<uid>   PROFILE                                user profile, password hash, preferences,
-                                                        time of the last manual refresh (the throttle)
+                                                        time of the last manual refresh (the throttle),
+                                                        ``deleting_since`` once the user deletes themselves
     EMAIL#<e>    EMAIL                                  unique email -> uid
     USER#<uid>   ACCOUNT#<aid>                          linked account (+ KMS ciphertext of credentials)
     USER#<uid>   LINK#<provider>#<ref-digest>           one link per provider account per user
     USER#<uid>   BILL#<provider>#<aid>#<provider bill>  one bill; LSI1SK=<issued_on>#<provider>#<aid>#<bill>
     USER#<uid>   DELETED#<aid>                          an account deleted lately (a repeated DELETE is 204), TTL
     USER#<uid>   JOB#<job_id>                           refresh job, expires by TTL
+    USER#<uid>   OAUTHSTATE#<nonce>                     names the user's OAuth2 state below (so their
+                                                        deletion finds it), TTL
     OAUTHSTATE#<nonce>  STATE                           an OAuth2 link in progress, single use, TTL
     LOGINATTEMPTS#<kind>#<digest>  WINDOW              failed logins per email / source IP in a window, TTL
     IDEMPOTENCY#<uid>   <route>#<sha256>                an Idempotency-Key's first answer, TTL 24 h
@@ -17,7 +20,8 @@ Accounts carry GSI1PK=REFRESH#<shard>, GSI1SK=<next_refresh_at>#<aid>#<refresh_i
 planner finds due accounts without a scan, and learns each one's interval from the (keys-only) index
 without reading the account or its owner's profile. An account's ``refresh_interval`` attribute and the
 one in its GSI1SK are always written together. An account being deleted moves to GSI1PK=DELETING,
-GSI1SK=<deleting_since>#<uid>#<aid>, where the planner's sweep finds deletions nobody finished.
+GSI1SK=<deleting_since>#<uid>#<aid>, where the planner's sweep finds deletions nobody finished; a user
+deleting themselves has their profile at GSI1PK=DELETING_USERS, GSI1SK=<deleting_since>#<uid> for the same.
 
 An account's ``summary`` (bill count, open bills, last issue date) and ``bills_version`` change in the
 same transaction as its bills, conditional on the version read: the summary always describes exactly
@@ -69,6 +73,7 @@ SAVE_ATTEMPTS = 3
 DELETE_ATTEMPTS = 3
 FILTER_IN_LIMIT = 100
 DELETION_SWEEP_KEY = "DELETING"
+USER_DELETION_SWEEP_KEY = "DELETING_USERS"
 DELETED_MARKER_TTL_SECONDS = 7 * 24 * 3600
 JOB_TTL_SECONDS = 7 * 24 * 3600
 
@@ -90,6 +95,11 @@ def _iso(moment: datetime | None) -> str | None:
 
 def user_key(user_id: str) -> str:
     return f"USER#{user_id}"
+
+
+def idempotency_partition(user_id: str) -> str:
+    """The partition of the user's ``Idempotency-Key`` records (written by Powertools: billhub/idempotency.py)."""
+    return f"IDEMPOTENCY#{user_id}"
 
 
 def refresh_shard(account_id: str) -> str:
@@ -321,32 +331,41 @@ class BillsTable:
         return str(item["user_id"]) if item else None
 
     def get_user(self, user_id: str) -> tuple[User, str] | None:
-        """The user and their password hash."""
+        """The user and their password hash, also while they are being deleted (``User.deleting_since``):
+        a repeated ``DELETE /me`` checks the password against it."""
         item = self._get(user_key(user_id), "PROFILE", consistent=True)
         if item is None:
             return None
         return User.model_validate(item), str(item["password_hash"])
 
     def update_preferences(self, user_id: str, preferences: Preferences) -> None:
-        self._client.update_item(
-            TableName=self._table,
-            Key=_to_item({"PK": user_key(user_id), "SK": "PROFILE"}),
-            UpdateExpression="SET preferences = :preferences",
-            ConditionExpression="attribute_exists(PK)",
-            ExpressionAttributeValues=_to_item({":preferences": preferences.model_dump()}),
-        )
+        """``NotFound`` once the user is gone or being deleted."""
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=_to_item({"PK": user_key(user_id), "SK": "PROFILE"}),
+                UpdateExpression="SET preferences = :preferences",
+                ConditionExpression="attribute_exists(PK) AND attribute_not_exists(deleting_since)",
+                ExpressionAttributeValues=_to_item({":preferences": preferences.model_dump()}),
+            )
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                raise NotFound("No such user.") from error
+            raise
 
     def preferences(self, user_id: str) -> Preferences:
-        """The user's preferences (and nothing else of the profile)."""
+        """The user's preferences (and nothing else of the profile); ``NotFound`` once the user is gone
+        or being deleted (so is every route that reads them)."""
         response = self._client.get_item(
             TableName=self._table,
             Key=_to_item({"PK": user_key(user_id), "SK": "PROFILE"}),
-            ProjectionExpression="preferences",
+            ProjectionExpression="preferences, deleting_since",
             ConsistentRead=True,
         )
-        if "Item" not in response:
+        item = _from_item(response["Item"]) if "Item" in response else None
+        if item is None or "deleting_since" in item:
             raise NotFound("No such user.")
-        return Preferences.model_validate(_from_item(response["Item"])["preferences"])
+        return Preferences.model_validate(item["preferences"])
 
     def preferred_refresh_interval(self, user_id: str) -> RefreshInterval:
         return self.preferences(user_id).refresh_interval
@@ -362,7 +381,7 @@ class BillsTable:
                 TableName=self._table,
                 Key=_to_item({"PK": user_key(user_id), "SK": "PROFILE"}),
                 UpdateExpression="SET last_manual_refresh_at = :now",
-                ConditionExpression="attribute_exists(PK) "
+                ConditionExpression="attribute_exists(PK) AND attribute_not_exists(deleting_since) "
                 "AND (attribute_not_exists(last_manual_refresh_at) OR last_manual_refresh_at <= :earliest)",
                 ExpressionAttributeValues=_to_item({":now": _iso(now), ":earliest": _iso(now - min_interval)}),
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
@@ -372,7 +391,7 @@ class BillsTable:
                 raise
             # The profile as it was, which ReturnValuesOnConditionCheckFailure puts beside the error.
             profile = cast("dict[str, Any]", error.response).get("Item")
-            if profile is None:
+            if profile is None or "deleting_since" in profile:
                 raise NotFound("No such user.") from error
             return datetime.fromisoformat(str(_from_item(profile)["last_manual_refresh_at"]))
         return None
@@ -424,7 +443,10 @@ class BillsTable:
                         "ConditionCheck": {
                             "TableName": self._table,
                             "Key": _to_item({"PK": user_key(account.user_id), "SK": "PROFILE"}),
-                            "ConditionExpression": "preferences.refresh_interval = :interval",
+                            # Nothing is linked to a user being deleted: their deletion lists accounts
+                            # after marking the profile, so an account either is in that list or is refused.
+                            "ConditionExpression": "preferences.refresh_interval = :interval "
+                            "AND attribute_not_exists(deleting_since)",
                             "ExpressionAttributeValues": _to_item({":interval": account.refresh_interval}),
                         }
                     },
@@ -594,20 +616,38 @@ class BillsTable:
             raise ConcurrentUpdate(f"account {account.account_id} was relinked meanwhile") from error
 
     # ------------------------------------------------------------------ OAuth2 links in progress
-    def put_oauth_state(self, nonce: str, link: dict[str, Any], expires_at: datetime) -> None:
-        self._client.put_item(
-            TableName=self._table,
-            Item=_to_item(
-                {
-                    "PK": f"OAUTHSTATE#{nonce}",
-                    "SK": "STATE",
-                    "type": "oauth_state",
-                    "link": link,
-                    "expires_at": int(expires_at.timestamp()),
-                }
-            ),
-            ConditionExpression="attribute_not_exists(PK)",
-        )
+    def put_oauth_state(self, user_id: str, nonce: str, link: dict[str, Any], expires_at: datetime) -> None:
+        """Stores a link in progress under its nonce, and a pointer to it in the user's partition (their
+        deletion finds their states by it), in one transaction checking the user still exists and is not
+        being deleted: their deletion lists pointers after marking the profile, so a state is either in
+        that list or never stored. ``NotFound`` if the user is gone or being deleted."""
+        expiry = int(expires_at.timestamp())
+        pointer = {"PK": user_key(user_id), "SK": f"OAUTHSTATE#{nonce}", "type": "oauth_state_ref"}
+        state = {"PK": f"OAUTHSTATE#{nonce}", "SK": "STATE", "type": "oauth_state", "link": link}
+        try:
+            self._client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": _to_item({**state, "expires_at": expiry}),
+                            "ConditionExpression": "attribute_not_exists(PK)",
+                        }
+                    },
+                    {"Put": {"TableName": self._table, "Item": _to_item({**pointer, "expires_at": expiry})}},
+                    {
+                        "ConditionCheck": {
+                            "TableName": self._table,
+                            "Key": _to_item({"PK": user_key(user_id), "SK": "PROFILE"}),
+                            "ConditionExpression": "attribute_exists(PK) AND attribute_not_exists(deleting_since)",
+                        }
+                    },
+                ]
+            )
+        except ClientError as error:
+            if _condition_failed_at(error, 2):
+                raise NotFound("No such user.") from error
+            raise
 
     def consume_oauth_state(self, nonce: str, now: datetime) -> dict[str, Any] | None:
         """The link stored with the state, exactly once and only before it expires (TTL deletion lags).
@@ -1123,6 +1163,126 @@ class BillsTable:
             return None
         return Account.model_validate(item)
 
+    # ------------------------------------------------------------------ deleting a user
+    def begin_user_deletion(self, user_id: str, now: datetime) -> None:
+        """Marks the user as being deleted and files them where the planner's sweep finds unfinished
+        deletions. From then on nothing new can be linked to them (or start an OAuth2 link, or refresh),
+        and their profile reads as gone; the profile itself, password hash included, stays until the
+        very end, so a repeated ``DELETE /me`` can check the password and finish. Repeating it keeps the
+        time of the first attempt."""
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=_to_item({"PK": user_key(user_id), "SK": "PROFILE"}),
+                UpdateExpression="SET deleting_since = :now, GSI1PK = :sweep, GSI1SK = :since",
+                ConditionExpression="attribute_exists(PK) AND attribute_not_exists(deleting_since)",
+                ExpressionAttributeValues=_to_item(
+                    {":now": _iso(now), ":sweep": USER_DELETION_SWEEP_KEY, ":since": f"{_iso(now)}#{user_id}"}
+                ),
+            )
+        except ClientError as error:
+            if not _is_conditional_failure(error):
+                raise
+            # Already being deleted (a retry, or the sweep), or already gone.
+
+    def remove_user_items(self, user_id: str, email: str) -> int:
+        """Deletes everything of the user's but their profile and email guard, 25 per batch; returns how
+        many items. Run after their accounts are deleted: what is left in their partition (deleted-account
+        markers, refresh jobs, OAuth2 state pointers, whatever else is filed there), the OAuth2 states
+        those pointers name, their ``Idempotency-Key`` records and the failed sign-in counter of their
+        email. The items outside the partition go in batches before any of the partition's, so a crash
+        never leaves a state that no pointer names. Each delete is idempotent."""
+        outside: list[dict[str, Any]] = []
+        inside: list[dict[str, Any]] = []
+        for item in self._query(
+            KeyConditionExpression="PK = :pk",
+            ExpressionAttributeValues=_to_item({":pk": user_key(user_id)}),
+            ProjectionExpression="PK, SK",
+        ):
+            sort_key = str(item["SK"])
+            if sort_key == "PROFILE":
+                continue
+            inside.append({"PK": item["PK"], "SK": sort_key})
+            if sort_key.startswith("OAUTHSTATE#"):
+                outside.append({"PK": sort_key, "SK": "STATE"})
+        outside.extend(
+            {"PK": item["PK"], "SK": item["SK"]}
+            for item in self._query(
+                KeyConditionExpression="PK = :pk",
+                ExpressionAttributeValues=_to_item({":pk": idempotency_partition(user_id)}),
+                ProjectionExpression="PK, SK",
+            )
+        )
+        outside.append(_from_item(self._login_attempts_key(f"account:{email}")))
+        for batch in [*_chunks(outside, BATCH_WRITE_LIMIT), *_chunks(inside, BATCH_WRITE_LIMIT)]:
+            self._delete_batch(batch)
+        return len(outside) + len(inside)
+
+    def finish_user_deletion(self, user_id: str, email: str) -> None:
+        """Removes the profile and the email's uniqueness guard together, the last of the user's items:
+        from then on their tokens are refused and the email can register again, as a new user."""
+        profile: Any = {
+            "Delete": {
+                "TableName": self._table,
+                "Key": _to_item({"PK": user_key(user_id), "SK": "PROFILE"}),
+                "ConditionExpression": "attribute_exists(deleting_since)",
+            }
+        }
+        guard: Any = {
+            "Delete": {
+                "TableName": self._table,
+                "Key": _to_item({"PK": f"EMAIL#{email}", "SK": "EMAIL"}),
+                # Only their own: the guard is never another user's while this profile exists, but a
+                # deletion must not be the way to free someone else's email.
+                "ConditionExpression": "attribute_not_exists(PK) OR user_id = :user",
+                "ExpressionAttributeValues": _to_item({":user": user_id}),
+            }
+        }
+        for attempt in range(DELETE_ATTEMPTS):
+            try:
+                self._client.transact_write_items(TransactItems=[profile, guard])
+                return
+            except ClientError as error:
+                if _condition_failed_at(error, 0):
+                    return  # another attempt finished it first
+                if _condition_failed_at(error, 1):
+                    # The email is someone else's: the profile goes alone.
+                    self._delete_profile_being_deleted(user_id)
+                    return
+                if not _is_transaction_conflict(error):
+                    raise
+                _back_off(attempt)
+        raise ConcurrentUpdate(f"user {user_id} could not be removed; the next attempt finishes it")
+
+    def _delete_profile_being_deleted(self, user_id: str) -> None:
+        try:
+            self._client.delete_item(
+                TableName=self._table,
+                Key=_to_item({"PK": user_key(user_id), "SK": "PROFILE"}),
+                ConditionExpression="attribute_exists(deleting_since)",
+            )
+        except ClientError as error:
+            if not _is_conditional_failure(error):
+                raise
+
+    def unfinished_user_deletions(self, started_before: datetime) -> Iterator[str]:
+        """Ids of users whose deletion started before ``started_before`` and never finished."""
+        paginator = self._client.get_paginator("query")
+        for page in paginator.paginate(
+            TableName=self._table,
+            IndexName="GSI1",
+            KeyConditionExpression="GSI1PK = :sweep AND GSI1SK < :before",
+            ExpressionAttributeValues=_to_item({":sweep": USER_DELETION_SWEEP_KEY, ":before": _iso(started_before)}),
+        ):
+            for raw in page["Items"]:
+                yield str(_from_item(raw)["PK"]).removeprefix("USER#")
+
+    def user_being_deleted(self, user_id: str) -> User | None:
+        found = self.get_user(user_id)
+        if found is None or found[0].deleting_since is None:
+            return None
+        return found[0]
+
     # ------------------------------------------------------------------ refresh jobs
     def create_job(self, job: RefreshJob) -> None:
         values = job.model_dump(mode="json")
@@ -1264,7 +1424,8 @@ class BillsTable:
         self._client.delete_item(TableName=self._table, Key=self._login_attempts_key(subject))
 
     def user_exists(self, user_id: str) -> bool:
-        """Whether the user's profile exists: a keys-only, eventually consistent read (half a read unit)."""
+        """Whether the user's profile exists: a keys-only, eventually consistent read (half a read unit).
+        A profile being deleted still exists until the deletion's last step."""
         response = self._client.get_item(
             TableName=self._table,
             Key=_to_item({"PK": user_key(user_id), "SK": "PROFILE"}),

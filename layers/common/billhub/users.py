@@ -1,4 +1,4 @@
-"""Registration, login and the caller's profile."""
+"""Registration, login, the caller's profile, and deleting oneself."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from billhub import deletion
 from billhub.auth import DUMMY_PASSWORD_HASH, TokenService, hash_password, verify_password
 from billhub.errors import NotFound, ServiceError, Unauthorized
 from billhub.models import CurrencyCode, Preferences, RefreshInterval, User
@@ -61,6 +62,15 @@ class ProfileChange(BaseModel):
     preferences: PreferencesChange
 
 
+class DeletionRequest(BaseModel):
+    """``DELETE /me``: the password, typed again. Any length a password could have: a wrong one is a 401
+    counted as a failed login, never a 422 that would escape the count."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    password: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
 def register(store: BillsTable, request: Credentials, now: datetime) -> Registered:
     user = User(user_id=uuid.uuid4().hex, email=request.email, created_at=now)
     store.create_user(user, hash_password(request.password))
@@ -73,7 +83,7 @@ class TooManyAttempts(ServiceError):
 
     def __init__(self, retry_after: int) -> None:
         super().__init__(
-            "Too many failed logins. Try again later.",
+            "Too many wrong passwords. Try again later.",
             {"retry_after": retry_after},
             headers={"Retry-After": str(retry_after)},
         )
@@ -103,29 +113,75 @@ def login(
     gives back its IP's attempt. Throttling is keyed by the email typed, whether or not it has an
     account, so a ``429`` tells nothing about which emails exist; a throttled attempt is not verified.
     """
-    account, source = f"account:{request.email}", f"source:{source_ip}"
-    retry_after = store.take_login_attempt(account, limits.per_account, limits.window, now)
-    if retry_after is not None:
-        raise TooManyAttempts(retry_after)
-    retry_after = store.take_login_attempt(source, limits.per_source, limits.window, now)
-    if retry_after is not None:
-        store.refund_login_attempt(account, now)  # no password was tried
-        raise TooManyAttempts(retry_after)
+    attempt = _take_attempt(store, request.email, source_ip, now, limits)
     user_id = store.user_id_for_email(request.email)
     found = store.get_user(user_id) if user_id else None
     password_hash = found[1] if found else DUMMY_PASSWORD_HASH
-    if not verify_password(request.password, password_hash) or found is None:
+    # A user being deleted is gone: the same answer as an unknown email.
+    if not verify_password(request.password, password_hash) or found is None or found[0].deleting_since is not None:
         raise Unauthorized("Email or password is wrong.")
-    store.clear_login_attempts(account)
-    # Given back, not cleared: clearing would let one good account reset its IP's count of failures.
-    store.refund_login_attempt(source, now)
+    _passed(store, attempt, now)
     issued = tokens.issue(found[0].user_id, now)
     return AccessToken(access_token=issued.access_token, expires_in=issued.expires_in)
 
 
-def get_profile(store: BillsTable, user_id: str) -> Profile:
+def delete_me(
+    store: BillsTable,
+    user_id: str,
+    request: DeletionRequest,
+    source_ip: str,
+    now: datetime,
+    limits: LoginLimits = LoginLimits(),
+) -> None:
+    """Deletes the caller and everything of theirs, once they typed their password again.
+
+    The password is checked as a login is, counted against the same limits (the email's and the source
+    IP's), so ``DELETE /me`` is no way around them to guess passwords with a stolen token. It is checked
+    against the profile, which stays until the deletion's very last step, so sending the request again
+    finishes a deletion that stopped half-way. A caller already gone (their token still in the
+    authorizer's cache) has nothing left to delete.
+    """
     found = store.get_user(user_id)
     if found is None:
+        return
+    user, password_hash = found
+    attempt = _take_attempt(store, user.email, source_ip, now, limits)
+    if not verify_password(request.password, password_hash):
+        raise Unauthorized("The password is wrong.")
+    _passed(store, attempt, now)
+    deletion.delete_user(store, user, now)
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """A password attempt, counted against the email typed (``account``) and the caller's IP (``source``)."""
+
+    account: str
+    source: str
+
+
+def _take_attempt(store: BillsTable, email: str, source_ip: str, now: datetime, limits: LoginLimits) -> _Attempt:
+    attempt = _Attempt(f"account:{email}", f"source:{source_ip}")
+    retry_after = store.take_login_attempt(attempt.account, limits.per_account, limits.window, now)
+    if retry_after is not None:
+        raise TooManyAttempts(retry_after)
+    retry_after = store.take_login_attempt(attempt.source, limits.per_source, limits.window, now)
+    if retry_after is not None:
+        store.refund_login_attempt(attempt.account, now)  # no password was tried
+        raise TooManyAttempts(retry_after)
+    return attempt
+
+
+def _passed(store: BillsTable, attempt: _Attempt, now: datetime) -> None:
+    """The password was right: the email's count is cleared, the IP's attempt given back."""
+    store.clear_login_attempts(attempt.account)
+    # Given back, not cleared: clearing would let one good account reset its IP's count of failures.
+    store.refund_login_attempt(attempt.source, now)
+
+
+def get_profile(store: BillsTable, user_id: str) -> Profile:
+    found = store.get_user(user_id)
+    if found is None or found[0].deleting_since is not None:
         raise NotFound("No such user.")
     return Profile.model_validate(found[0].model_dump())
 
