@@ -1,12 +1,14 @@
 """What every HTTP handler shares: the resolver, the caller's identity and the JSON error shape.
 
 Every error leaves as ``{"code", "message", "details"}`` with its status; nothing escapes as a bare 500.
+Request bodies are I-JSON (RFC 7493) objects: anything else is refused before a route sees it.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -25,6 +27,9 @@ from billhub.errors import ServiceError, Unauthorized
 logger = Logger(child=True)
 
 MAX_BODY_BYTES = 16 * 1024
+# Deeper than any body this API takes (``{"credentials": {"name": "value"}}`` is 2), and shallow enough
+# that nothing walking a body (pydantic, an error message) can run out of stack.
+MAX_BODY_DEPTH = 8
 
 
 class ErrorBody(BaseModel):
@@ -71,6 +76,82 @@ def error_response(
         body=json.dumps({"code": code, "message": message, "details": details}),
         headers=headers,
     )
+
+
+class InvalidJson(ValueError):
+    """A body that is not I-JSON: Python's parser failed on it, or would have let through what breaks later."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise InvalidJson(f"{name} is not a JSON number.")
+
+
+def _finite_float(literal: str) -> float:
+    number = float(literal)
+    if not math.isfinite(number):  # 1e999999 parses as inf
+        raise InvalidJson("A number is out of range.")
+    return number
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    members = dict(pairs)
+    if len(members) != len(pairs):  # json.loads would keep the last of them, other parsers the first
+        raise InvalidJson("An object has the same member name twice.")
+    return members
+
+
+def _check_depth_and_strings(value: Any) -> None:
+    """Refuses nesting deeper than ``MAX_BODY_DEPTH`` and strings (member names too) that are not Unicode
+    text: a ``\\ud800`` escape parses into a lone surrogate, which fails wherever it is encoded (a password
+    hash, DynamoDB). Walks iteratively, so a deep body cannot exhaust the stack here either."""
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError as error:
+                    raise InvalidJson("A string is not valid Unicode (a lone surrogate).") from error
+        elif isinstance(item, dict | list):
+            if depth >= MAX_BODY_DEPTH:
+                raise InvalidJson(f"The body is nested deeper than {MAX_BODY_DEPTH} levels.")
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+
+
+def _why_invalid(error: ValueError | RecursionError) -> str:
+    if isinstance(error, json.JSONDecodeError):
+        return f"{error.msg} at character {error.pos}."
+    if isinstance(error, InvalidJson):
+        return str(error)
+    if isinstance(error, RecursionError):
+        return f"The body is nested deeper than {MAX_BODY_DEPTH} levels."
+    return "A number has too many digits."  # int() refuses more than sys.get_int_max_str_digits()
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """A request body as a JSON object, for Powertools' request validation (its ``json_body_deserializer``).
+
+    Powertools would take a list's first element for a body model, and lets a parser failure other than a
+    syntax error (an integer of more than 4,300 digits, a stack overflow) escape as a 500. Here every
+    failure is ``400 invalid_json``, and a valid JSON text that is not an object a ``422``. Powertools
+    parses a body only for a route that takes one, so other routes ignore a body as before.
+    """
+    try:
+        value = json.loads(
+            text, parse_constant=_refuse_constant, parse_float=_finite_float, object_pairs_hook=_unique_members
+        )
+        _check_depth_and_strings(value)
+    except (ValueError, RecursionError) as error:  # JSONDecodeError and InvalidJson are ValueErrors
+        raise RequestValidationError(
+            [{"type": "json_invalid", "loc": ("body",), "msg": _why_invalid(error), "input": {}}]
+        ) from error
+    if not isinstance(value, dict):
+        raise RequestValidationError(
+            [{"type": "model_type", "loc": ("body",), "msg": "The body must be a JSON object.", "input": {}}]
+        )
+    return value
 
 
 class Resolver(APIGatewayHttpResolver):
@@ -122,7 +203,7 @@ def _as_http_api_response(response: Response[str]) -> dict[str, Any]:
 
 
 def create_resolver() -> Resolver:
-    app = Resolver(enable_validation=True)
+    app = Resolver(enable_validation=True, json_body_deserializer=json_object)
 
     @app.exception_handler(ServiceError)
     def _service_error(error: ServiceError) -> Response[str]:
@@ -134,8 +215,11 @@ def create_resolver() -> Resolver:
             {"loc": list(problem["loc"]), "type": problem["type"], "message": problem.get("msg", "")}
             for problem in error.errors()
         ]
-        if any(problem["type"] == "json_invalid" for problem in problems):
-            return error_response(HTTPStatus.BAD_REQUEST, "invalid_json", "The request body is not valid JSON.")
+        invalid = [problem["message"] for problem in problems if problem["type"] == "json_invalid"]
+        if invalid:
+            return error_response(
+                HTTPStatus.BAD_REQUEST, "invalid_json", "The request body is not valid JSON.", {"reason": invalid[0]}
+            )
         return error_response(HTTPStatus.UNPROCESSABLE_ENTITY, "validation_error", "The request is invalid.", problems)
 
     @app.exception_handler(RequestUnsupportedContentType)

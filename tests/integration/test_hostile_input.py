@@ -1,0 +1,163 @@
+"""Hostile input through the handlers (issue 12): bodies that are not JSON objects, and JSON the parser chokes
+on or that is not I-JSON. Each refusal is a JSON 4xx that stores nothing."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from localcloud.provision import Stack
+from localcloud.template import ROOT
+from tests.integration.harness import API_KEY, Api, user_items
+
+PASSWORD = "pw-" * 4  # what Api.user registers with
+SENTINEL = "__SENTINEL__"
+
+
+@dataclass(frozen=True)
+class BodyRoute:
+    function: str  # the Api attribute holding the route's handler module
+    authorized: bool
+    # A body the route accepts once ``SENTINEL`` (a value somewhere in it) is replaced by ``valid``.
+    template: dict[str, Any]
+    valid: str
+
+    def raw(self, literal: str, account_id: str) -> str:
+        text = json.dumps(self.template).replace(json.dumps(SENTINEL), literal)
+        return text.replace("{account}", account_id)
+
+    def body(self, account_id: str) -> Any:
+        return json.loads(self.raw(self.valid, account_id))
+
+
+BODY_ROUTES = {
+    ("POST", "/auth/register"): BodyRoute(
+        "auth", False, {"email": "new@example.com", "password": SENTINEL}, json.dumps(PASSWORD)
+    ),
+    ("POST", "/auth/login"): BodyRoute(
+        "auth", False, {"email": "ada@example.com", "password": SENTINEL}, json.dumps(PASSWORD)
+    ),
+    ("PATCH", "/me"): BodyRoute("auth", True, {"preferences": {"due_soon_days": SENTINEL}}, "30"),
+    ("POST", "/accounts/link"): BodyRoute(
+        "link",
+        True,
+        {"provider": "clearwater", "credentials": {"api_key": "cw_sandbox_hostile"}, "nickname": SENTINEL},
+        '"home"',
+    ),
+    ("PUT", "/accounts/{account_id}/credentials"): BodyRoute(
+        "link", True, {"credentials": {"api_key": SENTINEL}}, json.dumps(API_KEY)
+    ),
+    ("POST", "/bills/refresh"): BodyRoute("refresh", True, {"account_ids": [SENTINEL]}, '"{account}"'),
+}
+
+
+@pytest.fixture
+def linked(api: Api) -> tuple[str, str]:
+    """ada, registered with ``PASSWORD``, with one Clearwater account linked."""
+    user_id = api.user()
+    status, account = api.link_clearwater(user_id)
+    assert status == 201, account
+    return user_id, str(account["account_id"])
+
+
+def call_route(
+    api: Api, route: tuple[str, str], user_id: str, account_id: str, **kwargs: Any
+) -> tuple[int, Any, dict[str, str]]:
+    method, path = route
+    spec = BODY_ROUTES[route]
+    parameters = {"account_id": account_id} if "{account_id}" in path else None
+    return api.call(
+        getattr(api, spec.function),
+        method,
+        path.format(account_id=account_id),
+        route=path,
+        path_parameters=parameters,
+        user_id=user_id if spec.authorized else None,
+        **kwargs,
+    )
+
+
+def assert_refused_and_nothing_stored(
+    api: Api,
+    stack: Stack,
+    before: list[dict[str, Any]],
+    answer: tuple[int, Any, dict[str, str]],
+    expected: tuple[int, str],
+    what: str,
+) -> None:
+    status, body, _ = answer
+    assert (status, body.get("code") if isinstance(body, dict) else body) == expected, (what, body)
+    assert set(body) == {"code", "message", "details"} and body["message"], (what, body)
+    assert user_items(stack) == before, what
+    assert api.take_fetch_requests() == [], what
+
+
+def test_every_route_with_a_body_is_covered() -> None:
+    document = json.loads((ROOT / "docs" / "openapi.json").read_text())
+    with_body = {
+        (method.upper(), path)
+        for path, item in document["paths"].items()
+        for method, op in item.items()
+        if "requestBody" in op
+    }
+    assert with_body == set(BODY_ROUTES)
+
+
+@pytest.mark.parametrize("route", list(BODY_ROUTES), ids=" ".join)
+def test_each_body_here_is_accepted(api: Api, linked: tuple[str, str], route: tuple[str, str]) -> None:
+    """The bodies the other tests spoil are good ones: what is refused there is the spoiling alone."""
+    user_id, account_id = linked
+    status, body, _ = call_route(api, route, user_id, account_id, body=BODY_ROUTES[route].body(account_id))
+    assert 200 <= status < 300, body
+
+
+# ------------------------------------------------------------------ 1. a body that is not a JSON object
+@pytest.mark.parametrize("route", list(BODY_ROUTES), ids=" ".join)
+def test_a_body_that_is_not_a_json_object_is_refused(
+    api: Api, stack: Stack, linked: tuple[str, str], route: tuple[str, str]
+) -> None:
+    user_id, account_id = linked
+    good = BODY_ROUTES[route].body(account_id)
+    before = user_items(stack)
+    for body in ([good], [good, {"evil": 1}], [], json.dumps(good), "text", 1, 1.5, None, True, False):
+        answer = call_route(api, route, user_id, account_id, raw_body=json.dumps(body))
+        assert_refused_and_nothing_stored(api, stack, before, answer, (422, "validation_error"), repr(body))
+        problem = {"loc": ["body"], "type": "model_type", "message": "The body must be a JSON object."}
+        assert answer[1]["details"] == [problem], body
+        assert "access_token" not in answer[1]
+
+
+# ------------------------------------------------------------------ 2. JSON the parser fails on, or not I-JSON
+HOSTILE_LITERALS = {
+    "an integer of 4,301 digits": "1" * 4301,
+    "a negative integer of 5,000 digits": "-" + "9" * 5000,
+    "a huge exponent": "1e999999",
+    "a huge negative exponent": "-1e999999",
+    "NaN": "NaN",
+    "Infinity": "Infinity",
+    "-Infinity": "-Infinity",
+    "a lone high surrogate": '"pw-\\ud800-pw-pw"',
+    "a lone low surrogate": '"pw-\\udfff-pw-pw"',
+    "deep nesting": "[" * 5000 + "]" * 5000,
+    "nesting deeper than any body has": "[" * 40 + "]" * 40,
+}
+
+
+@pytest.mark.parametrize("route", list(BODY_ROUTES), ids=" ".join)
+def test_json_the_parser_fails_on_is_invalid_json(
+    api: Api, stack: Stack, linked: tuple[str, str], route: tuple[str, str]
+) -> None:
+    user_id, account_id = linked
+    spec = BODY_ROUTES[route]
+    before = user_items(stack)
+    for what, literal in HOSTILE_LITERALS.items():
+        answer = call_route(api, route, user_id, account_id, raw_body=spec.raw(literal, account_id))
+        assert_refused_and_nothing_stored(api, stack, before, answer, (400, "invalid_json"), what)
+    good = json.dumps(spec.body(account_id))
+    first = next(iter(spec.template))
+    duplicated = "{" + json.dumps(first) + ': "shadowed", ' + good[1:]
+    answer = call_route(api, route, user_id, account_id, raw_body=duplicated)
+    assert_refused_and_nothing_stored(api, stack, before, answer, (400, "invalid_json"), "a duplicated member name")
