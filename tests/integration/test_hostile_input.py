@@ -1,5 +1,6 @@
-"""Hostile input through the handlers (issue 12): bodies that are not JSON objects, and JSON the parser chokes
-on or that is not I-JSON. Each refusal is a JSON 4xx that stores nothing."""
+"""Hostile input through the handlers (issue 12): bodies that are not JSON objects, JSON the parser chokes on
+or that is not I-JSON, and control and format characters in identifiers. Each refusal is a JSON 4xx that
+stores nothing."""
 
 from __future__ import annotations
 
@@ -161,3 +162,54 @@ def test_json_the_parser_fails_on_is_invalid_json(
     duplicated = "{" + json.dumps(first) + ': "shadowed", ' + good[1:]
     answer = call_route(api, route, user_id, account_id, raw_body=duplicated)
     assert_refused_and_nothing_stored(api, stack, before, answer, (400, "invalid_json"), "a duplicated member name")
+
+
+# ------------------------------------------------------------------ 3. control and format characters
+UNSEEN = {
+    "NUL": "\x00",
+    "ESC": "\x1b[31m",
+    "NEL (C1 control)": "\x85",
+    "zero-width space": "\u200b",
+    "right-to-left override": "\u202e",
+    "byte order mark": "\ufeff",
+    "soft hyphen": "\u00ad",
+    "line separator": "\u2028",
+    "tag character": "\U000e0041",
+}
+
+
+def test_control_and_format_characters_are_refused_in_nicknames_and_credentials(
+    api: Api, stack: Stack, linked: tuple[str, str]
+) -> None:
+    user_id, account_id = linked
+    before = user_items(stack)
+    for what, char in UNSEEN.items():
+        bodies = {
+            "nickname": {
+                "provider": "clearwater",
+                "credentials": {"api_key": "cw_sandbox_other"},
+                "nickname": f"ho{char}me",
+            },
+            "credential": {"provider": "fibrelink", "credentials": {"username": "ada", "password": f"pass_good{char}"}},
+        }
+        for field, body in bodies.items():
+            answer = api.call(api.link, "POST", "/accounts/link", user_id=user_id, body=body)
+            assert_refused_and_nothing_stored(api, stack, before, answer, (422, "validation_error"), f"{field}: {what}")
+        answer = api.route(
+            api.link,
+            "PUT",
+            "/accounts/{account_id}/credentials",
+            {"account_id": account_id},
+            user_id=user_id,
+            body={"credentials": {"api_key": f"{API_KEY}{char}"}},
+        )
+        assert_refused_and_nothing_stored(api, stack, before, answer, (422, "validation_error"), f"repair: {what}")
+        answer = api.route(
+            api.link,
+            "GET",
+            "/accounts/oauth/{provider}/start",
+            {"provider": "sparkgrid"},
+            user_id=user_id,
+            query={"nickname": f"ho{char}me"},
+        )
+        assert_refused_and_nothing_stored(api, stack, before, answer, (422, "validation_error"), f"oauth: {what}")
