@@ -1,13 +1,15 @@
 """Hostile input through the handlers (issue 12): bodies that are not JSON objects, JSON the parser chokes on
-or that is not I-JSON, and control and format characters in identifiers. Each refusal is a JSON 4xx that
-stores nothing."""
+or that is not I-JSON, control and format characters in identifiers, and other Unicode spellings of a
+registered email. Each refusal is a JSON 4xx that stores nothing."""
 
 from __future__ import annotations
 
 import json
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
+import jwt
 import pytest
 
 from localcloud.provision import Stack
@@ -178,6 +180,20 @@ UNSEEN = {
 }
 
 
+def test_control_and_format_characters_are_refused_in_emails(api: Api, stack: Stack) -> None:
+    before = user_items(stack)
+    for what, char in UNSEEN.items():
+        for email in (
+            f"a{char}b@example.com",
+            f"ad{char}a@example.com",
+            f"ada{char}@example.com",
+            f"ada@exa{char}mple.com",
+        ):
+            status, body, _ = api.call(api.auth, "POST", "/auth/register", body={"email": email, "password": PASSWORD})
+            assert (status, body.get("code")) == (422, "validation_error"), (what, ascii(email), body)
+    assert user_items(stack) == before
+
+
 def test_control_and_format_characters_are_refused_in_nicknames_and_credentials(
     api: Api, stack: Stack, linked: tuple[str, str]
 ) -> None:
@@ -213,3 +229,69 @@ def test_control_and_format_characters_are_refused_in_nicknames_and_credentials(
             query={"nickname": f"ho{char}me"},
         )
         assert_refused_and_nothing_stored(api, stack, before, answer, (422, "validation_error"), f"oauth: {what}")
+
+
+# ------------------------------------------------------------------ 4. one address, one user
+def register(api: Api, email: str) -> tuple[int, Any]:
+    status, body, _ = api.call(api.auth, "POST", "/auth/register", body={"email": email, "password": PASSWORD})
+    return status, body
+
+
+def login(api: Api, email: str, password: str = PASSWORD) -> tuple[int, Any, dict[str, str]]:
+    return api.call(api.auth, "POST", "/auth/login", body={"email": email, "password": password})
+
+
+def user_of(token: dict[str, Any]) -> str:
+    return str(jwt.decode(token["access_token"], options={"verify_signature": False})["sub"])
+
+
+NFC_JOSE = unicodedata.normalize("NFC", "josé@example.com")
+NFD_JOSE = unicodedata.normalize("NFD", "josé@example.com")
+SPELLINGS = {
+    "ada@example.com": [
+        "ada@example.com",
+        "ADA@Example.COM",
+        "\uff41da@example.com",
+        "ada@\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com",
+        " ada@example.com ",
+    ],
+    NFC_JOSE: [NFD_JOSE, "JOSÉ@example.com"],
+    NFD_JOSE: [NFC_JOSE],
+    "straße@example.com": ["STRASSE@example.com", "strasse@example.com"],
+}
+
+
+@pytest.mark.parametrize("registered", list(SPELLINGS), ids=ascii)
+def test_another_spelling_of_a_registered_email_is_the_same_user(api: Api, stack: Stack, registered: str) -> None:
+    status, body = register(api, registered)
+    assert status == 201, body
+    user_id = body["user_id"]
+    before = user_items(stack)
+    for spelling in SPELLINGS[registered]:
+        status, body = register(api, spelling)
+        assert (status, body.get("code")) == (409, "conflict"), (ascii(spelling), body)
+        status, token, _ = login(api, spelling)
+        assert status == 200 and user_of(token) == user_id, (ascii(spelling), token)
+    assert user_items(stack) == before
+
+
+def test_the_profile_shows_the_canonical_email(api: Api) -> None:
+    status, body = register(api, "\uff21da@Example.COM")
+    assert status == 201, body
+    status, profile, _ = api.call(api.auth, "GET", "/me", user_id=body["user_id"])
+    assert (status, profile["email"]) == (200, "ada@example.com")
+
+
+def test_failed_logins_count_against_the_address_whatever_its_spelling(api: Api) -> None:
+    api.user()
+    for spelling in (
+        "ada@example.com",
+        "ADA@example.com",
+        "\uff41da@example.com",
+        "ada@\uff45xample.com",
+        "Ada@EXAMPLE.com",
+    ):
+        status, body, _ = login(api, spelling, "wrong-password")
+        assert (status, body["code"]) == (401, "unauthorized"), ascii(spelling)
+    status, body, headers = login(api, "ada@example.com")  # even the right password now waits
+    assert (status, body.get("code")) == (429, "too_many_attempts") and "Retry-After" in headers
