@@ -1,6 +1,6 @@
 """Hostile input through the handlers (issue 12): bodies that are not JSON objects, JSON the parser chokes on
-or that is not I-JSON, control and format characters in identifiers, and other Unicode spellings of a
-registered email. Each refusal is a JSON 4xx that stores nothing."""
+or that is not I-JSON, control and format characters in identifiers, other Unicode spellings of a registered
+email, and the security headers every response carries. Each refusal is a JSON 4xx that stores nothing."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import pytest
 
 from localcloud.provision import Stack
 from localcloud.template import ROOT
-from tests.integration.harness import API_KEY, Api, user_items
+from tests.events import http_event, response_json
+from tests.integration.harness import API_KEY, Api, LambdaContext, user_items
 
 PASSWORD = "pw-" * 4  # what Api.user registers with
 SENTINEL = "__SENTINEL__"
@@ -295,3 +296,121 @@ def test_failed_logins_count_against_the_address_whatever_its_spelling(api: Api)
         assert (status, body["code"]) == (401, "unauthorized"), ascii(spelling)
     status, body, headers = login(api, "ada@example.com")  # even the right password now waits
     assert (status, body.get("code")) == (429, "too_many_attempts") and "Retry-After" in headers
+
+
+# ------------------------------------------------------------------ 5. security headers on every response
+SECURITY_HEADERS = {
+    "cache-control": "no-store",
+    "x-content-type-options": "nosniff",
+    "strict-transport-security": "max-age=63072000; includeSubDomains",
+    "content-security-policy": "default-src 'none'; frame-ancestors 'none'",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+}
+
+
+def raw_call(api: Api, function: str, event: dict[str, Any]) -> tuple[int, dict[str, str]]:
+    response = getattr(api, function).handler(event, LambdaContext())
+    response_json(response)  # every answer with a body is JSON
+    headers = {name.lower(): value for name, value in (response.get("headers") or {}).items()}
+    return int(response["statusCode"]), headers
+
+
+def calls(user_id: str, account_id: str) -> dict[str, tuple[str, dict[str, Any], int]]:
+    """What each call stands for: (function, API Gateway event, the status it gets)."""
+    login_body = {"email": "ada@example.com", "password": PASSWORD}
+    base64_body = http_event("POST", "/auth/login", raw_body="//79")
+    base64_body["isBase64Encoded"] = True
+    account = {"account_id": account_id}
+    return {
+        "register": (
+            "auth",
+            http_event("POST", "/auth/register", body={"email": "bob@example.com", "password": PASSWORD}),
+            201,
+        ),
+        "register taken": ("auth", http_event("POST", "/auth/register", body=login_body), 409),
+        "login": ("auth", http_event("POST", "/auth/login", body=login_body), 200),
+        "login refused": (
+            "auth",
+            http_event("POST", "/auth/login", body={**login_body, "password": "wrong-password"}),
+            401,
+        ),
+        "profile": ("auth", http_event("GET", "/me", user_id=user_id), 200),
+        "profile change refused": ("auth", http_event("PATCH", "/me", user_id=user_id, body={"preferences": 1}), 422),
+        "no such route": ("auth", http_event("GET", "/nowhere", user_id=user_id), 404),
+        "invalid JSON": ("auth", http_event("POST", "/auth/login", raw_body="{nope"), 400),
+        "body too large (answered before routing)": (
+            "auth",
+            http_event("POST", "/auth/login", raw_body="x" * 17000),
+            413,
+        ),
+        "not JSON (answered before routing)": (
+            "auth",
+            http_event(
+                "POST", "/auth/login", raw_body="a=b", headers={"content-type": "application/x-www-form-urlencoded"}
+            ),
+            415,
+        ),
+        "not UTF-8 (answered before routing)": ("auth", base64_body, 400),
+        "providers": ("link", http_event("GET", "/providers", user_id=user_id), 200),
+        "accounts": ("link", http_event("GET", "/accounts", user_id=user_id), 200),
+        "oauth callback refused": (
+            "link",
+            http_event(
+                "GET",
+                "/accounts/oauth/sparkgrid/callback",
+                route="/accounts/oauth/{provider}/callback",
+                path_parameters={"provider": "sparkgrid"},
+                query={"state": "forged", "code": "abc"},
+            ),
+            400,
+        ),
+        "bills": ("bills", http_event("GET", "/bills", user_id=user_id), 200),
+        "insights": ("bills", http_event("GET", "/insights", user_id=user_id), 200),
+        "refresh": ("refresh", http_event("POST", "/bills/refresh", user_id=user_id), 202),
+        "delete": (
+            "delete",
+            http_event(
+                "DELETE",
+                f"/accounts/{account_id}",
+                route="/accounts/{account_id}",
+                path_parameters=account,
+                user_id=user_id,
+            ),
+            204,
+        ),
+    }
+
+
+def test_every_response_carries_the_security_headers(api: Api, linked: tuple[str, str]) -> None:
+    user_id, account_id = linked
+    for what, (function, event, expected) in calls(user_id, account_id).items():
+        status, headers = raw_call(api, function, event)
+        assert status == expected, what
+        missing = {name: value for name, value in SECURITY_HEADERS.items() if headers.get(name) != value}
+        assert not missing, (what, headers)
+        if status != 204:
+            assert headers["content-type"] == "application/json", (what, headers)
+
+
+def test_an_unexpected_error_carries_them_too(
+    api: Api, linked: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user_id, _ = linked
+
+    def broken(*_: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(api.auth.users, "get_profile", broken)
+    status, headers = raw_call(api, "auth", http_event("GET", "/me", user_id=user_id))
+    assert status == 500
+    assert {name: headers.get(name) for name in SECURITY_HEADERS} == SECURITY_HEADERS
+
+
+def test_a_throttled_login_keeps_its_retry_after(api: Api, linked: tuple[str, str]) -> None:
+    for _ in range(5):
+        assert login(api, "ada@example.com", "wrong-password")[0] == 401
+    status, _, headers = login(api, "ada@example.com")
+    lowered = {name.lower(): value for name, value in headers.items()}
+    assert status == 429 and lowered["retry-after"].isdigit()
+    assert {name: lowered.get(name) for name in SECURITY_HEADERS} == SECURITY_HEADERS

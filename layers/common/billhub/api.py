@@ -27,6 +27,17 @@ from billhub.errors import ServiceError, Unauthorized
 logger = Logger(child=True)
 
 MAX_BODY_BYTES = 16 * 1024
+# Sent with every answer, errors included: API Gateway's HTTP API adds none. Answers hold tokens, personal
+# and financial data, so no cache (browser, proxy, CDN) may keep one; the rest stops browsers sniffing
+# JSON into something else, framing or embedding an answer, sending the URL on, or ever using plain HTTP.
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Strict-Transport-Security": "max-age=63072000; includeSubDomains",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
 # Deeper than any body this API takes (``{"credentials": {"name": "value"}}`` is 2), and shallow enough
 # that nothing walking a body (pydantic, an error message) can run out of stack.
 MAX_BODY_DEPTH = 8
@@ -155,27 +166,43 @@ def json_object(text: str) -> dict[str, Any]:
 
 
 class Resolver(APIGatewayHttpResolver):
-    """The HTTP API resolver with request validation, refusing oversized bodies before parsing them."""
+    """The HTTP API resolver with request validation, refusing oversized bodies before parsing them, and
+    sending ``SECURITY_HEADERS`` with every answer."""
 
     def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
-        body = event.get("body") or ""
-        if len(body) > MAX_BODY_BYTES:  # base64 or text: either way longer than the limit allows
-            response = error_response(
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                "body_too_large",
-                f"Request bodies are limited to {MAX_BODY_BYTES} bytes.",
-            )
-            return _as_http_api_response(response)
-        if body and event.get("isBase64Encoded") and not _is_utf8(body):
-            response = error_response(HTTPStatus.BAD_REQUEST, "invalid_json", "The request body is not valid JSON.")
-            return _as_http_api_response(response)
-        if body and not _is_json(event.get("headers") or {}):
-            # Powertools would parse forms and multipart (and fail on a malformed one): this API speaks JSON only.
-            response = error_response(
-                HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Send the body as application/json."
-            )
-            return _as_http_api_response(response)
-        return super().resolve(event, context)
+        refused = _refused_before_routing(event)
+        answer = _as_http_api_response(refused) if refused else super().resolve(event, context)
+        return with_security_headers(answer)
+
+
+def with_security_headers(answer: dict[str, Any]) -> dict[str, Any]:
+    """The answer with ``SECURITY_HEADERS`` added, each unless the answer already has one of that name.
+
+    Added to the finished answer rather than by a Powertools middleware: exception handlers' answers and
+    the refusals before routing never pass through the middlewares.
+    """
+    headers = dict(answer.get("headers") or {})
+    present = {name.lower() for name in headers}
+    headers.update({name: value for name, value in SECURITY_HEADERS.items() if name.lower() not in present})
+    return {**answer, "headers": headers}
+
+
+def _refused_before_routing(event: Mapping[str, Any]) -> Response[str] | None:
+    body = event.get("body") or ""
+    if len(body) > MAX_BODY_BYTES:  # base64 or text: either way longer than the limit allows
+        return error_response(
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            "body_too_large",
+            f"Request bodies are limited to {MAX_BODY_BYTES} bytes.",
+        )
+    if body and event.get("isBase64Encoded") and not _is_utf8(body):
+        return error_response(HTTPStatus.BAD_REQUEST, "invalid_json", "The request body is not valid JSON.")
+    if body and not _is_json(event.get("headers") or {}):
+        # Powertools would parse forms and multipart (and fail on a malformed one): this API speaks JSON only.
+        return error_response(
+            HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Send the body as application/json."
+        )
+    return None
 
 
 def _is_utf8(encoded: str) -> bool:
