@@ -160,11 +160,13 @@ def test_json_the_parser_fails_on_is_invalid_json(
     for what, literal in HOSTILE_LITERALS.items():
         answer = call_route(api, route, user_id, account_id, raw_body=spec.raw(literal, account_id))
         assert_refused_and_nothing_stored(api, stack, before, answer, (400, "invalid_json"), what)
+        assert answer[1]["details"]["reason"], what
     good = json.dumps(spec.body(account_id))
     first = next(iter(spec.template))
     duplicated = "{" + json.dumps(first) + ': "shadowed", ' + good[1:]
     answer = call_route(api, route, user_id, account_id, raw_body=duplicated)
     assert_refused_and_nothing_stored(api, stack, before, answer, (400, "invalid_json"), "a duplicated member name")
+    assert answer[1]["details"] == {"reason": "An object has the same member name twice."}
 
 
 # ------------------------------------------------------------------ 3. control and format characters

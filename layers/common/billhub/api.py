@@ -196,7 +196,9 @@ def _refused_before_routing(event: Mapping[str, Any]) -> Response[str] | None:
             f"Request bodies are limited to {MAX_BODY_BYTES} bytes.",
         )
     if body and event.get("isBase64Encoded") and not _is_utf8(body):
-        return error_response(HTTPStatus.BAD_REQUEST, "invalid_json", "The request body is not valid JSON.")
+        return error_response(
+            HTTPStatus.BAD_REQUEST, "invalid_json", "The request body is not valid JSON.", {"reason": "Not UTF-8."}
+        )
     if body and not _is_json(event.get("headers") or {}):
         # Powertools would parse forms and multipart (and fail on a malformed one): this API speaks JSON only.
         return error_response(
