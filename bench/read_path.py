@@ -108,7 +108,7 @@ class User:
     def __init__(self, api: httpx.Client, accounts: int) -> None:
         self.api = api
         self.accounts = accounts
-        self.email = f"read-path-{accounts}@bench.local"
+        self.email = f"read-path-{accounts}@bench.example"
         registered = api.post("/auth/register", json={"email": self.email, "password": PASSWORD})
         if registered.status_code != 201:
             raise RuntimeError(f"register answered {registered.status_code}: {registered.text[:300]}")

@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-DEMO_EMAIL = "demo@billhub.local"
+DEMO_EMAIL = "demo@billhub.example"
 DEMO_PASSWORD = "demo-password-123"  # noqa: S105 - the documented local demo login
 # Sandbox credentials documented in mock_provider/README.md.
 DEMO_CREDENTIALS: dict[str, dict[str, str]] = {

@@ -19,7 +19,6 @@ from billhub.api import caller_id, create_resolver, documented
 from billhub.auth import signing_key_from_secret
 from billhub.credentials import CredentialVault
 from billhub.idempotency import IdempotencyKey, IdempotentRequest, IdempotentRoutes
-from billhub.models import PrintableText
 from billhub.oauth import OAuthStates, PendingLink
 from billhub.queue import FetchQueue
 from billhub.ratelimit import ProviderRateLimiter
@@ -172,7 +171,7 @@ def replace_credentials(account_id: AccountIdPath, request: accounts.Credentials
 def oauth_start(
     provider: ProviderPath,
     account_id: Annotated[str | None, Query(pattern=r"^[a-f0-9]{32}$")] = None,
-    nickname: Annotated[str | None, Query(min_length=1, max_length=64, pattern=PrintableText)] = None,
+    nickname: Annotated[accounts.Nickname | None, Query()] = None,
 ) -> accounts.OAuthStart:
     link = PendingLink(
         user_id=caller_id(app),

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from billhub.credentials import CredentialVault
 from billhub.errors import Conflict, CredentialsRejected, NotFound, ProviderDown, ServiceError
-from billhub.models import Account, AccountStatus, Category, PrintableText, RefreshInterval
+from billhub.models import Account, AccountStatus, Category, PrintableText, RefreshInterval, Visible
 from billhub.oauth import STATE_TTL, OAuthStates, PendingLink
 from billhub.providers import REGISTRY, get_adapter
 from billhub.providers.auth import AuthorizationCodeGrant
@@ -44,9 +44,11 @@ class ProviderList(BaseModel):
 
 CredentialValues = dict[
     Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,32}$")],
-    Annotated[str, StringConstraints(max_length=512, pattern=PrintableText)],
+    Annotated[str, StringConstraints(max_length=512, pattern=PrintableText), Visible],
 ]
-Nickname = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=PrintableText)]
+Nickname = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=PrintableText), Visible
+]
 # What an authorization server sends back (RFC 6749 A.5, A.11, A.7): printable ASCII, no spaces in values.
 OAuthValue = Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=r"^[\x21-\x7e]+$")]
 

@@ -1,12 +1,14 @@
 """What every HTTP handler shares: the resolver, the caller's identity and the JSON error shape.
 
 Every error leaves as ``{"code", "message", "details"}`` with its status; nothing escapes as a bare 500.
+Request bodies are I-JSON (RFC 7493) objects: anything else is refused before a route sees it.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -25,6 +27,20 @@ from billhub.errors import ServiceError, Unauthorized
 logger = Logger(child=True)
 
 MAX_BODY_BYTES = 16 * 1024
+# Sent with every answer, errors included: API Gateway's HTTP API adds none. Answers hold tokens, personal
+# and financial data, so no cache (browser, proxy, CDN) may keep one; the rest stops browsers sniffing
+# JSON into something else, framing or embedding an answer, sending the URL on, or ever using plain HTTP.
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Strict-Transport-Security": "max-age=63072000; includeSubDomains",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+# Deeper than any body this API takes (``{"credentials": {"name": "value"}}`` is 2), and shallow enough
+# that nothing walking a body (pydantic, an error message) can run out of stack.
+MAX_BODY_DEPTH = 8
 
 
 class ErrorBody(BaseModel):
@@ -73,28 +89,122 @@ def error_response(
     )
 
 
+class InvalidJson(ValueError):
+    """A body that is not I-JSON: Python's parser failed on it, or would have let through what breaks later."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise InvalidJson(f"{name} is not a JSON number.")
+
+
+def _finite_float(literal: str) -> float:
+    number = float(literal)
+    if not math.isfinite(number):  # 1e999999 parses as inf
+        raise InvalidJson("A number is out of range.")
+    return number
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    members = dict(pairs)
+    if len(members) != len(pairs):  # json.loads would keep the last of them, other parsers the first
+        raise InvalidJson("An object has the same member name twice.")
+    return members
+
+
+def _check_depth_and_strings(value: Any) -> None:
+    """Refuses nesting deeper than ``MAX_BODY_DEPTH`` and strings (member names too) that are not Unicode
+    text: a ``\\ud800`` escape parses into a lone surrogate, which fails wherever it is encoded (a password
+    hash, DynamoDB). Walks iteratively, so a deep body cannot exhaust the stack here either."""
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError as error:
+                    raise InvalidJson("A string is not valid Unicode (a lone surrogate).") from error
+        elif isinstance(item, dict | list):
+            if depth >= MAX_BODY_DEPTH:
+                raise InvalidJson(f"The body is nested deeper than {MAX_BODY_DEPTH} levels.")
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+
+
+def _why_invalid(error: ValueError | RecursionError) -> str:
+    if isinstance(error, json.JSONDecodeError):
+        return f"{error.msg} at character {error.pos}."
+    if isinstance(error, InvalidJson):
+        return str(error)
+    if isinstance(error, RecursionError):
+        return f"The body is nested deeper than {MAX_BODY_DEPTH} levels."
+    return "A number has too many digits."  # int() refuses more than sys.get_int_max_str_digits()
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """A request body as a JSON object, for Powertools' request validation (its ``json_body_deserializer``).
+
+    Powertools would take a list's first element for a body model, and lets a parser failure other than a
+    syntax error (an integer of more than 4,300 digits, a stack overflow) escape as a 500. Here every
+    failure is ``400 invalid_json``, and a valid JSON text that is not an object a ``422``. Powertools
+    parses a body only for a route that takes one, so other routes ignore a body as before.
+    """
+    try:
+        value = json.loads(
+            text, parse_constant=_refuse_constant, parse_float=_finite_float, object_pairs_hook=_unique_members
+        )
+        _check_depth_and_strings(value)
+    except (ValueError, RecursionError) as error:  # JSONDecodeError and InvalidJson are ValueErrors
+        raise RequestValidationError(
+            [{"type": "json_invalid", "loc": ("body",), "msg": _why_invalid(error), "input": {}}]
+        ) from error
+    if not isinstance(value, dict):
+        raise RequestValidationError(
+            [{"type": "model_type", "loc": ("body",), "msg": "The body must be a JSON object.", "input": {}}]
+        )
+    return value
+
+
 class Resolver(APIGatewayHttpResolver):
-    """The HTTP API resolver with request validation, refusing oversized bodies before parsing them."""
+    """The HTTP API resolver with request validation, refusing oversized bodies before parsing them, and
+    sending ``SECURITY_HEADERS`` with every answer."""
 
     def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
-        body = event.get("body") or ""
-        if len(body) > MAX_BODY_BYTES:  # base64 or text: either way longer than the limit allows
-            response = error_response(
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                "body_too_large",
-                f"Request bodies are limited to {MAX_BODY_BYTES} bytes.",
-            )
-            return _as_http_api_response(response)
-        if body and event.get("isBase64Encoded") and not _is_utf8(body):
-            response = error_response(HTTPStatus.BAD_REQUEST, "invalid_json", "The request body is not valid JSON.")
-            return _as_http_api_response(response)
-        if body and not _is_json(event.get("headers") or {}):
-            # Powertools would parse forms and multipart (and fail on a malformed one): this API speaks JSON only.
-            response = error_response(
-                HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Send the body as application/json."
-            )
-            return _as_http_api_response(response)
-        return super().resolve(event, context)
+        refused = _refused_before_routing(event)
+        answer = _as_http_api_response(refused) if refused else super().resolve(event, context)
+        return with_security_headers(answer)
+
+
+def with_security_headers(answer: dict[str, Any]) -> dict[str, Any]:
+    """The answer with ``SECURITY_HEADERS`` added, each unless the answer already has one of that name.
+
+    Added to the finished answer rather than by a Powertools middleware: exception handlers' answers and
+    the refusals before routing never pass through the middlewares.
+    """
+    headers = dict(answer.get("headers") or {})
+    present = {name.lower() for name in headers}
+    headers.update({name: value for name, value in SECURITY_HEADERS.items() if name.lower() not in present})
+    return {**answer, "headers": headers}
+
+
+def _refused_before_routing(event: Mapping[str, Any]) -> Response[str] | None:
+    body = event.get("body") or ""
+    if len(body) > MAX_BODY_BYTES:  # base64 or text: either way longer than the limit allows
+        return error_response(
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            "body_too_large",
+            f"Request bodies are limited to {MAX_BODY_BYTES} bytes.",
+        )
+    if body and event.get("isBase64Encoded") and not _is_utf8(body):
+        return error_response(
+            HTTPStatus.BAD_REQUEST, "invalid_json", "The request body is not valid JSON.", {"reason": "Not UTF-8."}
+        )
+    if body and not _is_json(event.get("headers") or {}):
+        # Powertools would parse forms and multipart (and fail on a malformed one): this API speaks JSON only.
+        return error_response(
+            HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Send the body as application/json."
+        )
+    return None
 
 
 def _is_utf8(encoded: str) -> bool:
@@ -122,7 +232,7 @@ def _as_http_api_response(response: Response[str]) -> dict[str, Any]:
 
 
 def create_resolver() -> Resolver:
-    app = Resolver(enable_validation=True)
+    app = Resolver(enable_validation=True, json_body_deserializer=json_object)
 
     @app.exception_handler(ServiceError)
     def _service_error(error: ServiceError) -> Response[str]:
@@ -134,8 +244,11 @@ def create_resolver() -> Resolver:
             {"loc": list(problem["loc"]), "type": problem["type"], "message": problem.get("msg", "")}
             for problem in error.errors()
         ]
-        if any(problem["type"] == "json_invalid" for problem in problems):
-            return error_response(HTTPStatus.BAD_REQUEST, "invalid_json", "The request body is not valid JSON.")
+        invalid = [problem["message"] for problem in problems if problem["type"] == "json_invalid"]
+        if invalid:
+            return error_response(
+                HTTPStatus.BAD_REQUEST, "invalid_json", "The request body is not valid JSON.", {"reason": invalid[0]}
+            )
         return error_response(HTTPStatus.UNPROCESSABLE_ENTITY, "validation_error", "The request is invalid.", problems)
 
     @app.exception_handler(RequestUnsupportedContentType)

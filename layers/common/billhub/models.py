@@ -6,20 +6,37 @@ different currencies are never added together.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 # An account's or a refresh job's id as this service makes them (``uuid4().hex``).
 ResourceId = Annotated[str, StringConstraints(pattern=r"^[a-f0-9]{32}$")]
 # Free text a user types (a nickname, a password for a provider): any characters but control characters.
+# The pattern is what a schema can say; ``Visible`` refuses the rest of the characters nobody sees.
 PrintableText = r"^[^\x00-\x1f\x7f]*$"
+# Controls (Cc: C0, DEL, C1), format characters (Cf: zero-width space and joiners, bidi overrides, BOM, soft
+# hyphen, tags), lone surrogates (Cs) and the line and paragraph separators (Zl, Zp): invisible or
+# line-breaking, they make two different values look the same, or forge lines in logs and terminals.
+UNSEEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def refuse_unseen_characters(value: str) -> str:
+    for char in value:
+        if unicodedata.category(char) in UNSEEN_CATEGORIES:
+            name = unicodedata.name(char, "a control or format character")
+            raise ValueError(f"must not contain U+{ord(char):04X} ({name}): no control or format characters")
+    return value
+
+
+Visible = AfterValidator(refuse_unseen_characters)
 RefreshInterval = Literal["daily", "weekly"]
 REFRESH_PERIODS: dict[RefreshInterval, timedelta] = {"daily": timedelta(days=1), "weekly": timedelta(days=7)}
 

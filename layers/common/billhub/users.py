@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
+from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from billhub import deletion
@@ -16,10 +18,31 @@ from billhub.models import CurrencyCode, Preferences, RefreshInterval, User
 from billhub.refresh import apply_refresh_interval
 from billhub.store import BillsTable
 
+
+def canonical_email(value: str) -> str:
+    """The one spelling of an address that identifies its user: registered, looked up at login, throttled.
+
+    email-validator checks the address (refusing control and format characters among the rest), applies
+    NFC, and IDNA's mapping to the domain (fullwidth letters, case); the local part is NFKC-casefolded on
+    top, so a fullwidth letter, ``ADA@example.com`` and an NFD spelling are all ``ada@example.com``. The
+    result is checked again: a compatibility character can fold into one an address cannot hold.
+    """
+    try:
+        address = validate_email(value, check_deliverability=False)
+        local = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", address.local_part).casefold())
+        canonical = f"{local}@{address.domain}"
+        if canonical != value:
+            validate_email(canonical, check_deliverability=False)
+    except EmailNotValidError as error:
+        raise ValueError(str(error)) from error
+    return canonical
+
+
 Email = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, max_length=254, pattern=r"^[^@\s]{1,64}@[^@\s]+\.[A-Za-z]{2,}$"),
-    AfterValidator(str.lower),
+    StringConstraints(strip_whitespace=True, max_length=254),
+    AfterValidator(canonical_email),
+    Field(json_schema_extra={"format": "email"}),
 ]
 Password = Annotated[str, StringConstraints(min_length=10, max_length=128)]
 
@@ -110,7 +133,7 @@ def login(
 
     Each attempt is counted against the email and the caller's IP before the password is checked, so
     a burst of parallel guesses cannot slip past the limits; a success clears the email's count and
-    gives back its IP's attempt. Throttling is keyed by the email typed, whether or not it has an
+    gives back its IP's attempt. Throttling is keyed by the canonical email, whether or not it has an
     account, so a ``429`` tells nothing about which emails exist; a throttled attempt is not verified.
     """
     attempt = _take_attempt(store, request.email, source_ip, now, limits)
