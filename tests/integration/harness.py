@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -257,3 +258,18 @@ class ReadsBeforeWrites:
         if errors:
             raise errors[0]
         return results
+
+
+@contextmanager
+def dynamodb_requests(client: Any) -> Iterator[list[tuple[str, dict[str, Any]]]]:
+    """Records the DynamoDB requests ``client`` sends: (operation, parameters) in order."""
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    def record(model: Any, params: dict[str, Any], **_: Any) -> None:
+        seen.append((model.name, params))
+
+    client.meta.events.register("before-parameter-build.dynamodb", record)
+    try:
+        yield seen
+    finally:
+        client.meta.events.unregister("before-parameter-build.dynamodb", record)

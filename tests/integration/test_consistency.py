@@ -3,8 +3,6 @@ and through the handlers (races, stale writes, revisions, deletes of many bills,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -19,7 +17,7 @@ from localcloud.provision import Stack
 from mock_provider.control import Control
 from tests.conftest import Clock
 from tests.events import scheduled_event
-from tests.integration.harness import Api, LambdaContext, ReadsBeforeWrites, raw_items
+from tests.integration.harness import Api, LambdaContext, ReadsBeforeWrites, dynamodb_requests, raw_items
 from tests.sandbox import sandbox_admin
 
 T0 = datetime(2026, 11, 1, 6, 0, tzinfo=UTC)
@@ -75,21 +73,6 @@ def stored_state(table: BillsTable, account: Account) -> tuple[dict[str, Bill], 
 def assert_summary_matches_bills(table: BillsTable, account: Account) -> None:
     bills, current = stored_state(table, account)
     assert current.summary == AccountSummary.of(bills.values())
-
-
-@contextmanager
-def operations(client: Any) -> Iterator[list[tuple[str, dict[str, Any]]]]:
-    """Records the DynamoDB operations ``client`` sends, with their parameters."""
-    seen: list[tuple[str, dict[str, Any]]] = []
-
-    def record(model: Any, params: dict[str, Any], **_: Any) -> None:
-        seen.append((model.name, params))
-
-    client.meta.events.register("before-parameter-build.dynamodb", record)
-    try:
-        yield seen
-    finally:
-        client.meta.events.unregister("before-parameter-build.dynamodb", record)
 
 
 # ------------------------------------------------------------------ bill writes
@@ -186,7 +169,7 @@ def test_a_refetch_of_unchanged_bills_writes_no_bill(api: Api, table: BillsTable
     bills = [bill(account, "b1"), bill(account, "b2", issued_on=date(2026, 10, 1), status=BillStatus.UNPAID)]
     table.save_fetched_bills(account, bills, T1)
     before = [item for item in raw_items(stack) if item["SK"]["S"].startswith("BILL#")]
-    with operations(table._client) as sent:
+    with dynamodb_requests(table._client) as sent:
         changed = table.save_fetched_bills(account, bills, T2)
     assert changed == 0
     assert [item for item in raw_items(stack) if item["SK"]["S"].startswith("BILL#")] == before
@@ -238,7 +221,7 @@ def test_a_large_change_keeps_every_transaction_within_the_limit_and_the_summary
     many = [
         bill(account, f"b{index:03}", issued_on=date(2014, 1, 1) + timedelta(days=30 * index)) for index in range(150)
     ]
-    with operations(table._client) as sent:
+    with dynamodb_requests(table._client) as sent:
         assert table.save_fetched_bills(account, many, T1) == 150
     transactions = [len(params["TransactItems"]) for name, params in sent if name == "TransactWriteItems"]
     assert transactions == [100, 52]  # 99 bills + the account, then 51 + the account
@@ -264,7 +247,7 @@ def test_deleting_an_account_with_150_bills_removes_everything_in_batches_of_25(
     table.save_fetched_bills(account, many, T1)
     assert bill_count(stack, account.account_id) == 150
     # When the user deletes it
-    with operations(api.delete.store()._client) as sent:
+    with dynamodb_requests(api.delete.store()._client) as sent:
         status, body = api.delete_account(user_id, account.account_id)
     # Then it is gone with all its bills, its credentials and its link; deletes went 25 at a time
     assert (status, body) == (204, None)
@@ -406,7 +389,7 @@ def test_the_sweep_leaves_deletions_still_in_progress_alone(api: Api, table: Bil
 # ------------------------------------------------------------------ reads
 def read_operations(api: Api, module: Any, path: str, user_id: str) -> list[str]:
     client = module.store()._client
-    with operations(client) as sent:
+    with dynamodb_requests(client) as sent:
         status, body, _ = api.call(module, "GET", path, user_id=user_id)
     assert status == 200, body
     return [name for name, _ in sent]

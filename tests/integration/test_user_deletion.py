@@ -7,8 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +19,7 @@ from billhub.store import BillsTable, ConcurrentUpdate
 from localcloud.provision import Stack
 from tests.conftest import Clock
 from tests.events import authorizer_event, scheduled_event
-from tests.integration.harness import Api, LambdaContext
+from tests.integration.harness import Api, LambdaContext, dynamodb_requests
 
 PASSWORD = "pw-" * 4  # what ``Api.user`` registers everyone with
 EMAIL = "leaver@example.com"
@@ -98,21 +96,6 @@ def authorized(api: Api, token: str) -> bool:
     return bool(verdict["isAuthorized"])
 
 
-@contextmanager
-def requests_sent(client: Any) -> Iterator[list[tuple[str, dict[str, Any]]]]:
-    """Records the DynamoDB requests ``client`` sends, with their parameters."""
-    seen: list[tuple[str, dict[str, Any]]] = []
-
-    def record(model: Any, params: dict[str, Any], **_: Any) -> None:
-        seen.append((model.name, params))
-
-    client.meta.events.register("before-parameter-build.dynamodb", record)
-    try:
-        yield seen
-    finally:
-        client.meta.events.unregister("before-parameter-build.dynamodb", record)
-
-
 @dataclass(frozen=True)
 class Leaver:
     user_id: str
@@ -183,7 +166,7 @@ def test_delete_me_removes_the_user_and_everything_of_theirs_and_nothing_else(ap
     token = token_of(api, EMAIL)
     assert authorized(api, token)
     # When they delete themselves, typing their password again
-    with requests_sent(api.auth.store()._client) as sent:
+    with dynamodb_requests(api.auth.store()._client) as sent:
         assert api.delete_me(leaver.user_id) == (204, None)
     # Then nothing of theirs is left, and nobody else's item changed
     assert items_of(stack, leaver.user_id, EMAIL) == []

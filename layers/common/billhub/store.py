@@ -1146,16 +1146,20 @@ class BillsTable:
 
     def unfinished_deletions(self, started_before: datetime) -> Iterator[tuple[str, str]]:
         """(user id, account id) of deletions started before ``started_before`` and never finished."""
+        for item in self._sweep_entries(DELETION_SWEEP_KEY, started_before):
+            yield str(item["PK"]).removeprefix("USER#"), str(item["SK"]).removeprefix("ACCOUNT#")
+
+    def _sweep_entries(self, sweep_key: str, started_before: datetime) -> Iterator[dict[str, Any]]:
+        """The items filed under a deletion sweep's GSI1 partition whose deletion began before ``started_before``."""
         paginator = self._client.get_paginator("query")
         for page in paginator.paginate(
             TableName=self._table,
             IndexName="GSI1",
             KeyConditionExpression="GSI1PK = :sweep AND GSI1SK < :before",
-            ExpressionAttributeValues=_to_item({":sweep": DELETION_SWEEP_KEY, ":before": _iso(started_before)}),
+            ExpressionAttributeValues=_to_item({":sweep": sweep_key, ":before": _iso(started_before)}),
         ):
             for raw in page["Items"]:
-                item = _from_item(raw)
-                yield str(item["PK"]).removeprefix("USER#"), str(item["SK"]).removeprefix("ACCOUNT#")
+                yield _from_item(raw)
 
     def account_being_deleted(self, user_id: str, account_id: str) -> Account | None:
         item = self._get(user_key(user_id), f"ACCOUNT#{account_id}", consistent=True)
@@ -1267,15 +1271,8 @@ class BillsTable:
 
     def unfinished_user_deletions(self, started_before: datetime) -> Iterator[str]:
         """Ids of users whose deletion started before ``started_before`` and never finished."""
-        paginator = self._client.get_paginator("query")
-        for page in paginator.paginate(
-            TableName=self._table,
-            IndexName="GSI1",
-            KeyConditionExpression="GSI1PK = :sweep AND GSI1SK < :before",
-            ExpressionAttributeValues=_to_item({":sweep": USER_DELETION_SWEEP_KEY, ":before": _iso(started_before)}),
-        ):
-            for raw in page["Items"]:
-                yield str(_from_item(raw)["PK"]).removeprefix("USER#")
+        for item in self._sweep_entries(USER_DELETION_SWEEP_KEY, started_before):
+            yield str(item["PK"]).removeprefix("USER#")
 
     def user_being_deleted(self, user_id: str) -> User | None:
         found = self.get_user(user_id)
