@@ -481,7 +481,8 @@ OAUTH_CLIENTS = parse_oauth_clients(
         "northgas": {"client_id": "billhub-sandbox", "client_secret": "northgas-sandbox-secret"},
     }
 )
-QUICK = RetryPolicy(attempts=1, read_timeout=2.0)
+# One attempt (a parse error must show, not be retried away), and time enough for a loaded machine.
+ONE_ATTEMPT = RetryPolicy(attempts=1, read_timeout=30.0)
 OAUTH_REDIRECT = "http://127.0.0.1:9/callback"
 # The login of one sandbox account per provider and quirk (None: no quirk).
 QUIRK_LOGINS: dict[str, dict[Quirk | None, str]] = {
@@ -610,7 +611,7 @@ def fetch_with_adapter(base_url: str, provider: str, login: str, tamper: Tamper 
     async def fetch() -> list[Bill]:
         transport = tampering_transport(tamper, DIALECTS[provider][0])
         async with httpx.AsyncClient(transport=transport) as client:
-            connector = ProviderConnector(client, ProviderDirectory(base_url, OAUTH_CLIENTS), now_utc, QUICK)
+            connector = ProviderConnector(client, ProviderDirectory(base_url, OAUTH_CLIENTS), now_utc, ONE_ATTEMPT)
             session = connector.session(provider, await _credentials(connector, provider, login))
             return await REGISTRY[provider].fetch_bills(session, adapter_account(provider))
 
