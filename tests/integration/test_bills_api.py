@@ -220,3 +220,12 @@ def test_an_issue_date_range_and_one_provider(
 def test_bad_queries_are_a_clear_4xx(api: Api, query: dict[str, str], status: int, code: str) -> None:
     got, body = get(api, api.user(), **query)
     assert (got, body["code"]) == (status, code)
+
+
+def test_as_of_is_the_time_of_reading_to_the_second(
+    api: Api, clock: Clock, household: tuple[str, dict[str, SandboxAccount]]
+) -> None:
+    user_id, _ = household
+    clock.now = BEFORE_NOVEMBER_DUE.replace(microsecond=654321)
+    for path in ("/bills", "/bills/clearwater"):
+        assert get(api, user_id, path)[1]["as_of"] == "2026-11-16T09:00:00Z"
