@@ -200,7 +200,11 @@ def test_an_issue_date_range_and_one_provider(
     status, gas = get(api, user_id, "/bills/northgas", limit=200)
     assert gas["bills"] == expected_bill_views(accounts[gas_id], gas_id, today, FETCHED_ON)
     assert [a["account_id"] for a in gas["accounts"]] == [gas_id]
+    assert gas["totals"]["due"] == totals(open_bills({gas_id: accounts[gas_id]}))
     assert set(gas["totals"]["due"]) == {"GBP"}
+    # whatever page or filter is asked for (docs/decisions.md: the path picks the accounts, the query the bills)
+    _, first_paid = get(api, user_id, "/bills/northgas", status="paid", limit=1)
+    assert (len(first_paid["bills"]), first_paid["totals"]) == (1, gas["totals"])
 
 
 @pytest.mark.parametrize(
