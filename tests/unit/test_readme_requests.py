@@ -71,6 +71,7 @@ def test_differences_in_keys_values_and_formats() -> None:
         "status is 'failed', documented as 'succeeded'"
     ]
     assert differences(shape, {**answer, "status": "failed"}, values=False) == []
+    assert differences(shape, {**answer, "when": None}, values=False) == []  # a sample's date, null today
     assert differences(shape, {**answer, "when": "2026-11-22T01:41:15.5Z"}, values=False) == [
         "when is '2026-11-22T01:41:15.5Z', documented in the format of '2026-11-22T01:41:15Z'"
     ]
