@@ -37,20 +37,37 @@ def link_with_oauth(
 
 
 def seed(gateway_url: str) -> dict[str, Any]:
-    """Registers the demo user, links every provider and starts a first refresh."""
+    """Registers the demo user (unless they exist) and links each sandbox provider they have not linked yet.
+
+    Safe to run again on a local cloud that kept its state: the user and their accounts are found, nothing is
+    duplicated. Each link already fetches its account once, so no manual refresh is started: the demo user's
+    own ``POST /bills/refresh`` is free from the first minute. Returns the token and, per provider, the link's
+    status (``"already linked"`` for an account found).
+    """
     with httpx.Client(base_url=gateway_url, timeout=30) as client:
-        client.post("/auth/register", json={"email": DEMO_EMAIL, "password": DEMO_PASSWORD})
+        registered = client.post("/auth/register", json={"email": DEMO_EMAIL, "password": DEMO_PASSWORD})
+        if registered.status_code not in (201, 409):  # 409: registered by an earlier run
+            registered.raise_for_status()
         login = client.post("/auth/login", json={"email": DEMO_EMAIL, "password": DEMO_PASSWORD})
         login.raise_for_status()
         token = login.json()["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
-        linked = {
-            provider: client.post(
+        accounts = client.get("/accounts", headers=headers)
+        accounts.raise_for_status()
+        present = {account["provider"] for account in accounts.json()["accounts"]}
+        linked: dict[str, int | str] = {}
+        for provider, credentials in DEMO_CREDENTIALS.items():
+            if provider in present:
+                linked[provider] = "already linked"
+                continue
+            answer = client.post(
                 "/accounts/link", headers=headers, json={"provider": provider, "credentials": credentials}
-            ).status_code
-            for provider, credentials in DEMO_CREDENTIALS.items()
-        }
+            )
+            linked[provider] = answer.status_code
         for provider, login_name in DEMO_OAUTH_LOGINS.items():
-            linked[provider] = link_with_oauth(client, headers, provider, login_name).status_code
-        refresh = client.post("/bills/refresh", headers=headers)
-        return {"token": token, "linked": linked, "refresh": refresh.json()}
+            linked[provider] = (
+                "already linked"
+                if provider in present
+                else link_with_oauth(client, headers, provider, login_name).status_code
+            )
+        return {"token": token, "linked": linked}

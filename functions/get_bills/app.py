@@ -32,7 +32,12 @@ def store() -> BillsTable:
 
 # 404 for a caller whose deletion of themselves has begun.
 @app.get(
-    "/bills", summary="All of the caller's bills, with totals", tags=["bills"], responses=documented(200, 400, 404)
+    "/bills",
+    summary="All of the caller's bills, with totals",
+    description="Totals, overdue and due-soon bills and accounts cover every account of the caller, whatever "
+    "page, status or dates are asked for: they are what the caller owes now.",
+    tags=["bills"],
+    responses=documented(200, 400, 404),
 )
 def list_bills(filters: Annotated[BillFilters, Query()]) -> BillsPage:
     return read_bills(store(), caller_id(app), filters, utc_now())
@@ -41,6 +46,8 @@ def list_bills(filters: Annotated[BillFilters, Query()]) -> BillsPage:
 @app.get(
     "/bills/<provider>",
     summary="The caller's bills at one provider",
+    description="As `GET /bills`, for the caller's accounts at this provider only: its bills, and totals, overdue "
+    "and due-soon bills and accounts over those accounts, whatever page, status or dates are asked for.",
     tags=["bills"],
     responses=documented(200, 400, 404),
 )

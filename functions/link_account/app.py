@@ -9,8 +9,9 @@ from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponseContentModel, OpenAPIResponseContentSchema
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -18,6 +19,7 @@ from billhub import accounts
 from billhub.api import caller_id, create_resolver, documented
 from billhub.auth import signing_key_from_secret
 from billhub.credentials import CredentialVault
+from billhub.errors import ServiceError
 from billhub.idempotency import IdempotencyKey, IdempotentRequest, IdempotentRoutes
 from billhub.oauth import OAuthStates, PendingLink
 from billhub.queue import FetchQueue
@@ -183,13 +185,26 @@ def oauth_start(
     return accounts.start_oauth(store(), states(), directory(), link, utc_now())
 
 
+# A browser's answer is a page, an API client's the account (both documented here with their status).
+_CALLBACK_ANSWER: dict[str, OpenAPIResponseContentModel | OpenAPIResponseContentSchema] = {
+    content_types.APPLICATION_JSON: {"model": accounts.AccountView},
+    "text/html": {"schema": {"type": "string", "description": "A page saying what happened and what to do next."}},
+}
+
+
 @app.get(
     "/accounts/oauth/<provider>/callback",
     summary="Where the provider sends the browser back after its OAuth2 sign-in",
+    description=(
+        "A caller whose `Accept` header prefers `text/html` to `application/json` (a browser) gets a small "
+        "HTML page instead of JSON, with the same status: linked, reconnected, access denied, link request "
+        "expired, or another error, and what to do next."
+    ),
     tags=["accounts"],
     responses={
-        **documented(200, 400, 404, 409, 503, description="An existing account was repaired."),
-        201: {"description": "A new account was linked."},
+        **documented(200, 400, 404, 409, 503),
+        200: {"description": "An existing account was repaired.", "content": _CALLBACK_ANSWER},
+        201: {"description": "A new account was linked.", "content": _CALLBACK_ANSWER},
     },
 )
 def oauth_callback(
@@ -197,14 +212,26 @@ def oauth_callback(
     state: Annotated[str, Query(min_length=1, max_length=2048, pattern=OAUTH_VALUE)],
     code: Annotated[str | None, Query(min_length=1, max_length=2048, pattern=OAUTH_VALUE)] = None,
     error: Annotated[str | None, Query(max_length=128, pattern=r"^[\x20-\x7e]*$")] = None,
-) -> tuple[accounts.AccountView, int]:
+) -> Response[str]:
+    from billhub import pages
+
+    browser = pages.prefers_html(app.current_event.headers.get("accept"))
     callback = accounts.OAuthCallback(state=state, code=code, error=error)
-    view, created = with_provider(
-        lambda connector: accounts.complete_oauth(
-            store(), queue(), vault(), states(), connector, provider, callback, utc_now()
+    try:
+        view, created = with_provider(
+            lambda connector: accounts.complete_oauth(
+                store(), queue(), vault(), states(), connector, provider, callback, utc_now()
+            )
         )
+    except ServiceError as failure:
+        if browser:
+            return pages.oauth_failed(provider, failure.status, failure.code, failure.message)
+        raise
+    if browser:
+        return pages.oauth_linked(provider, view, created)
+    return Response(
+        status_code=201 if created else 200, content_type=content_types.APPLICATION_JSON, body=view.model_dump_json()
     )
-    return view, 201 if created else 200
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

@@ -9,7 +9,9 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
+import httpx
 import pytest
 
 from billhub.store import refresh_sort_key
@@ -279,3 +281,32 @@ def test_the_gateway_serves_swagger_ui_and_the_committed_openapi_document(cloud:
     assert document.status_code == 200
     committed = (Path(__file__).resolve().parents[2] / "docs" / "openapi.json").read_text()
     assert document.json() == json.loads(committed)
+
+
+def test_a_browser_back_from_the_provider_sees_a_page_over_http(cloud: Cloud) -> None:
+    # Given a user who starts linking SparkGrid, and the provider that sends their browser back
+    headers = cloud.new_user("e2e-browser@example.com")
+    browser = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+
+    def back_from_provider(login: str) -> str:
+        start = cloud.api.get("/accounts/oauth/sparkgrid/start", headers=headers)
+        assert start.status_code == 200, start.text
+        consent = httpx.get(f"{start.json()['authorize_url']}&{urlencode({'login_hint': login})}")
+        assert consent.status_code == 302, consent.text
+        return str(consent.headers["Location"])
+
+    # When the browser arrives, it is told the account is linked, in a page with its own policy
+    callback = back_from_provider("e2e-browser")
+    linked = cloud.api.get(callback, headers=browser)
+    assert (linked.status_code, linked.headers["content-type"]) == (201, "text/html; charset=utf-8"), linked.text
+    assert (
+        linked.headers["content-security-policy"]
+        == "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
+    )
+    assert "SparkGrid Energy account linked" in linked.text
+    assert [a["provider"] for a in cloud.api.get("/accounts", headers=headers).json()["accounts"]] == ["sparkgrid"]
+    # and the same link again, or a refusal at the provider, is a page saying what to do next, same status
+    again = cloud.api.get(callback, headers=browser)
+    assert (again.status_code, "This link request has expired" in again.text) == (400, True), again.text
+    denied = cloud.api.get(back_from_provider("user_denied"), headers=browser)
+    assert (denied.status_code, "did not grant access" in denied.text) == (400, True), denied.text

@@ -115,7 +115,7 @@ def test_provider_down_at_link_time_stores_a_pending_account(api: Api, mock_prov
     ("body", "status", "code"),
     [
         ({"provider": "nosuchco", "credentials": {"api_key": API_KEY}}, 400, "unknown_provider"),
-        ({"provider": "clearwater", "credentials": {"password": "x" * 10}}, 400, "invalid_credentials_format"),
+        ({"provider": "clearwater", "credentials": {"password": "x" * 10}}, 422, "invalid_credentials_format"),
         ({"provider": "Clear Water!", "credentials": {}}, 422, "validation_error"),
     ],
 )

@@ -200,7 +200,11 @@ def test_an_issue_date_range_and_one_provider(
     status, gas = get(api, user_id, "/bills/northgas", limit=200)
     assert gas["bills"] == expected_bill_views(accounts[gas_id], gas_id, today, FETCHED_ON)
     assert [a["account_id"] for a in gas["accounts"]] == [gas_id]
+    assert gas["totals"]["due"] == totals(open_bills({gas_id: accounts[gas_id]}))
     assert set(gas["totals"]["due"]) == {"GBP"}
+    # whatever page or filter is asked for (docs/decisions.md: the path picks the accounts, the query the bills)
+    _, first_paid = get(api, user_id, "/bills/northgas", status="paid", limit=1)
+    assert (len(first_paid["bills"]), first_paid["totals"]) == (1, gas["totals"])
 
 
 @pytest.mark.parametrize(
@@ -220,3 +224,12 @@ def test_an_issue_date_range_and_one_provider(
 def test_bad_queries_are_a_clear_4xx(api: Api, query: dict[str, str], status: int, code: str) -> None:
     got, body = get(api, api.user(), **query)
     assert (got, body["code"]) == (status, code)
+
+
+def test_as_of_is_the_time_of_reading_to_the_second(
+    api: Api, clock: Clock, household: tuple[str, dict[str, SandboxAccount]]
+) -> None:
+    user_id, _ = household
+    clock.now = BEFORE_NOVEMBER_DUE.replace(microsecond=654321)
+    for path in ("/bills", "/bills/clearwater"):
+        assert get(api, user_id, path)[1]["as_of"] == "2026-11-16T09:00:00Z"

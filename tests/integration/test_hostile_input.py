@@ -413,7 +413,8 @@ def test_an_unexpected_error_carries_them_too(
 def test_a_throttled_login_keeps_its_retry_after(api: Api, linked: tuple[str, str]) -> None:
     for _ in range(5):
         assert login(api, "ada@example.com", "wrong-password")[0] == 401
-    status, _, headers = login(api, "ada@example.com")
+    status, body, headers = login(api, "ada@example.com")
     lowered = {name.lower(): value for name, value in headers.items()}
     assert status == 429 and lowered["retry-after"].isdigit()
+    assert body["details"] == {"retry_after": int(lowered["retry-after"])}
     assert {name: lowered.get(name) for name in SECURITY_HEADERS} == SECURITY_HEADERS

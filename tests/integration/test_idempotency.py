@@ -299,6 +299,7 @@ def test_records_that_cannot_be_written_stop_the_request_before_any_work(
     status, body, headers = post(api, api.link, LINK, user_id, LINK_BODY, KEY)
     # Then it is refused as retryable rather than run without its protection
     assert (status, body["code"], headers["Retry-After"]) == (503, "idempotency_unavailable", "2")
+    assert body["details"] == {"retry_after": 2}
     assert clearwater_requests(mock_provider) == 0
     assert api.accounts(user_id) == []
 
@@ -345,6 +346,7 @@ def test_a_retry_while_the_first_attempt_runs_is_a_409_with_retry_after_and_then
     status, body, headers = post(api, other_environment, LINK, user_id, LINK_BODY, KEY)
     # Then it is told the request is in progress and when to come back, and nothing is done for it
     assert (status, body["code"], headers["Retry-After"]) == (409, "idempotency_in_progress", "2")
+    assert body["details"] == {"retry_after": 2}
     assert clearwater_requests(mock_provider) == 0
     # And once the first attempt has answered, the retry gets that answer
     gate.release.set()

@@ -274,7 +274,7 @@ def test_a_second_refresh_within_the_interval_is_429_and_says_when(api: Api, clo
     status, body, headers = refresh(api, user_id)
     # Then they are told to wait the 200 s left, and when that is, and nothing is fetched
     assert (status, body["code"], headers["Retry-After"]) == (429, "refresh_too_soon", "200")
-    assert body["details"] == {"retry_after_seconds": 200}
+    assert body["details"] == {"retry_after": 200}
     assert f"you can refresh again at {clock.at(seconds=300).isoformat(timespec='seconds')}" in body["message"]
     assert api.take_fetch_requests() == []
     # And once the interval has passed they can refresh again

@@ -294,7 +294,7 @@ def test_put_credentials_refuses_another_subscriber_and_other_users(api: Api) ->
     status, body = api.put_credentials(intruder, account_id, FIBRELINK)
     assert (status, body["code"]) == (404, "not_found")
     status, body = api.put_credentials(user_id, account_id, {"api_key": "cw_sandbox_x"})
-    assert (status, body["code"]) == (400, "invalid_credentials_format")
+    assert (status, body["code"]) == (422, "invalid_credentials_format")
 
 
 # ------------------------------------------------------------------ provider quirks over time

@@ -58,8 +58,9 @@ ERROR_DESCRIPTIONS = {
     409: "Conflict: the resource exists or changed meanwhile; try again.",
     413: "The request body is larger than the API accepts.",
     415: "The request body is not `application/json`.",
-    422: "The request is invalid (`details` lists each problem), or the provider refused the credentials.",
-    429: "Too many requests: try again after the `Retry-After` seconds.",
+    422: "The request is invalid (`validation_error`: `details` lists each problem; `invalid_credentials_format`), "
+    "the provider refused the credentials, or an `Idempotency-Key` was reused with another body.",
+    429: "Too many requests: try again after the `Retry-After` seconds (also `details.retry_after`).",
     503: "A provider or a dependency is unavailable right now; try again later.",
 }
 

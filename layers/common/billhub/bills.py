@@ -115,7 +115,7 @@ class BillsPage(BaseModel):
     overdue: list[OpenBillView]
     due_soon: list[OpenBillView]
     accounts: list[AccountFreshness]
-    as_of: datetime
+    as_of: datetime = Field(description="When the service read the bills (UTC, whole seconds)")
     next_cursor: str | None = None
 
 
@@ -215,7 +215,7 @@ def bills_page(
         overdue=[_open_bill_view(account, bill, today) for account, bill in overdue],
         due_soon=[_open_bill_view(account, bill, today) for account, bill in due_soon],
         accounts=[freshness(account, now) for account in accounts],
-        as_of=now,
+        as_of=now.replace(microsecond=0),
         next_cursor=next_cursor,
     )
 

@@ -86,7 +86,7 @@ def delete_user(store: BillsTable, user: User, now: datetime) -> None:
         raise DeletionUnfinished(
             "Your account is being deleted and can no longer be used; send the request again to finish "
             "it now, or it finishes by itself within the hour.",
-            headers={"Retry-After": str(RETRY_USER_DELETION_AFTER_SECONDS)},
+            retry_after=RETRY_USER_DELETION_AFTER_SECONDS,
         ) from error
 
 

@@ -9,17 +9,28 @@ from typing import Any
 class ServiceError(Exception):
     """An error the caller can act on. ``message`` is shown to the user, so never put a secret in it.
 
-    ``headers`` go out with the error response (``Retry-After`` on a 429, for example).
+    ``headers`` go out with the error response. ``retry_after`` (whole seconds) is sent both as the
+    ``Retry-After`` header and as ``details.retry_after``, so every error that says when to try again
+    spells it the same way (docs/errors.md).
     """
 
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, details: Any = None, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        details: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        retry_after: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
-        self.details = details
         self.headers = dict(headers or {})
+        if retry_after is not None:
+            details = {**(details or {}), "retry_after": retry_after}
+            self.headers["Retry-After"] = str(retry_after)
+        self.details = dict(details) if details is not None else None
 
 
 class InvalidCursor(ServiceError):

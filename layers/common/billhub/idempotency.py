@@ -211,14 +211,13 @@ class IdempotentRoutes:
             raise IdempotencyInProgress(
                 f"A request with this {IDEMPOTENCY_KEY_HEADER} is still being processed; "
                 "retry shortly to get its answer.",
-                details={"retry_after_seconds": RETRY_AFTER_SECONDS},
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                retry_after=RETRY_AFTER_SECONDS,
             ) from error
         except (IdempotencyPersistenceLayerError, IdempotencyInconsistentStateError) as error:
             logger.exception("idempotency records unavailable", extra={"route": request.route})
             raise IdempotencyUnavailable(
                 "The record of this request's key could not be read or written; retry shortly with the same key.",
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                retry_after=RETRY_AFTER_SECONDS,
             ) from error
         return _json(status, answer, replayed=not ran)
 

@@ -137,8 +137,7 @@ def _take_refresh_turn(store: BillsTable, user_id: str, now: datetime, min_inter
     raise RefreshTooSoon(
         f"A refresh was started less than {int(min_interval.total_seconds())} seconds ago; "
         f"you can refresh again at {allowed_at.isoformat(timespec='seconds')}.",
-        details={"retry_after_seconds": wait_seconds},
-        headers={"Retry-After": str(wait_seconds)},
+        retry_after=wait_seconds,
     )
 
 

@@ -105,11 +105,7 @@ class TooManyAttempts(ServiceError):
     code = "too_many_attempts"
 
     def __init__(self, retry_after: int) -> None:
-        super().__init__(
-            "Too many wrong passwords. Try again later.",
-            {"retry_after": retry_after},
-            headers={"Retry-After": str(retry_after)},
-        )
+        super().__init__("Too many wrong passwords. Try again later.", retry_after=retry_after)
 
 
 @dataclass(frozen=True)

@@ -34,5 +34,7 @@ class ProviderMisconfigured(ProviderError):
 
 
 class InvalidCredentialFields(ServiceError):
-    status = 400
+    """Credentials without the provider's fields: 422, as any other invalid field of a body is."""
+
+    status = 422
     code = "invalid_credentials_format"
