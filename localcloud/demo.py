@@ -1,5 +1,6 @@
 """The demo user ``make run`` seeds: one account at every sandbox provider, linked through the public
-API exactly as a client would (the OAuth2 provider through its authorize redirect)."""
+API exactly as a client would (the OAuth2 provider through its authorize redirect). Seeding again (a
+restart that kept its state) links only what the demo user does not have yet."""
 
 from __future__ import annotations
 
@@ -37,20 +38,28 @@ def link_with_oauth(
 
 
 def seed(gateway_url: str) -> dict[str, Any]:
-    """Registers the demo user, links every provider and starts a first refresh."""
+    """Registers the demo user unless there is one, links every provider it has no account at, and
+    starts a first refresh if it linked any."""
     with httpx.Client(base_url=gateway_url, timeout=30) as client:
-        client.post("/auth/register", json={"email": DEMO_EMAIL, "password": DEMO_PASSWORD})
+        registered = client.post("/auth/register", json={"email": DEMO_EMAIL, "password": DEMO_PASSWORD})
+        if registered.status_code not in (201, 409):  # 409: the demo user is there from an earlier run
+            registered.raise_for_status()
         login = client.post("/auth/login", json={"email": DEMO_EMAIL, "password": DEMO_PASSWORD})
         login.raise_for_status()
         token = login.json()["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
+        accounts = client.get("/accounts", headers=headers)
+        accounts.raise_for_status()
+        present = {account["provider"] for account in accounts.json()["accounts"]}
         linked = {
             provider: client.post(
                 "/accounts/link", headers=headers, json={"provider": provider, "credentials": credentials}
             ).status_code
             for provider, credentials in DEMO_CREDENTIALS.items()
+            if provider not in present
         }
         for provider, login_name in DEMO_OAUTH_LOGINS.items():
-            linked[provider] = link_with_oauth(client, headers, provider, login_name).status_code
-        refresh = client.post("/bills/refresh", headers=headers)
-        return {"token": token, "linked": linked, "refresh": refresh.json()}
+            if provider not in present:
+                linked[provider] = link_with_oauth(client, headers, provider, login_name).status_code
+        refresh = client.post("/bills/refresh", headers=headers).json() if linked else None
+        return {"token": token, "linked": linked, "refresh": refresh}
