@@ -12,9 +12,10 @@ When it is written: after a request that changes something (reads do not count),
 ``MIN_INTERVAL_SECONDS`` and never sooner than ``GAP_FACTOR`` times the last save's pause, so saving
 takes a bounded share of the server's time; and once more when the server stops (SIGTERM, SIGINT, or
 its stdin closing because the process that started it is gone). New requests wait at a gate while
-the backends are pickled, so a snapshot never holds half a request; the bytes are then written to a
-temporary file and moved over the old one (``os.replace``), so a crash mid-write leaves the previous
-file whole.
+the backends are pickled, and a save waits for the requests in flight, so a snapshot never holds half
+a request (an SQS long poll leaves the gate while it waits for a message); the bytes are then written
+to a temporary file and moved over the old one (``os.replace``), so a crash mid-write leaves the
+previous file whole.
 
 Each service is pickled on its own: a service that fails to load (a file written by another moto
 version, say) is reported and starts empty while the others are restored; a file that cannot be read
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import copyreg
+import functools
 import io
 import json
 import logging
@@ -229,17 +231,43 @@ class PersistedState:
         self.save_problems: dict[str, str] = {}
 
     def start(self) -> None:
+        self._let_long_polls_wait_outside()
         self._saver = threading.Thread(target=self._save_when_changed, name="moto-state-saver", daemon=True)
         self._saver.start()
+
+    def _let_long_polls_wait_outside(self) -> None:
+        """An SQS long poll waiting for a message touches nothing, so it leaves the gate while it waits:
+        a save never waits for it, nor holds every other request up behind it for the poll's seconds."""
+        from moto.sqs.models import Queue
+
+        wait = Queue.wait_for_messages
+
+        @functools.wraps(wait)
+        def outside_the_gate(queue: Any, timeout: int) -> None:
+            self._leave()
+            try:
+                wait(queue, timeout)
+            finally:
+                self._enter()
+
+        Queue.wait_for_messages = outside_the_gate  # type: ignore[method-assign,assignment]
+
+    def _enter(self) -> None:
+        with self._gate:
+            self._gate.wait_for(lambda: not self._closed)
+            self._in_flight += 1
+
+    def _leave(self) -> None:
+        with self._gate:
+            self._in_flight -= 1
+            self._gate.notify_all()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == STATE_PATH:
             body = json.dumps(self.status()).encode()
             start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
             return [body]
-        with self._gate:
-            self._gate.wait_for(lambda: not self._closed)
-            self._in_flight += 1
+        self._enter()
         changed = True
         try:
             # Drained inside the gate: moto may build an answer lazily from its state.

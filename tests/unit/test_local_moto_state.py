@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +187,23 @@ def test_reads_and_empty_polls_are_not_changes(tmp_path: Path, servers: list[Mot
     # while a receive that took a message is one (its receive count and visibility changed)
     server.client("sqs").receive_message(QueueUrl=stack.refs["FetchQueue"])
     assert server.state()["unsaved_changes"] is True
+
+
+def test_a_save_does_not_wait_for_a_long_poll(tmp_path: Path, servers: list[MotoServer]) -> None:
+    # Given a consumer long-polling an empty queue (the local poller does, all the time)
+    server = start(servers, tmp_path / "moto.pickle")
+    stack = provisioned(server)
+    saves = server.saved()["saves"]
+    sqs = server.client("sqs")
+    poll = ThreadPoolExecutor(1).submit(sqs.receive_message, QueueUrl=stack.refs["FetchDLQ"], WaitTimeSeconds=20)
+    # When something changes meanwhile
+    what_the_service_keeps(server, stack)
+    # Then it is saved while the poll still waits (a save held up by it would wait its 20 s)
+    assert server.saved()["saves"] > saves
+    assert not poll.done()
+    # and the poll still gets what arrives afterwards
+    sqs.send_message(QueueUrl=stack.refs["FetchDLQ"], MessageBody="late")
+    assert [message["Body"] for message in poll.result(timeout=20)["Messages"]] == ["late"]
 
 
 @pytest.mark.parametrize("content", [b"", b"not a pickle at all", b"\x80\x05\x95 truncated"])
