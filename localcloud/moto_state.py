@@ -9,13 +9,15 @@ the history, not the state, and a replay is not the original (a replayed ``Creat
 material; replayed receives move messages again).
 
 When it is written: after a request that changes something (reads do not count), at most every
-``MIN_INTERVAL_SECONDS`` and never sooner than ``GAP_FACTOR`` times the last save's pause, so saving
-takes a bounded share of the server's time; and once more when the server stops (SIGTERM, SIGINT, or
-its stdin closing because the process that started it is gone). New requests wait at a gate while
-the backends are pickled, and a save waits for the requests in flight, so a snapshot never holds half
-a request (an SQS long poll leaves the gate while it waits for a message); the bytes are then written
-to a temporary file and moved over the old one (``os.replace``), so a crash mid-write leaves the
-previous file whole.
+``MIN_INTERVAL_SECONDS`` and never sooner than ``GAP_FACTOR`` times the last save's duration, so saving
+takes a bounded share of the machine; and once more when the server stops (SIGTERM, SIGINT, or its
+stdin closing because the process that started it is gone). A save closes a gate to new requests and
+waits for those in flight (an SQS long poll leaves the gate while it waits for a message), so a
+snapshot never holds half a request; then the process forks, and the gate opens again at once: the
+child pickles its copy-on-write image of the backends and writes it while the server goes on serving
+(requests wait milliseconds, not the seconds pickling a large table takes). The last save, at exit,
+pickles in process. The file is written to a temporary file and moved over the old one
+(``os.replace``), so a crash mid-write leaves the previous file whole.
 
 Each service is pickled on its own: a service that fails to load (a file written by another moto
 version, say) is reported and starts empty while the others are restored; a file that cannot be read
@@ -27,14 +29,17 @@ from __future__ import annotations
 import contextlib
 import copyreg
 import functools
+import gc
 import io
 import json
 import logging
 import os
 import pickle
 import shutil
+import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,8 +57,10 @@ STATE_PATH = "/_localcloud/state"
 FORMAT = 1
 MIN_INTERVAL_SECONDS = 2.0
 GAP_FACTOR = 10
-# How long a save waits for requests already in flight (an SQS long poll) before trying again later.
+# How long a save waits for requests already in flight before trying again later.
 DRAIN_TIMEOUT_SECONDS = 5.0
+# How long a forked writer may take before it is given up (and saves happen in process from then on).
+WRITER_TIMEOUT_SECONDS = 120.0
 # Operations that never change a backend (by the name after the X-Amz-Target's dot).
 _READ_PREFIXES = ("Get", "Describe", "List", "Query", "Scan", "BatchGet", "TransactGet")
 _READ_OPERATIONS = frozenset(
@@ -124,6 +131,78 @@ def _backends_now() -> dict[str, dict[str, dict[str, Any]]]:
     return services
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Without the cyclic garbage collector: pickling or loading a million objects otherwise spends a
+    third of its time in collections that find nothing to free."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _saved_services(path: Path, services: Iterable[str]) -> dict[str, bytes]:
+    """The pickles of ``services`` in the file as it is (for those that could not be pickled now)."""
+    try:
+        document = pickle.loads(path.read_bytes())  # noqa: S301 - our own file
+        return {service: document["services"][service] for service in services if service in document["services"]}
+    except Exception:
+        return {}
+
+
+class _Writer:
+    """A forked child running one save; the parent waits for its answer (JSON through a pipe)."""
+
+    def __init__(self, pid: int, answers: int) -> None:
+        self._pid = pid
+        self._answers = answers
+
+    @classmethod
+    def fork(cls, write: Callable[[], dict[str, Any]]) -> _Writer:
+        readable, writable = os.pipe()
+        with warnings.catch_warnings():
+            # Safe here: no other thread is inside moto (the gate is closed and drained), and the child
+            # only pickles, writes a file and exits, touching no lock another thread could hold.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # the child
+            code = 1
+            try:
+                os.close(readable)
+                os.write(writable, json.dumps(write()).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(writable)
+        return cls(pid, readable)
+
+    def wait(self, timeout: float) -> dict[str, Any] | None:
+        """The child's answer; None if it failed or took longer than ``timeout`` (then it is killed)."""
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                pid, status = os.waitpid(self._pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.monotonic() > deadline:
+                    os.kill(self._pid, signal.SIGKILL)
+                    os.waitpid(self._pid, 0)
+                    return None
+                time.sleep(0.02)
+            answer = b""
+            while chunk := os.read(self._answers, 65536):
+                answer += chunk
+        finally:
+            os.close(self._answers)
+        if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
+            return None
+        written: dict[str, Any] = json.loads(answer)
+        return written
+
+
 def _install(service: str, accounts: dict[str, dict[str, Any]]) -> None:
     backends = get_backend(service)  # type: ignore[call-overload]
     for account, regions in accounts.items():
@@ -157,36 +236,35 @@ class RestoreReport:
     seconds: float = 0.0
 
 
-def restore(path: Path) -> tuple[RestoreReport, dict[str, bytes]]:
-    """Loads the file's services into moto; what it restored, and the pickles of those it did."""
+def restore(path: Path) -> RestoreReport:
+    """Loads the file's services into moto; what it restored, and what not and why."""
     report = RestoreReport(file=str(path))
     started = time.monotonic()
     if not path.exists():
-        return report, {}
+        return report
     report.found = True
-    try:
-        document = pickle.loads(path.read_bytes())  # noqa: S301 - our own file, written by save()
-        if not (isinstance(document, dict) and isinstance(document.get("services"), dict)):
-            raise ValueError("not a saved moto state")
-        services: dict[str, bytes] = document["services"]
-        report.saved_at = document.get("saved_at")
-    except Exception as error:  # anything at all: the server starts regardless
-        report.not_restored["file"] = _error(error)
-        report.kept_as = str(_set_aside(path, move=True))
-        return report, {}
-    loaded: dict[str, bytes] = {}
-    for service, blob in services.items():
+    with _collector_paused():
         try:
-            _install(service, pickle.loads(blob))  # noqa: S301 - as above
-        except Exception as error:
-            report.not_restored[service] = _error(error)
-        else:
-            report.restored.append(service)
-            loaded[service] = blob
+            document = pickle.loads(path.read_bytes())  # noqa: S301 - our own file, written by save()
+            if not (isinstance(document, dict) and isinstance(document.get("services"), dict)):
+                raise ValueError("not a saved moto state")
+            services: dict[str, bytes] = document["services"]
+            report.saved_at = document.get("saved_at")
+        except Exception as error:  # anything at all: the server starts regardless
+            report.not_restored["file"] = _error(error)
+            report.kept_as = str(_set_aside(path, move=True))
+            return report
+        for service, blob in services.items():
+            try:
+                _install(service, pickle.loads(blob))  # noqa: S301 - as above
+            except Exception as error:
+                report.not_restored[service] = _error(error)
+            else:
+                report.restored.append(service)
     if report.not_restored:
         report.kept_as = str(_set_aside(path, move=False))
     report.seconds = round(time.monotonic() - started, 3)
-    return report, loaded
+    return report
 
 
 def _set_aside(path: Path, *, move: bool) -> Path:
@@ -225,12 +303,14 @@ class PersistedState:
         self._stopping = threading.Event()
         self._save_lock = threading.Lock()
         self._saver: threading.Thread | None = None
-        self.report, self._blobs = restore(path)
+        self.report = restore(path)
+        self._fork = hasattr(os, "fork")
         self.saves = 0
         self.last_save: dict[str, Any] | None = None
         self.save_problems: dict[str, str] = {}
 
     def start(self) -> None:
+        _dumps(None)  # builds the pickler's dispatch table now, not in a forked child
         self._let_long_polls_wait_outside()
         self._saver = threading.Thread(target=self._save_when_changed, name="moto-state-saver", daemon=True)
         self._saver.start()
@@ -311,42 +391,63 @@ class PersistedState:
                     self._gate.notify_all()
 
     def save(self, *, final: bool = False) -> float | None:
-        """Pickles every backend and writes the file; the pause requests saw, or None if not saved."""
+        """Writes every backend to the file; how long the save took, or None if it did not happen.
+
+        Requests wait at the gate only while the process forks: the child pickles its copy-on-write
+        image of the backends and writes the file while the parent goes on serving. Where forking is
+        not possible (or a forked writer failed once), and for the last save at exit, the pickling
+        happens here, with requests held for all of it."""
         with self._save_lock:
             began = time.monotonic()
+            writer: _Writer | None = None
             with self._requests_held(DRAIN_TIMEOUT_SECONDS, reopen=not final) as drained:
                 if not drained and not final:
                     return None  # a request is taking long; try again at the next turn
                 self._dirty.clear()
-                blobs = dict(self._blobs)
-                problems: dict[str, str] = {}
-                for service, accounts in _backends_now().items():
-                    try:
-                        blobs[service] = _dumps(accounts)
-                    except Exception as error:  # keep the service's last good pickle, say why
-                        problems[service] = _error(error)
+                if final or not self._fork:
+                    written = self._write()
+                else:
+                    writer = _Writer.fork(self._write)
             pause = time.monotonic() - began
-            document = {
-                "format": FORMAT,
-                "moto": moto.__version__,
-                "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "services": blobs,
-            }
-            data = pickle.dumps(document, pickle.HIGHEST_PROTOCOL)
-            write_atomically(self.path, data)
-            self._blobs = blobs
-            for service, problem in problems.items():
+            if writer is not None:
+                answer = writer.wait(WRITER_TIMEOUT_SECONDS)
+                if answer is None:  # the forked writer failed: from now on, write here
+                    logger.warning("a forked save of %s failed; saving in process from now on", self.path)
+                    self._fork = False
+                    self._dirty.set()
+                    return None
+                written = answer
+            for service, problem in written["problems"].items():
                 if self.save_problems.get(service) != problem:
                     logger.warning("could not save %s (its last saved state is kept): %s", service, problem)
-            self.save_problems = problems
+            self.save_problems = written["problems"]
             self.saves += 1
             self.last_save = {
-                "at": document["saved_at"],
+                "at": written["at"],
                 "pause_seconds": round(pause, 3),
                 "seconds": round(time.monotonic() - began, 3),
-                "bytes": len(data),
+                "bytes": written["bytes"],
+                "forked": writer is not None,
             }
-            return pause
+            return time.monotonic() - began
+
+    def _write(self) -> dict[str, Any]:
+        """Pickles every backend moto has and writes the file; what it wrote."""
+        problems: dict[str, str] = {}
+        blobs: dict[str, bytes] = {}
+        with _collector_paused():
+            for service, accounts in _backends_now().items():
+                try:
+                    blobs[service] = _dumps(accounts)
+                except Exception as error:
+                    problems[service] = _error(error)
+            if problems:  # keep those services' last saved state, from the file as it is
+                blobs = {**_saved_services(self.path, problems), **blobs}
+            saved_at = datetime.now(UTC).isoformat(timespec="seconds")
+            document = {"format": FORMAT, "moto": moto.__version__, "saved_at": saved_at, "services": blobs}
+            data = pickle.dumps(document, pickle.HIGHEST_PROTOCOL)
+        write_atomically(self.path, data)
+        return {"at": saved_at, "bytes": len(data), "problems": problems}
 
     def _save_when_changed(self) -> None:
         gap = MIN_INTERVAL_SECONDS
@@ -357,12 +458,12 @@ class PersistedState:
             if self._stopping.wait(max(0.0, last + gap - time.monotonic())):
                 return
             try:
-                pause = self.save()
+                seconds = self.save()
             except Exception:
                 logger.exception("saving the state to %s failed; trying again later", self.path)
-                pause = None
-            if pause is not None:
-                gap = max(MIN_INTERVAL_SECONDS, GAP_FACTOR * pause)
+                seconds = None
+            if seconds is not None:
+                gap = max(MIN_INTERVAL_SECONDS, GAP_FACTOR * seconds)
             last = time.monotonic()
 
     def stop(self) -> None:

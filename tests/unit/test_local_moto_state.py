@@ -9,6 +9,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +20,7 @@ import httpx
 import pytest
 
 from localcloud.launch import free_port
-from localcloud.moto_state import STATE_PATH
+from localcloud.moto_state import STATE_PATH, _Writer
 from localcloud.provision import Stack, provision
 from localcloud.template import ROOT, load_template
 from tests.e2e.harness import wait_until
@@ -189,6 +190,20 @@ def test_reads_and_empty_polls_are_not_changes(tmp_path: Path, servers: list[Mot
     assert server.state()["unsaved_changes"] is True
 
 
+def test_saves_are_written_by_a_forked_child_which_reports_back() -> None:
+    # A child that writes answers what it wrote; one that fails (or hangs) answers nothing
+    assert _Writer.fork(lambda: {"bytes": 3, "problems": {}}).wait(30) == {"bytes": 3, "problems": {}}
+    assert _Writer.fork(lambda: {"bytes": 1 // 0}).wait(30) is None
+
+    def hang() -> dict[str, Any]:
+        time.sleep(60)
+        return {}
+
+    began = time.monotonic()
+    assert _Writer.fork(hang).wait(0.5) is None
+    assert time.monotonic() - began < 30  # killed, not waited for
+
+
 def test_a_save_does_not_wait_for_a_long_poll(tmp_path: Path, servers: list[MotoServer]) -> None:
     # Given a consumer long-polling an empty queue (the local poller does, all the time)
     server = start(servers, tmp_path / "moto.pickle")
@@ -198,8 +213,10 @@ def test_a_save_does_not_wait_for_a_long_poll(tmp_path: Path, servers: list[Moto
     poll = ThreadPoolExecutor(1).submit(sqs.receive_message, QueueUrl=stack.refs["FetchDLQ"], WaitTimeSeconds=20)
     # When something changes meanwhile
     what_the_service_keeps(server, stack)
-    # Then it is saved while the poll still waits (a save held up by it would wait its 20 s)
-    assert server.saved()["saves"] > saves
+    # Then it is saved while the poll still waits (a save held up by it would wait its 20 s), by a
+    # forked child while the server goes on serving
+    saved = server.saved()
+    assert saved["saves"] > saves and saved["last_save"]["forked"] is True
     assert not poll.done()
     # and the poll still gets what arrives afterwards
     sqs.send_message(QueueUrl=stack.refs["FetchDLQ"], MessageBody="late")
