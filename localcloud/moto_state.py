@@ -95,6 +95,7 @@ def _load_private_key(der: bytes) -> Any:
     return serialization.load_der_private_key(der, None)
 
 
+@functools.cache
 def _dispatch_table() -> dict[Any, Callable[[Any], Any]]:
     table: dict[Any, Callable[[Any], Any]] = dict(copyreg.dispatch_table)
     # Locks and conditions (an SQS queue's) are made anew: nobody can be waiting on them after a restart.
@@ -107,16 +108,10 @@ def _dispatch_table() -> dict[Any, Callable[[Any], Any]]:
     return table
 
 
-_DISPATCH_TABLE: dict[Any, Callable[[Any], Any]] | None = None
-
-
 def _dumps(value: Any) -> bytes:
-    global _DISPATCH_TABLE
-    if _DISPATCH_TABLE is None:
-        _DISPATCH_TABLE = _dispatch_table()
     buffer = io.BytesIO()
     pickler = pickle.Pickler(buffer, pickle.HIGHEST_PROTOCOL)
-    pickler.dispatch_table = _DISPATCH_TABLE
+    pickler.dispatch_table = _dispatch_table()
     pickler.dump(value)
     return buffer.getvalue()
 
@@ -310,7 +305,7 @@ class PersistedState:
         self.save_problems: dict[str, str] = {}
 
     def start(self) -> None:
-        _dumps(None)  # builds the pickler's dispatch table now, not in a forked child
+        _dispatch_table()  # built now, not in a forked child
         self._let_long_polls_wait_outside()
         self._saver = threading.Thread(target=self._save_when_changed, name="moto-state-saver", daemon=True)
         self._saver.start()
