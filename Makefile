@@ -20,7 +20,8 @@ PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || tr
 .PHONY: help install run test lint typecheck template unit integration e2e invoke clean openapi bench
 
 help:
-	@echo "make run    - start the whole system locally (moto, mock provider, API on 127.0.0.1:3000)"
+	@echo "make run    - start the whole system locally (moto, mock provider, API on 127.0.0.1:3000);"
+	@echo "              keeps its state in .localcloud/data across restarts, FRESH=1 starts empty"
 	@echo "make test   - lint, type-check, validate and build the template, run every test"
 	@echo "make bench  - run the benchmarks (about 20 minutes); writes bench/results.json and bench/RESULTS.md"
 	@echo "make invoke FUNCTION=<LogicalId> EVENT=events/<file>.json - run one handler against 'make run'"
@@ -39,8 +40,10 @@ $(TOOLS)/.installed: requirements/tools.txt
 
 install: $(VENV)/.installed $(TOOLS)/.installed
 
+# Users, accounts, bills, keys and the sandbox's tokens are kept in .localcloud/data across restarts;
+# `make run FRESH=1` forgets them and starts empty (as does `make clean`).
 run: $(VENV)/.installed
-	$(PY) -m localcloud
+	$(PY) -m localcloud $(if $(filter 1,$(FRESH)),--fresh)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -1,13 +1,17 @@
-"""``make run``: start the whole system locally and keep it up until Ctrl-C.
+"""``make run`` (``python -m localcloud [--fresh]``): start the whole system locally and keep it up
+until Ctrl-C. What it stores (users, accounts, bills, keys, the sandbox's tokens) is kept in
+``.localcloud/data/`` across restarts; ``--fresh`` (``make run FRESH=1``) forgets it and starts empty.
 
 Configuration (environment): LOCALCLOUD_GATEWAY_PORT (3000), LOCALCLOUD_MOTO_PORT (5005),
 MOCK_PROVIDER_PORT (8300), AWS_ENDPOINT_URL (use that endpoint, e.g. LocalStack, instead of moto),
 LOCALCLOUD_SCHEDULE_SECONDS (60), LOCALCLOUD_RETRY_DELAY_SECONDS (5, or "queue" for the queue's own
-visibility timeout), LOCALCLOUD_SEED (1), LOCALCLOUD_STATE_FILE (write the URLs there as JSON when up).
+visibility timeout), LOCALCLOUD_SEED (1), LOCALCLOUD_DATA_DIR (.localcloud/data), LOCALCLOUD_STATE_FILE
+(write the URLs there as JSON when up).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -20,9 +24,26 @@ from localcloud.cloud import CloudConfig, LocalCloud
 from localcloud.demo import DEMO_EMAIL, DEMO_PASSWORD
 
 
+def _state_lines(cloud: LocalCloud) -> str:
+    data_dir = cloud.config.data_dir
+    if data_dir is None:
+        return "  state          not kept (no data directory)"
+    notes = "; ".join(cloud.state_notes) or "nothing kept yet"
+    lines = [
+        f"  state          {notes}",
+        f"                 kept in {data_dir} across restarts; `make run FRESH=1` or `make clean` starts empty",
+    ]
+    lines += [f"  WARNING        {problem}" for problem in cloud.state_problems]
+    return "\n".join(lines)
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description="Start billhub locally (moto, the mock provider, the API).")
+    parser.add_argument("--fresh", action="store_true", help="forget the state kept from earlier runs; start empty")
+    args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = CloudConfig.from_environ(dict(os.environ))
+    config.fresh = args.fresh
     cloud = LocalCloud(config)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
@@ -35,6 +56,10 @@ def main() -> None:
             "aws_endpoint": cloud.endpoint_url,
             "mock_provider": cloud.mock_provider_url,
             "logs": str(config.log_dir),
+            "data": str(config.data_dir) if config.data_dir else None,
+            "pids": cloud.server_pids(),
+            "state_notes": cloud.state_notes,
+            "state_problems": cloud.state_problems,
             "startup_seconds": round(time.monotonic() - started, 2),
         }
         state_file = os.environ.get("LOCALCLOUD_STATE_FILE")
@@ -49,6 +74,7 @@ billhub is running locally (started in {state["startup_seconds"]} s)
   mock provider  {cloud.mock_provider_url}
   logs           {config.log_dir}
   schedule       the planner runs every {config.schedule_seconds:g} s
+{_state_lines(cloud)}
 
 Demo login: {DEMO_EMAIL} / {DEMO_PASSWORD} (one account at each of the four sandbox providers is linked and refreshing)
   TOKEN=$(curl -s -X POST {cloud.gateway_url}/auth/login -H 'Content-Type: application/json' \\
@@ -62,7 +88,10 @@ Press Ctrl-C to stop.""",
         stopping.wait()
     finally:
         print("stopping...", flush=True)
+        stopping_at = time.monotonic()
         cloud.stop()
+        kept = f"; state kept in {config.data_dir}" if config.data_dir else ""
+        print(f"stopped in {time.monotonic() - stopping_at:.1f} s{kept}", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,16 +11,19 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import boto3
+import httpx
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from localcloud import demo
 from localcloud.gateway import create_gateway
+from localcloud.moto_state import STATE_PATH
 from localcloud.poller import QueuePoller, Schedule
 from localcloud.provision import Stack, provision
 from localcloud.runtime import FunctionRuntime
@@ -36,6 +39,14 @@ from localcloud.template import (
 logger = logging.getLogger("localcloud")
 HOST = "127.0.0.1"
 STACK_NAME = "billhub-local"
+DEFAULT_DATA_DIR = ROOT / ".localcloud" / "data"
+# What each server keeps across restarts, inside the data directory.
+MOTO_STATE = "moto.pickle"
+SANDBOX_STATE = "mock_provider.json"
+# How long a stop waits for the pollers and the schedule to finish what they are doing.
+BACKGROUND_STOP_SECONDS = 2.0
+# How long a server may take to save its state and exit once asked to stop.
+SERVER_STOP_SECONDS = 30.0
 
 
 class _PathOnlyRequestLog(WSGIRequestHandler):
@@ -56,6 +67,8 @@ class CloudConfig:
     schedule_seconds: float = 60.0
     retry_delay_seconds: int | None = 5
     log_dir: Path = ROOT / ".localcloud" / "logs"
+    data_dir: Path | None = DEFAULT_DATA_DIR  # where state is kept across restarts; None: nothing kept
+    fresh: bool = False  # forget the kept state and start empty
     seed_demo: bool = True
     parameter_overrides: dict[str, str] = field(default_factory=dict)
 
@@ -71,6 +84,8 @@ class CloudConfig:
             schedule_seconds=float(environ.get("LOCALCLOUD_SCHEDULE_SECONDS", 60)),
             retry_delay_seconds=None if retry == "queue" else int(retry),
             log_dir=Path(environ.get("LOCALCLOUD_LOG_DIR", ROOT / ".localcloud" / "logs")),
+            # Empty: keep nothing across restarts.
+            data_dir=Path(data) if (data := environ.get("LOCALCLOUD_DATA_DIR", str(DEFAULT_DATA_DIR))) else None,
             seed_demo=environ.get("LOCALCLOUD_SEED", "1") != "0",
             # Template parameters for this run, e.g. '{"ManualRefreshMinIntervalSeconds": "0"}'.
             parameter_overrides=json.loads(environ.get("LOCALCLOUD_PARAMETER_OVERRIDES", "{}")),
@@ -97,9 +112,12 @@ class LocalCloud:
         self.runtimes: dict[str, FunctionRuntime] = {}
         self.pollers: list[QueuePoller] = []
         self.schedules: list[Schedule] = []
-        self._processes: list[subprocess.Popen[bytes]] = []
+        self._servers: dict[str, subprocess.Popen[bytes]] = {}  # in the order started
         self._threads: list[threading.Thread] = []
         self._gateway: BaseWSGIServer | None = None
+        # What start() found of the state kept from the last run, for the banner: notes and problems.
+        self.state_notes: list[str] = []
+        self.state_problems: list[str] = []
 
     @property
     def endpoint_url(self) -> str:
@@ -140,21 +158,76 @@ class LocalCloud:
         log = (self.config.log_dir / f"{name}.log").open("ab")
         # Unbuffered, so a server's log is complete while it runs (someone tailing it, a test reading it)
         environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=environment)
-        self._processes.append(process)
+        # Its own session: a Ctrl-C in the terminal reaches this process only, which stops the servers
+        # in order. Its stdin stays open while this process lives: the server stops (saving) once it closes.
+        process = subprocess.Popen(
+            [*command, "--until-stdin-closes"],
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=environment,
+            start_new_session=True,
+        )
+        self._servers[name] = process
         return process
+
+    def server_pids(self) -> dict[str, int]:
+        """The process id of each server this cloud started (moto, the mock provider)."""
+        return {name: process.pid for name, process in self._servers.items()}
+
+    def _state_file(self, name: str) -> list[str]:
+        return [] if self.config.data_dir is None else [str(self.config.data_dir / name)]
+
+    def _forget_kept_state(self) -> None:
+        data_dir = self.config.data_dir
+        if data_dir is None:
+            return
+        kept = [data_dir / name for name in (MOTO_STATE, SANDBOX_STATE)]
+        removed = [path for path in kept if path.exists()]
+        for path in [*kept, *(path.with_name(f"{path.name}.unreadable") for path in kept)]:
+            path.unlink(missing_ok=True)
+        self.state_notes.append(
+            f"starting empty: removed the state kept in {data_dir}" if removed else "starting empty (nothing was kept)"
+        )
 
     def start(self) -> None:
         self.config.log_dir.mkdir(parents=True, exist_ok=True)
-        if self.config.aws_endpoint_url is None:
+        if self.config.fresh:
+            self._forget_kept_state()
+        if self.config.aws_endpoint_url is not None:
+            self.state_notes.append(f"AWS state is {self.config.aws_endpoint_url}'s own")
+        else:
+            moto_state = self._state_file(MOTO_STATE)
             moto = self._spawn(
-                "moto", [sys.executable, "-m", "localcloud.moto_server", HOST, str(self.config.moto_port)]
+                "moto",
+                [
+                    sys.executable,
+                    "-m",
+                    "localcloud.moto_server",
+                    HOST,
+                    str(self.config.moto_port),
+                    *(["--state", *moto_state] if moto_state else []),
+                ],
             )
             _wait_for_port(self.config.moto_port, moto, "moto server")
+            if moto_state:
+                self._note_moto_restore(httpx.get(f"{self.endpoint_url}{STATE_PATH}", timeout=10).json())
+        sandbox_state = self._state_file(SANDBOX_STATE)
         provider = self._spawn(
-            "mock_provider", [sys.executable, "-m", "mock_provider", "--port", str(self.config.mock_provider_port)]
+            "mock_provider",
+            [
+                sys.executable,
+                "-m",
+                "mock_provider",
+                "--port",
+                str(self.config.mock_provider_port),
+                *(["--state-file", *sandbox_state] if sandbox_state else []),
+            ],
         )
         _wait_for_port(self.config.mock_provider_port, provider, "mock provider")
+        if sandbox_state:
+            self._note_sandbox_restore(httpx.get(f"{self.mock_provider_url}/_admin/persistence", timeout=10).json())
 
         environment = self.aws_environment()
         self.stack = self.provision()
@@ -219,6 +292,28 @@ class LocalCloud:
         thread.start()
         self._threads.append(thread)
 
+    def _note_moto_restore(self, report: dict[str, Any]) -> None:
+        for what, problem in report["not_restored"].items():
+            subject = "the saved AWS state" if what == "file" else f"the saved {what} state"
+            self.state_problems.append(
+                f"could not restore {subject} from {report['file']} ({problem}); it starts empty "
+                f"(the file is kept as {report['kept_as']})"
+            )
+        if report["restored"]:
+            self.state_notes.append(
+                f"restored AWS ({', '.join(sorted(report['restored']))}) in {report['restore_seconds']:g} s"
+            )
+
+    def _note_sandbox_restore(self, report: dict[str, Any]) -> None:
+        if report.get("problem"):
+            self.state_problems.append(
+                f"could not restore the mock provider's tokens from {report['file']} ({report['problem']}); "
+                f"it starts empty (the file is kept as {report['kept_as']})"
+            )
+        elif report.get("found"):
+            tokens = sum(count for name, count in report["restored"].items() if name != "revisions")
+            self.state_notes.append(f"restored the mock provider's {tokens} OAuth codes and tokens")
+
     def seed_demo(self) -> dict[str, Any]:
         return demo.seed(self.gateway_url)
 
@@ -226,20 +321,30 @@ class LocalCloud:
         return [*self.pollers, *self.schedules]
 
     def stop(self) -> None:
+        """Stops in order, quietly: nothing new starts (schedule, pollers, gateway), the functions finish
+        what they are doing, then the mock provider and moto save their state and exit."""
         for worker in self._background_workers():
             worker.stop()
         if self._gateway is not None:
             self._gateway.shutdown()
+        deadline = time.monotonic() + BACKGROUND_STOP_SECONDS
         for thread in self._threads:
-            thread.join(timeout=5)
-        for runtime in self.runtimes.values():
-            runtime.stop()
-        for process in reversed(self._processes):
-            process.terminate()
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        if self.runtimes:
+            with ThreadPoolExecutor(len(self.runtimes)) as pool:
+                list(pool.map(lambda runtime: runtime.stop(), self.runtimes.values()))
+        servers = list(reversed(self._servers.values()))
+        for process in servers:
+            if process.stdin is not None:
+                with contextlib.suppress(OSError):
+                    process.stdin.close()  # the server saves its state and exits
+        deadline = time.monotonic() + SERVER_STOP_SECONDS
+        for process in servers:
             try:
-                process.wait(timeout=5)
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait()
 
 
 def function_environment(stack: Stack, spec: FunctionSpec, aws_environment: dict[str, str]) -> dict[str, str]:

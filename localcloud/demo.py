@@ -1,5 +1,6 @@
 """The demo user ``make run`` seeds: one account at every sandbox provider, linked through the public
-API exactly as a client would (the OAuth2 provider through its authorize redirect)."""
+API exactly as a client would (the OAuth2 provider through its authorize redirect). Seeding again (a
+restart that kept its state) links only what the demo user does not have yet."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 The Docker-free counterpart of ``sam local invoke``, against the cloud ``make run`` started. The
 samples in events/ carry placeholders that are filled from the demo user: REPLACE_WITH_USER_ID,
 REPLACE_WITH_ACCOUNT_ID (the demo's first linked account) and REPLACE_WITH_ACCESS_TOKEN (a fresh login).
+Without a running local cloud it says so at once (exit code 1) instead of waiting on botocore's retries.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from localcloud.cloud import CloudConfig, LocalCloud, function_environment
 from localcloud.demo import DEMO_EMAIL
@@ -38,12 +41,28 @@ def _demo_placeholders(cloud: LocalCloud, table: str, runtimes: dict[str, Functi
     return values
 
 
+def answers(url: str, timeout: float = 1.0) -> bool:
+    """Whether anything accepts a connection at ``url``'s host and port."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def main() -> None:
     logical_id, event_path = sys.argv[1:3]
     cloud = LocalCloud(CloudConfig.from_environ(dict(os.environ)))
     specs = {spec.logical_id: spec for spec in cloud.specs}
     if logical_id not in specs:
         sys.exit(f"unknown function {logical_id!r}; the template has: {', '.join(sorted(specs))}")
+    if not answers(cloud.endpoint_url):
+        sys.exit(
+            f"The local cloud is not running: nothing answers at {cloud.endpoint_url}.\n"
+            "Start it with `make run` in another terminal, then run `make invoke` again."
+        )
     stack = cloud.provision()
     cloud.config.log_dir.mkdir(parents=True, exist_ok=True)
     aws = cloud.aws_environment()

@@ -6,11 +6,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -59,38 +60,105 @@ class Launched:
         )
 
 
+@dataclass(frozen=True)
+class Stopped:
+    """How a local cloud process ended: its exit code, everything it printed, how long the stop took."""
+
+    returncode: int
+    output: str
+    seconds: float
+
+
+class CloudProcess:
+    """``python -m localcloud`` as a subprocess on free loopback ports (unless ``environment`` names
+    them), its state kept in ``workdir/data`` unless LOCALCLOUD_DATA_DIR says otherwise, its output in
+    ``workdir/stdout.log``."""
+
+    def __init__(self, workdir: Path, environment: Mapping[str, str] | None = None, *, fresh: bool = False) -> None:
+        self.workdir = workdir
+        self.state_file = workdir / "state.json"
+        self.output_file = workdir / "stdout.log"
+        self.today = datetime.now(UTC).date()  # the service's date, in UTC
+        self.environment = {
+            **os.environ,
+            "LOCALCLOUD_GATEWAY_PORT": str(free_port()),
+            "LOCALCLOUD_MOTO_PORT": str(free_port()),
+            "MOCK_PROVIDER_PORT": str(free_port()),
+            "LOCALCLOUD_STATE_FILE": str(self.state_file),
+            "LOCALCLOUD_LOG_DIR": str(workdir / "logs"),
+            "LOCALCLOUD_DATA_DIR": str(workdir / "data"),
+            "LOCALCLOUD_RETRY_DELAY_SECONDS": "1",
+            # The provider and the service must agree on the date bills become overdue.
+            "MOCK_PROVIDER_TODAY": self.today.isoformat(),
+            **(environment or {}),
+        }
+        self.environment.pop("AWS_ENDPOINT_URL", None)
+        self._arguments = ["--fresh"] if fresh else []
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def ports(self) -> dict[str, str]:
+        """The port settings, to start another cloud where this one was."""
+        names = ("LOCALCLOUD_GATEWAY_PORT", "LOCALCLOUD_MOTO_PORT", "MOCK_PROVIDER_PORT")
+        return {name: self.environment[name] for name in names}
+
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise RuntimeError("not started")
+        return self._process.pid
+
+    def start(self) -> Launched:
+        self.state_file.unlink(missing_ok=True)
+        process = self._process = subprocess.Popen(
+            [sys.executable, "-m", "localcloud", *self._arguments],
+            cwd=ROOT,
+            env=self.environment,
+            stdout=self.output_file.open("wb"),
+            stderr=subprocess.STDOUT,
+            # Its own process group, as a shell gives a command: interrupt() signals the group, as Ctrl-C does.
+            start_new_session=True,
+        )
+        wait_for(lambda: self.state_file.exists() or process.poll() is not None, STARTUP_TIMEOUT, "the local cloud")
+        if process.poll() is not None:
+            raise RuntimeError(f"local cloud exited: {self.output()[-3000:]}")
+        return Launched(json.loads(self.state_file.read_text()), self.today, self.workdir)
+
+    def output(self) -> str:
+        return self.output_file.read_text(errors="replace") if self.output_file.exists() else ""
+
+    def interrupt(self, timeout: float = 60) -> Stopped:
+        """Ctrl-C in the terminal: SIGINT to the whole process group; waits for the process to exit."""
+        return self.stop(signal.SIGINT, timeout, group=True)
+
+    def stop(
+        self, stop_signal: signal.Signals = signal.SIGTERM, timeout: float = 60, *, group: bool = False
+    ) -> Stopped:
+        """Sends ``stop_signal`` to the process (to its process group with ``group``) and waits for it
+        to exit."""
+        if self._process is None:
+            raise RuntimeError("not started")
+        began = time.monotonic()
+        if self._process.poll() is None:
+            if group:
+                os.killpg(self._process.pid, stop_signal)
+            else:
+                self._process.send_signal(stop_signal)
+        try:
+            returncode = self._process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            returncode = self._process.wait()
+        return Stopped(returncode, self.output(), time.monotonic() - began)
+
+
 @contextlib.contextmanager
 def launched(workdir: Path, **environment: str) -> Iterator[Launched]:
     """The local cloud with its sandbox's date pinned to today; ``environment`` overrides its settings."""
-    state_file = workdir / "state.json"
-    today = datetime.now(UTC).date()  # the service's date, in UTC
-    env = {
-        **os.environ,
-        "LOCALCLOUD_GATEWAY_PORT": str(free_port()),
-        "LOCALCLOUD_MOTO_PORT": str(free_port()),
-        "MOCK_PROVIDER_PORT": str(free_port()),
-        "LOCALCLOUD_STATE_FILE": str(state_file),
-        "LOCALCLOUD_LOG_DIR": str(workdir / "logs"),
-        "LOCALCLOUD_RETRY_DELAY_SECONDS": "1",
-        # The provider and the service must agree on the date bills become overdue.
-        "MOCK_PROVIDER_TODAY": today.isoformat(),
-        **environment,
-    }
-    env.pop("AWS_ENDPOINT_URL", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "localcloud"],
-        cwd=ROOT,
-        env=env,
-        stdout=(workdir / "stdout.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    cloud = CloudProcess(workdir, environment)
     try:
-        wait_for(lambda: state_file.exists() or process.poll() is not None, STARTUP_TIMEOUT, "the local cloud")
-        if process.poll() is not None:
-            raise RuntimeError(f"local cloud exited: {(workdir / 'stdout.log').read_text()[-3000:]}")
-        yield Launched(json.loads(state_file.read_text()), today, workdir)
+        yield cloud.start()
     finally:
-        process.terminate()
-        process.wait(timeout=30)
-    if process.returncode != 0:
+        stopped = cloud.stop(timeout=30)
+    if stopped.returncode != 0:
         raise RuntimeError("the local cloud did not stop cleanly on SIGTERM")

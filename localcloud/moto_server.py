@@ -1,5 +1,10 @@
-"""``python -m localcloud.moto_server HOST PORT``: moto's server, one DynamoDB request at a time,
-with one rollback copy per transaction.
+"""``python -m localcloud.moto_server HOST PORT [--state FILE] [--until-stdin-closes]``: moto's server,
+one DynamoDB request at a time, with one rollback copy per transaction.
+
+With ``--state`` it restores its state from FILE at start and keeps saving it there
+(``localcloud.moto_state``); ``GET /_localcloud/state`` says what it restored and whether any change
+is still unsaved. With ``--until-stdin-closes`` it stops (saving) when its stdin closes: when the
+process that started it stops or dies, so it never outlives the local cloud holding its port.
 
 moto's DynamoDB backend is not thread-safe: two concurrent ``TransactWriteItems`` can fail inside
 moto with "dictionary changed size during iteration", which real DynamoDB never does. Connections
@@ -28,16 +33,19 @@ partition) looks at its partition only.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import functools
 import json
 import logging
+import os
 import signal
 import sys
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import moto.dynamodb.models as dynamodb_models
@@ -47,7 +55,10 @@ from moto.dynamodb.responses import DynamoHandler
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import run_simple
 
+from localcloud.moto_state import PersistedState
+
 REQUEST_COUNTS_PATH = "/_localcloud/requests"
+logger = logging.getLogger("localcloud.moto_server")
 
 
 class RequestCounts:
@@ -210,19 +221,70 @@ def _copy_each_table_once_per_transaction() -> None:
     DynamoDBBackend.transact_write_items = copies.wrap(DynamoDBBackend.transact_write_items)  # type: ignore[method-assign]
 
 
+class _Stopper:
+    """Stops the server once, whoever asks first (a signal, the stdin watcher): the last save, then exit."""
+
+    def __init__(self, state: PersistedState | None) -> None:
+        self._state = state
+        self._once = threading.Lock()
+
+    def __call__(self, *_: Any) -> None:
+        if not self._once.acquire(blocking=False):
+            return  # already stopping; the first caller exits the process
+        code = 0
+        if self._state is not None:
+            try:
+                self._state.stop()
+            except Exception:
+                logger.exception("the last save failed")
+                code = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # request threads may be held at the closed gate: do not wait for them
+
+    def when_stdin_closes(self) -> None:
+        def watch() -> None:
+            while sys.stdin.buffer.read(65536):
+                pass
+            self()
+
+        threading.Thread(target=watch, name="stdin-watcher", daemon=True).start()
+
+
 def main() -> None:
-    host, port = sys.argv[1], int(sys.argv[2])
+    parser = argparse.ArgumentParser(description="moto's server as the local cloud runs it")
+    parser.add_argument("host")
+    parser.add_argument("port", type=int)
+    parser.add_argument("--state", type=Path, default=None, help="keep the state in this file across restarts")
+    parser.add_argument("--until-stdin-closes", action="store_true", help="stop (saving) when stdin closes")
+    args = parser.parse_args()
     # No access log line per request: a tenth of the server's time under load; errors are still logged,
     # and GET /_localcloud/requests says what was asked of it.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    logging.getLogger("localcloud").setLevel(logging.INFO)
     _copy_each_table_once_per_transaction()
     _transactions_idempotent_per_token()
     _queries_read_one_partition()
-    app = DomainDispatcherApplication(create_backend_app)
-    run_simple(
-        host, port, RequestCounts(OneDynamoDBRequestAtATime(app)), threaded=True, request_handler=MotoRequestHandler
+    app: Callable[..., Iterable[bytes]] = RequestCounts(
+        OneDynamoDBRequestAtATime(DomainDispatcherApplication(create_backend_app))
     )
+    state = None
+    if args.state is not None:
+        state = PersistedState(app, args.state)
+        report = state.report
+        if report.restored:
+            logger.info("restored %s from %s in %.2f s", ", ".join(report.restored), report.file, report.seconds)
+        for service, problem in report.not_restored.items():
+            logger.warning("could not restore %s from %s: %s", service, report.file, problem)
+        state.start()
+        app = state
+    stop = _Stopper(state)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if args.until_stdin_closes:
+        stop.when_stdin_closes()
+    run_simple(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
 
 
 if __name__ == "__main__":

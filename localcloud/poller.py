@@ -50,6 +50,10 @@ class QueuePoller:
                 if messages:
                     self._deliver(messages)
             except Exception:
+                if self._stopping.is_set():
+                    # The local cloud is stopping: what was received and not deleted comes back later.
+                    logger.debug("poller on %s stopped mid-batch", self._url, exc_info=True)
+                    return
                 logger.exception("poller error on %s", self._url)
                 self._stopping.wait(1)
 
@@ -78,7 +82,8 @@ class QueuePoller:
         try:
             result = self._runtime.invoke(event)
         except InvocationError:
-            logger.exception("batch of %d failed as a whole", len(messages))
+            if not self._stopping.is_set():
+                logger.exception("batch of %d failed as a whole", len(messages))
             failed_ids = {message["MessageId"] for message in messages}
         else:
             failures = (result or {}).get("batchItemFailures", []) if self._binding.report_batch_item_failures else []
@@ -144,7 +149,8 @@ class Schedule:
         try:
             return self._runtime.invoke(event)
         except InvocationError:
-            logger.exception("scheduled run of %s failed", self._rule)
+            if not self._stopping.is_set():
+                logger.exception("scheduled run of %s failed", self._rule)
             return None
 
     def stop(self) -> None:

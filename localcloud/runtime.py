@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import IO, Any
 
@@ -41,6 +43,9 @@ class _Worker:
             stderr=log,
             env=environment,
             cwd=ROOT,
+            # Its own session: a Ctrl-C in the terminal does not kill it mid-invocation; the local cloud
+            # stops it in order, and it exits by itself when its stdin closes (its parent gone).
+            start_new_session=True,
         )
         if self.process.stdin is None or self.process.stdout is None:
             raise RuntimeError("worker pipes missing")
@@ -60,8 +65,11 @@ class _Worker:
         return answer
 
     def invoke(self, event: dict[str, Any]) -> Any:
-        self._stdin.write(json.dumps(event).encode() + b"\n")
-        self._stdin.flush()
+        try:
+            self._stdin.write(json.dumps(event).encode() + b"\n")
+            self._stdin.flush()
+        except (OSError, ValueError) as error:  # closed by a stop, or the worker is gone
+            raise InvocationError(f"{self.spec.logical_id} is not taking invocations: {error}") from error
         answer = self._read(timeout=self.spec.timeout + 1)
         if "error" in answer:
             raise InvocationError(f"{answer['error']['errorType']}: {answer['error']['errorMessage']}")
@@ -71,13 +79,18 @@ class _Worker:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def stop(self) -> None:
+    def close(self) -> None:
+        """Asks the worker to exit once it has answered what it is working on."""
         if self.alive:
-            self._stdin.close()
-            try:
-                self.process.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+            with contextlib.suppress(OSError):
+                self._stdin.close()
+
+    def wait(self, timeout: float) -> None:
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 class FunctionRuntime:
@@ -91,6 +104,7 @@ class FunctionRuntime:
         self._all: list[_Worker] = []
         self._slots = threading.BoundedSemaphore(max_workers)
         self._lock = threading.Lock()
+        self._stopped = False
         self.invocations = 0
 
     def warm(self) -> None:
@@ -102,11 +116,16 @@ class FunctionRuntime:
     def invoke(self, event: dict[str, Any]) -> Any:
         with self._slots:
             with self._lock:
+                if self._stopped:
+                    raise InvocationError(f"{self.spec.logical_id} is stopping")
                 worker = self._idle.pop() if self._idle else None
                 self.invocations += 1
             if worker is None:
                 worker = _Worker(self.spec, self._environment, self._log)
                 with self._lock:
+                    if self._stopped:  # stop() ran while this one was starting
+                        worker.close()
+                        raise InvocationError(f"{self.spec.logical_id} is stopping")
                     self._all.append(worker)
             try:
                 return worker.invoke(event)
@@ -117,10 +136,16 @@ class FunctionRuntime:
                     elif worker in self._all:  # not already dropped by stop() at shutdown
                         self._all.remove(worker)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 3) -> None:
+        """Stops every worker: all are asked at once, then given ``timeout`` seconds to finish."""
         with self._lock:
-            for worker in self._all:
-                worker.stop()
+            self._stopped = True
+            workers = list(self._all)
             self._all.clear()
             self._idle.clear()
+        for worker in workers:
+            worker.close()
+        deadline = time.monotonic() + timeout
+        for worker in workers:
+            worker.wait(max(0.1, deadline - time.monotonic()))
         self._log.close()

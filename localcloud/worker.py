@@ -73,6 +73,11 @@ def main() -> None:
             file=sys.stderr,
         )
         protocol.write(json.dumps(answer, default=str) + "\n")
+    # stdin closed: the execution environment is being shut down. Lambda freezes and discards it without
+    # running the interpreter's teardown; so does this (logs are line-buffered, already written).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

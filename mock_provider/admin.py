@@ -8,8 +8,9 @@ from dataclasses import asdict
 from decimal import Decimal
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
+from mock_provider import persistence
 from mock_provider.registry import PROVIDERS
 from mock_provider.sandbox import CENT
 from mock_provider.state import current_state
@@ -34,6 +35,13 @@ def _json_object() -> dict[str, Any] | None:
 @blueprint.get("/stats")
 def stats() -> Response:
     return jsonify(current_state().control.stats())
+
+
+@blueprint.get("/persistence")
+def persisted() -> Response:
+    """Where the sandbox keeps its memory across restarts, what it restored, whether changes are unsaved."""
+    sandbox_file: persistence.SandboxFile | None = current_app.extensions.get(persistence.EXTENSION)
+    return jsonify(sandbox_file.status() if sandbox_file is not None else {"file": None})
 
 
 @blueprint.post("/stats/reset")

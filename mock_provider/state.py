@@ -6,7 +6,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from typing import cast
+from typing import Any, cast
 
 from flask import current_app
 
@@ -46,6 +46,24 @@ class SandboxState:
         """Re-issues one of the account's bills with a new amount; its new revision, or None if no such bill."""
         bill = next((bill for bill in monthly_bills(account_number, self.today()) if bill.bill_id == bill_id), None)
         return None if bill is None else self.revisions.revise(provider, bill, amount)
+
+    def changes(self) -> int:
+        """Goes up with every change to what ``snapshot`` holds."""
+        return self.revisions.changes + sum(store.changes for store in self.tokens.values())
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the sandbox must remember across a restart for its clients' grants and bills to hold:
+        the OAuth codes and tokens it issued and the bills it revised. Faults and counters are not in it."""
+        return {
+            "tokens": {provider: store.snapshot() for provider, store in self.tokens.items()},
+            "revisions": self.revisions.snapshot(),
+        }
+
+    def restore(self, snapshot: dict[str, Any]) -> dict[str, int]:
+        """Takes a ``snapshot`` back; how many tokens (per provider) and revisions it held."""
+        restored = {provider: self.tokens[provider].restore(tokens) for provider, tokens in snapshot["tokens"].items()}
+        restored["revisions"] = self.revisions.restore(snapshot["revisions"])
+        return restored
 
     def reset(self) -> None:
         self.control.reset()

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
 
 CODE_TTL_SECONDS = 120
 
@@ -42,6 +43,26 @@ class TokenStore:
         self._codes: dict[str, _Code] = {}
         self._access: dict[str, _AccessToken] = {}
         self._refresh: dict[str, str] = {}  # refresh token -> subject
+        self.changes = 0  # counts every change, so whoever keeps the store on disk knows when to write
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the store remembers, as JSON-ready data (``restore`` takes it back)."""
+        with self._lock:
+            return {
+                "codes": {code: asdict(issued) for code, issued in self._codes.items()},
+                "access": {token: asdict(issued) for token, issued in self._access.items()},
+                "refresh": dict(self._refresh),
+            }
+
+    def restore(self, snapshot: Mapping[str, Any]) -> int:
+        """Replaces what the store remembers with a ``snapshot``; how many tokens and codes it holds."""
+        codes = {str(code): _Code(**issued) for code, issued in snapshot["codes"].items()}
+        access = {str(token): _AccessToken(**issued) for token, issued in snapshot["access"].items()}
+        refresh = {str(token): str(subject) for token, subject in snapshot["refresh"].items()}
+        with self._lock:
+            self._codes, self._access, self._refresh = codes, access, refresh
+            self.changes += 1
+            return len(codes) + len(access) + len(refresh)
 
     def issue_code(self, client_id: str, redirect_uri: str, subject: str) -> str:
         code = secrets.token_urlsafe(24)
@@ -49,6 +70,7 @@ class TokenStore:
             now = self._clock()
             self._codes = {key: value for key, value in self._codes.items() if value.expires_at > now}
             self._codes[code] = _Code(client_id, redirect_uri, subject, now + CODE_TTL_SECONDS)
+            self.changes += 1
         return code
 
     def redeem_code(self, code: str, client_id: str, redirect_uri: str) -> str | None:
@@ -58,6 +80,7 @@ class TokenStore:
         with self._lock:
             issued = self._codes.pop(code, None)
             now = self._clock()
+            self.changes += 1
         if issued is None or issued.expires_at <= now:
             return None
         if (issued.client_id, issued.redirect_uri) != (client_id, redirect_uri):
@@ -78,6 +101,7 @@ class TokenStore:
             if subject is None:
                 return None
             if rotate:
+                self.changes += 1
                 del self._refresh[refresh_token]
                 refresh_token = secrets.token_urlsafe(32)
                 self._refresh[refresh_token] = subject
@@ -98,6 +122,7 @@ class TokenStore:
             live = [token for token in self._access.values() if token.expires_at > now]
             for token in live:
                 token.expires_at = now
+            self.changes += 1
             return len(live)
 
     def revoke_all(self) -> int:
@@ -106,6 +131,7 @@ class TokenStore:
             revoked = len(self._access) + len(self._refresh)
             self._access.clear()
             self._refresh.clear()
+            self.changes += 1
             return revoked
 
     def clear(self) -> None:
@@ -113,6 +139,7 @@ class TokenStore:
             self._codes.clear()
             self._access.clear()
             self._refresh.clear()
+            self.changes += 1
 
     def _issue_access(self, subject: str, ttl_seconds: int, refresh_token: str | None) -> IssuedTokens:
         # Caller holds the lock. Expired tokens are dropped here so a long-running sandbox stays small.
@@ -120,4 +147,5 @@ class TokenStore:
         self._access = {key: value for key, value in self._access.items() if value.expires_at > now}
         access_token = secrets.token_urlsafe(32)
         self._access[access_token] = _AccessToken(subject, now + ttl_seconds)
+        self.changes += 1
         return IssuedTokens(access_token, ttl_seconds, refresh_token)
