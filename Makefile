@@ -9,6 +9,8 @@ PYTHON_313 ?= $(shell for candidate in $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/ve
 	$$(command -v python3.13 2>/dev/null); do "$$candidate" -c "" 2>/dev/null && { echo "$$candidate"; break; }; done)
 VENV := .venv
 TOOLS := .venv-tools
+# checkov pins boto3, networkx and packaging below what SAM CLI needs: a venv of its own.
+CHECKOV := .venv-checkov
 PY := $(VENV)/bin/python
 PIP_QUIET := --quiet --disable-pip-version-check
 export AWS_DEFAULT_REGION ?= us-east-1
@@ -37,7 +39,13 @@ $(TOOLS)/.installed: requirements/tools.txt
 	$(TOOLS)/bin/pip install $(PIP_QUIET) -r requirements/tools.txt 2>&1 | $(PIP_FILTER)
 	@touch $@
 
-install: $(VENV)/.installed $(TOOLS)/.installed
+$(CHECKOV)/.installed: requirements/checkov.txt
+	@test -n "$(PYTHON_313)" || { echo "Python 3.13 is required"; exit 1; }
+	$(PYTHON_313) -m venv $(CHECKOV)
+	$(CHECKOV)/bin/pip install $(PIP_QUIET) -r requirements/checkov.txt 2>&1 | $(PIP_FILTER)
+	@touch $@
+
+install: $(VENV)/.installed $(TOOLS)/.installed $(CHECKOV)/.installed
 
 run: $(VENV)/.installed
 	$(PY) -m localcloud
@@ -49,8 +57,11 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
+# checkov prints only what fails and fails on any finding not skipped in the template (each skip there
+# carries its reason); --skip-download keeps it offline.
 template: install
 	$(TOOLS)/bin/sam validate --lint
+	$(CHECKOV)/bin/checkov --quiet --compact --skip-download --framework cloudformation --file template.yaml
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(TOOLS)/bin/sam build --cached --parallel
 
 unit: $(VENV)/.installed
