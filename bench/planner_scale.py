@@ -66,7 +66,7 @@ TITLE = "Planner scale"
 PROVIDERS = ("sparkgrid", "northgas", "clearwater", "fibrelink")
 DUE_USERS = 2_500
 NOT_DUE_USERS = 500
-PLANNER = "RefreshFunction"
+PLANNER = "PlannerFunction"
 LATENCY_SAMPLES = 200
 # The size of a KMS ciphertext of a small credentials document with its encryption context.
 CIPHERTEXT_BYTES = 330

@@ -1,4 +1,6 @@
-"""On-demand refresh jobs over HTTP, and the planner the EventBridge schedule runs."""
+"""On-demand refresh jobs over HTTP: start one for the caller's accounts, follow its progress.
+
+The scheduled planner is a function of its own (functions/planner)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from billhub import deletion, refresh
+from billhub import refresh
 from billhub.api import caller_id, create_resolver, documented
 from billhub.idempotency import IdempotencyKey, IdempotentRequest, IdempotentRoutes
 from billhub.queue import FetchQueue
@@ -80,34 +82,6 @@ def get_job(job_id: JobIdPath) -> refresh.JobStatus:
     return refresh.job_status(store(), caller_id(app), job_id)
 
 
-def _is_scheduled_event(event: dict[str, Any]) -> bool:
-    return event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event"
-
-
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    if _is_scheduled_event(event):
-        now = utc_now()
-        time_limit = timedelta(milliseconds=context.get_remaining_time_in_millis() * refresh.PLANNING_SHARE)
-        run = refresh.plan_due_refreshes(store(), queue(), now, time_limit)
-        # Users first: theirs include their accounts' deletions; then accounts deleted on their own.
-        users_finished = deletion.finish_abandoned_user_deletions(store(), now)
-        finished = deletion.finish_abandoned_deletions(store(), now)
-        logger.info(
-            "planned refreshes",
-            extra={
-                "accounts": run.planned,
-                "all_due_planned": run.finished,
-                "abandoned_deletions_finished": finished,
-                "abandoned_user_deletions_finished": users_finished,
-            },
-        )
-        if not run.finished:
-            logger.warning("the planner ran out of time; the next run plans the accounts still due")
-        return {
-            "planned": run.planned,
-            "all_due_planned": run.finished,
-            "deletions_finished": finished,
-            "user_deletions_finished": users_finished,
-        }
     return app.resolve(event, context)

@@ -40,6 +40,7 @@ class Api:
         self.link = load("LinkAccountFunction")
         self.bills = load("GetBillsFunction")
         self.refresh = load("RefreshFunction")
+        self.planner = load("PlannerFunction")
         self.fetch = load("FetchProviderFunction")
         self.delete = load("DeleteAccountFunction")
 

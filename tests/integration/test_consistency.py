@@ -371,7 +371,7 @@ def test_a_deletion_that_crashed_half_way_is_hidden_at_once_and_finished_later(
         assert api.delete_account(account.user_id, account.account_id) == (204, None)
     else:
         clock.advance(minutes=16)
-        outcome = api.refresh.handler(scheduled_event(), LambdaContext())
+        outcome = api.planner.handler(scheduled_event(), LambdaContext())
         assert outcome["deletions_finished"] == 1
     # Then nothing of it is left
     assert bill_count(stack, account.account_id) == 0
@@ -381,7 +381,7 @@ def test_a_deletion_that_crashed_half_way_is_hidden_at_once_and_finished_later(
 def test_the_sweep_leaves_deletions_still_in_progress_alone(api: Api, table: BillsTable, clock: Clock) -> None:
     account = linked_account(api, table)
     assert table.begin_account_deletion(account.user_id, account.account_id, clock.now) is not None
-    outcome = api.refresh.handler(scheduled_event(), LambdaContext())
+    outcome = api.planner.handler(scheduled_event(), LambdaContext())
     assert outcome["deletions_finished"] == 0
     assert table.account_being_deleted(account.user_id, account.account_id) is not None
 

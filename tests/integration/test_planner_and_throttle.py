@@ -52,7 +52,7 @@ def refresh(api: Api, user_id: str) -> tuple[int, Any, dict[str, str]]:
 
 def run_planner(api: Api) -> list[str]:
     """One scheduled run of the planner: the accounts it enqueued, each checked to be enqueued once."""
-    result = api.refresh.handler(scheduled_event(), LambdaContext())
+    result = api.planner.handler(scheduled_event(), LambdaContext())
     assert result["all_due_planned"]
     requests = api.take_fetch_requests()
     assert [request.reason for request in requests] == ["schedule"] * result["planned"]
@@ -102,10 +102,10 @@ def test_two_planners_that_both_found_the_accounts_due_enqueue_each_once(api: Ap
     def run_the_second_planner_first(**_: Any) -> None:
         with second_runs_first:
             if not second:
-                second.append(api.refresh.handler(scheduled_event(), LambdaContext()))
+                second.append(api.planner.handler(scheduled_event(), LambdaContext()))
 
     first_client.meta.events.register("before-call.dynamodb.UpdateItem", run_the_second_planner_first)
-    first = plan_due_refreshes(table(api, first_client), api.refresh.queue(), clock())
+    first = plan_due_refreshes(table(api, first_client), api.planner.queue(), clock())
     # Then each account is enqueued exactly once, by the planner that claimed it first
     requests = api.take_fetch_requests()
     assert sorted(request.account_id for request in requests) == sorted(accounts)
@@ -135,7 +135,7 @@ def test_a_planner_out_of_time_leaves_the_accounts_due_last_to_the_next_run(api:
     # When the planner's time runs out once it has started two batches of ten
     seconds = itertools.chain([0.0, 0.0, 0.0], itertools.repeat(2.0))  # its start, then before each batch
     run = plan_due_refreshes(
-        api.refresh.store(), api.refresh.queue(), clock(), timedelta(seconds=1), clock=lambda: next(seconds)
+        api.planner.store(), api.planner.queue(), clock(), timedelta(seconds=1), clock=lambda: next(seconds)
     )
     # Then it has enqueued the twenty accounts due longest, and says that it did not finish
     assert run == PlannerRun(planned=20, finished=False)
@@ -152,7 +152,7 @@ def test_accounts_whose_fetches_sqs_did_not_take_stay_due_for_the_next_run(api: 
     # When the planner claims them but cannot reach the queue
     unreachable = FetchQueue(boto3.client("sqs"), missing_queue(api))
     with pytest.raises(EnqueueFailed):
-        plan_due_refreshes(api.refresh.store(), unreachable, clock())
+        plan_due_refreshes(api.planner.store(), unreachable, clock())
     # Then each is due as it was, and the next run enqueues each once
     assert [next_refresh_of(api, user_id, account_id) for account_id in accounts] == schedules
     assert run_planner(api) == sorted(accounts)
@@ -175,7 +175,7 @@ def test_an_account_sqs_refused_stays_due_and_the_rest_of_its_batch_is_enqueued(
     # When SQS takes the planner's batch but its second entry
     refusing = FetchQueue(cast(Any, RefusingTheSecondEntry(boto3.client("sqs"))), api.stack.refs["FetchQueue"])
     with pytest.raises(EnqueueFailed):
-        plan_due_refreshes(api.refresh.store(), refusing, clock())
+        plan_due_refreshes(api.planner.store(), refusing, clock())
     # Then the other two are enqueued, and the next run enqueues the refused one
     assert sorted(request.account_id for request in api.take_fetch_requests()) == sorted([accounts[0], accounts[2]])
     assert run_planner(api) == [accounts[1]]

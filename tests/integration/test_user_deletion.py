@@ -268,10 +268,10 @@ def test_a_user_deletion_that_crashed_half_way_is_finished_by_a_retry_or_the_swe
         assert api.delete_me(leaver.user_id, "not-the-password")[0] == 401
         assert api.delete_me(leaver.user_id) == (204, None)
     else:
-        outcome = api.refresh.handler(scheduled_event(), LambdaContext())
+        outcome = api.planner.handler(scheduled_event(), LambdaContext())
         assert outcome["user_deletions_finished"] == 0, "a deletion that may still be under way is left alone"
         clock.advance(minutes=16)
-        outcome = api.refresh.handler(scheduled_event(), LambdaContext())
+        outcome = api.planner.handler(scheduled_event(), LambdaContext())
         assert (outcome["user_deletions_finished"], outcome["deletions_finished"]) == (1, 0)
     # Then nothing of theirs is left, nobody else's item changed, and their token is refused
     assert items_of(stack, leaver.user_id, EMAIL) == []

@@ -38,6 +38,35 @@ def test_every_designed_route_is_wired_to_its_function(template: dict[str, Any])
     assert routes == DESIGN_ROUTES
 
 
+# API Gateway's HTTP API gives up on an integration after 30 s; a cold start's set-up (Lambda's Init
+# phase, not counted in the function's timeout) comes out of the same 30 s.
+HTTP_API_INTEGRATION_TIMEOUT_SECONDS = 30
+INIT_ALLOWANCE_SECONDS = 2
+
+
+def test_every_http_routed_function_times_out_before_the_gateway_gives_up(template: dict[str, Any]) -> None:
+    routed = {spec.logical_id: spec.timeout for spec in function_specs(template) if spec.routes}
+    assert set(routed) == set(DESIGN_ROUTES.values())
+    too_long = {
+        name: timeout
+        for name, timeout in routed.items()
+        if timeout + INIT_ALLOWANCE_SECONDS > HTTP_API_INTEGRATION_TIMEOUT_SECONDS
+    }
+    assert too_long == {}
+
+
+def test_the_schedule_runs_the_planner_a_function_of_its_own(template: dict[str, Any]) -> None:
+    scheduled = [spec for spec in function_specs(template) if spec.schedules]
+    assert [spec.logical_id for spec in scheduled] == ["PlannerFunction"]
+    (planner,) = scheduled
+    (event,) = template["Resources"]["PlannerFunction"]["Properties"]["Events"].values()
+    assert event["Properties"]["Schedule"] == {"Ref": "RefreshSchedule"}
+    # No route and no queue: nothing waits on it, so it is sized for planning, not for the gateway.
+    assert planner.routes == [] and planner.queues == []
+    assert planner.timeout > HTTP_API_INTEGRATION_TIMEOUT_SECONDS
+    assert planner.memory_mb > template["Globals"]["Function"]["MemorySize"]
+
+
 def test_only_register_login_and_oauth_callback_skip_the_authorizer(template: dict[str, Any]) -> None:
     public = {
         f"{route.method} {route.path}"

@@ -65,6 +65,10 @@ class LinkSettings(TableSettings, ProviderSettings, JwtSettings):
     FETCH_QUEUE_URL: str
 
 
+class PlannerSettings(TableSettings):
+    FETCH_QUEUE_URL: str
+
+
 class RefreshSettings(TableSettings):
     FETCH_QUEUE_URL: str
     # A user starts at most one POST /bills/refresh per this many seconds; 0 turns the limit off.

@@ -58,9 +58,10 @@ class ProviderAuth(ABC):
 
 class ProviderCredentials(BaseModel):
     """Base of every credentials model: unknown fields refused, and a value never echoed in an error
-    message or a repr (fields marked secret are also hidden from reprs)."""
+    message or a repr (fields marked secret are also hidden from reprs). Each is built when first used
+    (a link or a fetch with that provider), not at import by every function that lists the providers."""
 
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True, defer_build=True)
 
 
 class ApiKey(ProviderCredentials):
@@ -113,7 +114,8 @@ class OAuthTokens(ProviderCredentials):
 
 
 class _TokenResponse(BaseModel):
-    model_config = ConfigDict(hide_input_in_errors=True)
+    # Built at the first token request, which most invocations never make.
+    model_config = ConfigDict(hide_input_in_errors=True, defer_build=True)
 
     access_token: Token
     token_type: str = "Bearer"  # noqa: S105 - a token type, not a secret

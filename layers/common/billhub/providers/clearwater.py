@@ -11,7 +11,7 @@ from billhub.models import Account, Bill, BillStatus, Category, CurrencyCode, Li
 from billhub.money import quantize
 from billhub.providers.auth import ApiKey, ApiKeyHeader
 from billhub.providers.base import MAX_PAGES, LinkedIdentity, ProviderAdapter
-from billhub.providers.formats import MAX_LINE_ITEMS, DecimalAmount, LineDescription, Revision
+from billhub.providers.formats import MAX_LINE_ITEMS, DecimalAmount, LineDescription, Payload, Revision
 
 if TYPE_CHECKING:
     from billhub.providers.session import ProviderSession
@@ -31,21 +31,21 @@ class ClearWaterCredentials(ApiKey):
     )
 
 
-class _Account(BaseModel):
+class _Account(Payload):
     account_number: str = Field(min_length=1, max_length=64)
 
 
-class _Period(BaseModel):
+class _Period(Payload):
     from_: date = Field(alias="from")
     to: date
 
 
-class _Line(BaseModel):
+class _Line(Payload):
     description: LineDescription
     amount: DecimalAmount
 
 
-class _Bill(BaseModel):
+class _Bill(Payload):
     bill_id: str = Field(min_length=1, max_length=128)
     amount_due: DecimalAmount
     currency: CurrencyCode
@@ -57,7 +57,7 @@ class _Bill(BaseModel):
     line_items: Annotated[list[_Line], Field(max_length=MAX_LINE_ITEMS)] | None = None
 
 
-class _BillsPage(BaseModel):
+class _BillsPage(Payload):
     bills: list[_Bill]
     page: int
     total_pages: int

@@ -15,7 +15,7 @@ from billhub.money import quantize
 from billhub.providers.auth import HttpBasic, UsernamePassword
 from billhub.providers.base import MAX_PAGES, LinkedIdentity, ProviderAdapter
 from billhub.providers.errors import ProviderDataError
-from billhub.providers.formats import MAX_LINE_ITEMS, DecimalAmount, LineDescription, Revision, Timestamp
+from billhub.providers.formats import MAX_LINE_ITEMS, DecimalAmount, LineDescription, Payload, Revision, Timestamp
 
 if TYPE_CHECKING:
     from billhub.providers.session import ProviderSession
@@ -30,16 +30,16 @@ class FibreLinkCredentials(UsernamePassword):
     )
 
 
-class _Subscriber(BaseModel):
+class _Subscriber(Payload):
     subscriber_id: str = Field(min_length=1, max_length=64)
 
 
-class _Line(BaseModel):
+class _Line(Payload):
     name: LineDescription
     total: DecimalAmount
 
 
-class _Invoice(BaseModel):
+class _Invoice(Payload):
     id: str = Field(min_length=1, max_length=128)
     total: DecimalAmount
     currency: CurrencyCode
@@ -57,11 +57,11 @@ class _Invoice(BaseModel):
         return tuple(value.split("/", 1)) if isinstance(value, str) else value
 
 
-class _Links(BaseModel):
+class _Links(Payload):
     next: str | None = Field(default=None, max_length=512)
 
 
-class _InvoicesPage(BaseModel):
+class _InvoicesPage(Payload):
     items: list[_Invoice]
     links: _Links
 

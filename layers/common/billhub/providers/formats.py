@@ -7,7 +7,15 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BeforeValidator, Field, StrictInt
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
+
+
+class Payload(BaseModel):
+    """Base of the adapters' payload models. Each is built when its adapter first reads a page, not at
+    import: most functions import every adapter for its name and category and never read a payload,
+    and a fetcher reads those of the providers it is given."""
+
+    model_config = ConfigDict(defer_build=True)
 
 
 def _day_month_year(value: Any) -> Any:

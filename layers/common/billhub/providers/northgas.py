@@ -11,7 +11,7 @@ from billhub.models import Account, Bill, BillStatus, Category, CurrencyCode, Li
 from billhub.money import quantize
 from billhub.providers.auth import ClientCredentialsGrant, ProviderCredentials
 from billhub.providers.base import MAX_PAGES, LinkedIdentity, ProviderAdapter
-from billhub.providers.formats import MAX_LINE_ITEMS, DayMonthYear, DecimalAmount, LineDescription, Revision
+from billhub.providers.formats import MAX_LINE_ITEMS, DayMonthYear, DecimalAmount, LineDescription, Payload, Revision
 
 if TYPE_CHECKING:
     from billhub.providers.session import ProviderSession
@@ -34,16 +34,16 @@ class NorthGasCredentials(ProviderCredentials):
     )
 
 
-class _Account(BaseModel):
+class _Account(Payload):
     account_number: str = Field(min_length=1, max_length=64)
 
 
-class _Line(BaseModel):
+class _Line(Payload):
     description: LineDescription
     amount: DecimalAmount
 
 
-class _Invoice(BaseModel):
+class _Invoice(Payload):
     invoice_no: str = Field(min_length=1, max_length=128)
     amount: DecimalAmount
     currency: CurrencyCode
@@ -56,7 +56,7 @@ class _Invoice(BaseModel):
     charges: Annotated[list[_Line], Field(max_length=MAX_LINE_ITEMS)] | None = None
 
 
-class _InvoicesPage(BaseModel):
+class _InvoicesPage(Payload):
     invoices: list[_Invoice]
     offset: int = Field(ge=0)
     total: int = Field(ge=0)

@@ -12,7 +12,7 @@ from billhub.models import Account, Bill, BillStatus, Category, CurrencyCode, Li
 from billhub.money import from_minor_units
 from billhub.providers.auth import AuthorizationCodeGrant, OAuthTokens
 from billhub.providers.base import MAX_PAGES, LinkedIdentity, ProviderAdapter
-from billhub.providers.formats import MAX_LINE_ITEMS, LineDescription, MinorUnits, Revision
+from billhub.providers.formats import MAX_LINE_ITEMS, LineDescription, MinorUnits, Payload, Revision
 
 if TYPE_CHECKING:
     from billhub.providers.session import ProviderSession
@@ -21,21 +21,21 @@ _STATES = {"settled": BillStatus.PAID, "open": BillStatus.UNPAID, "late": BillSt
 _PAGE_SIZE = 12
 
 
-class _Customer(BaseModel):
+class _Customer(Payload):
     customer_id: str = Field(min_length=1, max_length=64)
 
 
-class _Period(BaseModel):
+class _Period(Payload):
     start: date
     end: date
 
 
-class _Line(BaseModel):
+class _Line(Payload):
     label: LineDescription
     amount_minor: MinorUnits
 
 
-class _Statement(BaseModel):
+class _Statement(Payload):
     statement_id: str = Field(min_length=1, max_length=128)
     amount_due_minor: MinorUnits
     currency: CurrencyCode
@@ -47,7 +47,7 @@ class _Statement(BaseModel):
     lines: Annotated[list[_Line], Field(max_length=MAX_LINE_ITEMS)] | None = None
 
 
-class _StatementsPage(BaseModel):
+class _StatementsPage(Payload):
     data: list[_Statement]
     next_cursor: str | None = Field(default=None, max_length=512)
 

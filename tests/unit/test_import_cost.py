@@ -1,0 +1,38 @@
+"""What a cold start builds: functions that import the provider registry only for names and categories
+(GET /bills, GET /providers) build no adapter's payload or credentials validators."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from localcloud.template import ROOT
+
+# Run in a fresh interpreter: other tests in this process may have built the models already.
+CENSUS = """
+import inspect, json, sys
+import pydantic
+import billhub.providers
+built = sorted(
+    f"{module.__name__}.{name}"
+    for module in list(sys.modules.values())
+    if module is not None and module.__name__.startswith("billhub.providers")
+    for name, value in vars(module).items()
+    if inspect.isclass(value) and issubclass(value, pydantic.BaseModel) and value.__module__ == module.__name__
+    and value.__pydantic_complete__
+)
+print(json.dumps(built))
+"""
+
+
+def test_importing_the_providers_builds_no_payload_or_credentials_model() -> None:
+    done = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
+        [sys.executable, "-c", CENSUS],
+        cwd=ROOT / "layers" / "common",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    # Only what listing the providers answers with is built at import.
+    assert json.loads(done.stdout) == ["billhub.providers.base.CredentialField"]
