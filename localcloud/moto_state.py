@@ -166,7 +166,10 @@ class _Writer:
         if pid == 0:  # the child
             code = 1
             try:
-                os.close(readable)
+                # Nothing of the server's but the pipe: not its listening socket nor its clients'
+                # connections, which would stay open as long as the child lives.
+                os.closerange(3, writable)
+                os.closerange(writable + 1, os.sysconf("SC_OPEN_MAX"))
                 os.write(writable, json.dumps(write()).encode())
                 code = 0
             finally:
@@ -364,7 +367,8 @@ class PersistedState:
             "kept_as": self.report.kept_as,
             "found": self.report.found,
             "restore_seconds": self.report.seconds,
-            "unsaved_changes": self._dirty.is_set(),
+            # A save in progress is not on disk yet.
+            "unsaved_changes": self._dirty.is_set() or self._save_lock.locked(),
             "saves": self.saves,
             "last_save": self.last_save,
             "save_problems": self.save_problems,
@@ -462,7 +466,10 @@ class PersistedState:
             last = time.monotonic()
 
     def stop(self) -> None:
-        """The last save, with the gate left closed (the server is going away)."""
+        """Waits for a save in progress (a forked writer must not outlive the server, holding its port
+        and replacing the file after it), then the last save, with the gate left closed."""
         self._stopping.set()
+        with self._save_lock:
+            pass
         if self._dirty.is_set():
             self.save(final=True)

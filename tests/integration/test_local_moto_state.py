@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import pickle
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,8 +21,9 @@ import boto3
 import httpx
 import pytest
 
+from localcloud import moto_state
 from localcloud.launch import free_port
-from localcloud.moto_state import STATE_PATH, _Writer
+from localcloud.moto_state import STATE_PATH, PersistedState, _Writer
 from localcloud.provision import Stack, provision
 from localcloud.template import ROOT, load_template
 from tests.e2e.harness import wait_until
@@ -38,10 +41,15 @@ class MotoServer:
             [sys.executable, "-m", "localcloud.moto_server", "127.0.0.1", str(self.port), *arguments],
             cwd=ROOT,
             stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
-        wait_until(self._answers, 30, "the moto server")
+        try:
+            wait_until(self._answers, 30, "the moto server")
+        except BaseException:  # pytest.fail is one: never leave a server running behind a failed start
+            self.process.kill()
+            self.process.wait(10)
+            raise
 
     def _answers(self) -> bool:
         try:
@@ -190,18 +198,63 @@ def test_reads_and_empty_polls_are_not_changes(tmp_path: Path, servers: list[Mot
     assert server.state()["unsaved_changes"] is True
 
 
-def test_saves_are_written_by_a_forked_child_which_reports_back() -> None:
+def test_saves_are_written_by_a_forked_child_which_reports_back(tmp_path: Path) -> None:
     # A child that writes answers what it wrote; one that fails (or hangs) answers nothing
     assert _Writer.fork(lambda: {"bytes": 3, "problems": {}}).wait(30) == {"bytes": 3, "problems": {}}
     assert _Writer.fork(lambda: {"bytes": 1 // 0}).wait(30) is None
+    writing = tmp_path / "writing"
 
     def hang() -> dict[str, Any]:
+        writing.touch()
         time.sleep(60)
         return {}
 
+    # and the child holds none of the server's sockets: once the server closes its listening socket,
+    # nothing answers on the port, however long the child still runs
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    writer = _Writer.fork(hang)
+    wait_until(writing.exists, 10, "the child to start writing")
+    listener.close()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
     began = time.monotonic()
-    assert _Writer.fork(hang).wait(0.5) is None
+    assert writer.wait(0.5) is None
     assert time.monotonic() - began < 30  # killed, not waited for
+
+
+def test_a_stop_waits_for_the_save_in_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a save whose forked writer is still writing (held here until the test lets it finish)
+    forked, finish = threading.Event(), threading.Event()
+
+    class SlowWriter:
+        @classmethod
+        def fork(cls, write: Callable[[], dict[str, Any]]) -> SlowWriter:
+            forked.set()
+            return cls()
+
+        def wait(self, timeout: float) -> dict[str, Any]:
+            finish.wait(timeout)
+            return {"at": "now", "bytes": 0, "problems": {}}
+
+    monkeypatch.setattr(moto_state, "_Writer", SlowWriter)
+    state = PersistedState(lambda environ, start_response: [b"{}"], tmp_path / "moto.pickle")
+    state({"PATH_INFO": "/", "HTTP_X_AMZ_TARGET": "DynamoDB_20120810.PutItem"}, lambda *_: None)
+    saving = threading.Thread(target=state.save)
+    saving.start()
+    assert forked.wait(10)
+    # Then the change does not count as saved yet
+    assert state.status()["unsaved_changes"] is True
+    # and a stop waits for the writer (which would otherwise outlive the server, holding its port)
+    stopping = threading.Thread(target=state.stop)
+    stopping.start()
+    stopping.join(0.5)
+    assert stopping.is_alive()
+    finish.set()
+    stopping.join(10)
+    saving.join(10)
+    assert not stopping.is_alive()
+    assert state.status()["unsaved_changes"] is False
 
 
 def test_a_save_does_not_wait_for_a_long_poll(tmp_path: Path, servers: list[MotoServer]) -> None:

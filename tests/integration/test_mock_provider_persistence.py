@@ -48,11 +48,16 @@ class Sandbox:
             ],
             cwd=ROOT,
             stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         self.http = httpx.Client(base_url=self.url, timeout=10)
-        wait_until(self._answers, 30, "the sandbox")
+        try:
+            wait_until(self._answers, 30, "the sandbox")
+        except BaseException:  # pytest.fail is one: never leave a sandbox running behind a failed start
+            self.process.kill()
+            self.process.wait(10)
+            raise
 
     def _answers(self) -> bool:
         try:
