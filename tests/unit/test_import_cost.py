@@ -1,5 +1,6 @@
 """What a cold start builds: functions that import the provider registry only for names and categories
-(GET /bills, GET /providers) build no adapter's payload or credentials validators."""
+(GET /bills, GET /providers) build no adapter's payload or credentials validators, and the bills
+function builds the insights' response models only when GET /insights first needs them."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ CENSUS = """
 import inspect, json, sys
 import pydantic
 import billhub.providers
+import billhub.insights
 built = sorted(
     f"{module.__name__}.{name}"
     for module in list(sys.modules.values())
-    if module is not None and module.__name__.startswith("billhub.providers")
+    if module is not None and module.__name__.startswith(("billhub.providers", "billhub.insights"))
     for name, value in vars(module).items()
     if inspect.isclass(value) and issubclass(value, pydantic.BaseModel) and value.__module__ == module.__name__
     and value.__pydantic_complete__
@@ -26,7 +28,7 @@ print(json.dumps(built))
 """
 
 
-def test_importing_the_providers_builds_no_payload_or_credentials_model() -> None:
+def test_importing_the_providers_and_insights_builds_only_what_listing_providers_answers_with() -> None:
     done = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
         [sys.executable, "-c", CENSUS],
         cwd=ROOT / "layers" / "common",

@@ -20,7 +20,7 @@ from datetime import date
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from billhub.models import Account, AccountStatus, Bill, Category
 from billhub.money import format_amount, totals_by_currency
@@ -45,7 +45,12 @@ Amounts = dict[str, str]
 
 
 # ------------------------------------------------------------------ response models
-class Change(BaseModel):
+class _InsightsModel(BaseModel):
+    # Built at the first GET /insights, not at every cold start of the function, which serves GET /bills too.
+    model_config = ConfigDict(defer_build=True)
+
+
+class Change(_InsightsModel):
     """A month's total against the month before, in one currency."""
 
     amount: str = Field(description="This month's total minus last month's, in the currency")
@@ -55,7 +60,7 @@ class Change(BaseModel):
     )
 
 
-class MonthlySpend(BaseModel):
+class MonthlySpend(_InsightsModel):
     month: str = Field(description="YYYY-MM; bills count in the month they were issued")
     partial: bool = Field(description="True for the current month, which is not over yet")
     bill_count: int
@@ -65,13 +70,13 @@ class MonthlySpend(BaseModel):
     change: dict[str, Change] = Field(description="Against the previous calendar month, per currency")
 
 
-class Forecast(BaseModel):
+class Forecast(_InsightsModel):
     month: str = Field(description="YYYY-MM, the month after the current one")
     total: Amounts
     method: str
 
 
-class UnusualBill(BaseModel):
+class UnusualBill(_InsightsModel):
     bill_id: str
     account_id: str
     provider: str
@@ -86,7 +91,7 @@ class UnusualBill(BaseModel):
 DataQualityKind = Literal["line_items_mismatch", "negative_amount", "currency_changed"]
 
 
-class DataQualityFlag(BaseModel):
+class DataQualityFlag(_InsightsModel):
     kind: DataQualityKind
     account_id: str
     provider: str
@@ -95,7 +100,7 @@ class DataQualityFlag(BaseModel):
     details: dict[str, str]
 
 
-class Insights(BaseModel):
+class Insights(_InsightsModel):
     months: int
     from_month: str = Field(serialization_alias="from", description="YYYY-MM, the window's first month")
     to_month: str = Field(serialization_alias="to", description="YYYY-MM, the current month")
