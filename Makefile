@@ -7,7 +7,13 @@ SHELL := /bin/bash
 # A pyenv shim may exist without 3.13 selected, so each candidate must actually run.
 PYTHON_313 ?= $(shell for candidate in $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13*/bin/python3.13 2>/dev/null) \
 	$$(command -v python3.13 2>/dev/null); do "$$candidate" -c "" 2>/dev/null && { echo "$$candidate"; break; }; done)
+# Where this Makefile is: `sam build` runs the build-* targets below from a copy of each CodeUri.
+ROOT := $(patsubst %/,%,$(dir $(abspath $(firstword $(MAKEFILE_LIST)))))
 VENV := .venv
+# The layer's wheels for Lambda, fetched once (`make install`, or the first build) and kept here: the
+# build itself installs offline, so it also works with no network and under a faked date (where TLS
+# refuses the registry's certificate as not yet valid or expired).
+LAMBDA_WHEELS := $(ROOT)/.wheels/lambda-arm64
 TOOLS := .venv-tools
 # checkov pins boto3, networkx and packaging below what SAM CLI needs: a venv of its own.
 CHECKOV := .venv-checkov
@@ -46,7 +52,7 @@ $(CHECKOV)/.installed: requirements/checkov.txt
 	$(CHECKOV)/bin/pip install $(PIP_QUIET) -r requirements/checkov.txt 2>&1 | $(PIP_FILTER)
 	@touch $@
 
-install: $(VENV)/.installed $(TOOLS)/.installed $(CHECKOV)/.installed
+install: $(VENV)/.installed $(TOOLS)/.installed $(CHECKOV)/.installed $(LAMBDA_WHEELS)/.complete
 
 # Users, accounts, bills, keys and the sandbox's tokens are kept in .localcloud/data across restarts;
 # `make run FRESH=1` forgets them and starts empty (as does `make clean`).
@@ -93,7 +99,7 @@ openapi: $(VENV)/.installed
 	mv docs/openapi.json.tmp docs/openapi.json
 
 clean:
-	rm -rf .aws-sam .localcloud .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .aws-sam .localcloud .wheels .pytest_cache .mypy_cache .ruff_cache
 
 # ---------------------------------------------------------------- what `sam build` runs
 # Every function and the layer build with `BuildMethod: makefile` (template.yaml): `sam build` runs
@@ -112,10 +118,18 @@ LAMBDA_COMPILE = $(LAMBDA_PYTHON) -m compileall -q --invalidation-mode unchecked
 lambda-python:
 	@$(LAMBDA_PYTHON) -c 'import sys; sys.exit(sys.implementation.cache_tag != "cpython-313" and "the Lambda build needs CPython 3.13 as $(LAMBDA_PYTHON): put it on PATH")'
 
+# Run from the project's root (the build's sub-make is too).
+$(LAMBDA_WHEELS)/.complete: layers/common/requirements.txt $(VENV)/.installed
+	rm -rf "$(LAMBDA_WHEELS)"
+	$(PY) -m pip download $(PIP_QUIET) --only-binary=:all: --implementation cp --python-version 3.13 \
+		$(LAMBDA_PLATFORMS) --dest "$(LAMBDA_WHEELS)" -r "$<" 2>&1 | $(PIP_FILTER)
+	touch "$@"
+
 build-CommonLayer: lambda-python
-	$(LAMBDA_PYTHON) -m pip install $(PIP_QUIET) --no-compile --only-binary=:all: --implementation cp \
-		--python-version 3.13 $(LAMBDA_PLATFORMS) --target "$(ARTIFACTS_DIR)/python" \
-		-r requirements.txt 2>&1 | $(PIP_FILTER)
+	$(MAKE) --no-print-directory -C "$(ROOT)" -f "$(ROOT)/Makefile" "$(LAMBDA_WHEELS)/.complete"
+	$(LAMBDA_PYTHON) -m pip install $(PIP_QUIET) --no-compile --no-index --find-links "$(LAMBDA_WHEELS)" \
+		--only-binary=:all: --implementation cp --python-version 3.13 $(LAMBDA_PLATFORMS) \
+		--target "$(ARTIFACTS_DIR)/python" -r requirements.txt 2>&1 | $(PIP_FILTER)
 	rm -rf "$(ARTIFACTS_DIR)/python/bin"
 	cp -R billhub "$(ARTIFACTS_DIR)/python/"
 	find "$(ARTIFACTS_DIR)/python" -name __pycache__ -prune -exec rm -rf {} +
