@@ -1,6 +1,7 @@
 """What a cold start builds: functions that import the provider registry only for names and categories
 (GET /bills, GET /providers) build no adapter's payload or credentials validators, and the bills
-function builds the insights' response models only when GET /insights first needs them."""
+function builds the insights' response models only when GET /insights first needs them; the auth function
+imports email-validator at the first address it checks."""
 
 from __future__ import annotations
 
@@ -38,3 +39,24 @@ def test_importing_the_providers_and_insights_builds_only_what_listing_providers
     )
     # Only what listing the providers answers with is built at import.
     assert json.loads(done.stdout) == ["billhub.providers.base.CredentialField"]
+
+
+# Given the auth function's domain module imported, then an address checked
+EMAIL_CHECK = """
+import json, sys
+import billhub.users
+imported_at_start = "email_validator" in sys.modules
+billhub.users.canonical_email("Ada@Example.com")
+print(json.dumps([imported_at_start, "email_validator" in sys.modules]))
+"""
+
+
+def test_email_validator_is_imported_by_the_first_address_checked_not_at_cold_start() -> None:
+    done = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
+        [sys.executable, "-c", EMAIL_CHECK],
+        cwd=ROOT / "layers" / "common",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(done.stdout) == [False, True]
