@@ -25,7 +25,7 @@ export SAM_CLI_TELEMETRY := 0
 # The filter always succeeds, so under pipefail a pip failure still fails the target.
 PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: help install run test lint typecheck template unit integration e2e invoke clean openapi bench
+.PHONY: help install run test lint typecheck template unit integration e2e invoke clean openapi bench smoke
 
 help:
 	@echo "make run    - start the whole system locally (moto, mock provider, API on 127.0.0.1:3000);"
@@ -33,6 +33,8 @@ help:
 	@echo "make test   - lint, type-check, validate and build the template, run every test"
 	@echo "make bench  - run the benchmarks (about 20 minutes); writes bench/results.json and bench/RESULTS.md"
 	@echo "make invoke FUNCTION=<LogicalId> EVENT=events/<file>.json - run one handler against 'make run'"
+	@echo "make smoke API=<url> [PROVIDER=<name> CREDENTIALS='{...}' | CREDENTIALS_FILE=<path>] - the acceptance"
+	@echo "              flow against a deployed API (default: ClearWater's sandbox demo key) with a throwaway user"
 
 $(VENV)/.installed: requirements/dev.txt layers/common/requirements.txt
 	@test -n "$(PYTHON_313)" || { echo "Python 3.13 (the Lambda runtime) is required: install it (e.g. pyenv install 3.13)"; exit 1; }
@@ -91,6 +93,16 @@ bench: $(VENV)/.installed $(TOOLS)/.installed
 invoke: $(VENV)/.installed
 	@test -n "$(FUNCTION)" -a -n "$(EVENT)" || { echo "usage: make invoke FUNCTION=<LogicalId> EVENT=events/<file>.json"; exit 2; }
 	$(PY) -m localcloud.invoke $(FUNCTION) $(EVENT)
+
+# The acceptance flow against a deployed API (smoke/flow.py): a throwaway user from register to DELETE /me.
+# The credentials reach it through the environment, never its command line (where ps would show them),
+# and the recipe is not echoed.
+smoke: export SMOKE_PROVIDER = $(PROVIDER)
+smoke: export SMOKE_CREDENTIALS = $(CREDENTIALS)
+smoke: export SMOKE_CREDENTIALS_FILE = $(CREDENTIALS_FILE)
+smoke: $(VENV)/.installed
+	@test -n "$(API)" || { echo "usage: make smoke API=https://<api id>.execute-api.<region>.amazonaws.com [PROVIDER=<name> CREDENTIALS='{...}' | CREDENTIALS_FILE=<path>] [TIMEOUT=<s>]"; exit 2; }
+	@$(PY) -m smoke --api "$(API)" $(if $(TIMEOUT),--timeout "$(TIMEOUT)")
 
 # The HTTP API's OpenAPI document, generated from the handlers and template.yaml (tests/unit/test_openapi.py
 # fails while the committed file differs from what the code generates).

@@ -1,0 +1,3 @@
+from smoke.flow import main
+
+raise SystemExit(main())
