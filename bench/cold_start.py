@@ -38,8 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from localcloud.provision import ACCOUNT_ID, Stack
+from localcloud.provision import ACCOUNT_ID, Stack, parameter_values
 from localcloud.template import ROOT, FunctionSpec, function_specs, load_template
+from mock_provider.registry import service_parameters
 
 TITLE = "Cold start: importing each function's handler as shipped"
 RUNS = 15
@@ -370,8 +371,9 @@ def _child(python: str, script: str, replaced: str, import_handler: str, argumen
 
 def _placeholder_stack(template: dict[str, Any]) -> Stack:
     """The template's references resolved to plausible values, as provisioning would: the parameters'
-    defaults and made-up names and ARNs (nothing is called at import, so nothing needs to exist)."""
-    parameters = {name: str(spec.get("Default", "")) for name, spec in template.get("Parameters", {}).items()}
+    defaults, the sandbox's endpoints and clients, and made-up names and ARNs (nothing is called at
+    import, so nothing needs to exist)."""
+    parameters = parameter_values(template.get("Parameters", {}), service_parameters("http://127.0.0.1:9"))
     stack = Stack(name="bench", region=REGION, parameters=parameters)
     for logical_id, resource in template["Resources"].items():
         service = resource["Type"].split("::")[1].lower()

@@ -35,6 +35,7 @@ from localcloud.template import (
     function_specs,
     load_template,
 )
+from mock_provider.registry import service_parameters
 
 logger = logging.getLogger("localcloud")
 HOST = "127.0.0.1"
@@ -151,7 +152,8 @@ class LocalCloud:
 
     def provision(self) -> Stack:
         """Creates (or finds, when already there) every resource of the template at the endpoint."""
-        parameters = {"ProviderBaseUrl": self.mock_provider_url, **self.config.parameter_overrides}
+        # The sandbox's endpoints and client registrations: the template has no default for them.
+        parameters = {**service_parameters(self.mock_provider_url), **self.config.parameter_overrides}
         return provision(self.template, self.client, self.config.region, STACK_NAME, parameters)
 
     def _spawn(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:

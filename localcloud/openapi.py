@@ -17,7 +17,9 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from localcloud.provision import parameter_values
 from localcloud.template import ROOT, FunctionSpec, function_specs, load_template
+from mock_provider.registry import service_parameters
 
 TITLE = "billhub API"
 VERSION = "1.0.0"
@@ -30,17 +32,23 @@ DESCRIPTION = (
 SECURITY_SCHEME = "bearerAuth"
 GATEWAY_ERROR = "GatewayError"
 _PLACEHOLDER_ARN = "arn:aws:local:us-east-1:123456789012:{}"
+_NOWHERE = "http://127.0.0.1:9"  # never called: building the document calls no provider
 
 
-def _offline_value(template: dict[str, Any], value: Any) -> str:
-    """A template environment value without a deployed stack: parameters' defaults, placeholders for resources."""
+def _offline_parameters(template: dict[str, Any]) -> dict[str, str]:
+    """The parameters' defaults, and the sandbox's endpoints and clients for those without one (the
+    document depends on neither; the functions only need a valid configuration to import)."""
+    return parameter_values(template.get("Parameters", {}), service_parameters(_NOWHERE))
+
+
+def _offline_value(parameters: dict[str, str], value: Any) -> str:
+    """A template environment value without a deployed stack: parameters' values, placeholders for resources."""
     if not isinstance(value, dict):
         return str(value)
     ((key, argument),) = value.items()
     if key == "Ref":
-        parameter = template.get("Parameters", {}).get(argument)
-        if parameter is not None and "Default" in parameter:
-            return str(parameter["Default"]).strip()
+        if argument in parameters:
+            return parameters[argument].strip()
         return _PLACEHOLDER_ARN.format(argument)
     if key == "Fn::GetAtt":
         return _PLACEHOLDER_ARN.format(".".join(argument))
@@ -63,7 +71,8 @@ def _load_resolver(template: dict[str, Any], spec: FunctionSpec) -> Any:
     layer = str(ROOT / "layers" / "common")
     if layer not in sys.path:
         sys.path.insert(0, layer)
-    variables = {name: _offline_value(template, value) for name, value in spec.environment.items()}
+    parameters = _offline_parameters(template)
+    variables = {name: _offline_value(parameters, value) for name, value in spec.environment.items()}
     variables.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     variables.setdefault("POWERTOOLS_SERVICE_NAME", spec.logical_id)
     with _environment(variables):

@@ -207,6 +207,26 @@ def _dependencies(value: Any) -> set[str]:
     return found
 
 
+class MissingParameters(ValueError):
+    """Template parameters without a value, or values for parameters the template does not declare."""
+
+
+def parameter_values(declared: dict[str, Any], overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """Each declared parameter's value, ``overrides`` over its ``Default``, refused as CloudFormation
+    refuses a stack: a parameter with neither, or a value for a parameter it does not declare."""
+    overrides = overrides or {}
+    unknown = sorted(overrides.keys() - declared.keys())
+    if unknown:
+        raise MissingParameters(f"Parameters: [{', '.join(unknown)}] do not exist in the template")
+    missing = [name for name, spec in declared.items() if name not in overrides and "Default" not in spec]
+    if missing:
+        raise MissingParameters(
+            f"Parameters: [{', '.join(missing)}] must have values (the template gives them no default: "
+            "pass them as parameter overrides)"
+        )
+    return {name: str(overrides.get(name, spec.get("Default"))) for name, spec in declared.items()}
+
+
 def provision(
     template: dict[str, Any],
     client_for: ClientFactory,
@@ -214,10 +234,10 @@ def provision(
     stack_name: str,
     parameter_overrides: dict[str, str] | None = None,
 ) -> Stack:
-    """Creates every plain CloudFormation resource of ``template`` in dependency order."""
+    """Creates every plain CloudFormation resource of ``template`` in dependency order; refuses first, as
+    CloudFormation does, a parameter left without a value (``MissingParameters``)."""
     infra = infrastructure(template)
-    parameters = {name: str(spec.get("Default", "")) for name, spec in infra["Parameters"].items()}
-    parameters.update(parameter_overrides or {})
+    parameters = parameter_values(infra["Parameters"], parameter_overrides)
     stack = Stack(name=stack_name, region=region, parameters=parameters)
     pending = dict(infra["Resources"])
     while pending:

@@ -10,7 +10,7 @@ from flask import Flask, Response, g, jsonify, request
 
 from mock_provider import admin
 from mock_provider.control import Control, Malformation
-from mock_provider.registry import PROVIDERS
+from mock_provider.registry import PROVIDERS, mount_point
 from mock_provider.revisions import Revisions
 from mock_provider.state import EXTENSION, SandboxState, current_state
 from mock_provider.tokens import TokenStore
@@ -34,7 +34,7 @@ def create_app(today: date | Callable[[], date] | None = None, control: Control 
         pinned_today=today,
     )
     for name, provider in PROVIDERS.items():
-        app.register_blueprint(provider.blueprint, url_prefix=f"/{name}")
+        app.register_blueprint(provider.blueprint, url_prefix=mount_point(name))
     app.register_blueprint(admin.blueprint, url_prefix="/_admin")
     app.before_request(_inject_faults)
     app.after_request(_malform_and_count)

@@ -28,6 +28,7 @@ from mock_provider.state import current_state
 NAME = "northgas"
 blueprint = Blueprint(NAME, __name__)
 CLIENT = RegisteredClient(SANDBOX_CLIENT_ID, "northgas-sandbox-secret")
+TOKEN_PATH = "/oauth/token"  # noqa: S105 - a path, not a secret
 ACCOUNT_NUMBER = re.compile(r"NG\d{6,10}")
 SANDBOX_POSTCODE = "NG11AA"  # "NG1 1AA", compared without spaces and case
 QUIRK_SUFFIXES = {"99": Quirk.ANOMALY, "98": Quirk.MISMATCH, "97": Quirk.CREDIT, "96": Quirk.CURRENCY_CHANGE}
@@ -40,7 +41,7 @@ def quirks_for(account_number: str) -> frozenset[Quirk]:
     return frozenset(quirk for suffix, quirk in QUIRK_SUFFIXES.items() if account_number.endswith(suffix))
 
 
-@blueprint.post("/oauth/token")
+@blueprint.post(TOKEN_PATH)
 def token() -> Response:
     if not CLIENT.is_presented():
         return invalid_client(NAME)

@@ -35,6 +35,8 @@ from mock_provider.tokens import IssuedTokens, TokenStore
 NAME = "sparkgrid"
 blueprint = Blueprint(NAME, __name__)
 CLIENT = RegisteredClient(SANDBOX_CLIENT_ID, "sparkgrid-sandbox-secret")
+AUTHORIZE_PATH = "/oauth/authorize"
+TOKEN_PATH = "/oauth/token"  # noqa: S105 - a path, not a secret
 ACCOUNT_NUMBER = re.compile(r"SG-\d{8}")
 SCOPE = "bills:read"
 DENYING_USERNAME = "user_denied"
@@ -73,7 +75,7 @@ def _tokens() -> TokenStore:
     return current_state().tokens[NAME]
 
 
-@blueprint.get("/oauth/authorize")
+@blueprint.get(AUTHORIZE_PATH)
 def authorize() -> BaseResponse:
     """With ``login_hint`` the sandbox decides at once; without it, a human gets a consent page."""
     _check_authorization_request(request.args)
@@ -93,7 +95,7 @@ def authorize() -> BaseResponse:
     return Response(page, mimetype="text/html")
 
 
-@blueprint.post("/oauth/authorize")
+@blueprint.post(AUTHORIZE_PATH)
 def decide_on_consent_page() -> BaseResponse:
     _check_authorization_request(request.form)
     decision = request.form.get("decision")
@@ -137,7 +139,7 @@ def _with_query(url: str, params: Mapping[str, str]) -> str:
     return urlunsplit(parts._replace(query=f"{parts.query}&{extra}" if parts.query else extra))
 
 
-@blueprint.post("/oauth/token")
+@blueprint.post(TOKEN_PATH)
 def token() -> Response:
     if not CLIENT.is_presented():
         return invalid_client(NAME)

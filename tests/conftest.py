@@ -26,6 +26,7 @@ from localcloud.provision import Stack, provision
 from localcloud.template import ROOT, function_specs, load_template
 from mock_provider.app import create_app
 from mock_provider.control import Control
+from mock_provider.registry import service_parameters
 
 REGION = "us-east-1"
 
@@ -155,7 +156,7 @@ def stack(
 
     monkeypatch.setattr(BotocoreStubber, "__call__", serialised)
     parameters = {
-        "ProviderBaseUrl": mock_provider[0],
+        **service_parameters(mock_provider[0]),
         "FetchMaxReceiveCount": "3",
         # Tests refresh one user several times within a second; the throttle's own tests turn it on.
         "ManualRefreshMinIntervalSeconds": "0",

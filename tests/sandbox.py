@@ -13,9 +13,13 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+from pydantic import TypeAdapter
 
 from billhub.models import Bill, BillStatus, Category, LineItem
+from billhub.providers.session import OAuthClient, ProviderDirectory, parse_oauth_clients
+from billhub.settings import ProviderEndpoints
 from mock_provider import clearwater, fibrelink, northgas, sparkgrid
+from mock_provider.registry import service_clients, service_endpoints
 from mock_provider.sandbox import Quirk, SandboxBill, monthly_bills
 
 _CATEGORIES = {"sparkgrid": "electricity", "northgas": "gas", "clearwater": "water", "fibrelink": "internet"}
@@ -134,3 +138,13 @@ def sandbox_admin(base_url: str, path: str, body: dict[str, Any] | None = None) 
 def requests_seen(base_url: str, provider: str) -> int:
     """How many requests the sandbox received for ``provider``."""
     return int(httpx.get(f"{base_url}/_admin/stats").json()[provider]["requests"])
+
+
+# The sandbox's registrations of the service, as the local cloud configures it.
+SANDBOX_CLIENTS: dict[str, OAuthClient] = parse_oauth_clients(service_clients())
+
+
+def sandbox_directory(base_url: str, clients: dict[str, OAuthClient] | None = None) -> ProviderDirectory:
+    """The service's provider directory for the sandbox at ``base_url``, as the local cloud configures it."""
+    endpoints = TypeAdapter(dict[str, ProviderEndpoints]).validate_python(service_endpoints(base_url))
+    return ProviderDirectory(endpoints, SANDBOX_CLIENTS if clients is None else clients)

@@ -86,7 +86,7 @@ def safeguards() -> Safeguards:
 
 def directory() -> ProviderDirectory:
     return ProviderDirectory.configured(
-        str(settings.PROVIDER_BASE_URL), settings.PROVIDER_CLIENTS_SECRET_ARN, settings.PROVIDER_CLIENTS_MAX_AGE_SECONDS
+        settings.PROVIDER_ENDPOINTS, settings.PROVIDER_CLIENTS_SECRET_ARN, settings.PROVIDER_CLIENTS_MAX_AGE_SECONDS
     )
 
 

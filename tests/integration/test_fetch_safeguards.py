@@ -27,14 +27,15 @@ from billhub.providers import REGISTRY
 from billhub.providers.errors import ProviderBusy, ProviderUnavailable
 from billhub.providers.http import RetryPolicy
 from billhub.providers.northgas import NorthGasCredentials
-from billhub.providers.session import OAuthClient, ProviderConnector, ProviderDirectory
+from billhub.providers.session import ProviderConnector
 from billhub.ratelimit import ProviderRateLimiter
 from billhub.settings import ProviderSettings
 from billhub.store import BillsTable
 from localcloud.provision import Stack
 from mock_provider.control import Control
+from mock_provider.registry import service_endpoints
 from tests.integration.harness import Api
-from tests.sandbox import sandbox_admin
+from tests.sandbox import SANDBOX_CLIENTS, sandbox_admin, sandbox_directory
 
 FAST = RetryPolicy(attempts=2, initial_wait=0.01, max_wait=0.02, max_retry_after=0.05, read_timeout=1.0)
 
@@ -123,7 +124,7 @@ def test_concurrent_requests_never_exceed_the_budget_in_any_second(stack: Stack)
 def test_a_limit_agreed_with_a_provider_replaces_the_published_one(stack: Stack) -> None:
     # Given a deployment whose contract with NorthGas allows 3 requests a second (it publishes 10)
     environ = {
-        "PROVIDER_BASE_URL": "https://providers.example",
+        "PROVIDER_ENDPOINTS": json.dumps(service_endpoints("https://providers.example")),
         "CREDENTIALS_KEY_ID": "alias/credentials",
         "PROVIDER_CLIENTS_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:clients",
         "PROVIDER_RATE_LIMITS": '{"northgas": 3}',
@@ -189,7 +190,7 @@ def test_fetching_many_accounts_at_once_stays_under_the_providers_limit(
     # Given twelve NorthGas accounts (three pages each), NorthGas allowing 10 requests a second
     adapter = REGISTRY["northgas"]
     gate = ProviderRateLimiter(boto3.client("dynamodb"), stack.refs["BillsTable"], {"northgas": 10}, 5.0)
-    clients = {"northgas": OAuthClient(client_id="billhub-sandbox", client_secret="northgas-sandbox-secret")}
+    clients = {"northgas": SANDBOX_CLIENTS["northgas"]}
     sent: list[int] = []
     urls: list[str] = []
     # The sandbox shares this process and its GIL, so its clock can see a request late, in the next
@@ -205,7 +206,7 @@ def test_fetching_many_accounts_at_once_stays_under_the_providers_limit(
 
     async def fetch_all() -> list[int]:
         async with httpx.AsyncClient(event_hooks={"request": [note_sent]}) as client:
-            directory = ProviderDirectory(mock_provider[0], clients)
+            directory = sandbox_directory(mock_provider[0], clients)
             connector = ProviderConnector(client, directory, _now, patient, rate_limiter=gate)
             sessions = [
                 connector.session("northgas", NorthGasCredentials(account_number=f"NG5000{n:04d}", postcode="NG1 1AA"))
@@ -257,7 +258,7 @@ def busy_fibrelink(api: Api, stack: Stack) -> Iterator[tuple[Fetcher, FetchReque
     deferrals = FetchDeferrals(boto3.client("sqs"), stack.refs["FetchQueue"])
 
     client = httpx.AsyncClient()
-    connector = ProviderConnector(client, ProviderDirectory("http://127.0.0.1:9"), _now, FAST, rate_limiter=gate)
+    connector = ProviderConnector(client, sandbox_directory("http://127.0.0.1:9", {}), _now, FAST, rate_limiter=gate)
     yield (
         Fetcher(store, vault, connector, 3, Safeguards(deferrals=deferrals)),
         FetchRequest(user_id=user_id, account_id=account_id, reason="schedule"),

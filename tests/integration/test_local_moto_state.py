@@ -26,6 +26,7 @@ from localcloud.launch import free_port
 from localcloud.moto_state import STATE_PATH, PersistedState, _Writer
 from localcloud.provision import Stack, provision
 from localcloud.template import ROOT, load_template
+from mock_provider.registry import service_parameters
 from tests.e2e.harness import wait_until
 
 REGION = "us-east-1"
@@ -100,7 +101,7 @@ def start(servers: list[MotoServer], state_file: Path, **options: bool) -> MotoS
 
 
 def provisioned(server: MotoServer) -> Stack:
-    return provision(load_template(), server.client, REGION, "billhub-local", {"ProviderBaseUrl": "http://127.0.0.1:1"})
+    return provision(load_template(), server.client, REGION, "billhub-local", service_parameters("http://127.0.0.1:1"))
 
 
 def what_the_service_keeps(server: MotoServer, stack: Stack) -> dict[str, Any]:

@@ -25,16 +25,11 @@ from billhub.providers.errors import (
 from billhub.providers.fibrelink import FibreLinkCredentials
 from billhub.providers.http import RetryPolicy
 from billhub.providers.northgas import NorthGasCredentials
-from billhub.providers.session import ProviderConnector, ProviderDirectory, ProviderSession, parse_oauth_clients
+from billhub.providers.session import ProviderConnector, ProviderSession
 from mock_provider.control import Control
-from tests.sandbox import requests_seen, sandbox_admin
+from tests.sandbox import SANDBOX_CLIENTS, requests_seen, sandbox_admin, sandbox_directory
 
-CLIENTS = parse_oauth_clients(
-    {
-        "sparkgrid": {"client_id": "billhub-sandbox", "client_secret": "sparkgrid-sandbox-secret"},
-        "northgas": {"client_id": "billhub-sandbox", "client_secret": "northgas-sandbox-secret"},
-    }
-)
+CLIENTS = SANDBOX_CLIENTS
 # Quick retries, and a read timeout no loaded machine reaches: these tests count the requests the sandbox
 # saw, and a slow answer timed out would be sent again. Only the timeout test itself times out (IMPATIENT).
 FAST = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.02, max_retry_after=0.05, read_timeout=30)
@@ -59,16 +54,17 @@ def account(provider: str) -> Account:
 
 
 def connector(client: httpx.AsyncClient, base_url: str, policy: RetryPolicy = FAST) -> ProviderConnector:
-    return ProviderConnector(client, ProviderDirectory(base_url, CLIENTS), now, policy)
+    return ProviderConnector(client, sandbox_directory(base_url), now, policy)
 
 
 async def sparkgrid_tokens(conn: ProviderConnector, base_url: str, login: str) -> OAuthTokens:
     grant = REGISTRY["sparkgrid"].auth
     assert isinstance(grant, AuthorizationCodeGrant)
-    url = grant.authorize_url(conn.directory.url("sparkgrid"), CLIENTS["sparkgrid"], REDIRECT, "s1")
+    url = grant.authorize_url(conn.directory.url("sparkgrid", "authorize"), CLIENTS["sparkgrid"], REDIRECT, "s1")
     consent = httpx.get(f"{url}&{urlencode({'login_hint': login})}")
     code = dict(parse_qsl(urlsplit(consent.headers["Location"]).query))["code"]
-    return await grant.exchange_code(conn.http("sparkgrid"), CLIENTS["sparkgrid"], code, REDIRECT, now())
+    token_url = conn.directory.url("sparkgrid", "token")
+    return await grant.exchange_code(conn.http("sparkgrid"), token_url, CLIENTS["sparkgrid"], code, REDIRECT, now())
 
 
 def expired(tokens: OAuthTokens) -> OAuthTokens:

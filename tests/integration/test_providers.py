@@ -27,7 +27,7 @@ from billhub.providers.errors import ProviderDataError
 from billhub.providers.fibrelink import FibreLinkCredentials
 from billhub.providers.http import RetryPolicy
 from billhub.providers.northgas import NorthGasCredentials
-from billhub.providers.session import ProviderConnector, ProviderDirectory, parse_oauth_clients
+from billhub.providers.session import ProviderConnector
 from billhub.store import BillsTable, ConcurrentUpdate
 from localcloud.provision import Stack
 from mock_provider.app import create_app
@@ -36,7 +36,14 @@ from mock_provider.sandbox import Quirk, standing_charge
 from tests.conftest import Clock
 from tests.events import authorizer_event
 from tests.integration.harness import Api, LambdaContext, raw_items, user_items
-from tests.sandbox import SandboxAccount, expected_bill_views, expected_bills, sandbox_admin
+from tests.sandbox import (
+    SANDBOX_CLIENTS,
+    SandboxAccount,
+    expected_bill_views,
+    expected_bills,
+    sandbox_admin,
+    sandbox_directory,
+)
 
 NORTHGAS = {"account_number": "NG20003000", "postcode": "ng1 1aa"}
 FIBRELINK = {"username": "grace", "password": "pass_good"}
@@ -475,12 +482,7 @@ def test_an_oauth_account_is_repaired_by_signing_in_not_by_put(api: Api) -> None
 # ------------------------------------------------------------------ line items and planted quirks, adapter by adapter
 # Each adapter against the sandbox over HTTP, without AWS: its parsed bills, line items included, are
 # exactly what the sandbox generated, for a plain account and for an account with each planted quirk.
-OAUTH_CLIENTS = parse_oauth_clients(
-    {
-        "sparkgrid": {"client_id": "billhub-sandbox", "client_secret": "sparkgrid-sandbox-secret"},
-        "northgas": {"client_id": "billhub-sandbox", "client_secret": "northgas-sandbox-secret"},
-    }
-)
+OAUTH_CLIENTS = SANDBOX_CLIENTS
 # One attempt (a parse error must show, not be retried away), and time enough for a loaded machine.
 ONE_ATTEMPT = RetryPolicy(attempts=1, read_timeout=30.0)
 OAUTH_REDIRECT = "http://127.0.0.1:9/callback"
@@ -598,11 +600,15 @@ async def _credentials(connector: ProviderConnector, provider: str, login: str) 
         return FibreLinkCredentials(username=login, password="pass_good")
     grant = REGISTRY["sparkgrid"].auth
     assert isinstance(grant, AuthorizationCodeGrant)
-    url = grant.authorize_url(connector.directory.url("sparkgrid"), OAUTH_CLIENTS["sparkgrid"], OAUTH_REDIRECT, "s")
+    authorize = connector.directory.url("sparkgrid", "authorize")
+    url = grant.authorize_url(authorize, OAUTH_CLIENTS["sparkgrid"], OAUTH_REDIRECT, "s")
     consent = await connector.client.get(f"{url}&{urlencode({'login_hint': login})}")
     code = dict(parse_qsl(urlsplit(consent.headers["Location"]).query))["code"]
     http = connector.http("sparkgrid")
-    return await grant.exchange_code(http, OAUTH_CLIENTS["sparkgrid"], code, OAUTH_REDIRECT, datetime.now(UTC))
+    token_url = connector.directory.url("sparkgrid", "token")
+    return await grant.exchange_code(
+        http, token_url, OAUTH_CLIENTS["sparkgrid"], code, OAUTH_REDIRECT, datetime.now(UTC)
+    )
 
 
 def fetch_with_adapter(base_url: str, provider: str, login: str, tamper: Tamper | None = None) -> list[Bill]:
@@ -611,7 +617,7 @@ def fetch_with_adapter(base_url: str, provider: str, login: str, tamper: Tamper 
     async def fetch() -> list[Bill]:
         transport = tampering_transport(tamper, DIALECTS[provider][0])
         async with httpx.AsyncClient(transport=transport) as client:
-            connector = ProviderConnector(client, ProviderDirectory(base_url, OAUTH_CLIENTS), now_utc, ONE_ATTEMPT)
+            connector = ProviderConnector(client, sandbox_directory(base_url), now_utc, ONE_ATTEMPT)
             session = connector.session(provider, await _credentials(connector, provider, login))
             return await REGISTRY[provider].fetch_bills(session, adapter_account(provider))
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from localcloud.template import authorizer_function, function_specs, infrastructure
+import pytest
+
+from localcloud.provision import MissingParameters, parameter_values, provision
+from localcloud.template import ROOT, authorizer_function, function_specs, infrastructure
+from mock_provider import northgas
+from mock_provider.registry import service_clients, service_parameters
 from mock_provider.sandbox import HISTORY_MONTHS, monthly_bills
 
 PUBLIC_ROUTES = {"POST /auth/register", "POST /auth/login", "GET /accounts/oauth/{provider}/callback"}
@@ -104,3 +110,47 @@ def test_sandbox_bills_are_deterministic_and_span_two_years() -> None:
     assert bills[0].status == "unpaid"
     assert {bill.status for bill in bills[2:]} == {"paid"}
     assert all(bill.amount > Decimal(0) and bill.amount == bill.amount.quantize(Decimal("0.01")) for bill in bills)
+
+
+def test_the_template_holds_nothing_of_the_sandbox(template: dict[str, Any]) -> None:
+    # Given the sandbox's endpoints and client registrations, which only the local cloud passes
+    parameters = template["Parameters"]
+    # Where the providers are and the service's clients at them have no default: a deploy must say
+    assert "Default" not in parameters["ProviderEndpoints"]
+    assert "Default" not in parameters["ProviderOAuthClients"]
+    assert parameters["ProviderOAuthClients"]["NoEcho"] is True
+    assert "ProviderBaseUrl" not in parameters
+    shipped = (ROOT / "template.yaml").read_text() + (ROOT / "samconfig.toml").read_text()
+    sandbox_values = [client["client_secret"] for client in service_clients().values()]
+    sandbox_values += [client["client_id"] for client in service_clients().values()]
+    for value in [*sandbox_values, "127.0.0.1", "localhost"]:
+        assert value not in shipped
+
+
+def test_provisioning_refuses_a_required_parameter_without_a_value(template: dict[str, Any]) -> None:
+    def nothing_may_be_created(service: str) -> Any:
+        raise AssertionError(f"{service} was called before the parameters were checked")
+
+    # Given only the endpoints, not the OAuth clients: refused as CloudFormation refuses the stack
+    with pytest.raises(MissingParameters, match=r"Parameters: \[ProviderOAuthClients\] must have values"):
+        provision(template, nothing_may_be_created, "us-east-1", "t", {"ProviderEndpoints": "{}"})
+    with pytest.raises(MissingParameters, match=r"Parameters: \[ProviderEndpoints, ProviderOAuthClients\] must have"):
+        provision(template, nothing_may_be_created, "us-east-1", "t")
+    # and a value for a parameter the template no longer has (the old single root URL) is not ignored
+    stale = {**service_parameters("http://127.0.0.1:1"), "ProviderBaseUrl": "http://127.0.0.1:1"}
+    with pytest.raises(MissingParameters, match=r"Parameters: \[ProviderBaseUrl\] do not exist in the template"):
+        provision(template, nothing_may_be_created, "us-east-1", "t", stale)
+
+
+def test_the_local_cloud_passes_the_sandbox_endpoints_and_clients(template: dict[str, Any]) -> None:
+    values = parameter_values(template["Parameters"], service_parameters("http://127.0.0.1:8300"))
+    assert json.loads(values["ProviderEndpoints"])["sparkgrid"] == {
+        "api": "http://127.0.0.1:8300/sparkgrid",
+        "token": "http://127.0.0.1:8300/sparkgrid/oauth/token",
+        "authorize": "http://127.0.0.1:8300/sparkgrid/oauth/authorize",
+    }
+    assert json.loads(values["ProviderOAuthClients"])["northgas"] == {
+        "client_id": northgas.CLIENT.client_id,
+        "client_secret": northgas.CLIENT.client_secret,
+    }
+    assert values["Stage"] == "dev"  # the others keep their defaults

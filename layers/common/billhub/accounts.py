@@ -183,7 +183,7 @@ def start_oauth(
     if client is None:
         raise ProviderDown(f"Linking {adapter.display_name} is not configured on this service.")
     state = states.issue(link, now)
-    url = grant.authorize_url(directory.url(adapter.name), client, link.redirect_uri, state)
+    url = grant.authorize_url(directory.url(adapter.name, "authorize"), client, link.redirect_uri, state)
     return OAuthStart(authorize_url=url, state_expires_in=int(STATE_TTL.total_seconds()))
 
 
@@ -209,6 +209,7 @@ async def complete_oauth(
         )
     exchange = grant.exchange_code(
         connector.http(adapter.name),
+        connector.directory.url(adapter.name, "token"),
         connector.directory.oauth_clients.get(adapter.name),
         callback.code,
         link.redirect_uri,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Self
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, Json, PositiveInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, Json, PositiveInt, StringConstraints
 
 
 class _EnvSettings(BaseModel):
@@ -50,8 +50,64 @@ class AuthorizerSettings(TableSettings, JwtSettings):
     pass
 
 
+EndpointName = Literal["api", "token", "authorize"]
+
+
+def _absolute_url(value: HttpUrl) -> str:
+    if value.username or value.password:
+        # Credentials belong in the provider clients secret, never in a URL that is logged and echoed.
+        raise ValueError("a provider endpoint URL may not carry a user name or password")
+    return str(value)
+
+
+EndpointUrl = Annotated[HttpUrl, AfterValidator(_absolute_url)]
+
+
+class ProviderEndpoints(BaseModel):
+    """Where one provider is: its API's base URL, and its OAuth2 endpoints when its auth uses them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    api: EndpointUrl | None = None
+    token: EndpointUrl | None = None
+    authorize: EndpointUrl | None = None
+
+    def url(self, endpoint: EndpointName) -> str | None:
+        value = getattr(self, endpoint)
+        return None if value is None else str(value)
+
+
+def _every_registered_provider_reachable(
+    configured: dict[str, ProviderEndpoints],
+) -> dict[str, ProviderEndpoints]:
+    """Each registered provider has every endpoint its adapter needs, and no unknown provider is named."""
+    # Imported here, not at module level: only the functions that call providers build these settings.
+    from billhub.providers import REGISTRY
+
+    problems = [f"'{name}' is not a registered provider" for name in sorted(configured.keys() - REGISTRY.keys())]
+    for name, adapter in REGISTRY.items():
+        endpoints = configured.get(name)
+        missing = [key for key in adapter.endpoints_needed() if endpoints is None or getattr(endpoints, key) is None]
+        if missing:
+            needs = ", ".join(f"'{key}'" for key in missing)
+            problems.append(f"provider '{name}' ({adapter.auth_type()}) has no {needs} endpoint")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return configured
+
+
+ProviderName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{1,31}$")]
+
+
 class ProviderSettings(_EnvSettings):
-    PROVIDER_BASE_URL: HttpUrl
+    # Never echo the input in an error: the environment a function validates holds AWS credentials.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    # Where each provider is, as JSON: {"<provider>": {"api": URL, "token": URL, "authorize": URL}}, each
+    # provider with the endpoints its adapter needs (ProviderAdapter.endpoints_needed).
+    PROVIDER_ENDPOINTS: Json[
+        Annotated[dict[ProviderName, ProviderEndpoints], AfterValidator(_every_registered_provider_reachable)]
+    ]
     CREDENTIALS_KEY_ID: str
     # The service's OAuth2 client registrations at the providers that need one.
     PROVIDER_CLIENTS_SECRET_ARN: str

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from billhub.providers.http import ProviderHttp
     from billhub.providers.session import OAuthClient, ProviderSession
+    from billhub.settings import EndpointName
 
 # A token this close to its expiry is renewed before use rather than sent and refused.
 EXPIRY_MARGIN = timedelta(seconds=30)
@@ -42,6 +43,8 @@ ROTATION_WAITS = (0.1, 0.3, 0.6)
 
 class ProviderAuth(ABC):
     auth_type: ClassVar[AuthType]
+    # The provider's endpoints this auth calls besides its API (configured in ProviderEndpoints).
+    endpoints: ClassVar[tuple[EndpointName, ...]] = ()
 
     @abstractmethod
     async def headers(self, session: ProviderSession) -> dict[str, str]:
@@ -128,9 +131,10 @@ class _InvalidGrant(ProviderError):
 
 
 async def request_token(
-    http: ProviderHttp, path: str, client: OAuthClient | None, form: dict[str, str]
+    http: ProviderHttp, token_url: str, client: OAuthClient | None, form: dict[str, str]
 ) -> _TokenResponse:
-    """POSTs to a token endpoint with the service's client credentials (HTTP Basic, RFC 6749 2.3.1)."""
+    """POSTs to the provider's token endpoint (an absolute URL, often on a host of its own) with the
+    service's client credentials (HTTP Basic, RFC 6749 2.3.1)."""
     # Deferred, as in ProviderAdapter.get_json: only calling a provider needs httpx.
     import httpx
 
@@ -139,9 +143,9 @@ async def request_token(
     if client is None:
         raise ProviderMisconfigured("No OAuth client is configured for this provider.")
     try:
-        response = await http.request(
+        response = await http.request_url(
             "POST",
-            path,
+            token_url,
             content=urlencode(form),
             headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
             auth=httpx.BasicAuth(client.client_id, client.client_secret),
@@ -176,16 +180,16 @@ class ClientCredentialsGrant(ProviderAuth):
     container until shortly before it expires."""
 
     auth_type = "oauth2_client_credentials"
+    endpoints = ("token",)
 
-    def __init__(self, token_path: str) -> None:
-        self._token_path = token_path
+    def __init__(self) -> None:
         self._cache: dict[tuple[str, str], tuple[str, datetime]] = {}
         # One token request at a time per event loop: ten accounts of a batch share the first token.
         self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 
     def _cache_key(self, session: ProviderSession) -> tuple[str, str]:
         client_id = session.oauth_client.client_id if session.oauth_client else ""
-        return (session.http.base_url, client_id)
+        return (session.endpoint("token"), client_id)
 
     async def headers(self, session: ProviderSession) -> dict[str, str]:
         key = self._cache_key(session)
@@ -194,7 +198,7 @@ class ClientCredentialsGrant(ProviderAuth):
             cached = self._cache.get(key)
             if cached is None or cached[1] - EXPIRY_MARGIN <= session.clock():
                 token = await request_token(
-                    session.http, self._token_path, session.oauth_client, {"grant_type": "client_credentials"}
+                    session.http, session.endpoint("token"), session.oauth_client, {"grant_type": "client_credentials"}
                 )
                 cached = (token.access_token, session.clock() + timedelta(seconds=token.expires_in))
                 self._cache[key] = cached
@@ -220,13 +224,13 @@ class AuthorizationCodeGrant(ProviderAuth):
     """
 
     auth_type = "oauth2_authorization_code"
+    endpoints = ("token", "authorize")
 
-    def __init__(self, authorize_path: str, token_path: str, scope: str) -> None:
-        self._authorize_path = authorize_path
-        self._token_path = token_path
+    def __init__(self, scope: str) -> None:
         self.scope = scope
 
-    def authorize_url(self, provider_url: str, client: OAuthClient, redirect_uri: str, state: str) -> str:
+    def authorize_url(self, authorize_endpoint: str, client: OAuthClient, redirect_uri: str, state: str) -> str:
+        """The provider's authorization endpoint (absolute, configured) with this request's query."""
         query = urlencode(
             {
                 "response_type": "code",
@@ -236,15 +240,22 @@ class AuthorizationCodeGrant(ProviderAuth):
                 "state": state,
             }
         )
-        return f"{provider_url}{self._authorize_path}?{query}"
+        # RFC 6749 3.1: the endpoint's own query, if it has one, is kept.
+        return f"{authorize_endpoint}{'&' if '?' in authorize_endpoint else '?'}{query}"
 
     async def exchange_code(
-        self, http: ProviderHttp, client: OAuthClient | None, code: str, redirect_uri: str, now: datetime
+        self,
+        http: ProviderHttp,
+        token_url: str,
+        client: OAuthClient | None,
+        code: str,
+        redirect_uri: str,
+        now: datetime,
     ) -> OAuthTokens:
         try:
             token = await request_token(
                 http,
-                self._token_path,
+                token_url,
                 client,
                 {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri},
             )
@@ -269,7 +280,7 @@ class AuthorizationCodeGrant(ProviderAuth):
         try:
             token = await request_token(
                 session.http,
-                self._token_path,
+                session.endpoint("token"),
                 session.oauth_client,
                 {"grant_type": "refresh_token", "refresh_token": spent},
             )

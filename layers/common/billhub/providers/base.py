@@ -22,6 +22,7 @@ from billhub.providers.errors import (
 
 if TYPE_CHECKING:
     from billhub.providers.session import ProviderSession
+    from billhub.settings import EndpointName
 
 # A provider that pages forever must not hold a fetcher hostage.
 MAX_PAGES = 50
@@ -69,6 +70,11 @@ class ProviderAdapter(ABC):
     @classmethod
     def auth_type(cls) -> AuthType:
         return cls.auth.auth_type
+
+    @classmethod
+    def endpoints_needed(cls) -> tuple[EndpointName, ...]:
+        """The endpoints a deployment must configure for this provider: its API, and what its auth calls."""
+        return ("api", *cls.auth.endpoints)
 
     @classmethod
     def links_through_oauth(cls) -> bool:

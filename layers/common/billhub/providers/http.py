@@ -84,10 +84,16 @@ class ProviderHttp:
         return f"{self.base_url}{path}"
 
     async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """Sends with retries on timeouts, connection errors and 429/5xx; returns the last response.
+        """Sends to ``path`` under the API's base URL with retries on timeouts, connection errors and
+        429/5xx; returns the last response.
 
         Raises the last ``httpx.TransportError`` when every attempt failed at the transport level.
         """
+        return await self.request_url(method, self.url(path), **kwargs)
+
+    async def request_url(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """As ``request``, to an absolute URL of the same provider (its token endpoint, say), under the
+        same retries and request budget."""
         policy = self.policy
         timeout = httpx.Timeout(policy.read_timeout, connect=policy.connect_timeout)
         retrying = AsyncRetrying(
@@ -99,7 +105,7 @@ class ProviderHttp:
             before_sleep=self._count_retry,
             reraise=True,
         )
-        response: httpx.Response = await retrying(self._send, method, self.url(path), timeout=timeout, **kwargs)
+        response: httpx.Response = await retrying(self._send, method, url, timeout=timeout, **kwargs)
         return response
 
     async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:

@@ -67,7 +67,7 @@ class NorthGasAdapter(ProviderAdapter):
     display_name: ClassVar[str] = "NorthGas"
     category: ClassVar[Category] = Category.GAS
     requests_per_second: ClassVar[int] = 10
-    auth = ClientCredentialsGrant(token_path="/oauth/token")  # noqa: S106 - paths, not secrets
+    auth = ClientCredentialsGrant()
     credentials_model: ClassVar[type[BaseModel]] = NorthGasCredentials
 
     @staticmethod

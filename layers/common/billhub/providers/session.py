@@ -8,13 +8,16 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from billhub.providers.errors import ProviderUnavailable
+from billhub.providers.errors import ProviderMisconfigured, ProviderUnavailable
 from billhub.providers.http import ProviderHttp, RetryPolicy
+
+if TYPE_CHECKING:
+    from billhub.settings import EndpointName, ProviderEndpoints
 
 
 class OAuthClient(BaseModel):
@@ -52,10 +55,19 @@ class ProviderSession:
     http: ProviderHttp
     credentials: BaseModel = field(repr=False)
     clock: Callable[[], datetime] = field(repr=False)
+    endpoints: ProviderEndpoints | None = None
     oauth_client: OAuthClient | None = None
     save: CredentialsSaver | None = None
     reload: CredentialsLoader | None = None
     renewed_tokens: int = field(default=0)
+
+    def endpoint(self, name: EndpointName) -> str:
+        """The provider's configured ``name`` endpoint (settings refuse a deployment that lacks one its
+        adapter needs, so a missing one here is a bug)."""
+        url = self.endpoints.url(name) if self.endpoints is not None else None
+        if url is None:
+            raise ProviderMisconfigured(f"No {name} endpoint is configured for this provider.")
+        return url
 
     async def replace_credentials(self, credentials: BaseModel) -> None:
         self.credentials = credentials
@@ -66,19 +78,26 @@ class ProviderSession:
 
 @dataclass(frozen=True)
 class ProviderDirectory:
-    """Where each provider's API is, and the service's OAuth2 client at each provider that needs one."""
+    """Where each provider is (its API, and its OAuth2 endpoints), and the service's OAuth2 client at
+    each provider that needs one. Every provider URL the service calls comes from here."""
 
-    base_url: str
+    endpoints: Mapping[str, ProviderEndpoints]
     oauth_clients: Mapping[str, OAuthClient] = field(default_factory=dict)
 
     @classmethod
-    def configured(cls, base_url: str, clients_secret_arn: str, max_age_seconds: int) -> ProviderDirectory:
+    def configured(
+        cls, endpoints: Mapping[str, ProviderEndpoints], clients_secret_arn: str, max_age_seconds: int
+    ) -> ProviderDirectory:
         """The directory as a function's settings describe it, OAuth clients from their secret."""
-        return cls(base_url, load_oauth_clients(clients_secret_arn, max_age_seconds))
+        return cls(endpoints, load_oauth_clients(clients_secret_arn, max_age_seconds))
 
-    def url(self, provider: str) -> str:
-        # The sandbox serves every provider under one root; each provider's API lives at /<name>.
-        return f"{self.base_url.rstrip('/')}/{provider}"
+    def url(self, provider: str, endpoint: EndpointName = "api") -> str:
+        """The provider's configured endpoint; ``ProviderMisconfigured`` when it has none."""
+        endpoints = self.endpoints.get(provider)
+        url = endpoints.url(endpoint) if endpoints is not None else None
+        if url is None:
+            raise ProviderMisconfigured(f"No {endpoint} endpoint is configured for {provider}.")
+        return url
 
 
 @dataclass(frozen=True)
@@ -120,6 +139,7 @@ class ProviderConnector:
             http=self.http(provider),
             credentials=credentials,
             clock=self.clock,
+            endpoints=self.directory.endpoints.get(provider),
             oauth_client=self.directory.oauth_clients.get(provider),
             save=save,
             reload=reload,

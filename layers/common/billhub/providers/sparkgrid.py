@@ -57,7 +57,8 @@ class SparkGridAdapter(ProviderAdapter):
     display_name: ClassVar[str] = "SparkGrid Energy"
     category: ClassVar[Category] = Category.ELECTRICITY
     requests_per_second: ClassVar[int] = 20
-    auth = AuthorizationCodeGrant(authorize_path="/oauth/authorize", token_path="/oauth/token", scope="bills:read")  # noqa: S106 - paths, not secrets
+    # Its token and authorize endpoints are configured (ProviderEndpoints), as real providers host them apart.
+    auth = AuthorizationCodeGrant(scope="bills:read")
     credentials_model: ClassVar[type[BaseModel]] = OAuthTokens
 
     async def verify(self, session: ProviderSession) -> LinkedIdentity:
