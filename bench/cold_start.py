@@ -54,7 +54,16 @@ SAM = ROOT / ".venv-tools" / "bin" / "sam"
 # Kept between runs (the benchmark's own work folder is emptied each time), one per set of versions.
 RUNTIME_ROOT = ROOT / ".localcloud" / "bench" / "runtime"
 # boto3 and what it needs: what the Lambda runtime provides beside the standard library.
-RUNTIME_DISTRIBUTIONS = ("boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six", "urllib3")
+RUNTIME_DISTRIBUTIONS = (
+    "boto3",
+    "botocore",
+    "s3transfer",
+    "jmespath",
+    "python-dateutil",
+    "six",
+    "urllib3",
+    "snapshot-restore-py",
+)
 TOP_IMPORTS = 6
 TRACED_RUNS = 3
 

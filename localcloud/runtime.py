@@ -37,6 +37,7 @@ class _Worker:
                 spec.logical_id,
                 str(spec.timeout),
                 str(spec.memory_mb),
+                "1" if spec.snapstart else "0",
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

@@ -67,6 +67,11 @@ class FunctionSpec:
     routes: list[HttpRoute] = field(default_factory=list)
     queues: list[QueueBinding] = field(default_factory=list)
     schedules: list[str] = field(default_factory=list)
+    # SnapStart (``SnapStart: {ApplyOn: PublishedVersions}``): the local worker runs the function's
+    # before-snapshot hooks, then its after-restore hooks, between the import and the first event.
+    snapstart: bool = False
+    # ``AutoPublishAlias``: on AWS every caller invokes this alias; locally there is one version, the code.
+    alias: str | None = None
 
 
 def _queue_of(arn_ref: Any) -> str:
@@ -97,6 +102,8 @@ def function_specs(template: dict[str, Any]) -> list[FunctionSpec]:
             timeout=int(props.get("Timeout", 3)),
             memory_mb=int(props.get("MemorySize", 128)),
             environment=environment,
+            snapstart=props.get("SnapStart", {}).get("ApplyOn") == "PublishedVersions",
+            alias=props.get("AutoPublishAlias"),
         )
         for event in props.get("Events", {}).values():
             event_props = event.get("Properties", {})
@@ -137,8 +144,24 @@ def authorizer_function(template: dict[str, Any]) -> str:
             continue
         auth = resource["Properties"]["Auth"]
         arn = auth["Authorizers"][auth["DefaultAuthorizer"]]["FunctionArn"]
-        return str(arn["Fn::GetAtt"][0])
+        return function_of_arn(template, arn)
     raise ValueError("template has no AWS::Serverless::HttpApi with a default authorizer")
+
+
+def function_of_arn(template: dict[str, Any], arn: Any) -> str:
+    """The function a template's function ARN names: ``!GetAtt F.Arn`` (the function itself), or its
+    ``AutoPublishAlias`` as SAM lets a template name it, ``!Ref F.Alias`` or ``!Ref FAlias<alias>``."""
+    resources = template["Resources"]
+    if isinstance(arn, dict) and "Fn::GetAtt" in arn and arn["Fn::GetAtt"][1] == "Arn":
+        return str(arn["Fn::GetAtt"][0])
+    if isinstance(arn, dict) and isinstance(arn.get("Ref"), str):
+        name = arn["Ref"].removesuffix(".Alias")
+        for logical_id, resource in resources.items():
+            alias = resource.get("Properties", {}).get("AutoPublishAlias")
+            is_function = resource["Type"] == "AWS::Serverless::Function"
+            if is_function and alias and name in (logical_id, f"{logical_id}Alias{alias}"):
+                return str(logical_id)
+    raise ValueError(f"not a function's ARN, nor its alias's: {arn!r}")
 
 
 def authorizer_cache_seconds(template: dict[str, Any]) -> int:

@@ -37,8 +37,24 @@ class LocalLambdaContext:
         return max(int((self.started_at + self.timeout_seconds - time.monotonic()) * 1000), 0)
 
 
+def run_snapstart_lifecycle() -> None:
+    """What Lambda does to a SnapStart function between its init and its first event, as its runtime
+    does it: the before-snapshot hooks in the reverse order of their registration (the snapshot is
+    taken then), and after a restore the after-restore hooks in their order. Locally there is no
+    snapshot: the same process goes on, so the hooks run on every cold start, as in tests."""
+    from snapshot_restore_py import get_after_restore, get_before_snapshot
+
+    before = get_before_snapshot()
+    while before:
+        # The registry holds (callable, args, kwargs), whatever its annotation says.
+        hook, args, kwargs = before.pop()
+        hook(*args, **kwargs)
+    for hook, args, kwargs in get_after_restore():
+        hook(*args, **kwargs)
+
+
 def main() -> None:
-    code_dir, layer_dir, module_name, handler_name, function_name, timeout, memory = sys.argv[1:8]
+    code_dir, layer_dir, module_name, handler_name, function_name, timeout, memory, snapstart = sys.argv[1:9]
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # the handler's prints and logs go to stderr, never into the protocol
     # One write per line, as Lambda makes each line one log event: block-buffered output from
@@ -47,6 +63,8 @@ def main() -> None:
         sys.stdout.reconfigure(line_buffering=True)
     sys.path[:0] = [code_dir, layer_dir]
     handler = getattr(importlib.import_module(module_name), handler_name)
+    if snapstart == "1":
+        run_snapstart_lifecycle()
     region = os.environ.get("AWS_REGION", "us-east-1")
     protocol.write(json.dumps({"ready": True}) + "\n")
     for line in sys.stdin:

@@ -17,6 +17,7 @@ from typing import Any
 import boto3
 import botocore.client
 import pytest
+import snapshot_restore_py
 from moto import mock_aws
 from moto.core.botocore_stubber import BotocoreStubber
 from werkzeug.serving import make_server
@@ -41,6 +42,18 @@ def _fake_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.setenv("AWS_REGION", REGION)
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "billhub-tests")
+
+
+@pytest.fixture(autouse=True)
+def _snapstart_hooks_of_this_test_only() -> Iterator[None]:
+    """SnapStart hooks register in a process-wide list as a handler is imported; a test sees only those of
+    the handlers it loads itself (one Lambda execution environment runs one function)."""
+    registries = (snapshot_restore_py.get_before_snapshot(), snapshot_restore_py.get_after_restore())
+    for registry in registries:
+        registry.clear()
+    yield
+    for registry in registries:
+        registry.clear()
 
 
 _EXPRESSIONS = ("KeyConditionExpression", "FilterExpression", "ConditionExpression", "UpdateExpression")

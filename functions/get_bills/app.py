@@ -11,6 +11,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from billhub import snapstart
 from billhub.api import caller_id, create_resolver, documented
 from billhub.bills import BillFilters, BillsPage, read_bills
 from billhub.insights import Insights, history_start, spending_insights
@@ -28,6 +29,10 @@ ProviderPath = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_-]{1,31}$")]
 @cache
 def store() -> BillsTable:
     return BillsTable(aws_client("dynamodb"), settings.TABLE_NAME)
+
+
+# SnapStart: the client and the insights' response models (built at first use otherwise) before the snapshot.
+snapstart.register(before_snapshot=[store, lambda: Insights.model_rebuild(force=True)])
 
 
 # 404 for a caller whose deletion of themselves has begun.

@@ -15,7 +15,7 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponseCon
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from billhub import accounts
+from billhub import accounts, snapstart
 from billhub.api import caller_id, create_resolver, documented
 from billhub.auth import signing_key_from_secret
 from billhub.credentials import CredentialVault
@@ -93,6 +93,30 @@ def rate_limiter() -> ProviderRateLimiter:
     return ProviderRateLimiter.for_registered_providers(
         aws_client("dynamodb"), settings.TABLE_NAME, 1.0, agreed_limits=settings.PROVIDER_RATE_LIMITS
     )
+
+
+def _import_provider_plumbing() -> None:
+    import httpx  # noqa: F401
+
+    import billhub.pages
+    import billhub.providers.session  # noqa: F401
+
+
+# SnapStart: what the first link or OAuth step would import and build is in the snapshot, the secrets
+# (signing key, provider OAuth clients) are not; no httpx client outlives its request, so none is reopened.
+snapstart.register(
+    before_snapshot=[
+        store,
+        queue,
+        vault,
+        states,
+        idempotency,
+        rate_limiter,
+        link_retry_policy,
+        _import_provider_plumbing,
+        snapstart.prepare_secrets,
+    ]
+)
 
 
 def with_provider[Result](work: Callable[[ProviderConnector], Awaitable[Result]]) -> Result:

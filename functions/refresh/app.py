@@ -15,7 +15,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from billhub import refresh
+from billhub import refresh, snapstart
 from billhub.api import caller_id, create_resolver, documented
 from billhub.idempotency import IdempotencyKey, IdempotentRequest, IdempotentRoutes
 from billhub.queue import FetchQueue
@@ -42,6 +42,10 @@ def queue() -> FetchQueue:
 @cache
 def idempotency() -> IdempotentRoutes:
     return IdempotentRoutes(aws_client("dynamodb"), settings.TABLE_NAME)
+
+
+# SnapStart: the clients are built before the snapshot.
+snapstart.register(before_snapshot=[store, queue, idempotency])
 
 
 @app.post(

@@ -93,12 +93,30 @@ class KeyRing:
         previous: OptionalKeyLookup,
         refetch_interval: float = KEY_REFETCH_INTERVAL_SECONDS,
         monotonic: Callable[[], float] = time.monotonic,
+        prepare: Callable[[], None] | None = None,
+        forget: Callable[[], None] | None = None,
     ) -> None:
         self._current = current
         self._previous = previous
         self._refetch_interval = refetch_interval
         self._monotonic = monotonic
         self._last_refetch: float | None = None
+        self._prepare = prepare
+        self._forget = forget
+
+    def prepare(self) -> None:
+        """Builds what the lookups need (their clients) without reading a key: before a SnapStart
+        snapshot, which must hold no secret."""
+        if self._prepare is not None:
+            self._prepare()
+
+    def forget(self) -> None:
+        """Forgets what the ring learnt between calls: when it last re-read the keys (a monotonic
+        reading) and what its lookups remember. An environment restored from a SnapStart snapshot
+        must not go by another environment's clock or cache."""
+        self._last_refetch = None
+        if self._forget is not None:
+            self._forget()
 
     @classmethod
     def fixed(cls, current: str, previous: str | None = None) -> KeyRing:
@@ -159,6 +177,16 @@ class TokenService:
         self._audience = audience
         self._ttl = ttl_seconds
         self._grace = ttl_seconds if previous_key_grace_seconds is None else previous_key_grace_seconds
+
+    def prepare(self) -> None:
+        """Before a SnapStart snapshot: pyjwt imported and the key lookups' clients built, no key read."""
+        import jwt  # noqa: F401
+
+        self._keys.prepare()
+
+    def forget(self) -> None:
+        """After a SnapStart restore: nothing the key ring remembers from another environment is kept."""
+        self._keys.forget()
 
     def issue(self, user_id: str, now: datetime) -> IssuedToken:
         # pyjwt (with cryptography, when installed) loads where a token is issued or verified, not with
@@ -258,7 +286,7 @@ def _current_key_lookup(settings: JwtSettings) -> KeyLookup:
     return current
 
 
-def _previous_key_lookup(settings: JwtSettings, monotonic: Callable[[], float] = time.monotonic) -> OptionalKeyLookup:
+class PreviousKeyLookup:
     """The key staged ``AWSPREVIOUS``, or None when the secret has no such version (never rotated, or the
     label was removed to revoke the old key at once).
 
@@ -266,21 +294,37 @@ def _previous_key_lookup(settings: JwtSettings, monotonic: Callable[[], float] =
     ``VersionStage``, so through the shared provider the two versions would overwrite each other. An
     absent previous version is remembered as long as a value would be (Powertools caches no failure).
     """
-    from aws_lambda_powertools.utilities import parameters
 
-    provider: Any = None
-    absent_until: float | None = None
+    def __init__(self, settings: JwtSettings, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._settings = settings
+        self._monotonic = monotonic
+        self._provider: Any = None
+        self._absent_until: float | None = None
 
-    def previous(force: bool) -> str | None:
-        nonlocal provider, absent_until
-        if not force and absent_until is not None and monotonic() < absent_until:
-            return None
-        if provider is None:
+    def prepare(self) -> None:
+        """Builds the provider and its Secrets Manager client, reading nothing."""
+        if self._provider is None:
+            from aws_lambda_powertools.utilities import parameters
+
             from billhub.runtime import aws_client
 
-            provider = parameters.SecretsProvider(boto3_client=aws_client("secretsmanager"))
+            self._provider = parameters.SecretsProvider(boto3_client=aws_client("secretsmanager"))
+
+    def forget(self) -> None:
+        """Drops the cached previous key and the remembered absence (the provider and client stay)."""
+        self._absent_until = None
+        if self._provider is not None:
+            self._provider.clear_cache()
+
+    def __call__(self, force: bool) -> str | None:
+        from aws_lambda_powertools.utilities import parameters
+
+        settings = self._settings
+        if not force and self._absent_until is not None and self._monotonic() < self._absent_until:
+            return None
+        self.prepare()
         try:
-            value = provider.get(
+            value = self._provider.get(
                 settings.JWT_SECRET_ARN,
                 max_age=settings.JWT_SECRET_MAX_AGE_SECONDS,
                 force_fetch=force,
@@ -289,16 +333,15 @@ def _previous_key_lookup(settings: JwtSettings, monotonic: Callable[[], float] =
         except parameters.GetParameterError as error:
             if "ResourceNotFoundException" not in str(error):
                 raise
-            absent_until = monotonic() + settings.JWT_SECRET_MAX_AGE_SECONDS
+            self._absent_until = self._monotonic() + settings.JWT_SECRET_MAX_AGE_SECONDS
             return None
-        absent_until = None
+        self._absent_until = None
         return str(value)
-
-    return previous
 
 
 def key_ring_from_secret(settings: JwtSettings) -> KeyRing:
-    return KeyRing(_current_key_lookup(settings), _previous_key_lookup(settings))
+    previous = PreviousKeyLookup(settings)
+    return KeyRing(_current_key_lookup(settings), previous, prepare=previous.prepare, forget=previous.forget)
 
 
 def token_service(settings: JwtSettings) -> TokenService:
