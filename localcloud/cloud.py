@@ -27,6 +27,7 @@ from localcloud.moto_state import STATE_PATH
 from localcloud.poller import QueuePoller, Schedule
 from localcloud.provision import Stack, provision
 from localcloud.runtime import FunctionRuntime
+from localcloud.stopping import shut_down
 from localcloud.template import (
     ROOT,
     FunctionSpec,
@@ -328,7 +329,7 @@ class LocalCloud:
         for worker in self._background_workers():
             worker.stop()
         if self._gateway is not None:
-            self._gateway.shutdown()
+            shut_down(self._gateway)
         deadline = time.monotonic() + BACKGROUND_STOP_SECONDS
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))

@@ -51,6 +51,8 @@ from moto.backends import get_backend
 from moto.core.base_backend import BackendDict
 from moto.dynamodb.models.dynamo_type import LimitedSizeDict
 
+from localcloud.stopping import sleep_unless_stopped
+
 logger = logging.getLogger("localcloud.moto_state")
 
 STATE_PATH = "/_localcloud/state"
@@ -61,6 +63,8 @@ GAP_FACTOR = 10
 DRAIN_TIMEOUT_SECONDS = 5.0
 # How long a forked writer may take before it is given up (and saves happen in process from then on).
 WRITER_TIMEOUT_SECONDS = 120.0
+# How often the saver looks for changes.
+CHANGE_POLL_SECONDS = 0.1
 # Operations that never change a backend (by the name after the X-Amz-Target's dot).
 _READ_PREFIXES = ("Get", "Describe", "List", "Query", "Scan", "BatchGet", "TransactGet")
 _READ_OPERATIONS = frozenset(
@@ -452,9 +456,10 @@ class PersistedState:
         gap = MIN_INTERVAL_SECONDS
         last = time.monotonic()
         while not self._stopping.is_set():
-            if not self._dirty.wait(0.5):
+            if not self._dirty.is_set():
+                sleep_unless_stopped(self._stopping, CHANGE_POLL_SECONDS)
                 continue
-            if self._stopping.wait(max(0.0, last + gap - time.monotonic())):
+            if sleep_unless_stopped(self._stopping, max(0.0, last + gap - time.monotonic())):
                 return
             try:
                 seconds = self.save()

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from localcloud.runtime import FunctionRuntime, InvocationError
+from localcloud.stopping import sleep_unless_stopped
 from localcloud.template import QueueBinding
 
 logger = logging.getLogger("localcloud.poller")
@@ -55,7 +56,7 @@ class QueuePoller:
                     logger.debug("poller on %s stopped mid-batch", self._url, exc_info=True)
                     return
                 logger.exception("poller error on %s", self._url)
-                self._stopping.wait(1)
+                sleep_unless_stopped(self._stopping, 1)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -130,7 +131,7 @@ class Schedule:
         self.fired = 0
 
     def run(self) -> None:
-        while not self._stopping.wait(self._period):
+        while not sleep_unless_stopped(self._stopping, self._period):
             self.fire()
 
     def fire(self) -> Any:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -74,9 +75,11 @@ class SandboxFile:
             self.saves += 1
             return True
 
-    def keep_saving(self, stopping: threading.Event) -> None:
-        """Saves what changed every ``INTERVAL_SECONDS`` until ``stopping`` is set."""
-        while not stopping.wait(INTERVAL_SECONDS):
+    def keep_saving(self) -> None:
+        """Saves what changed every ``INTERVAL_SECONDS`` for as long as the process runs (in a daemon
+        thread: the last save is the stop's)."""
+        while True:
+            time.sleep(INTERVAL_SECONDS)
             try:
                 self.save_if_changed()
             except OSError as error:  # a full disk, say: keep serving, try again

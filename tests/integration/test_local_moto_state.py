@@ -238,8 +238,27 @@ def test_a_stop_waits_for_the_save_in_progress(tmp_path: Path, monkeypatch: pyte
             finish.wait(timeout)
             return {"at": "now", "bytes": 0, "problems": {}}
 
+    class WatchedLock:
+        """The save lock, telling when someone blocks on it (no timed wait: see localcloud.stopping)."""
+
+        def __init__(self) -> None:
+            self.lock, self.blocked = threading.Lock(), threading.Event()
+
+        def __enter__(self) -> None:
+            if not self.lock.acquire(blocking=False):
+                self.blocked.set()
+                self.lock.acquire()
+
+        def __exit__(self, *_: object) -> None:
+            self.lock.release()
+
+        def locked(self) -> bool:
+            return self.lock.locked()
+
     monkeypatch.setattr(moto_state, "_Writer", SlowWriter)
     state = PersistedState(lambda environ, start_response: [b"{}"], tmp_path / "moto.pickle")
+    save_lock = WatchedLock()
+    monkeypatch.setattr(state, "_save_lock", save_lock)
     state({"PATH_INFO": "/", "HTTP_X_AMZ_TARGET": "DynamoDB_20120810.PutItem"}, lambda *_: None)
     saving = threading.Thread(target=state.save)
     saving.start()
@@ -249,7 +268,7 @@ def test_a_stop_waits_for_the_save_in_progress(tmp_path: Path, monkeypatch: pyte
     # and a stop waits for the writer (which would otherwise outlive the server, holding its port)
     stopping = threading.Thread(target=state.stop)
     stopping.start()
-    stopping.join(0.5)
+    assert save_lock.blocked.wait(10), "the stop did not wait for the save in progress"
     assert stopping.is_alive()
     finish.set()
     stopping.join(10)
