@@ -39,9 +39,10 @@ def tokens() -> TokenService:
     return token_service(settings)
 
 
-# SnapStart: the clients are built before the snapshot; each restored environment reads the keys itself.
+# SnapStart: the clients are built (and email-validator imported) before the snapshot; each restored
+# environment reads the keys itself.
 snapstart.register(
-    before_snapshot=[store, lambda: tokens().prepare(), snapstart.prepare_secrets],
+    before_snapshot=[store, lambda: tokens().prepare(), snapstart.prepare_secrets, users.load_email_validator],
     after_restore=[lambda: tokens().forget()],
 )
 

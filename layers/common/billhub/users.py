@@ -18,6 +18,13 @@ from billhub.refresh import apply_refresh_interval
 from billhub.store import BillsTable
 
 
+def load_email_validator() -> None:
+    """Imports email-validator, which ``canonical_email`` imports only when first called: compiling its
+    grammar's regular expressions is ~30 ms that the profile routes' cold starts never need. The first
+    register or login pays it, or SnapStart's snapshot, which calls this."""
+    import email_validator  # noqa: F401
+
+
 def canonical_email(value: str) -> str:
     """The one spelling of an address that identifies its user: registered, looked up at login, throttled.
 
@@ -26,9 +33,7 @@ def canonical_email(value: str) -> str:
     top, so a fullwidth letter, ``ADA@example.com`` and an NFD spelling are all ``ada@example.com``. The
     result is checked again: a compatibility character can fold into one an address cannot hold.
     """
-    # Imported here: compiling its grammar's regular expressions is ~30 ms that the profile routes'
-    # cold starts never need (the first register or login pays it, or SnapStart's snapshot does).
-    from email_validator import EmailNotValidError, validate_email
+    from email_validator import EmailNotValidError, validate_email  # see load_email_validator
 
     try:
         address = validate_email(value, check_deliverability=False)
