@@ -60,3 +60,23 @@ def test_email_validator_is_imported_by_the_first_address_checked_not_at_cold_st
         check=True,
     )
     assert json.loads(done.stdout) == [False, True]
+
+
+# Given the bills function's domain module imported
+BILLS_IMPORTS = """
+import json, sys
+import billhub.bills
+print(json.dumps(sorted(name for name in sys.modules if name.startswith("billhub.providers"))))
+"""
+
+
+def test_reading_bills_imports_no_provider_adapter() -> None:
+    done = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
+        [sys.executable, "-c", BILLS_IMPORTS],
+        cwd=ROOT / "layers" / "common",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    # Then names, display names and categories came from the catalog alone
+    assert json.loads(done.stdout) == []

@@ -11,6 +11,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from billhub.catalog import CATALOG, provider_entry
 from billhub.errors import NotFound
 from billhub.models import (
     REFRESH_PERIODS,
@@ -23,7 +24,6 @@ from billhub.models import (
     bill_id_of,
 )
 from billhub.money import format_amount, totals_by_currency
-from billhub.providers import REGISTRY, get_adapter
 from billhub.store import BillQuery, BillsTable
 
 # Data is stale once two of its account's refresh intervals have passed without a success.
@@ -176,7 +176,7 @@ def _open_bill_view(account: Account, bill: OpenBill, today: date) -> OpenBillVi
         bill_id=bill_id_of(account.provider, account.account_id, bill.provider_bill_id),
         account_id=account.account_id,
         provider=account.provider,
-        category=REGISTRY[account.provider].category,
+        category=CATALOG[account.provider].category,
         amount=format_amount(bill.amount, bill.currency),
         currency=bill.currency,
         issued_on=bill.issued_on,
@@ -233,7 +233,7 @@ def read_bills(
     ``provider`` must be a registered name (``UnknownProvider`` otherwise); a provider the user has not
     linked is ``NotFound``. Accounts being deleted are hidden, and so are their remaining bills.
     """
-    adapter = get_adapter(provider) if provider is not None else None
+    adapter = provider_entry(provider) if provider is not None else None
     preferences = store.preferences(user_id)
     accounts = store.list_accounts(user_id)
     hidden = frozenset(account.account_id for account in accounts if account.status is AccountStatus.DELETING)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from aws_lambda_powertools.event_handler import Response
 
-from billhub.providers import REGISTRY
+from billhub.catalog import CATALOG
 
 if TYPE_CHECKING:
     from billhub.accounts import AccountView
@@ -42,8 +42,8 @@ def prefers_html(accept: str | None) -> bool:
 
 
 def _display_name(provider: str) -> str:
-    adapter = REGISTRY.get(provider)
-    return adapter.display_name if adapter is not None else provider
+    entry = CATALOG.get(provider)
+    return entry.display_name if entry is not None else provider
 
 
 def _page(status: int, title: str, paragraphs: list[str], next_step: str, code: str | None = None) -> Response[str]:

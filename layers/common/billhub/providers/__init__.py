@@ -1,8 +1,9 @@
-"""Provider adapters and the registry that names them. A new provider is one module and one line here."""
+"""Provider adapters and the registry that names them. A new provider is one module, one line here and one
+in ``billhub.catalog`` (its display name and category)."""
 
 from __future__ import annotations
 
-from billhub.errors import ServiceError
+from billhub.catalog import UnknownProvider, provider_entry
 from billhub.providers.base import ProviderAdapter
 from billhub.providers.clearwater import ClearWaterAdapter
 from billhub.providers.fibrelink import FibreLinkAdapter
@@ -15,15 +16,9 @@ REGISTRY: dict[str, ProviderAdapter] = {
 }
 
 
-class UnknownProvider(ServiceError):
-    status = 400
-    code = "unknown_provider"
+__all__ = ["REGISTRY", "UnknownProvider", "get_adapter"]
 
 
 def get_adapter(name: str) -> ProviderAdapter:
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        raise UnknownProvider(
-            f"Unknown provider '{name[:40]}'.", details={"known_providers": sorted(REGISTRY)}
-        ) from None
+    """The adapter of a provider the catalog names (``UnknownProvider`` for any other name)."""
+    return REGISTRY[provider_entry(name).name]

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from billhub.catalog import CATALOG
 from billhub.errors import ServiceError
 from billhub.models import Account, Bill, Category
 from billhub.providers.auth import AuthorizationCodeGrant, AuthType, ProviderAuth
@@ -60,12 +61,18 @@ class ProviderAdapter(ABC):
     """
 
     name: ClassVar[str]
+    # From the catalog, by name (see __init_subclass__).
     display_name: ClassVar[str]
     category: ClassVar[Category]
     # The provider's published limit; the service keeps under it whatever the concurrency (ratelimit.py).
     requests_per_second: ClassVar[int]
     auth: ClassVar[ProviderAuth]
     credentials_model: ClassVar[type[BaseModel]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        entry = CATALOG[cls.name]  # a provider the catalog does not name is a KeyError at import
+        cls.display_name, cls.category = entry.display_name, entry.category
 
     @classmethod
     def auth_type(cls) -> AuthType:

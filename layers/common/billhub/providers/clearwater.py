@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
-from billhub.models import Account, Bill, BillStatus, Category, CurrencyCode, LineItem
+from billhub.models import Account, Bill, BillStatus, CurrencyCode, LineItem
 from billhub.money import quantize
 from billhub.providers.auth import ApiKey, ApiKeyHeader
 from billhub.providers.base import MAX_PAGES, LinkedIdentity, ProviderAdapter
@@ -65,8 +65,6 @@ class _BillsPage(Payload):
 
 class ClearWaterAdapter(ProviderAdapter):
     name: ClassVar[str] = "clearwater"
-    display_name: ClassVar[str] = "ClearWater Utilities"
-    category: ClassVar[Category] = Category.WATER
     requests_per_second: ClassVar[int] = 25
     auth = ApiKeyHeader("X-Api-Key")
     credentials_model: ClassVar[type[BaseModel]] = ClearWaterCredentials

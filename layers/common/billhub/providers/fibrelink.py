@@ -10,7 +10,7 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, Field, field_validator
 
-from billhub.models import Account, Bill, BillStatus, Category, CurrencyCode, LineItem
+from billhub.models import Account, Bill, BillStatus, CurrencyCode, LineItem
 from billhub.money import quantize
 from billhub.providers.auth import HttpBasic, UsernamePassword
 from billhub.providers.base import MAX_PAGES, LinkedIdentity, ProviderAdapter
@@ -68,8 +68,6 @@ class _InvoicesPage(Payload):
 
 class FibreLinkAdapter(ProviderAdapter):
     name: ClassVar[str] = "fibrelink"
-    display_name: ClassVar[str] = "FibreLink Broadband"
-    category: ClassVar[Category] = Category.INTERNET
     requests_per_second: ClassVar[int] = 15
     auth = HttpBasic()
     credentials_model: ClassVar[type[BaseModel]] = FibreLinkCredentials

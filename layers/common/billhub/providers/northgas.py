@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
-from billhub.models import Account, Bill, BillStatus, Category, CurrencyCode, LineItem
+from billhub.models import Account, Bill, BillStatus, CurrencyCode, LineItem
 from billhub.money import quantize
 from billhub.providers.auth import ClientCredentialsGrant, ProviderCredentials
 from billhub.providers.base import MAX_PAGES, LinkedIdentity, ProviderAdapter
@@ -64,8 +64,6 @@ class _InvoicesPage(Payload):
 
 class NorthGasAdapter(ProviderAdapter):
     name: ClassVar[str] = "northgas"
-    display_name: ClassVar[str] = "NorthGas"
-    category: ClassVar[Category] = Category.GAS
     requests_per_second: ClassVar[int] = 10
     auth = ClientCredentialsGrant()
     credentials_model: ClassVar[type[BaseModel]] = NorthGasCredentials

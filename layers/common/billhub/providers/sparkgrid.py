@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
-from billhub.models import Account, Bill, BillStatus, Category, CurrencyCode, LineItem
+from billhub.models import Account, Bill, BillStatus, CurrencyCode, LineItem
 from billhub.money import from_minor_units
 from billhub.providers.auth import AuthorizationCodeGrant, OAuthTokens
 from billhub.providers.base import MAX_PAGES, LinkedIdentity, ProviderAdapter
@@ -54,8 +54,6 @@ class _StatementsPage(Payload):
 
 class SparkGridAdapter(ProviderAdapter):
     name: ClassVar[str] = "sparkgrid"
-    display_name: ClassVar[str] = "SparkGrid Energy"
-    category: ClassVar[Category] = Category.ELECTRICITY
     requests_per_second: ClassVar[int] = 20
     # Its token and authorize endpoints are configured (ProviderEndpoints), as real providers host them apart.
     auth = AuthorizationCodeGrant(scope="bills:read")
