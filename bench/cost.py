@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from localcloud.template import load_template
+
 # List prices, USD (us-east-1, as published in 2025-2026).
 LAMBDA_GB_SECOND_ARM = 0.0000133334
 LAMBDA_PER_MILLION_REQUESTS = 0.20
@@ -25,11 +27,14 @@ KMS_KEY_MONTH = 1.00
 SECRETS_PER_10K_CALLS = 0.05
 LOGS_PER_GB_INGESTED = 0.50
 SNS_PER_MILLION = 0.50
+# SnapStart (Lambda pricing, "SnapStart Pricing"): a snapshot cached per GB-second of the version's memory.
+SNAPSTART_CACHE_GB_SECOND = 0.0000015046
 
 # Assumptions about the population and its use of the app.
 ACCOUNTS = 1_000_000
 ACCOUNTS_PER_USER = 4  # electricity, water, gas, internet
 DAYS_PER_MONTH = 30.4
+SECONDS_PER_MONTH = DAYS_PER_MONTH * 86400
 # A person opens the app about daily: the bills page each time, insights weekly, accounts now and then.
 READS_PER_USER_PER_MONTH = {"GET /bills": 30, "GET /insights": 4, "GET /accounts": 4}
 # Read handlers run ~100 ms at 512 MB on AWS (the local figure, through moto, is an upper bound).
@@ -58,6 +63,7 @@ def estimate(benchmarks: dict[str, Any]) -> dict[str, Any]:
     refresh = benchmarks["refresh_throughput"]
     per_account: dict[str, float] = refresh["aws_requests_per_account"]
     fetches = ACCOUNTS * DAYS_PER_MONTH
+    keys, snapshot_gb = _template_fixed_costs()
     users = ACCOUNTS / ACCOUNTS_PER_USER
     reads = users * sum(READS_PER_USER_PER_MONTH.values())
 
@@ -108,8 +114,14 @@ def estimate(benchmarks: dict[str, Any]) -> dict[str, Any]:
         ),
         Line(
             "KMS",
-            fetches * sum(per_fetch("KMS").values()) * KMS_PER_10K_REQUESTS / 1e4 + KMS_KEY_MONTH,
-            ", ".join(f"{op} {n}" for op, n in per_fetch("KMS").items()) + " per fetch, one key",
+            fetches * sum(per_fetch("KMS").values()) * KMS_PER_10K_REQUESTS / 1e4 + keys * KMS_KEY_MONTH,
+            ", ".join(f"{op} {n}" for op, n in per_fetch("KMS").items()) + f" per fetch, {keys} keys (template.yaml)",
+        ),
+        Line(
+            "Lambda SnapStart cache",
+            snapshot_gb * SECONDS_PER_MONTH * SNAPSTART_CACHE_GB_SECOND,
+            f"{snapshot_gb:g} GB of snapshots (template.yaml's SnapStart functions, one version each); "
+            "restores not counted (cold starts per month unknown)",
         ),
         Line(
             "Secrets Manager calls",
@@ -132,6 +144,20 @@ def estimate(benchmarks: dict[str, Any]) -> dict[str, Any]:
         "total_usd": round(total, 2),
         "per_account_cents": round(total / ACCOUNTS * 100, 3),
     }
+
+
+def _template_fixed_costs() -> tuple[int, float]:
+    """The customer-managed KMS keys, and the GB of memory of the functions that keep a snapshot."""
+    template = load_template()
+    resources = template["Resources"].values()
+    keys = sum(1 for resource in resources if resource["Type"] == "AWS::KMS::Key")
+    default_mb = template.get("Globals", {}).get("Function", {}).get("MemorySize", 128)
+    snapshot_gb = sum(
+        resource["Properties"].get("MemorySize", default_mb) / 1024
+        for resource in resources
+        if resource["Type"] == "AWS::Serverless::Function" and resource["Properties"].get("SnapStart")
+    )
+    return keys, snapshot_gb
 
 
 def report(cost: dict[str, Any]) -> str:
