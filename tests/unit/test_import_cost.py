@@ -1,7 +1,7 @@
 """What a cold start builds: functions that import the provider registry only for names and categories
-(GET /bills, GET /providers) build no adapter's payload or credentials validators, and the bills
-function builds the insights' response models only when GET /insights first needs them; the auth function
-imports email-validator at the first address it checks."""
+(GET /bills, GET /providers) build no adapter's payload or credentials validators, and the insights
+function builds the insights' response models only before its snapshot or at the first GET /insights; the
+auth function imports email-validator at the first address it checks."""
 
 from __future__ import annotations
 
@@ -60,3 +60,24 @@ def test_email_validator_is_imported_by_the_first_address_checked_not_at_cold_st
         check=True,
     )
     assert json.loads(done.stdout) == [False, True]
+
+
+# Given the bills function's handler imported as Lambda would
+BILLS_HANDLER = """
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("app", sys.argv[1])
+spec.loader.exec_module(importlib.util.module_from_spec(spec))
+print(json.dumps(sorted(name for name in ("billhub.insights", "statistics") if name in sys.modules)))
+"""
+
+
+def test_the_bills_function_does_not_import_the_insights_which_have_a_function_of_their_own() -> None:
+    done = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
+        [sys.executable, "-c", BILLS_HANDLER, str(ROOT / "functions" / "get_bills" / "app.py")],
+        cwd=ROOT / "layers" / "common",
+        env={"PATH": "", "TABLE_NAME": "bills", "AWS_DEFAULT_REGION": "us-east-1", "POWERTOOLS_LOG_LEVEL": "WARNING"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(done.stdout) == []

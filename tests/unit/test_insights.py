@@ -405,8 +405,11 @@ def test_the_threshold_comes_from_the_environment_and_the_template_defaults_it(t
     default = InsightsSettings.from_environ({"TABLE_NAME": "bills"}).UNUSUAL_BILL_THRESHOLD
     assert default == Decimal("1.8")
     assert Decimal(str(template["Parameters"]["UnusualBillThreshold"]["Default"])) == default
-    variables = template["Resources"]["GetBillsFunction"]["Properties"]["Environment"]["Variables"]
+    variables = template["Resources"]["InsightsFunction"]["Properties"]["Environment"]["Variables"]
     assert variables["UNUSUAL_BILL_THRESHOLD"] == {"Ref": "UnusualBillThreshold"}
+    # Only the insights read it: the bills function is not configured with it.
+    bills = template["Resources"]["GetBillsFunction"]["Properties"].get("Environment", {}).get("Variables", {})
+    assert "UNUSUAL_BILL_THRESHOLD" not in bills
     configured = InsightsSettings.from_environ({"TABLE_NAME": "bills", "UNUSUAL_BILL_THRESHOLD": "2.5"})
     assert str(configured.UNUSUAL_BILL_THRESHOLD) == "2.5"
     with pytest.raises(pydantic.ValidationError):
