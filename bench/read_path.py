@@ -6,8 +6,8 @@ counter diffed around a few calls made with a fresh token (so the authorizer, wh
 gateway caches for 60 s, runs exactly once among them; they are also the warm-up); the latency of
 sequential calls, client-side with one persistent HTTP client; and, as the floor a read cannot go
 under here, a bare ``GetItem`` through the same moto server with boto3. Then, to say where the time
-goes, it runs the real ``get_bills`` handler in this process against the same moto server with the
-same events, timing its DynamoDB requests apart from the rest of the handler.
+goes, it runs the real handlers (``get_bills``, ``insights``) in this process against the same moto
+server with the same events, timing their DynamoDB requests apart from the rest of the handler.
 """
 
 from __future__ import annotations
@@ -58,7 +58,11 @@ FIRST_FETCH_TIMEOUT = 180
 PASSWORD = "read-path-bench-1"  # noqa: S105 - a throwaway user of a throwaway local cloud
 DYNAMODB = "DynamoDB_20120810."
 REGION = "us-east-1"
-GET_BILLS_APP = ROOT / "functions" / "get_bills" / "app.py"
+# Which function serves each endpoint, and its handler module.
+HANDLERS = {
+    "/bills": ("GetBillsFunction", ROOT / "functions" / "get_bills" / "app.py"),
+    "/insights": ("InsightsFunction", ROOT / "functions" / "insights" / "app.py"),
+}
 LAYER_DIR = ROOT / "layers" / "common"
 # What explains a failed call in the logs: an exception's last line, or the gateway's own message.
 ERROR_LINE = re.compile(r"(Error|Exception|timed out)")
@@ -270,9 +274,10 @@ def _get_item_baseline(dynamodb: DynamoDBClient, table: str, user_id: str) -> di
 
 
 def _failure_causes(workdir: Path, logs: Path) -> list[str]:
-    """The distinct error lines the gateway and the get_bills function logged, most frequent first."""
+    """The distinct error lines the gateway and the measured functions logged, most frequent first."""
     found: Counter[str] = Counter()
-    for log in (workdir / "stdout.log", logs / "GetBillsFunction.log"):
+    functions = (logs / f"{logical_id}.log" for logical_id, _ in HANDLERS.values())
+    for log in (workdir / "stdout.log", *functions):
         if log.exists():
             for line in log.read_text(errors="replace").splitlines():
                 if ERROR_LINE.search(line) and not line.startswith(("Traceback", " ")):
@@ -306,8 +311,9 @@ class _DynamoDBClock:
         self.seconds, self.requests, self.retries, self.items = 0.0, 0, 0, 0
 
 
-def _load_handler(aws_endpoint: str, table: str) -> tuple[Callable[..., Any], _DynamoDBClock]:
-    """The real ``get_bills`` handler, imported here as Lambda would, with its client on the same moto."""
+def _load_handler(aws_endpoint: str, table: str, path: str) -> tuple[Callable[..., Any], _DynamoDBClock]:
+    """The real handler of an endpoint, imported here as Lambda would, with its client on the same moto."""
+    logical_id, app_file = HANDLERS[path]
     if str(LAYER_DIR) not in sys.path:
         sys.path.append(str(LAYER_DIR))
     with support.environment(
@@ -322,9 +328,9 @@ def _load_handler(aws_endpoint: str, table: str) -> tuple[Callable[..., Any], _D
             "POWERTOOLS_LOG_LEVEL": "WARNING",
         }
     ):
-        spec = importlib.util.spec_from_file_location("bench_read_path_get_bills", GET_BILLS_APP)
+        spec = importlib.util.spec_from_file_location(f"bench_read_path_{logical_id}", app_file)
         if spec is None or spec.loader is None:
-            raise RuntimeError(f"cannot import {GET_BILLS_APP}")
+            raise RuntimeError(f"cannot import {app_file}")
         module: ModuleType = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         client = module.store()._client  # the handler's own cached client
@@ -333,10 +339,12 @@ def _load_handler(aws_endpoint: str, table: str) -> tuple[Callable[..., Any], _D
 
 
 class _Context:
-    function_name = "GetBillsFunction"
     memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:GetBillsFunction"
     aws_request_id = "read-path-bench"
+
+    def __init__(self, path: str) -> None:
+        self.function_name = HANDLERS[path][0]
+        self.invoked_function_arn = f"arn:aws:lambda:us-east-1:123456789012:function:{self.function_name}"
 
     def get_remaining_time_in_millis(self) -> int:
         return 10_000
@@ -364,7 +372,7 @@ def _event(path: str, user_id: str) -> dict[str, Any]:
 
 
 def _profile(handler: Callable[..., Any], clock: _DynamoDBClock, path: str, user_id: str) -> dict[str, Any]:
-    event, context = _event(path, user_id), _Context()
+    event, context = _event(path, user_id), _Context(path)
     total, dynamodb, retries, failed = [], [], 0, 0
     for _ in range(PROFILED_CALLS):
         clock.reset()
@@ -442,11 +450,11 @@ def run(workdir: Path) -> dict[str, Any]:
                 "get_item_ms": _get_item_baseline(dynamodb, table, user.user_id),
                 "endpoints": {path: _measure_endpoint(user, path, aws_endpoint) for path in ENDPOINTS},
             }
-        handler, clock = _load_handler(aws_endpoint, table)
-        for path in ENDPOINTS:  # warm: the handler's first calls set up its router and clients
-            handler(_event(path, users[ACCOUNT_COUNTS[0]].user_id), _Context())
+        handlers = {path: _load_handler(aws_endpoint, table, path) for path in ENDPOINTS}
+        for path, (handler, _) in handlers.items():  # warm: a handler's first call sets up its router and client
+            handler(_event(path, users[ACCOUNT_COUNTS[0]].user_id), _Context(path))
         for count in ACCOUNT_COUNTS:
-            for path in ENDPOINTS:
+            for path, (handler, clock) in handlers.items():
                 measured = per_count[str(count)]["endpoints"][path]
                 measured["in_process"] = _profile(handler, clock, path, users[count].user_id)
         for entry in per_count.values():
@@ -540,11 +548,11 @@ def report(result: dict[str, Any]) -> str:
         ]
     lines += [
         "",
-        f"Where the time goes: the same `get_bills` handler run in the benchmark's process against the same "
-        f"moto server, its DynamoDB calls timed apart (median of {config['profiled_calls']} calls; retries are "
-        "botocore's, summed over them; \"DynamoDB\" is the request, moto's work and botocore's parsing of the "
-        'answer; "Python" is the rest of the handler: deserialising and validating items, the domain, building '
-        "and serialising the answer).",
+        "Where the time goes: the same handlers (`get_bills`, `insights`) run in the benchmark's process against "
+        f"the same moto server, their DynamoDB calls timed apart (median of {config['profiled_calls']} calls; "
+        "retries are botocore's, summed over them; \"DynamoDB\" is the request, moto's work and botocore's "
+        'parsing of the answer; "Python" is the rest of the handler: deserialising and validating items, the '
+        "domain, building and serialising the answer).",
         "",
         "| accounts | endpoint | handler ms | DynamoDB ms | Python ms | DynamoDB API calls (retries) "
         "| items read per call | response bytes |",

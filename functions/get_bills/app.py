@@ -1,4 +1,6 @@
-"""The caller's aggregated bills, bills per provider, and spending insights."""
+"""The caller's aggregated bills and bills per provider.
+
+GET /insights is a function of its own (functions/insights)."""
 
 from __future__ import annotations
 
@@ -14,15 +16,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from billhub import snapstart
 from billhub.api import caller_id, create_resolver, documented
 from billhub.bills import BillFilters, BillsPage, read_bills
-from billhub.insights import Insights, history_start, spending_insights
 from billhub.runtime import aws_client, utc_now
-from billhub.settings import BillsSettings
+from billhub.settings import TableSettings
 from billhub.store import BillsTable
 
 logger = Logger()
 app = create_resolver()
-settings = BillsSettings.from_environ(os.environ)
-MAX_INSIGHT_MONTHS = 36
+settings = TableSettings.from_environ(os.environ)
 ProviderPath = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_-]{1,31}$")]
 
 
@@ -31,8 +31,8 @@ def store() -> BillsTable:
     return BillsTable(aws_client("dynamodb"), settings.TABLE_NAME)
 
 
-# SnapStart: the client and the insights' response models (built at first use otherwise) before the snapshot.
-snapstart.register(before_snapshot=[store, lambda: Insights.model_rebuild(force=True)])
+# SnapStart: the client is built before the snapshot.
+snapstart.register(before_snapshot=[store])
 
 
 # 404 for a caller whose deletion of themselves has begun.
@@ -58,14 +58,6 @@ def list_bills(filters: Annotated[BillFilters, Query()]) -> BillsPage:
 )
 def list_provider_bills(provider: ProviderPath, filters: Annotated[BillFilters, Query()]) -> BillsPage:
     return read_bills(store(), caller_id(app), filters, utc_now(), provider=provider)
-
-
-@app.get("/insights", summary="Spending insights", tags=["bills"], responses=documented(200))
-def insights(months: Annotated[int, Query(ge=1, le=MAX_INSIGHT_MONTHS)] = 12) -> Insights:
-    user_id, today = caller_id(app), utc_now().date()
-    accounts = store().list_accounts(user_id)
-    bills = store().bills_issued_since(user_id, history_start(today, months))
-    return spending_insights(accounts, bills, today, months, settings.UNUSUAL_BILL_THRESHOLD)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

@@ -33,7 +33,8 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
         LOCALCLOUD_PARAMETER_OVERRIDES=json.dumps({"ManualRefreshMinIntervalSeconds": "0"}),
     ) as started:
         yield started
-    assert "Traceback" not in (workdir / "logs" / "GetBillsFunction.log").read_text()
+    for function in ("GetBillsFunction", "InsightsFunction"):
+        assert "Traceback" not in (workdir / "logs" / f"{function}.log").read_text(), function
 
 
 E2E_LINKS = {

@@ -39,6 +39,7 @@ class Api:
         self.authorizer = load("AuthorizerFunction")
         self.link = load("LinkAccountFunction")
         self.bills = load("GetBillsFunction")
+        self.insights = load("InsightsFunction")
         self.refresh = load("RefreshFunction")
         self.planner = load("PlannerFunction")
         self.fetch = load("FetchProviderFunction")

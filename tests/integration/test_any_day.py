@@ -62,7 +62,8 @@ def household(api: Api) -> tuple[str, dict[str, SandboxAccount]]:
 
 
 def read(api: Api, user_id: str, path: str, **query: str) -> dict[str, Any]:
-    status, body, _ = api.call(api.bills, "GET", path, user_id=user_id, query=query or None)
+    function = api.insights if path == "/insights" else api.bills
+    status, body, _ = api.call(function, "GET", path, user_id=user_id, query=query or None)
     assert status == 200, body
     return dict(body)
 

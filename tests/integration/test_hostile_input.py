@@ -369,7 +369,7 @@ def calls(user_id: str, account_id: str) -> dict[str, tuple[str, dict[str, Any],
             400,
         ),
         "bills": ("bills", http_event("GET", "/bills", user_id=user_id), 200),
-        "insights": ("bills", http_event("GET", "/insights", user_id=user_id), 200),
+        "insights": ("insights", http_event("GET", "/insights", user_id=user_id), 200),
         "refresh": ("refresh", http_event("POST", "/bills/refresh", user_id=user_id), 202),
         "delete": (
             "delete",

@@ -320,7 +320,7 @@ def _provider_bills(api: Api, world: World) -> None:
 
 @covers("GET", "/insights")
 def _insights(api: Api, world: World) -> None:
-    status, body, _ = api.call(api.bills, "GET", "/insights", user_id=world.b, query={"user_id": world.a})
+    status, body, _ = api.call(api.insights, "GET", "/insights", user_id=world.b, query={"user_id": world.a})
     assert status == 200, body
     no_a_ids(world, body)
     assert "GBP" not in json.dumps(body)  # nothing of anyone's NorthGas; a sanity check the body is B's

@@ -46,7 +46,7 @@ def link_and_fetch(api: Api, user_id: str, links: dict[str, tuple[str, dict[str,
 
 
 def get_insights(api: Api, user_id: str, **query: str) -> dict[str, Any]:
-    status, body, _ = api.call(api.bills, "GET", "/insights", user_id=user_id, query=query or None)
+    status, body, _ = api.call(api.insights, "GET", "/insights", user_id=user_id, query=query or None)
     assert status == 200, body
     return dict(body)
 
@@ -265,6 +265,6 @@ def test_a_user_with_nothing_linked_gets_a_year_of_empty_months(api: Api, clock:
 
 @pytest.mark.parametrize("months", ["0", "37", "-1", "twelve", "1.5"])
 def test_months_outside_1_to_36_is_a_422(api: Api, months: str) -> None:
-    status, body, _ = api.call(api.bills, "GET", "/insights", user_id=api.user(), query={"months": months})
+    status, body, _ = api.call(api.insights, "GET", "/insights", user_id=api.user(), query={"months": months})
     assert (status, body["code"]) == (422, "validation_error")
     assert body["details"][0]["loc"] == ["query", "months"]

@@ -27,6 +27,7 @@ CLIENTS = {
     "AuthFunction": ["store", "tokens"],
     "LinkAccountFunction": ["store", "queue", "vault", "states", "idempotency", "rate_limiter"],
     "GetBillsFunction": ["store"],
+    "InsightsFunction": ["store"],
     "RefreshFunction": ["store", "queue", "idempotency"],
 }
 

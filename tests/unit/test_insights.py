@@ -12,7 +12,7 @@ import pytest
 
 from billhub.insights import Insights, history_start, spending_insights, window_months
 from billhub.models import Account, AccountStatus, Bill, BillStatus, Category, LineItem
-from billhub.settings import BillsSettings
+from billhub.settings import InsightsSettings
 from mock_provider.sandbox import ANOMALY_MONTHS_BACK, Quirk
 from tests.sandbox import SandboxAccount, expected_bills
 
@@ -402,15 +402,18 @@ def test_a_switch_against_history_before_the_window_is_flagged() -> None:
 
 # ------------------------------------------------------------------ configuration
 def test_the_threshold_comes_from_the_environment_and_the_template_defaults_it(template: dict[str, Any]) -> None:
-    default = BillsSettings.from_environ({"TABLE_NAME": "bills"}).UNUSUAL_BILL_THRESHOLD
+    default = InsightsSettings.from_environ({"TABLE_NAME": "bills"}).UNUSUAL_BILL_THRESHOLD
     assert default == Decimal("1.8")
     assert Decimal(str(template["Parameters"]["UnusualBillThreshold"]["Default"])) == default
-    variables = template["Resources"]["GetBillsFunction"]["Properties"]["Environment"]["Variables"]
+    variables = template["Resources"]["InsightsFunction"]["Properties"]["Environment"]["Variables"]
     assert variables["UNUSUAL_BILL_THRESHOLD"] == {"Ref": "UnusualBillThreshold"}
-    configured = BillsSettings.from_environ({"TABLE_NAME": "bills", "UNUSUAL_BILL_THRESHOLD": "2.5"})
+    # Only the insights read it: the bills function is not configured with it.
+    bills = template["Resources"]["GetBillsFunction"]["Properties"].get("Environment", {}).get("Variables", {})
+    assert "UNUSUAL_BILL_THRESHOLD" not in bills
+    configured = InsightsSettings.from_environ({"TABLE_NAME": "bills", "UNUSUAL_BILL_THRESHOLD": "2.5"})
     assert str(configured.UNUSUAL_BILL_THRESHOLD) == "2.5"
     with pytest.raises(pydantic.ValidationError):
-        BillsSettings.from_environ({"TABLE_NAME": "bills", "UNUSUAL_BILL_THRESHOLD": "0.5"})
+        InsightsSettings.from_environ({"TABLE_NAME": "bills", "UNUSUAL_BILL_THRESHOLD": "0.5"})
 
 
 # ------------------------------------------------------------------ the default threshold, against the sandbox
@@ -441,7 +444,7 @@ def test_the_default_threshold_flags_every_planted_anomaly_and_no_ordinary_sandb
     sandboxes = sandbox_accounts(10)
     bills = [bill for sandbox in sandboxes for bill in expected_bills(sandbox, sandbox.account_number, today)]
     accounts = [account(sandbox.account_number, sandbox.provider) for sandbox in sandboxes]
-    threshold = BillsSettings.from_environ({"TABLE_NAME": "bills"}).UNUSUAL_BILL_THRESHOLD
+    threshold = InsightsSettings.from_environ({"TABLE_NAME": "bills"}).UNUSUAL_BILL_THRESHOLD
     # When 18 months of them are judged (every bill with at least six earlier ones)
     found = spending_insights(accounts, bills, today, 18, threshold).unusual_bills
     # Then exactly the planted bills are unusual: the one from two months back at each anomaly account

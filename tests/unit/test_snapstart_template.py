@@ -14,7 +14,14 @@ import pytest
 from localcloud.template import ROOT, authorizer_function, function_of_arn, function_specs
 
 # docs/decisions.md, "SnapStart where it pays": the authorizer and the HTTP functions a person waits on.
-SNAPSTART = {"AuthorizerFunction", "AuthFunction", "LinkAccountFunction", "GetBillsFunction", "RefreshFunction"}
+SNAPSTART = {
+    "AuthorizerFunction",
+    "AuthFunction",
+    "LinkAccountFunction",
+    "GetBillsFunction",
+    "InsightsFunction",
+    "RefreshFunction",
+}
 TOOLS_PYTHON = ROOT / ".venv-tools" / "bin" / "python"
 
 # SAM's own translation (the tools venv's samtranslator, offline), printed as JSON.

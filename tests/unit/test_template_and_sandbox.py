@@ -31,7 +31,7 @@ DESIGN_ROUTES = {
     "DELETE /accounts/{account_id}": "DeleteAccountFunction",
     "GET /bills": "GetBillsFunction",
     "GET /bills/{provider}": "GetBillsFunction",
-    "GET /insights": "GetBillsFunction",
+    "GET /insights": "InsightsFunction",
     "POST /bills/refresh": "RefreshFunction",
     "GET /bills/refresh/{job_id}": "RefreshFunction",
 }

@@ -142,7 +142,7 @@ class FetchSettings(TableSettings, ProviderSettings):
     CIRCUIT_RECOVERY_SECONDS: int = Field(default=30, ge=1)
 
 
-class BillsSettings(TableSettings):
+class InsightsSettings(TableSettings):
     # GET /insights calls a bill unusual above this many times the median of its account's previous
     # bills. Over the sandbox's accounts, ordinary bills (seasonal swings included) stay below 1.73x and
     # the planted anomalies (3x a usual bill) are at least 2.00x: see docs/decisions.md.
