@@ -27,7 +27,7 @@ from localcloud.moto_state import STATE_PATH
 from localcloud.poller import QueuePoller, Schedule
 from localcloud.provision import Stack, provision
 from localcloud.runtime import FunctionRuntime
-from localcloud.stopping import shut_down
+from localcloud.stopping import join_within, shut_down
 from localcloud.template import (
     ROOT,
     FunctionSpec,
@@ -330,9 +330,8 @@ class LocalCloud:
             worker.stop()
         if self._gateway is not None:
             shut_down(self._gateway)
-        deadline = time.monotonic() + BACKGROUND_STOP_SECONDS
-        for thread in self._threads:
-            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        # A poller delivering a batch gets the time to finish it; one in a long poll (a daemon) is left to it.
+        join_within(self._threads, BACKGROUND_STOP_SECONDS)
         if self.runtimes:
             with ThreadPoolExecutor(len(self.runtimes)) as pool:
                 list(pool.map(lambda runtime: runtime.stop(), self.runtimes.values()))

@@ -27,6 +27,10 @@ partition's: O(table) per request, so each fetch's Query grew with every bill st
 refresh ran at a few requests per second. Here a Query on the table or a local index (both within one
 partition) looks at its partition only.
 
+An SQS long poll in moto waits on a condition for a second at a time, woken only by a new message;
+under libfaketime (the suite runs under it) that timed wait never ends, so a message whose visibility
+timeout ran out, or that is due for its dead-letter queue, was never seen again. Here the wait polls.
+
 ``GET /_localcloud/requests`` answers how many requests each AWS operation has received (by its
 ``X-Amz-Target``, e.g. ``DynamoDB_20120810.GetItem``), so benchmarks can count what a call costs.
 """
@@ -53,11 +57,14 @@ from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoHandler
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from moto.sqs.models import Queue
 from werkzeug.serving import run_simple
 
 from localcloud.moto_state import PersistedState
 
 REQUEST_COUNTS_PATH = "/_localcloud/requests"
+# How often a long poll looks for visible messages.
+LONG_POLL_STEP_SECONDS = 0.05
 logger = logging.getLogger("localcloud.moto_server")
 
 
@@ -215,6 +222,18 @@ def _transactions_idempotent_per_token() -> None:
     DynamoHandler.transact_write_items = _TransactionTokens().wrap(DynamoHandler.transact_write_items)  # type: ignore[method-assign,assignment]
 
 
+def _long_polls_see_messages_come_back() -> None:
+    def wait_for_messages(queue: Queue, timeout: int) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with queue._messages_lock:
+                if queue.messages:
+                    return
+            time.sleep(LONG_POLL_STEP_SECONDS)
+
+    Queue.wait_for_messages = wait_for_messages  # type: ignore[method-assign,assignment]
+
+
 def _copy_each_table_once_per_transaction() -> None:
     copies = _RollbackCopies()
     vars(dynamodb_models)["copy"] = copies
@@ -266,6 +285,7 @@ def main() -> None:
     _copy_each_table_once_per_transaction()
     _transactions_idempotent_per_token()
     _queries_read_one_partition()
+    _long_polls_see_messages_come_back()
     app: Callable[..., Iterable[bytes]] = RequestCounts(
         OneDynamoDBRequestAtATime(DomainDispatcherApplication(create_backend_app))
     )

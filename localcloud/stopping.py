@@ -39,3 +39,10 @@ def shut_down(server: BaseWSGIServer) -> None:
         with contextlib.suppress(OSError):
             socket.create_connection((server.host, server.server_port), timeout=1).close()
         time.sleep(STEP_SECONDS)
+
+
+def join_within(threads: list[threading.Thread], seconds: float) -> None:
+    """Waits up to ``seconds`` in all for ``threads`` to end (``Thread.join(timeout)``, in steps)."""
+    deadline = time.monotonic() + seconds
+    while any(thread.is_alive() for thread in threads) and time.monotonic() < deadline:
+        time.sleep(STEP_SECONDS)
