@@ -382,7 +382,9 @@ def _placeholder_stack(template: dict[str, Any]) -> Stack:
     """The template's references resolved to plausible values, as provisioning would: the parameters'
     defaults, the sandbox's endpoints and clients, and made-up names and ARNs (nothing is called at
     import, so nothing needs to exist)."""
-    parameters = parameter_values(template.get("Parameters", {}), service_parameters("http://127.0.0.1:9"))
+    parameters = parameter_values(
+        template.get("Parameters", {}), service_parameters("http://127.0.0.1:9", public_base_url="http://127.0.0.1:9")
+    )
     stack = Stack(name="bench", region=REGION, parameters=parameters)
     for logical_id, resource in template["Resources"].items():
         service = resource["Type"].split("::")[1].lower()

@@ -153,8 +153,12 @@ class LocalCloud:
 
     def provision(self) -> Stack:
         """Creates (or finds, when already there) every resource of the template at the endpoint."""
-        # The sandbox's endpoints and client registrations: the template has no default for them.
-        parameters = {**service_parameters(self.mock_provider_url), **self.config.parameter_overrides}
+        # The sandbox's endpoints and client registrations, and where the gateway serves the API (the OAuth2
+        # redirect URIs): the template has no default for them.
+        parameters = {
+            **service_parameters(self.mock_provider_url, public_base_url=self.gateway_url),
+            **self.config.parameter_overrides,
+        }
         return provision(self.template, self.client, self.config.region, STACK_NAME, parameters)
 
     def _spawn(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:

@@ -38,7 +38,7 @@ _NOWHERE = "http://127.0.0.1:9"  # never called: building the document calls no 
 def _offline_parameters(template: dict[str, Any]) -> dict[str, str]:
     """The parameters' defaults, and the sandbox's endpoints and clients for those without one (the
     document depends on neither; the functions only need a valid configuration to import)."""
-    return parameter_values(template.get("Parameters", {}), service_parameters(_NOWHERE))
+    return parameter_values(template.get("Parameters", {}), service_parameters(_NOWHERE, public_base_url=_NOWHERE))
 
 
 def _offline_value(parameters: dict[str, str], value: Any) -> str:

@@ -73,9 +73,12 @@ def service_clients() -> dict[str, dict[str, str]]:
     }
 
 
-def service_parameters(root_url: str) -> dict[str, str]:
-    """The template parameters that point the service at this sandbox: what only a laptop passes."""
+def service_parameters(root_url: str, *, public_base_url: str) -> dict[str, str]:
+    """The template parameters that point the service at this sandbox, served at ``root_url``, and the
+    sandbox back at the service (its OAuth2 redirect URIs are under ``public_base_url``, where the local
+    gateway serves the API): what only a laptop passes."""
     return {
         "ProviderEndpoints": json.dumps(service_endpoints(root_url)),
         "ProviderOAuthClients": json.dumps(service_clients()),
+        "PublicBaseUrl": public_base_url,
     }

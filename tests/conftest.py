@@ -30,6 +30,9 @@ from mock_provider.control import Control
 from mock_provider.registry import service_parameters
 
 REGION = "us-east-1"
+# Where the test stack's API is public: another host than the events' requestContext.domainName, under a
+# base path, as behind a custom domain's API mapping (the OAuth2 redirect URIs are under it).
+PUBLIC_BASE_URL = "https://bills.example.test/api"
 
 
 @pytest.fixture(autouse=True)
@@ -169,7 +172,7 @@ def stack(
 
     monkeypatch.setattr(BotocoreStubber, "__call__", serialised)
     parameters = {
-        **service_parameters(mock_provider[0]),
+        **service_parameters(mock_provider[0], public_base_url=PUBLIC_BASE_URL),
         "FetchMaxReceiveCount": "3",
         # Tests refresh one user several times within a second; the throttle's own tests turn it on.
         "ManualRefreshMinIntervalSeconds": "0",

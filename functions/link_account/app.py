@@ -134,13 +134,6 @@ def with_provider[Result](work: Callable[[ProviderConnector], Awaitable[Result]]
     return asyncio.run(run())
 
 
-def callback_url(provider: str) -> str:
-    """Where the provider sends the browser back: this API's own callback route, as the client reached it."""
-    event = app.current_event
-    scheme = "http" if event.headers.get("x-forwarded-proto") == "http" else "https"
-    return f"{scheme}://{event.request_context.domain_name}/accounts/oauth/{provider}/callback"
-
-
 @app.get(
     "/providers", summary="The providers an account can be linked at", tags=["accounts"], responses=documented(200)
 )
@@ -202,7 +195,7 @@ def oauth_start(
     link = PendingLink(
         user_id=caller_id(app),
         provider=provider,
-        redirect_uri=callback_url(provider),
+        redirect_uri=settings.oauth_callback_url(provider),
         account_id=account_id,
         nickname=nickname,
     )

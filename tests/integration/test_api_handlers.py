@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 from typing import Any
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
+import httpx
 import pytest
 
 from localcloud.provision import Stack
@@ -109,6 +111,25 @@ def test_provider_down_at_link_time_stores_a_pending_account(api: Api, mock_prov
     user_id = api.user()
     status, account = api.link_clearwater(user_id)
     assert (status, account["status"]) == (201, "pending")
+
+
+@pytest.mark.stack_parameters(PublicBaseUrl="https://api.example.com/v1/")
+def test_the_oauth_redirect_uri_is_the_configured_public_base_not_the_request_host(api: Api) -> None:
+    # Given an API reached through a custom domain with a base path: the events' requestContext.domainName
+    # is the execute-api host, which payload 2.0 gives without the mapping's path
+    expected = "https://api.example.com/v1/accounts/oauth/sparkgrid/callback"
+    user_id = api.user()
+    status, start = api.oauth_start(user_id, "sparkgrid")
+    assert status == 200, start
+    # The authorize URL sends the browser back under the configured base (trailing slash dropped)
+    assert parse_qs(urlsplit(start["authorize_url"]).query)["redirect_uri"] == [expected]
+    consent = httpx.get(f"{start['authorize_url']}&{urlencode({'login_hint': 'ada'})}", follow_redirects=False)
+    location = urlsplit(consent.headers["Location"])
+    assert f"{location.scheme}://{location.netloc}{location.path}" == expected
+    # and the token exchange sends the same redirect_uri: the sandbox redeems a code only with the one
+    # it was issued for (mock_provider/tokens.py), so the link succeeds
+    status, account = api.oauth_callback("sparkgrid", dict(parse_qsl(location.query)))
+    assert (status, account["provider"], account["status"]) == (201, "sparkgrid", "active")
 
 
 @pytest.mark.parametrize(

@@ -101,7 +101,13 @@ def start(servers: list[MotoServer], state_file: Path, **options: bool) -> MotoS
 
 
 def provisioned(server: MotoServer) -> Stack:
-    return provision(load_template(), server.client, REGION, "billhub-local", service_parameters("http://127.0.0.1:1"))
+    return provision(
+        load_template(),
+        server.client,
+        REGION,
+        "billhub-local",
+        service_parameters("http://127.0.0.1:1", public_base_url="http://127.0.0.1:2"),
+    )
 
 
 def what_the_service_keeps(server: MotoServer, stack: Stack) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from mock_provider import northgas
 from mock_provider.registry import service_clients, service_parameters
 from mock_provider.sandbox import HISTORY_MONTHS, monthly_bills
 
+GATEWAY = "http://127.0.0.1:3000"  # where the local cloud serves the API
 PUBLIC_ROUTES = {"POST /auth/register", "POST /auth/login", "GET /accounts/oauth/{provider}/callback"}
 DESIGN_ROUTES = {
     "POST /auth/register": "AuthFunction",
@@ -118,6 +119,7 @@ def test_the_template_holds_nothing_of_the_sandbox(template: dict[str, Any]) -> 
     # Where the providers are and the service's clients at them have no default: a deploy must say
     assert "Default" not in parameters["ProviderEndpoints"]
     assert "Default" not in parameters["ProviderOAuthClients"]
+    assert "Default" not in parameters["PublicBaseUrl"]  # the OAuth2 redirect URIs registered at providers
     assert parameters["ProviderOAuthClients"]["NoEcho"] is True
     assert "ProviderBaseUrl" not in parameters
     shipped = (ROOT / "template.yaml").read_text() + (ROOT / "samconfig.toml").read_text()
@@ -132,18 +134,26 @@ def test_provisioning_refuses_a_required_parameter_without_a_value(template: dic
         raise AssertionError(f"{service} was called before the parameters were checked")
 
     # Given only the endpoints, not the OAuth clients: refused as CloudFormation refuses the stack
-    with pytest.raises(MissingParameters, match=r"Parameters: \[ProviderOAuthClients\] must have values"):
+    with pytest.raises(
+        MissingParameters, match=r"Parameters: \[PublicBaseUrl, ProviderOAuthClients\] must have values"
+    ):
         provision(template, nothing_may_be_created, "us-east-1", "t", {"ProviderEndpoints": "{}"})
-    with pytest.raises(MissingParameters, match=r"Parameters: \[ProviderEndpoints, ProviderOAuthClients\] must have"):
+    everything = r"Parameters: \[ProviderEndpoints, PublicBaseUrl, ProviderOAuthClients\] must have"
+    with pytest.raises(MissingParameters, match=everything):
         provision(template, nothing_may_be_created, "us-east-1", "t")
     # and a value for a parameter the template no longer has (the old single root URL) is not ignored
-    stale = {**service_parameters("http://127.0.0.1:1"), "ProviderBaseUrl": "http://127.0.0.1:1"}
+    stale = {
+        **service_parameters("http://127.0.0.1:1", public_base_url=GATEWAY),
+        "ProviderBaseUrl": "http://127.0.0.1:1",
+    }
     with pytest.raises(MissingParameters, match=r"Parameters: \[ProviderBaseUrl\] do not exist in the template"):
         provision(template, nothing_may_be_created, "us-east-1", "t", stale)
 
 
 def test_the_local_cloud_passes_the_sandbox_endpoints_and_clients(template: dict[str, Any]) -> None:
-    values = parameter_values(template["Parameters"], service_parameters("http://127.0.0.1:8300"))
+    values = parameter_values(
+        template["Parameters"], service_parameters("http://127.0.0.1:8300", public_base_url=GATEWAY)
+    )
     assert json.loads(values["ProviderEndpoints"])["sparkgrid"] == {
         "api": "http://127.0.0.1:8300/sparkgrid",
         "token": "http://127.0.0.1:8300/sparkgrid/oauth/token",
@@ -153,4 +163,5 @@ def test_the_local_cloud_passes_the_sandbox_endpoints_and_clients(template: dict
         "client_id": northgas.CLIENT.client_id,
         "client_secret": northgas.CLIENT.client_secret,
     }
+    assert values["PublicBaseUrl"] == GATEWAY
     assert values["Stage"] == "dev"  # the others keep their defaults

@@ -116,9 +116,31 @@ class ProviderSettings(_EnvSettings):
     PROVIDER_RATE_LIMITS: Json[dict[str, PositiveInt]] = Field(default_factory=dict)
 
 
+def _public_base_url(value: HttpUrl) -> str:
+    # The base is joined with a route ("<base>/accounts/oauth/<provider>/callback"): a query or fragment
+    # would end up in the middle of the URL, and a user name or password would be sent to every provider.
+    if value.username or value.password:
+        raise ValueError("the public base URL may not carry a user name or password")
+    if value.query is not None or value.fragment is not None:
+        raise ValueError("the public base URL may not carry a query or a fragment")
+    return str(value).rstrip("/")
+
+
+# Where clients reach this API (a custom domain with its base path, or CloudFront, or the execute-api
+# URL), without a trailing slash: https://api.example.com or https://api.example.com/v1.
+PublicBaseUrl = Annotated[HttpUrl, AfterValidator(_public_base_url)]
+
+
 class LinkSettings(TableSettings, ProviderSettings, JwtSettings):
     # A linked (or repaired) account's first fetch is enqueued at once.
     FETCH_QUEUE_URL: str
+    # The OAuth2 redirect_uri registered at each provider is <PUBLIC_BASE_URL>/accounts/oauth/<provider>/callback:
+    # configured, not read from the request, which behind a custom domain or CloudFront names another host
+    # or misses the base path.
+    PUBLIC_BASE_URL: PublicBaseUrl
+
+    def oauth_callback_url(self, provider: str) -> str:
+        return f"{self.PUBLIC_BASE_URL}/accounts/oauth/{provider}/callback"
 
 
 class PlannerSettings(TableSettings):
