@@ -20,6 +20,20 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_sns import SNSClient
 
+# SNS refuses a Subject of 100 characters or more, or one that is not printable ASCII, starts with
+# whitespace or holds a line break (Publish, "Subject"); the full subject is in the message anyway.
+SUBJECT_MAX_CHARS = 99
+_ELLIPSIS = "..."
+
+
+def sns_subject(subject: str) -> str:
+    """``subject`` as SNS takes it: printable ASCII (line breaks and tabs become spaces, anything else
+    ``?``), no leading or trailing whitespace, under 100 characters (cut with an ellipsis)."""
+    ascii_only = "".join(char if " " <= char <= "~" else " " if char.isspace() else "?" for char in subject).strip()
+    if len(ascii_only) > SUBJECT_MAX_CHARS:
+        ascii_only = ascii_only[: SUBJECT_MAX_CHARS - len(_ELLIPSIS)].rstrip() + _ELLIPSIS
+    return ascii_only or "billhub alert"
+
 
 class AdminAlerts:
     def __init__(
@@ -58,7 +72,7 @@ class AdminAlerts:
             raise
         self._sns.publish(
             TopicArn=self._topic,
-            Subject=subject[:100],
+            Subject=sns_subject(subject),
             Message=json.dumps({"incident": incident, "subject": subject, **details}, default=str),
             MessageAttributes={"incident": {"DataType": "String", "StringValue": incident}},
         )
