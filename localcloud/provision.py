@@ -160,6 +160,8 @@ def _alarm(client_for: ClientFactory, name: str, props: dict[str, Any], stack: S
         key: props[key]
         for key in (
             "AlarmDescription",
+            "Metrics",
+            "DatapointsToAlarm",
             "Namespace",
             "MetricName",
             "Dimensions",
@@ -178,6 +180,16 @@ def _alarm(client_for: ClientFactory, name: str, props: dict[str, Any], stack: S
     return name, {"Arn": f"arn:aws:cloudwatch:{stack.region}:{ACCOUNT_ID}:alarm:{name}"}
 
 
+def _subscription(
+    client_for: ClientFactory, name: str, props: dict[str, Any], stack: Stack
+) -> tuple[str, dict[str, str]]:
+    # SNS answers an existing subscription's ARN again (an email one stays pending until confirmed).
+    arn = client_for("sns").subscribe(
+        TopicArn=props["TopicArn"], Protocol=props["Protocol"], Endpoint=props["Endpoint"], ReturnSubscriptionArn=True
+    )["SubscriptionArn"]
+    return arn, {"Arn": arn}
+
+
 CREATORS: dict[str, Creator] = {
     "AWS::DynamoDB::Table": _table,
     "AWS::SQS::Queue": _queue,
@@ -185,7 +197,25 @@ CREATORS: dict[str, Creator] = {
     "AWS::KMS::Key": _kms_key,
     "AWS::SecretsManager::Secret": _secret,
     "AWS::CloudWatch::Alarm": _alarm,
+    "AWS::SNS::Subscription": _subscription,
 }
+
+
+def _condition_holds(value: Any, conditions: dict[str, Any], stack: Stack) -> bool:
+    """Evaluates a template condition (``Fn::Equals``, ``Fn::Not``, ``Fn::And``, ``Fn::Or``, ``Condition``)."""
+    ((key, argument),) = value.items()
+    if key == "Condition":
+        return _condition_holds(conditions[argument], conditions, stack)
+    if key == "Fn::Equals":
+        left, right = (stack.resolve(item) for item in argument)
+        return str(left) == str(right)
+    if key == "Fn::Not":
+        return not _condition_holds(argument[0], conditions, stack)
+    if key == "Fn::And":
+        return all(_condition_holds(item, conditions, stack) for item in argument)
+    if key == "Fn::Or":
+        return any(_condition_holds(item, conditions, stack) for item in argument)
+    raise NotImplementedError(f"the local cloud cannot evaluate the condition function {key} yet")
 
 
 def _dependencies(value: Any) -> set[str]:
@@ -239,7 +269,13 @@ def provision(
     infra = infrastructure(template)
     parameters = parameter_values(infra["Parameters"], parameter_overrides)
     stack = Stack(name=stack_name, region=region, parameters=parameters)
-    pending = dict(infra["Resources"])
+    conditions = infra["Conditions"]
+    # A resource whose Condition is false is not created, as CloudFormation skips it.
+    pending = {
+        logical_id: resource
+        for logical_id, resource in infra["Resources"].items()
+        if "Condition" not in resource or _condition_holds({"Condition": resource["Condition"]}, conditions, stack)
+    }
     while pending:
         ready = [
             logical_id

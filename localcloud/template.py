@@ -190,5 +190,6 @@ def infrastructure(template: dict[str, Any]) -> dict[str, Any]:
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Parameters": template.get("Parameters", {}),
+        "Conditions": template.get("Conditions", {}),
         "Resources": resources,
     }
