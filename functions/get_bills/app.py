@@ -9,12 +9,12 @@ from functools import cache
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billhub import snapstart
-from billhub.api import caller_id, create_resolver, documented
+from billhub.api import ProviderPath, caller_id, create_resolver, documented
 from billhub.bills import BillFilters, BillsPage, read_bills
 from billhub.runtime import aws_client, utc_now
 from billhub.settings import TableSettings
@@ -23,7 +23,6 @@ from billhub.store import BillsTable
 logger = Logger()
 app = create_resolver()
 settings = TableSettings.from_environ(os.environ)
-ProviderPath = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_-]{1,31}$")]
 
 
 @cache

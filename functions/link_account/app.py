@@ -16,7 +16,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billhub import accounts, snapstart
-from billhub.api import caller_id, create_resolver, documented
+from billhub.api import ProviderPath, caller_id, create_resolver, documented
 from billhub.auth import signing_key_from_secret
 from billhub.credentials import CredentialVault
 from billhub.errors import ServiceError
@@ -39,7 +39,6 @@ settings = LinkSettings.from_environ(os.environ)
 # OAuth callback's two steps answer well inside the function's 15 s timeout.
 LINK_DEADLINE_SECONDS = 6.0
 AccountIdPath = Annotated[str, Path(pattern=r"^[a-f0-9]{32}$")]
-ProviderPath = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_-]{1,31}$")]
 OAUTH_VALUE = r"^[\x21-\x7e]+$"  # printable ASCII without spaces, as accounts.OAuthCallback takes it
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from billhub.catalog import ProviderName
 from billhub.credentials import CredentialVault
 from billhub.errors import Conflict, CredentialsRejected, NotFound, ProviderDown, ServiceError
 from billhub.models import Account, AccountStatus, Category, PrintableText, RefreshInterval, Visible
@@ -26,8 +27,6 @@ if TYPE_CHECKING:
     from billhub.providers.session import ProviderConnector, ProviderDirectory, ProviderSession
 
 logger = Logger(child=True)
-
-ProviderName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{1,31}$")]
 
 
 class ProviderInfo(BaseModel):

@@ -11,7 +11,7 @@ import json
 import math
 from collections.abc import Mapping
 from http import HTTPStatus
-from typing import Any
+from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
@@ -19,9 +19,11 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
+from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from pydantic import BaseModel
 
+from billhub.catalog import PROVIDER_NAME_PATTERN, PROVIDER_NAMES_SCHEMA
 from billhub.errors import ServiceError, Unauthorized
 
 logger = Logger(child=True)
@@ -41,6 +43,9 @@ SECURITY_HEADERS = {
 # Deeper than any body this API takes (``{"credentials": {"name": "value"}}`` is 2), and shallow enough
 # that nothing walking a body (pydantic, an error message) can run out of stack.
 MAX_BODY_DEPTH = 8
+# A ``{provider}`` path segment: the pattern is checked (422), the name looked up by the route (400
+# ``unknown_provider``); the document lists the catalog's names.
+ProviderPath = Annotated[str, Path(pattern=PROVIDER_NAME_PATTERN, json_schema_extra=PROVIDER_NAMES_SCHEMA)]
 
 
 class ErrorBody(BaseModel):

@@ -8,6 +8,9 @@ and category from here (``ProviderAdapter.__init_subclass__``), so they are writ
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import Field, StringConstraints
 
 from billhub.errors import ServiceError
 from billhub.models import Category
@@ -29,6 +32,16 @@ CATALOG: dict[str, ProviderEntry] = {
         ProviderEntry("fibrelink", "FibreLink Broadband", Category.INTERNET),
     )
 }
+
+
+# What a provider name may look like (checked first, as a 422); a well-formed name the catalog lacks is a
+# 400 ``unknown_provider`` listing the known ones. The API documents the names themselves
+# (``PROVIDER_NAMES_SCHEMA``, added to the pattern), so a client built from docs/openapi.json sends no other.
+PROVIDER_NAME_PATTERN = r"^[a-z][a-z0-9_-]{1,31}$"
+PROVIDER_NAMES_SCHEMA: dict[str, Any] = {"enum": sorted(CATALOG)}
+ProviderName = Annotated[
+    str, StringConstraints(pattern=PROVIDER_NAME_PATTERN), Field(json_schema_extra=PROVIDER_NAMES_SCHEMA)
+]
 
 
 class UnknownProvider(ServiceError):

@@ -76,6 +76,8 @@ IdempotencyKey = Annotated[
             "with the same key within 24 hours gets the first answer back, with `Idempotent-Replayed: true`, "
             "and does no second piece of work. Only successful answers are remembered."
         ),
+        # Documented, not validated here: ``respond`` refuses another key with 400 invalid_idempotency_key.
+        json_schema_extra={"pattern": f"^{_KEY_PATTERN.pattern}$"},
     ),
 ]
 
