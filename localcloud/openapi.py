@@ -5,6 +5,12 @@ models. This imports every function that serves HTTP routes (with its template e
 call: clients are created lazily) and merges their documents into one. What the resolvers cannot know
 comes from ``template.yaml``, so it cannot drift: which routes the Lambda authorizer guards (bearer JWT)
 and the API Gateway's own 401/403 answers on them.
+
+Two things Powertools leaves out are put back from the code, so that the document allows no request the API
+refuses: a query model's (``Annotated[BillFilters, Query()]``) fields, which Powertools flattens into
+parameters of a bare type, get the model's own JSON schema (enums, bounds, formats, patterns); and a body,
+which ``billhub.api.json_object`` refuses unless it is an object, is never ``null`` (an optional body model
+is documented as a body that may be left out).
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import os
 import sys
 from collections.abc import Iterator
 from typing import Any
+
+from pydantic import BaseModel
 
 from localcloud.provision import parameter_values
 from localcloud.template import ROOT, FunctionSpec, function_specs, load_template
@@ -118,6 +126,53 @@ def _used_schemas(paths: dict[str, Any], schemas: dict[str, Any]) -> dict[str, A
     return {name: schemas[name] for name in sorted(used)}
 
 
+def _query_models(resolver: Any) -> dict[tuple[str, str], list[type[BaseModel]]]:
+    """Each route's query models, by (OpenAPI path, method): the routes' own declarations, as Powertools reads them."""
+    models: dict[tuple[str, str], list[type[BaseModel]]] = {}
+    for route in [*resolver._static_routes, *resolver._dynamic_routes]:
+        for parameter in route.dependant.query_params:
+            annotation = parameter.field_info.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                models.setdefault((route.openapi_path, route.method.lower()), []).append(annotation)
+    return models
+
+
+def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """An optional value's schema without its ``null`` branch: a parameter or a body is left out, never null."""
+    branches = schema.get("anyOf")
+    if not isinstance(branches, list) or {"type": "null"} not in branches:
+        return schema
+    kept = [branch for branch in branches if branch != {"type": "null"}]
+    rest = {key: value for key, value in schema.items() if key != "anyOf" and (key, value) != ("default", None)}
+    return {**kept[0], **rest} if len(kept) == 1 else {**rest, "anyOf": kept}
+
+
+def _document_query_model(operation: dict[str, Any], model: type[BaseModel], schemas: dict[str, Any]) -> None:
+    """Gives the parameters Powertools flattened from ``model`` the model's schema for each field."""
+    schema = model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
+    _merge_schemas(schemas, schema.pop("$defs", {}), model.__name__)
+    properties: dict[str, Any] = schema["properties"]
+    documented = set()
+    for parameter in operation.get("parameters", []):
+        field = properties.get(parameter["name"])
+        if parameter["in"] != "query" or field is None:
+            continue
+        field = _without_null(field)
+        description = field.pop("description", None)
+        if description:
+            parameter["description"] = description
+        parameter["schema"] = field
+        documented.add(parameter["name"])
+    if missing := sorted(set(properties) - documented):
+        raise ValueError(f"{model.__name__} fields {missing} are not among the operation's query parameters")
+
+
+def _object_bodies(operation: dict[str, Any]) -> None:
+    for media in operation.get("requestBody", {}).get("content", {}).values():
+        if "schema" in media:
+            media["schema"] = _without_null(media["schema"])
+
+
 def _gateway_responses() -> dict[str, Any]:
     reference = {"$ref": f"#/components/schemas/{GATEWAY_ERROR}"}
     content = {"application/json": {"schema": reference}}
@@ -151,12 +206,16 @@ def build_document(template: dict[str, Any] | None = None) -> dict[str, Any]:
         resolver = _load_resolver(template, spec)
         document = resolver.get_openapi_schema().model_dump(mode="json", by_alias=True, exclude_none=True)
         _merge_schemas(schemas, document.get("components", {}).get("schemas", {}), spec.logical_id)
+        query_models = _query_models(resolver)
         for route in spec.routes:
             operation = document["paths"].get(route.path, {}).get(route.method.lower())
             if operation is None:
                 raise ValueError(
                     f"{spec.logical_id} has no handler for the template's route {route.method} {route.path}"
                 )
+            for model in query_models.get((route.path, route.method.lower()), []):
+                _document_query_model(operation, model, schemas)
+            _object_bodies(operation)
             _finish_operation(operation, route.authorized)
             paths.setdefault(route.path, {})[route.method.lower()] = operation
         for path, item in document["paths"].items():

@@ -39,11 +39,15 @@ class BillFilters(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    status: BillStatus | None = None
-    issued_from: date | None = Field(default=None, alias="from")
-    issued_to: date | None = Field(default=None, alias="to")
-    limit: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
-    cursor: Cursor | None = None
+    status: BillStatus | None = Field(default=None, description="Only bills shown with this status")
+    issued_from: date | None = Field(
+        default=None, alias="from", description="Bills issued on or after this day (not after `to`)"
+    )
+    issued_to: date | None = Field(
+        default=None, alias="to", description="Bills issued on or before this day (not before `from`)"
+    )
+    limit: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE, description="Bills per page")
+    cursor: Cursor | None = Field(default=None, description="The `next_cursor` of the previous page")
 
     @model_validator(mode="after")
     def _range_in_order(self) -> BillFilters:
