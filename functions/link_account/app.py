@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billhub import accounts, snapstart
 from billhub.api import ProviderPath, caller_id, create_resolver, documented
-from billhub.auth import signing_key_from_secret
+from billhub.auth import key_ring_from_secret, signing_key_from_secret
 from billhub.credentials import CredentialVault
 from billhub.errors import ServiceError
 from billhub.idempotency import IdempotencyKey, IdempotentRequest, IdempotentRoutes
@@ -59,7 +59,14 @@ def vault() -> CredentialVault:
 
 @cache
 def states() -> OAuthStates:
-    return OAuthStates(store(), signing_key_from_secret(settings), settings.JWT_ISSUER, settings.JWT_AUDIENCE)
+    # The access tokens' key ring: a state names its key, and verifies with the previous one after a rotation.
+    return OAuthStates(
+        store(),
+        key_ring_from_secret(settings),
+        settings.JWT_ISSUER,
+        settings.JWT_AUDIENCE,
+        settings.JWT_PREVIOUS_KEY_GRACE_SECONDS,
+    )
 
 
 # The provider plumbing (httpx, tenacity) is imported by the routes that reach a provider, not at cold
@@ -102,19 +109,21 @@ def _import_provider_plumbing() -> None:
 
 
 # SnapStart: what the first link or OAuth step would import and build is in the snapshot, the secrets
-# (signing key, provider OAuth clients) are not; no httpx client outlives its request, so none is reopened.
+# (signing keys, provider OAuth clients) are not; no httpx client outlives its request, so none is reopened.
+# After a restore the states' key ring forgets its previous key and when it last re-read the keys.
 snapstart.register(
     before_snapshot=[
         store,
         queue,
         vault,
-        states,
+        lambda: states().prepare(),
         idempotency,
         rate_limiter,
         link_retry_policy,
         _import_provider_plumbing,
         snapstart.prepare_secrets,
-    ]
+    ],
+    after_restore=[lambda: states().forget()],
 )
 
 

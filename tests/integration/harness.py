@@ -123,8 +123,13 @@ class Api:
         """Starts the OAuth2 flow and lets the sandbox's authorize page answer ``login``: the callback's query."""
         status, start = self.oauth_start(user_id, provider, account_id)
         assert status == 200, start
+        return self.consent(start["authorize_url"], login)
+
+    @staticmethod
+    def consent(authorize_url: str, login: str) -> dict[str, str]:
+        """The sandbox's authorize page answering ``login``: the callback's query."""
         # httpx's ``params`` would replace the authorize URL's query, so the hint is appended to it.
-        consent = httpx.get(f"{start['authorize_url']}&{urlencode({'login_hint': login})}", follow_redirects=False)
+        consent = httpx.get(f"{authorize_url}&{urlencode({'login_hint': login})}", follow_redirects=False)
         assert consent.status_code == 302, consent.text
         return dict(parse_qsl(urlsplit(consent.headers["Location"]).query))
 

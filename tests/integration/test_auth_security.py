@@ -19,7 +19,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from billhub.auth import key_id
+from billhub import accounts
+from billhub.auth import KeyRing, key_id
+from billhub.oauth import OAuthStates, PendingLink
 from tests.conftest import Clock
 from tests.events import authorizer_event, http_event, response_json
 from tests.integration.harness import Api, LambdaContext
@@ -200,6 +202,58 @@ def test_removing_the_previous_label_revokes_the_old_key_at_once(api: Api, clock
     )
     assert not authorized(api, old_token)
     assert authorized(api, token_of(api))
+
+
+# ------------------------------------------------------------------ OAuth2 link states across a rotation
+def state_kid(query: dict[str, str]) -> str:
+    return str(jwt.get_unverified_header(query["state"])["kid"])
+
+
+def test_a_link_begun_before_a_rotation_completes_after_it(api: Api, clock: Clock) -> None:
+    user_id = api.user()
+    old_key = current_key(api)
+    begun = api.oauth_consent(user_id, "sparkgrid", "ada")
+    assert state_kid(begun) == key_id(old_key)
+    rotate(api, "n" * 64)
+    clock.advance(minutes=5)
+    status, body = api.oauth_callback("sparkgrid", begun)
+    assert status == 201, body
+    assert [account["provider"] for account in api.accounts(user_id)] == ["sparkgrid"]
+    # New links are signed with the new key; the used state stays used.
+    assert state_kid(api.oauth_consent(user_id, "sparkgrid", "ada")) == key_id("n" * 64)
+    assert api.oauth_callback("sparkgrid", begun)[1]["code"] == "invalid_oauth_state"
+
+
+def test_a_state_signed_with_a_retired_key_is_refused_as_a_forged_one(api: Api) -> None:
+    user_id = api.user()
+    begun = api.oauth_consent(user_id, "sparkgrid", "ada")
+    rotate(api, "n" * 64)
+    rotate(api, "m" * 64)  # the state's key is neither AWSCURRENT nor AWSPREVIOUS now
+    status, body = api.oauth_callback("sparkgrid", begun)
+    assert (status, body["code"]) == (400, "invalid_oauth_state")
+    assert body["message"] == "The link request is invalid or has expired; start linking again."
+    assert api.accounts(user_id) == []
+
+
+@pytest.mark.stack_parameters(JwtKeyCacheSeconds="300", JwtPreviousKeyGraceSeconds="900")
+def test_a_container_holding_the_old_key_completes_a_link_begun_on_one_holding_the_new(api: Api, clock: Clock) -> None:
+    user_id = api.user()
+    old_key = current_key(api)
+    assert api.oauth_start(user_id, "sparkgrid")[0] == 200  # this container has read (and caches) the key
+    rotate(api, "n" * 64)
+    assert state_kid(api.oauth_consent(user_id, "sparkgrid", "ada")) == key_id(old_key), "still cached"
+    # Another warm container, whose cache expired since, already signs with the new key.
+    newer = OAuthStates(api.link.store(), KeyRing.fixed("n" * 64, old_key), ISSUER, AUDIENCE, 900)
+    pending = PendingLink(
+        user_id=user_id, provider="sparkgrid", redirect_uri=api.link.settings.oauth_callback_url("sparkgrid")
+    )
+    start = accounts.start_oauth(api.link.store(), newer, api.link.directory(), pending, clock.now)
+    begun = api.consent(start.authorize_url, "ada")
+    assert state_kid(begun) == key_id("n" * 64)
+    # The user comes back to the first container: the unknown kid makes it re-read the secret.
+    status, body = api.oauth_callback("sparkgrid", begun)
+    assert status == 201, body
+    assert state_kid(api.oauth_consent(user_id, "sparkgrid", "ada")) == key_id("n" * 64)
 
 
 # ------------------------------------------------------------------ login throttling

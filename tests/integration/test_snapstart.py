@@ -14,11 +14,13 @@ import pytest
 from snapshot_restore_py import get_after_restore
 
 from billhub.auth import PreviousKeyLookup, key_id
+from billhub.oauth import InvalidOAuthState, PendingLink
 from billhub.settings import JwtSettings
 from localcloud.provision import Stack
 from localcloud.worker import run_snapstart_lifecycle
+from tests.conftest import Clock
 from tests.events import authorizer_event, http_event, response_json
-from tests.integration.harness import LambdaContext
+from tests.integration.harness import Api, LambdaContext
 
 PASSWORD = "pw-" * 4
 # Each SnapStart function, and the client factories (functools.cache) its hooks build before the snapshot.
@@ -104,3 +106,20 @@ def test_a_restored_previous_key_lookup_forgets_the_absence_it_remembered(stack:
     assert previous(False) is None
     previous.forget()
     assert previous(False) == first
+
+
+def test_after_a_restore_the_oauth_states_key_ring_forgets_what_it_learnt(api: Api, clock: Clock) -> None:
+    run_snapstart_lifecycle()
+    states = api.link.states()
+    pending = PendingLink(user_id=api.user(), provider="sparkgrid", redirect_uri="https://api.example/cb")
+    begun = states.issue(pending, clock.now)  # signed with the first key
+    # A state naming a key nobody holds: the ring re-reads the secret, finds no AWSPREVIOUS, and
+    # remembers both (no re-read for 10 s, no previous key for JwtKeyCacheSeconds).
+    stranger = jwt.encode({"jti": "x"}, "s" * 64, algorithm="HS256", headers={"kid": key_id("s" * 64)})
+    with pytest.raises(InvalidOAuthState):
+        states.redeem(stranger, "sparkgrid", clock.now)
+    secret_id = api.stack.refs["JwtSigningSecret"]
+    boto3.client("secretsmanager").put_secret_value(SecretId=secret_id, SecretString="r" * 64)  # rotated
+    # A restore: what the ring learnt before it is gone, so the first key is found as AWSPREVIOUS.
+    after_restore()
+    assert states.redeem(begun, "sparkgrid", clock.now) == pending

@@ -13,7 +13,7 @@ import hmac
 import secrets
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -151,32 +151,23 @@ class KeyRing:
         return True
 
 
-@dataclass(frozen=True)
-class IssuedToken:
-    access_token: str
-    expires_in: int
+class InvalidJwt(Exception):
+    """A JWT refused: malformed, forged, expired, or signed with a key the ring no longer trusts."""
 
 
-class TokenService:
-    """Issues and verifies the API's HS256 JWTs with the keys of a ``KeyRing``.
+class RingJwt:
+    """HS256 JWTs of one issuer and audience, signed with a ``KeyRing``'s current key and verified with the
+    key their ``kid`` names: the current one, or the previous one for tokens issued within its grace.
 
     Every time rule (``exp``, ``nbf``, ``iat``, the previous key's grace) is checked against the ``now``
     the caller passes, one clock for all of them, rather than against pyjwt's own reading of the clock.
     """
 
-    def __init__(
-        self,
-        keys: KeyRing,
-        issuer: str,
-        audience: str,
-        ttl_seconds: int,
-        previous_key_grace_seconds: int | None = None,
-    ) -> None:
+    def __init__(self, keys: KeyRing, issuer: str, audience: str, previous_key_grace_seconds: int) -> None:
         self._keys = keys
         self._issuer = issuer
         self._audience = audience
-        self._ttl = ttl_seconds
-        self._grace = ttl_seconds if previous_key_grace_seconds is None else previous_key_grace_seconds
+        self._grace = previous_key_grace_seconds
 
     def prepare(self) -> None:
         """Before a SnapStart snapshot: pyjwt imported and the key lookups' clients built, no key read."""
@@ -188,39 +179,31 @@ class TokenService:
         """After a SnapStart restore: nothing the key ring remembers from another environment is kept."""
         self._keys.forget()
 
-    def issue(self, user_id: str, now: datetime) -> IssuedToken:
+    def sign(self, claims: dict[str, Any]) -> str:
+        """``claims`` with this issuer and audience, signed with the current key, whose ``kid`` it names."""
         # pyjwt (with cryptography, when installed) loads where a token is issued or verified, not with
-        # this module: the auth function's routes but login, and the link function, never need it.
+        # this module: the auth function's routes but login, and most of the link function's, never need it.
         import jwt
 
         key = self._keys.signing_key()
-        claims = {
-            "sub": user_id,
-            "iss": self._issuer,
-            "aud": self._audience,
-            "iat": now,
-            "nbf": now,
-            "exp": now + timedelta(seconds=self._ttl),
-            "jti": uuid.uuid4().hex,
-        }
-        token = jwt.encode(claims, key.secret, algorithm=_ALGORITHM, headers={"kid": key.kid})
-        return IssuedToken(token, self._ttl)
+        claims = {**claims, "iss": self._issuer, "aud": self._audience}
+        return jwt.encode(claims, key.secret, algorithm=_ALGORITHM, headers={"kid": key.kid})
 
-    def verify(self, token: str, now: datetime) -> dict[str, Any]:
-        """The token's claims, or ``Unauthorized``. The algorithm is pinned (no ``none``, no RS/HS
+    def verify(self, token: str, now: datetime, require: Sequence[str]) -> dict[str, Any]:
+        """The token's claims, or ``InvalidJwt``. The algorithm is pinned (no ``none``, no RS/HS
         confusion) and the key is the one its ``kid`` names, never a key the token supplies."""
         import jwt
 
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as error:
-            raise _invalid() from error
+            raise InvalidJwt from error
         kid = header.get("kid")
         if header.get("alg") != _ALGORITHM or not isinstance(kid, str):
-            raise _invalid()
+            raise InvalidJwt
         key = self._keys.find(kid)
         if key is None:
-            raise _invalid()
+            raise InvalidJwt
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -230,30 +213,76 @@ class TokenService:
                 audience=self._audience,
                 # The time claims are checked below, against ``now``.
                 options={
-                    "require": ["sub", "exp", "iat", "iss", "aud"],
+                    "require": sorted({*require, "exp", "iat", "iss", "aud"}),
                     "verify_exp": False,
                     "verify_nbf": False,
                     "verify_iat": False,
                 },
             )
         except jwt.PyJWTError as error:
-            raise _invalid() from error
+            raise InvalidJwt from error
         self._check_times(claims, now.timestamp(), key)
-        if not isinstance(claims["sub"], str) or not claims["sub"]:
-            raise _invalid()
         return claims
 
     def _check_times(self, claims: dict[str, Any], now: float, key: SigningKey) -> None:
         expires, issued, not_before = claims["exp"], claims["iat"], claims.get("nbf", claims["iat"])
         if not all(type(value) is int for value in (expires, issued, not_before)):
-            raise _invalid()
+            raise InvalidJwt
         if expires <= now - _LEEWAY_SECONDS:
-            raise _invalid()
+            raise InvalidJwt
         if issued > now + _LEEWAY_SECONDS or not_before > now + _LEEWAY_SECONDS:
-            raise _invalid()
+            raise InvalidJwt
         if key.previous and now - issued > self._grace:
             # Signed with the key before the last rotation and older than the grace period.
+            raise InvalidJwt
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    access_token: str
+    expires_in: int
+
+
+class TokenService:
+    """Issues and verifies the API's access tokens with the keys of a ``KeyRing`` (see ``RingJwt``)."""
+
+    def __init__(
+        self,
+        keys: KeyRing,
+        issuer: str,
+        audience: str,
+        ttl_seconds: int,
+        previous_key_grace_seconds: int | None = None,
+    ) -> None:
+        self._ttl = ttl_seconds
+        grace = ttl_seconds if previous_key_grace_seconds is None else previous_key_grace_seconds
+        self._jwt = RingJwt(keys, issuer, audience, grace)
+
+    def prepare(self) -> None:
+        self._jwt.prepare()
+
+    def forget(self) -> None:
+        self._jwt.forget()
+
+    def issue(self, user_id: str, now: datetime) -> IssuedToken:
+        claims = {
+            "sub": user_id,
+            "iat": now,
+            "nbf": now,
+            "exp": now + timedelta(seconds=self._ttl),
+            "jti": uuid.uuid4().hex,
+        }
+        return IssuedToken(self._jwt.sign(claims), self._ttl)
+
+    def verify(self, token: str, now: datetime) -> dict[str, Any]:
+        """The token's claims, or ``Unauthorized``."""
+        try:
+            claims = self._jwt.verify(token, now, require=["sub"])
+        except InvalidJwt as error:
+            raise _invalid() from error
+        if not isinstance(claims["sub"], str) or not claims["sub"]:
             raise _invalid()
+        return claims
 
 
 def _invalid() -> Unauthorized:

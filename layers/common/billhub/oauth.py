@@ -4,22 +4,23 @@ The callback arrives from the user's browser without our access token, so the st
 whose link it is. It is a JWT signed with the API's key under its own audience (an access token is
 never a valid state, nor a state a valid access token) that carries only a nonce: who asked and for
 what is stored under that nonce, so the provider and the browser learn nothing, and deleting it on
-use makes the state work once.
+use makes the state work once. It is signed and verified as access tokens are (``billhub.auth.RingJwt``):
+it names its key (``kid``), so a link begun before a rotation, or on a container that already holds the
+new key, still completes.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ValidationError
 
+from billhub.auth import InvalidJwt, KeyRing, RingJwt
 from billhub.errors import ServiceError
 from billhub.store import BillsTable
 
 STATE_TTL = timedelta(minutes=10)
-_ALGORITHM = "HS256"
 
 
 class InvalidOAuthState(ServiceError):
@@ -38,37 +39,31 @@ class PendingLink(BaseModel):
 
 
 class OAuthStates:
-    def __init__(self, store: BillsTable, signing_key: Callable[[], str], issuer: str, audience: str) -> None:
+    def __init__(
+        self, store: BillsTable, keys: KeyRing, issuer: str, audience: str, previous_key_grace_seconds: int
+    ) -> None:
         self._store = store
-        self._signing_key = signing_key
-        self._issuer = issuer
-        self._audience = f"{audience}#oauth-state"
+        self._jwt = RingJwt(keys, issuer, f"{audience}#oauth-state", previous_key_grace_seconds)
 
-    # pyjwt is imported by the OAuth routes only, not with every route of the link function.
+    def prepare(self) -> None:
+        """Before a SnapStart snapshot: the key ring's clients built, no key read."""
+        self._jwt.prepare()
+
+    def forget(self) -> None:
+        """After a SnapStart restore: the key ring's caches and re-read clock dropped."""
+        self._jwt.forget()
+
     def issue(self, link: PendingLink, now: datetime) -> str:
-        import jwt
-
         nonce = secrets.token_urlsafe(18)
         expires_at = now + STATE_TTL
         self._store.put_oauth_state(link.user_id, nonce, link.model_dump(exclude_none=True), expires_at)
-        claims = {"iss": self._issuer, "aud": self._audience, "iat": now, "exp": expires_at, "jti": nonce}
-        return jwt.encode(claims, self._signing_key(), algorithm=_ALGORITHM)
+        return self._jwt.sign({"iat": now, "exp": expires_at, "jti": nonce})
 
     def redeem(self, state: str, provider: str, now: datetime) -> PendingLink:
         """The link the state stands for, once; ``InvalidOAuthState`` if forged, expired, reused or mismatched."""
-        import jwt
-
         try:
-            claims = jwt.decode(
-                state,
-                self._signing_key(),
-                algorithms=[_ALGORITHM],
-                issuer=self._issuer,
-                audience=self._audience,
-                options={"require": ["exp", "iat", "jti", "aud", "iss"]},
-                leeway=5,
-            )
-        except jwt.PyJWTError as error:
+            claims = self._jwt.verify(state, now, require=["jti"])
+        except InvalidJwt as error:
             raise InvalidOAuthState("The link request is invalid or has expired; start linking again.") from error
         stored = self._store.consume_oauth_state(str(claims["jti"]), now)
         if stored is None:
