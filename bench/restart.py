@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,7 +26,14 @@ from typing import Any
 
 import httpx
 
-from bench.refresh_throughput import ACCOUNTS_PER_PROVIDER_PER_USER, LINKERS, USERS, _link_user, _queue_drained
+from bench.refresh_throughput import (
+    ACCOUNTS_PER_PROVIDER_PER_USER,
+    LINKERS,
+    USERS,
+    _all_finished,
+    _link_user,
+    _queue_drained,
+)
 from localcloud.cloud import MOTO_STATE, SANDBOX_STATE
 from localcloud.launch import CloudProcess, Launched, wait_for
 from localcloud.moto_state import STATE_PATH
@@ -79,7 +85,7 @@ def _measure(workdir: Path, started: list[CloudProcess]) -> dict[str, Any]:
     before_kill = _contents(second)  # the refreshes just now added jobs and changed bills' fetch times
     killed_at = time.monotonic()
     restart["process"].stop(signal.SIGKILL, timeout=30)
-    wait_for(lambda: _ports_free(first), 120, "moto and the sandbox to save and exit", 0.05)
+    wait_for(first.ports_free, 120, "moto and the sandbox to save and exit", 0.05)
     saved_after_kill_seconds = time.monotonic() - killed_at
 
     again = _restart(workdir / "third", settings, first, started)
@@ -179,7 +185,7 @@ def _check(
             (headers, api.post("/bills/refresh", headers=headers).json()["job_id"])
             for headers in users[:REFRESHED_USERS]
         ]
-        finished = wait_for(lambda: _finished(api, jobs), 300, "the refreshes after the restart", 1)
+        finished = wait_for(lambda: _all_finished(api, jobs), 300, "the refreshes after the restart", 1)
         checks["refreshed_accounts"] = sum(job["succeeded"] for job in finished)
         checks["refresh_failures"] = sum(job["failed"] for job in finished)
     checks["passed"] = (
@@ -199,24 +205,6 @@ def _bill_count(api: httpx.Client, headers: dict[str, str]) -> int:
         count += len(page.json()["bills"])
         if (cursor := page.json()["next_cursor"]) is None:
             return count
-
-
-def _finished(api: httpx.Client, jobs: list[tuple[dict[str, str], str]]) -> list[dict[str, Any]] | None:
-    answers = []
-    for headers, job_id in jobs:
-        job = api.get(f"/bills/refresh/{job_id}", headers=headers).json()
-        if job["status"] == "running":
-            return None
-        answers.append(job)
-    return answers
-
-
-def _ports_free(process: CloudProcess) -> bool:
-    for port in process.ports.values():
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", int(port))) == 0:
-                return False
-    return True
 
 
 def report(result: dict[str, Any]) -> str:

@@ -102,6 +102,14 @@ class CloudProcess:
         names = ("LOCALCLOUD_GATEWAY_PORT", "LOCALCLOUD_MOTO_PORT", "MOCK_PROVIDER_PORT")
         return {name: self.environment[name] for name in names}
 
+    def ports_free(self) -> bool:
+        """Whether nothing listens on any of its ports any more (its servers gone, however it stopped)."""
+        for port in self.ports.values():
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", int(port))) == 0:
+                    return False
+        return True
+
     @property
     def pid(self) -> int:
         if self._process is None:

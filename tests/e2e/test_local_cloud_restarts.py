@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -82,14 +81,6 @@ def assert_still_fetches(cloud: Cloud, headers: dict[str, str]) -> None:
     assert (job["status"], job["succeeded"], job["failed"]) == ("succeeded", 4, 0), job
 
 
-def ports_free(process: CloudProcess) -> bool:
-    for port in process.ports.values():
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", int(port))) == 0:
-                return False
-    return True
-
-
 def test_ctrl_c_stops_quietly_and_the_restart_has_everything(tmp_path: Path) -> None:
     data = tmp_path / "data"
     # Given a user with an account at every provider, their bills fetched
@@ -127,7 +118,7 @@ def test_state_survives_sigkill(tmp_path: Path) -> None:
         for pid in (first.pid, pids["moto"], pids["mock_provider"]):
             os.kill(pid, signal.SIGKILL)
         first.stop(timeout=10)
-        wait_until(lambda: ports_free(first), 30, "the killed servers' ports to close")
+        wait_until(first.ports_free, 30, "the killed servers' ports to close")
     # Then the restart has it all, and it still fetches
     with running(tmp_path / "second", data, first) as (second, cloud):
         assert seen_by(cloud, headers) == before
@@ -143,7 +134,7 @@ def test_state_survives_sigkill(tmp_path: Path) -> None:
         os.kill(second.pid, signal.SIGKILL)
         second.stop(timeout=10)
         # Then the servers it started notice, save and exit on their own (nothing keeps the ports)
-        wait_until(lambda: ports_free(second), 30, "the orphaned servers to exit")
+        wait_until(second.ports_free, 30, "the orphaned servers to exit")
     with running(tmp_path / "third", data, first, LOCALCLOUD_SEED="0") as (_, cloud):
         assert seen_by(cloud, headers)["accounts"] == after["accounts"]
 
