@@ -8,10 +8,25 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
 from localcloud.template import ROOT
 
-# Run in a fresh interpreter: other tests in this process may have built the models already.
+
+def fresh_interpreter(script: str, *arguments: str, env: dict[str, str] | None = None) -> Any:
+    """What ``script`` prints as JSON, run by this interpreter in the layer's directory: a fresh one, as
+    other tests in this process may have imported or built what is looked for already."""
+    done = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
+        [sys.executable, "-c", script, *arguments],
+        cwd=ROOT / "layers" / "common",
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(done.stdout)
+
+
 CENSUS = """
 import inspect, json, sys
 import pydantic
@@ -30,15 +45,9 @@ print(json.dumps(built))
 
 
 def test_importing_the_providers_and_insights_builds_only_what_listing_providers_answers_with() -> None:
-    done = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
-        [sys.executable, "-c", CENSUS],
-        cwd=ROOT / "layers" / "common",
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    printed = fresh_interpreter(CENSUS)
     # Only what listing the providers answers with is built at import.
-    assert json.loads(done.stdout) == ["billhub.providers.base.CredentialField"]
+    assert printed == ["billhub.providers.base.CredentialField"]
 
 
 # Given the auth function's domain module imported, then an address checked
@@ -52,14 +61,8 @@ print(json.dumps([imported_at_start, "email_validator" in sys.modules]))
 
 
 def test_email_validator_is_imported_by_the_first_address_checked_not_at_cold_start() -> None:
-    done = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
-        [sys.executable, "-c", EMAIL_CHECK],
-        cwd=ROOT / "layers" / "common",
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert json.loads(done.stdout) == [False, True]
+    printed = fresh_interpreter(EMAIL_CHECK)
+    assert printed == [False, True]
 
 
 # Given the bills function's handler imported as Lambda would
@@ -73,15 +76,11 @@ print(json.dumps(sorted(name for name in sys.modules if name.startswith(unwanted
 
 
 def test_the_bills_function_imports_neither_the_insights_nor_any_provider_adapter() -> None:
-    done = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
-        [sys.executable, "-c", BILLS_HANDLER, str(ROOT / "functions" / "get_bills" / "app.py")],
-        cwd=ROOT / "layers" / "common",
+    printed = fresh_interpreter(
+        BILLS_HANDLER,
+        str(ROOT / "functions" / "get_bills" / "app.py"),
         env={"PATH": "", "TABLE_NAME": "bills", "AWS_DEFAULT_REGION": "us-east-1", "POWERTOOLS_LOG_LEVEL": "WARNING"},
-        capture_output=True,
-        text=True,
-        check=True,
     )
     # Then the insights have a function of their own, and the providers' names, display names and
     # categories came from the catalog alone
-    assert json.loads(done.stdout) == []
-    assert json.loads(done.stdout) == []
+    assert printed == []
