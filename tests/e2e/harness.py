@@ -4,6 +4,8 @@ talks to it over HTTP as a client would."""
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ import httpx
 import pytest
 
 from localcloud.launch import Launched, launched, wait_for
+from localcloud.template import ROOT
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
@@ -20,6 +23,25 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval
         return wait_for(condition, timeout, what, interval)
     except TimeoutError as error:
         pytest.fail(str(error))
+
+
+def start_server(module_and_arguments: list[str], answers: Callable[[], bool], what: str) -> subprocess.Popen[bytes]:
+    """``python -m <module> <arguments>`` of this project's, once ``answers()`` says it serves; a server
+    that never answers is killed, never left running behind the failed start."""
+    process = subprocess.Popen(  # noqa: S603 - this interpreter, our own modules
+        [sys.executable, "-m", *module_and_arguments],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(answers, 30, what)
+    except BaseException:  # pytest.fail is one
+        process.kill()
+        process.wait(10)
+        raise
+    return process
 
 
 class Cloud:

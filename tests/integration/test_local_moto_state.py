@@ -9,7 +9,6 @@ import pickle
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,9 +24,9 @@ from localcloud import moto_state
 from localcloud.launch import free_port
 from localcloud.moto_state import STATE_PATH, PersistedState, _Writer
 from localcloud.provision import Stack, provision
-from localcloud.template import ROOT, load_template
+from localcloud.template import load_template
 from mock_provider.registry import service_parameters
-from tests.e2e.harness import wait_until
+from tests.e2e.harness import start_server, wait_until
 
 REGION = "us-east-1"
 CONTEXT = {"purpose": "test"}
@@ -38,19 +37,9 @@ class MotoServer:
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         arguments = ["--state", str(state_file), *(["--until-stdin-closes"] if until_stdin_closes else [])]
-        self.process = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
-            [sys.executable, "-m", "localcloud.moto_server", "127.0.0.1", str(self.port), *arguments],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        self.process = start_server(
+            ["localcloud.moto_server", "127.0.0.1", str(self.port), *arguments], self._answers, "the moto server"
         )
-        try:
-            wait_until(self._answers, 30, "the moto server")
-        except BaseException:  # pytest.fail is one: never leave a server running behind a failed start
-            self.process.kill()
-            self.process.wait(10)
-            raise
 
     def _answers(self) -> bool:
         try:

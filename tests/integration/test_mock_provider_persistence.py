@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
@@ -20,7 +18,7 @@ from mock_provider.app import create_app
 from mock_provider.clearwater import account_number_for
 from mock_provider.persistence import SandboxFile
 from mock_provider.state import EXTENSION, SandboxState
-from tests.e2e.harness import wait_until
+from tests.e2e.harness import start_server, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 TODAY = "2026-11-15"
@@ -33,10 +31,9 @@ WATER_ACCOUNT = account_number_for("cw_sandbox_persist")
 class Sandbox:
     def __init__(self, state_file: Path) -> None:
         self.url = f"http://127.0.0.1:{free_port()}"
-        self.process = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
+        self.http = httpx.Client(base_url=self.url, timeout=10)
+        self.process = start_server(
             [
-                sys.executable,
-                "-m",
                 "mock_provider",
                 "--port",
                 self.url.rsplit(":", 1)[1],
@@ -46,18 +43,9 @@ class Sandbox:
                 str(state_file),
                 "--until-stdin-closes",
             ],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            self._answers,
+            "the sandbox",
         )
-        self.http = httpx.Client(base_url=self.url, timeout=10)
-        try:
-            wait_until(self._answers, 30, "the sandbox")
-        except BaseException:  # pytest.fail is one: never leave a sandbox running behind a failed start
-            self.process.kill()
-            self.process.wait(10)
-            raise
 
     def _answers(self) -> bool:
         try:
