@@ -8,14 +8,14 @@ read every dialect exactly, line items and planted quirks included.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 import httpx
 from pydantic import TypeAdapter
 
-from billhub.models import Bill, BillStatus, Category, LineItem
+from billhub.models import Account, AccountStatus, Bill, BillStatus, Category, LineItem
 from billhub.providers.session import OAuthClient, ProviderDirectory, parse_oauth_clients
 from billhub.settings import ProviderEndpoints
 from mock_provider import clearwater, fibrelink, northgas, sparkgrid
@@ -26,6 +26,24 @@ _CATEGORIES = {"sparkgrid": "electricity", "northgas": "gas", "clearwater": "wat
 _CURRENCIES = {"northgas": "GBP"}
 # ClearWater bills in the sandbox's default range.
 _BASE_RANGES = {"sparkgrid": sparkgrid.BASE_RANGE, "northgas": northgas.BASE_RANGE, "fibrelink": fibrelink.BASE_RANGE}
+
+
+def now() -> datetime:
+    """The wall clock, for adapter tests that run against the sandbox's own dates."""
+    return datetime.now(UTC)
+
+
+def account(provider: str) -> Account:
+    """An active account at ``provider``, as an adapter fetches for it."""
+    return Account(
+        account_id="a" * 32,
+        user_id="u1",
+        provider=provider,
+        external_ref="•••",
+        status=AccountStatus.ACTIVE,
+        created_at=now(),
+        next_refresh_at=now(),
+    )
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import asyncio
 import json
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -18,7 +18,6 @@ from pydantic import TypeAdapter, ValidationError
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from billhub.models import Account, AccountStatus
 from billhub.providers import REGISTRY
 from billhub.providers.auth import AuthorizationCodeGrant, OAuthTokens
 from billhub.providers.http import RetryPolicy
@@ -27,7 +26,7 @@ from billhub.providers.session import ProviderConnector, ProviderDirectory
 from billhub.settings import ProviderEndpoints
 from mock_provider.control import Control
 from mock_provider.registry import service_endpoints
-from tests.sandbox import SANDBOX_CLIENTS
+from tests.sandbox import SANDBOX_CLIENTS, account, now
 
 REDIRECT = "http://127.0.0.1:9/callback"
 FAST = RetryPolicy(attempts=2, initial_wait=0.01, max_wait=0.02, read_timeout=30)
@@ -68,22 +67,6 @@ def split_endpoints(api_root: str, login_root: str) -> dict[str, dict[str, str]]
     for name, on_login_host in service_endpoints(login_root).items():
         endpoints[name].update({key: url for key, url in on_login_host.items() if key != "api"})
     return endpoints
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def account(provider: str) -> Account:
-    return Account(
-        account_id="a" * 32,
-        user_id="u1",
-        provider=provider,
-        external_ref="•••",
-        status=AccountStatus.ACTIVE,
-        created_at=now(),
-        next_refresh_at=now(),
-    )
 
 
 def hosts(urls: Iterable[str], where: Callable[[str], bool]) -> set[str]:

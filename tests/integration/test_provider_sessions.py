@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 import pytest
 
-from billhub.models import Account, AccountStatus
 from billhub.providers import REGISTRY
 from billhub.providers.auth import AuthorizationCodeGrant, OAuthTokens
 from billhub.providers.clearwater import ClearWaterCredentials
@@ -27,7 +26,7 @@ from billhub.providers.http import RetryPolicy
 from billhub.providers.northgas import NorthGasCredentials
 from billhub.providers.session import ProviderConnector, ProviderSession
 from mock_provider.control import Control
-from tests.sandbox import SANDBOX_CLIENTS, requests_seen, sandbox_admin, sandbox_directory
+from tests.sandbox import SANDBOX_CLIENTS, account, now, requests_seen, sandbox_admin, sandbox_directory
 
 CLIENTS = SANDBOX_CLIENTS
 # Quick retries, and a read timeout no loaded machine reaches: these tests count the requests the sandbox
@@ -35,22 +34,6 @@ CLIENTS = SANDBOX_CLIENTS
 FAST = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.02, max_retry_after=0.05, read_timeout=30)
 IMPATIENT = replace(FAST, read_timeout=0.5)
 REDIRECT = "http://127.0.0.1:9/callback"
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def account(provider: str) -> Account:
-    return Account(
-        account_id="a" * 32,
-        user_id="u1",
-        provider=provider,
-        external_ref="•••",
-        status=AccountStatus.ACTIVE,
-        created_at=now(),
-        next_refresh_at=now(),
-    )
 
 
 def connector(client: httpx.AsyncClient, base_url: str, policy: RetryPolicy = FAST) -> ProviderConnector:
