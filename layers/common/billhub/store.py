@@ -39,7 +39,7 @@ import random
 import re
 import secrets
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast, get_args
@@ -71,6 +71,8 @@ BATCH_ATTEMPTS = 8
 # A fetch that finds its account's bills changed under it starts over from a fresh read, this often.
 SAVE_ATTEMPTS = 3
 DELETE_ATTEMPTS = 3
+# A single write (or one transaction) that met another transaction in flight is sent again, this often.
+CONFLICT_ATTEMPTS = 3
 FILTER_IN_LIMIT = 100
 DELETION_SWEEP_KEY = "DELETING"
 USER_DELETION_SWEEP_KEY = "DELETING_USERS"
@@ -195,6 +197,37 @@ def _is_transaction_conflict(error: ClientError) -> bool:
 
 def _back_off(attempt: int) -> None:
     time.sleep(random.uniform(0, 0.05 * 2**attempt))  # jitter, so retrying writers spread out
+
+
+def _only_a_transaction_conflict(error: ClientError) -> bool:
+    """The write met another transaction in flight and nothing else refused it: sending it again is safe.
+
+    A cancellation that also names a failed condition is not one: that condition means what it means.
+    """
+    code = error.response["Error"]["Code"]
+    if code == "TransactionConflictException":
+        return True
+    if code != "TransactionCanceledException":
+        return False
+    reasons = [reason.get("Code") for reason in error.response.get("CancellationReasons", [])]
+    return "TransactionConflict" in reasons and all(r in ("TransactionConflict", "None", None) for r in reasons)
+
+
+def _retrying_conflicts[T](write: Callable[[], T], concurrent: str) -> T:
+    """``write()``, sent again (after a jittered pause) while it only met another transaction in flight,
+    which botocore does not retry; ``ConcurrentUpdate(concurrent)`` once ``CONFLICT_ATTEMPTS`` ran out.
+    Any other error, a failed condition included, is raised as it is."""
+    conflict: ClientError | None = None
+    for attempt in range(CONFLICT_ATTEMPTS):
+        try:
+            return write()
+        except ClientError as error:
+            if not _only_a_transaction_conflict(error):
+                raise
+            conflict = error
+            if attempt + 1 < CONFLICT_ATTEMPTS:
+                _back_off(attempt)
+    raise ConcurrentUpdate(concurrent) from conflict
 
 
 def _unchanged_bills(version: int) -> str:
@@ -377,14 +410,17 @@ class BillsTable:
         One conditional write, so of two requests at the same moment only one can start.
         """
         try:
-            self._client.update_item(
-                TableName=self._table,
-                Key=_to_item({"PK": user_key(user_id), "SK": "PROFILE"}),
-                UpdateExpression="SET last_manual_refresh_at = :now",
-                ConditionExpression="attribute_exists(PK) AND attribute_not_exists(deleting_since) "
-                "AND (attribute_not_exists(last_manual_refresh_at) OR last_manual_refresh_at <= :earliest)",
-                ExpressionAttributeValues=_to_item({":now": _iso(now), ":earliest": _iso(now - min_interval)}),
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            _retrying_conflicts(
+                lambda: self._client.update_item(
+                    TableName=self._table,
+                    Key=_to_item({"PK": user_key(user_id), "SK": "PROFILE"}),
+                    UpdateExpression="SET last_manual_refresh_at = :now",
+                    ConditionExpression="attribute_exists(PK) AND attribute_not_exists(deleting_since) "
+                    "AND (attribute_not_exists(last_manual_refresh_at) OR last_manual_refresh_at <= :earliest)",
+                    ExpressionAttributeValues=_to_item({":now": _iso(now), ":earliest": _iso(now - min_interval)}),
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                ),
+                f"user {user_id} kept changing while their manual refresh started",
             )
         except ClientError as error:
             if not _is_conditional_failure(error):
@@ -422,35 +458,37 @@ class BillsTable:
         """
         link_key = link_sort_key(account.provider, external_id)
         link = self._link_item(account, link_key)
+        writes: list[Any] = [
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": link,
+                    "ConditionExpression": "attribute_not_exists(PK)",
+                }
+            },
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": self._account_item(account, credentials_ciphertext, link_key, identity_pending),
+                    "ConditionExpression": "attribute_not_exists(PK)",
+                }
+            },
+            {
+                "ConditionCheck": {
+                    "TableName": self._table,
+                    "Key": _to_item({"PK": user_key(account.user_id), "SK": "PROFILE"}),
+                    # Nothing is linked to a user being deleted: their deletion lists accounts
+                    # after marking the profile, so an account either is in that list or is refused.
+                    "ConditionExpression": "preferences.refresh_interval = :interval "
+                    "AND attribute_not_exists(deleting_since)",
+                    "ExpressionAttributeValues": _to_item({":interval": account.refresh_interval}),
+                }
+            },
+        ]
         try:
-            self._client.transact_write_items(
-                TransactItems=[
-                    {
-                        "Put": {
-                            "TableName": self._table,
-                            "Item": link,
-                            "ConditionExpression": "attribute_not_exists(PK)",
-                        }
-                    },
-                    {
-                        "Put": {
-                            "TableName": self._table,
-                            "Item": self._account_item(account, credentials_ciphertext, link_key, identity_pending),
-                            "ConditionExpression": "attribute_not_exists(PK)",
-                        }
-                    },
-                    {
-                        "ConditionCheck": {
-                            "TableName": self._table,
-                            "Key": _to_item({"PK": user_key(account.user_id), "SK": "PROFILE"}),
-                            # Nothing is linked to a user being deleted: their deletion lists accounts
-                            # after marking the profile, so an account either is in that list or is refused.
-                            "ConditionExpression": "preferences.refresh_interval = :interval "
-                            "AND attribute_not_exists(deleting_since)",
-                            "ExpressionAttributeValues": _to_item({":interval": account.refresh_interval}),
-                        }
-                    },
-                ]
+            _retrying_conflicts(
+                lambda: self._client.transact_write_items(TransactItems=writes),
+                f"account {account.account_id} kept meeting other transactions while it was linked",
             )
         except ClientError as error:
             if not _is_conditional_failure(error):
@@ -602,7 +640,10 @@ class BillsTable:
                 },
             ]
         try:
-            self._client.transact_write_items(TransactItems=[*moves, update])
+            _retrying_conflicts(
+                lambda: self._client.transact_write_items(TransactItems=[*moves, update]),
+                f"account {account.account_id} kept meeting other transactions while it was relinked",
+            )
         except ClientError as error:
             if not _is_conditional_failure(error):
                 raise
@@ -866,19 +907,15 @@ class BillsTable:
         condition = " AND ".join(conditions)
         if not writes:
             # Nothing changed at the provider: one conditional update, not a transaction (half the cost).
-            try:
-                updated = self._update_account(
-                    account.user_id,
-                    account.account_id,
-                    UpdateExpression=assignments + removals,
-                    ConditionExpression=condition,
-                    ExpressionAttributeNames={"#status": "status"},
-                    ExpressionAttributeValues=_to_item(values),
-                )
-            except ClientError as error:
-                if not _is_transaction_conflict(error):
-                    raise
-                updated = False
+            # A conflict that outlasts its retries raises ``ConcurrentUpdate`` too.
+            updated = self._update_account(
+                account.user_id,
+                account.account_id,
+                UpdateExpression=assignments + removals,
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=_to_item(values),
+            )
             if not updated:
                 raise ConcurrentUpdate(f"account {account.account_id} changed while its bills were saved")
             return 0
@@ -1317,12 +1354,16 @@ class BillsTable:
 
     # ------------------------------------------------------------------ helpers
     def _update_account(self, user_id: str, account_id: str, **update: Any) -> bool:
-        """A conditional ``UpdateItem`` of one account; False when its condition did not hold."""
+        """A conditional ``UpdateItem`` of one account; False when its condition did not hold,
+        ``ConcurrentUpdate`` when it kept meeting other transactions in flight."""
         try:
-            self._client.update_item(
-                TableName=self._table,
-                Key=_to_item({"PK": user_key(user_id), "SK": f"ACCOUNT#{account_id}"}),
-                **update,
+            _retrying_conflicts(
+                lambda: self._client.update_item(
+                    TableName=self._table,
+                    Key=_to_item({"PK": user_key(user_id), "SK": f"ACCOUNT#{account_id}"}),
+                    **update,
+                ),
+                f"account {account_id} kept meeting other transactions while it was updated",
             )
         except ClientError as error:
             if _is_conditional_failure(error):
