@@ -5,7 +5,7 @@ the store does, a few times, then says the item kept changing (``ConcurrentUpdat
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,9 +15,8 @@ import pytest
 from billhub.errors import Conflict
 from billhub.models import Account
 from billhub.store import CONFLICT_ATTEMPTS, BillsTable, ConcurrentUpdate, link_sort_key, user_key
+from tests.conftest import Clock
 from tests.integration.harness import Api
-
-NOW = datetime(2026, 11, 2, 6, 0, tzinfo=UTC)
 
 
 class Conflicts:
@@ -47,6 +46,11 @@ class Conflicts:
             "Error": {"Code": "TransactionCanceledException", "Message": "Transaction cancelled"},
             "CancellationReasons": [{"Code": code} for code in reasons],
         }
+
+
+@pytest.fixture
+def now(clock: Clock) -> datetime:
+    return clock()
 
 
 @pytest.fixture
@@ -103,13 +107,15 @@ def test_renewed_credentials_that_keep_meeting_transactions_raise_concurrent_upd
     assert current is not None and current.credentials_version == stored.credentials_version
 
 
-def test_a_reschedule_that_met_a_transaction_lands_on_a_retry(api: Api, table: BillsTable, client: Any) -> None:
+def test_a_reschedule_that_met_a_transaction_lands_on_a_retry(
+    now: datetime, api: Api, table: BillsTable, client: Any
+) -> None:
     stored = linked(api, table)
     account = stored.account
     Conflicts(client, "UpdateItem", times=1)
-    assert table.reschedule(account, NOW + timedelta(days=3), account.refresh_interval) is True
+    assert table.reschedule(account, now + timedelta(days=3), account.refresh_interval) is True
     current = table.get_account(account.user_id, account.account_id)
-    assert current is not None and current.account.next_refresh_at == NOW + timedelta(days=3)
+    assert current is not None and current.account.next_refresh_at == now + timedelta(days=3)
 
 
 def test_a_failed_condition_is_still_a_lost_race_and_not_retried(api: Api, table: BillsTable, client: Any) -> None:
@@ -122,25 +128,25 @@ def test_a_failed_condition_is_still_a_lost_race_and_not_retried(api: Api, table
 
 # ------------------------------------------------------------------ manual refresh
 def test_a_manual_refresh_that_met_a_transaction_starts_once_on_a_retry(
-    api: Api, table: BillsTable, client: Any
+    now: datetime, api: Api, table: BillsTable, client: Any
 ) -> None:
     user_id = api.user()
     conflicts = Conflicts(client, "UpdateItem", times=1)
-    assert table.start_manual_refresh(user_id, NOW, timedelta(minutes=5)) is None
+    assert table.start_manual_refresh(user_id, now, timedelta(minutes=5)) is None
     assert conflicts.calls == 2
     # It was recorded: a second one at once is refused with the time of the first.
-    assert table.start_manual_refresh(user_id, NOW, timedelta(minutes=5)) == NOW
+    assert table.start_manual_refresh(user_id, now, timedelta(minutes=5)) == now
 
 
 def test_a_manual_refresh_that_keeps_meeting_transactions_raises_concurrent_update(
-    api: Api, table: BillsTable, client: Any
+    now: datetime, api: Api, table: BillsTable, client: Any
 ) -> None:
     user_id = api.user()
     conflicts = Conflicts(client, "UpdateItem", times=CONFLICT_ATTEMPTS)
     with pytest.raises(ConcurrentUpdate):
-        table.start_manual_refresh(user_id, NOW, timedelta(minutes=5))
+        table.start_manual_refresh(user_id, now, timedelta(minutes=5))
     assert conflicts.calls == CONFLICT_ATTEMPTS
-    assert table.start_manual_refresh(user_id, NOW, timedelta(minutes=5)) is None  # nothing was recorded
+    assert table.start_manual_refresh(user_id, now, timedelta(minutes=5)) is None  # nothing was recorded
 
 
 # ------------------------------------------------------------------ linking
@@ -184,12 +190,12 @@ def test_a_cancellation_naming_a_failed_condition_is_not_retried_as_a_conflict(
 
 
 def test_a_relink_that_met_a_transaction_moves_the_link_once_on_a_retry(
-    api: Api, table: BillsTable, client: Any
+    now: datetime, api: Api, table: BillsTable, client: Any
 ) -> None:
     stored = linked(api, table)
     account = stored.account
     conflicts = Conflicts(client, "TransactWriteItems", times=1)
-    table.relink(stored, "CW-00000009", "•••", NOW, b"repaired")
+    table.relink(stored, "CW-00000009", "•••", now, b"repaired")
     assert conflicts.calls == 2
     current = table.get_account(account.user_id, account.account_id)
     assert current is not None
@@ -202,13 +208,13 @@ def test_a_relink_that_met_a_transaction_moves_the_link_once_on_a_retry(
 
 
 def test_a_relink_that_keeps_meeting_transactions_raises_concurrent_update(
-    api: Api, table: BillsTable, client: Any
+    now: datetime, api: Api, table: BillsTable, client: Any
 ) -> None:
     stored = linked(api, table)
     account = stored.account
     conflicts = Conflicts(client, "TransactWriteItems", times=CONFLICT_ATTEMPTS)
     with pytest.raises(ConcurrentUpdate):
-        table.relink(stored, "CW-00000009", "•••", NOW, b"repaired")
+        table.relink(stored, "CW-00000009", "•••", now, b"repaired")
     assert conflicts.calls == CONFLICT_ATTEMPTS
     current = table.get_account(account.user_id, account.account_id)
     assert current is not None
