@@ -31,6 +31,9 @@ An SQS long poll in moto waits on a condition for a second at a time, woken only
 under libfaketime (the suite runs under it) that timed wait never ends, so a message whose visibility
 timeout ran out, or that is due for its dead-letter queue, was never seen again. Here the wait polls.
 
+DynamoDB's request rules that moto does not check (unused expression values, batch and transaction
+sizes, number precision) are checked before moto sees a request (``localcloud.dynamodb_rules``).
+
 ``GET /_localcloud/requests`` answers how many requests each AWS operation has received (by its
 ``X-Amz-Target``, e.g. ``DynamoDB_20120810.GetItem``), so benchmarks can count what a call costs.
 """
@@ -60,6 +63,7 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoReque
 from moto.sqs.models import Queue
 from werkzeug.serving import run_simple
 
+from localcloud.dynamodb_rules import DynamoDBRules
 from localcloud.moto_state import PersistedState
 
 REQUEST_COUNTS_PATH = "/_localcloud/requests"
@@ -287,7 +291,7 @@ def main() -> None:
     _queries_read_one_partition()
     _long_polls_see_messages_come_back()
     app: Callable[..., Iterable[bytes]] = RequestCounts(
-        OneDynamoDBRequestAtATime(DomainDispatcherApplication(create_backend_app))
+        DynamoDBRules(OneDynamoDBRequestAtATime(DomainDispatcherApplication(create_backend_app)))
     )
     state = None
     if args.state is not None:

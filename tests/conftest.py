@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -18,11 +17,13 @@ import boto3
 import botocore.client
 import pytest
 import snapshot_restore_py
+from botocore.exceptions import ClientError
 from moto import mock_aws
 from moto.core.botocore_stubber import BotocoreStubber
 from werkzeug.serving import make_server
 
 import billhub.runtime
+from localcloud import dynamodb_rules
 from localcloud.provision import Stack, provision
 from localcloud.template import ROOT, function_specs, load_template
 from mock_provider.app import create_app
@@ -59,27 +60,22 @@ def _snapstart_hooks_of_this_test_only() -> Iterator[None]:
         registry.clear()
 
 
-_EXPRESSIONS = ("KeyConditionExpression", "FilterExpression", "ConditionExpression", "UpdateExpression")
 _make_api_call = botocore.client.BaseClient._make_api_call  # type: ignore[attr-defined]
 
 
-def _unused_placeholders(request: dict[str, Any]) -> list[str]:
-    expressions = " ".join(str(request.get(name, "")) for name in (*_EXPRESSIONS, "ProjectionExpression"))
-    placeholders = [*request.get("ExpressionAttributeValues", {}), *request.get("ExpressionAttributeNames", {})]
-    return [name for name in placeholders if not re.search(re.escape(name) + r"(?![A-Za-z0-9_])", expressions)]
-
-
 @pytest.fixture(autouse=True)
-def _refuse_unused_expression_placeholders(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Real DynamoDB refuses a request naming a placeholder its expressions do not use; moto accepts it,
-    so every DynamoDB request a test makes is checked here."""
+def _dynamodb_rules_moto_does_not_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real DynamoDB refuses requests moto accepts (an unused placeholder, a batch or transaction too big,
+    a number too precise): every DynamoDB request a test makes meets the local cloud's checks of them."""
 
     def checked(client: Any, operation: str, params: dict[str, Any]) -> Any:
         if client.meta.service_model.service_name == "dynamodb":
-            requests = [params, *(body for item in params.get("TransactItems", []) for body in item.values())]
-            for request in requests:
-                unused = _unused_placeholders(request)
-                assert not unused, f"{operation} names placeholders its expressions never use: {unused}"
+            try:
+                dynamodb_rules.check(operation, params)
+            except dynamodb_rules.RequestRefused as refused:
+                raise ClientError(
+                    {"Error": {"Code": "ValidationException", "Message": str(refused)}}, operation
+                ) from None
         return _make_api_call(client, operation, params)
 
     monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", checked)

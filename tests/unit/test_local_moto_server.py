@@ -1,7 +1,9 @@
-"""The local cloud's moto server behaves as DynamoDB does where moto does not: a retried transaction."""
+"""The local cloud's moto server behaves as DynamoDB does where moto does not: a retried transaction, a
+query's cost, the request rules moto does not check."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -213,3 +215,132 @@ def _answers(client: Any) -> bool:
 def _items(client: Any) -> list[tuple[str, str, str | None]]:
     items = client.scan(TableName="t")["Items"]
     return sorted((item["PK"]["S"], item["SK"]["S"], item.get("n", {}).get("N")) for item in items)
+
+
+def _dynamodb(port: int, operation: str, request: dict[str, Any]) -> httpx.Response:
+    """A raw DynamoDB call, past the tests' own client-side check of the same rules."""
+    return httpx.post(
+        f"http://127.0.0.1:{port}/",
+        content=json.dumps(request),
+        headers={
+            "X-Amz-Target": f"DynamoDB_20120810.{operation}",
+            "Content-Type": "application/x-amz-json-1.0",
+            "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20261201/us-east-1/dynamodb/aws4_request, "
+            "SignedHeaders=host, Signature=0",
+        },
+    )
+
+
+def _put(partition: str, sort: str, **attributes: Any) -> dict[str, Any]:
+    return {"Put": {"TableName": "rules", "Item": {"PK": {"S": partition}, "SK": {"S": sort}, **attributes}}}
+
+
+@pytest.mark.parametrize(
+    ("operation", "request_body", "message"),
+    [
+        pytest.param(
+            "PutItem",
+            {
+                "TableName": "rules",
+                "Item": {"PK": {"S": "u"}, "SK": {"S": "1"}},
+                "ConditionExpression": "attribute_not_exists(PK)",
+                "ExpressionAttributeValues": {":unused": {"S": "x"}},
+            },
+            "ExpressionAttributeValues unused in expressions: keys: {:unused}",
+            id="unused value",
+        ),
+        pytest.param(
+            "TransactWriteItems",
+            {
+                "TransactItems": [
+                    _put("u", "1"),
+                    {
+                        "Update": {
+                            "TableName": "rules",
+                            "Key": {"PK": {"S": "u"}, "SK": {"S": "2"}},
+                            "UpdateExpression": "SET n = :n",
+                            "ExpressionAttributeValues": {":n": {"N": "1"}},
+                            "ExpressionAttributeNames": {"#status": "status"},
+                        }
+                    },
+                ]
+            },
+            "ExpressionAttributeNames unused in expressions: keys: {#status}",
+            id="unused name in a transaction item",
+        ),
+        pytest.param(
+            "BatchWriteItem",
+            {"RequestItems": {"rules": [{"PutRequest": _put("u", str(i))["Put"]} for i in range(26)]}},
+            "Member must have length less than or equal to 25",
+            id="26 writes in a batch",
+        ),
+        pytest.param(
+            "TransactWriteItems",
+            {"TransactItems": [_put("u", str(i), blob={"S": "x" * 390_000}) for i in range(11)]},
+            "Transaction size has exceeded the maximum allowed size of 4 MB",
+            id="4.3 MB transaction",
+        ),
+        pytest.param(
+            "PutItem",
+            {"TableName": "rules", "Item": {"PK": {"S": "u"}, "SK": {"S": "1"}, "n": {"N": "1" * 39 + "000"}}},
+            "more than 38 significant digits",
+            id="39-digit number",
+        ),
+    ],
+)
+def test_what_dynamodb_refuses_the_local_server_refuses_too(
+    local_moto: tuple[Any, int], operation: str, request_body: dict[str, Any], message: str
+) -> None:
+    # Given a table on the local moto server
+    client, port = local_moto
+    _table(client, "rules")
+    # When a request breaks a rule moto itself does not check
+    answer = _dynamodb(port, operation, request_body)
+    # Then it gets DynamoDB's ValidationException, and nothing was written
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["__type"].endswith("#ValidationException")
+    assert message in answer.json()["message"]
+    assert client.scan(TableName="rules")["Items"] == []
+
+
+def test_requests_at_the_limits_still_pass(local_moto: tuple[Any, int]) -> None:
+    client, port = local_moto
+    _table(client, "rules")
+    at_limits: list[tuple[str, dict[str, Any]]] = [
+        ("BatchWriteItem", {"RequestItems": {"rules": [{"PutRequest": _put("u", str(i))["Put"]} for i in range(25)]}}),
+        ("TransactWriteItems", {"TransactItems": [_put("v", str(i), blob={"S": "x" * 390_000}) for i in range(10)]}),
+        (
+            "PutItem",
+            {"TableName": "rules", "Item": {"PK": {"S": "w"}, "SK": {"S": "1"}, "n": {"N": "-0.00" + "9" * 38 + "00"}}},
+        ),
+        (
+            "UpdateItem",
+            {
+                "TableName": "rules",
+                "Key": {"PK": {"S": "w"}, "SK": {"S": "1"}},
+                "UpdateExpression": "SET #status = :paid",
+                "ConditionExpression": "attribute_exists(PK)",
+                "ExpressionAttributeNames": {"#status": "status"},
+                "ExpressionAttributeValues": {":paid": {"S": "paid"}},
+            },
+        ),
+    ]
+    for operation, request_body in at_limits:
+        answer = _dynamodb(port, operation, request_body)
+        assert answer.status_code == 200, (operation, answer.text)
+    pages = client.get_paginator("scan").paginate(TableName="rules", Select="COUNT")
+    assert sum(page["Count"] for page in pages) == 36
+
+
+def _table(client: Any, name: str) -> None:
+    if name in client.list_tables()["TableNames"]:
+        client.delete_table(TableName=name)
+    client.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"}, {"AttributeName": "SK", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": "PK", "AttributeType": "S"},
+            {"AttributeName": "SK", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
