@@ -146,7 +146,8 @@ _ISSUE_KEY = re.compile(r"^\d{4}-\d{2}-\d{2}#[^#]+#[^#]+#.+$")
 
 def _cursor_of(item: dict[str, Any]) -> str:
     """An opaque cursor: where the page ended in LSI1. The partition is never in it; it is the caller's."""
-    raw = json.dumps([item["LSI1SK"], item["SK"]], separators=(",", ":")).encode()
+    # UTF-8 rather than \u escapes, so a cursor stays within ``bills.MAX_CURSOR_LENGTH`` whatever the ids.
+    raw = json.dumps([item["LSI1SK"], item["SK"]], separators=(",", ":"), ensure_ascii=False).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -1049,6 +1050,11 @@ class BillsTable:
         page = taken[: query.limit]
         next_cursor = _cursor_of(page[-1]) if page and (more or len(taken) > query.limit) else None
         return [Bill.model_validate(item) for item in page], next_cursor
+
+    @staticmethod
+    def cursor_after(bill: Bill) -> str:
+        """The cursor of a page that ends with ``bill`` (one cut short of what ``bills_page`` read)."""
+        return _cursor_of({"LSI1SK": bill_issue_key(bill), "SK": bill_sort_key(bill)})
 
     def bills_issued_since(self, user_id: str, since: date) -> list[Bill]:
         """The user's bills issued on or after ``since``: one paginated Query on LSI1. Eventually
