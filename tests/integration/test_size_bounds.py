@@ -13,7 +13,7 @@ import boto3
 import pytest
 
 from billhub.bills import MAX_PAGE_SIZE, MAX_RESPONSE_BYTES
-from billhub.models import Account, Bill, BillStatus, Category, LineItem
+from billhub.models import OPEN_BILLS_LISTED, Account, Bill, BillStatus, Category, LineItem
 from billhub.store import BillsTable
 from localcloud.provision import Stack
 from tests.conftest import Clock
@@ -96,3 +96,45 @@ def test_pages_of_the_largest_bills_stay_under_the_response_budget_and_miss_none
     # and the pages hold every bill once, newest first, cut short by size rather than by the limit
     assert seen == [bill.provider_bill_id for bill in reversed(held)]
     assert pages >= 2
+
+
+# ------------------------------------------------------------------ an account's open bills
+def unpaid_bill(account: Account, number: int) -> Bill:
+    issued_on = date(2024, 1, 1) + timedelta(days=10 * number)  # all of them past due by the clock's day
+    return Bill(
+        provider=account.provider,
+        account_id=account.account_id,
+        provider_bill_id=f"b{number:03d}",
+        category=Category.WATER,
+        amount=Decimal(10 + number),
+        currency="USD",
+        issued_on=issued_on,
+        due_on=issued_on + timedelta(days=21),
+        status=BillStatus.UNPAID,
+    )
+
+
+@pytest.mark.parametrize("extra", [0, 1], ids=["at_the_bound", "one_past_it"])
+def test_an_accounts_summary_lists_its_latest_open_bills_and_the_totals_count_every_one(
+    api: Api, table: BillsTable, clock: Clock, extra: int
+) -> None:
+    # Given an account with as many unpaid bills as its summary lists, or one more
+    account = linked_account(api, table)
+    bills = [unpaid_bill(account, number) for number in range(OPEN_BILLS_LISTED + extra)]
+    table.save_fetched_bills(account, bills, clock())
+    # Then its summary lists the latest due of them, and keeps the earlier one only in sums
+    stored = table.get_account(account.user_id, account.account_id)
+    assert stored is not None
+    summary = stored.account.summary
+    assert [bill.provider_bill_id for bill in summary.open_bills] == [bill.provider_bill_id for bill in bills[extra:]]
+    if extra:
+        assert summary.earlier_open is not None
+        assert (summary.earlier_open.count, summary.earlier_open.amounts) == (1, {"USD": Decimal(10)})
+    else:
+        assert summary.earlier_open is None
+    # and GET /bills still owes, and counts as overdue, every one of them
+    body = response_json(raw_bills_page(api, account.user_id))
+    owed = f"{sum(bill.amount for bill in bills)}.00"
+    assert body["totals"]["due"] == body["totals"]["overdue"] == {"USD": owed}
+    assert body["totals"]["overdue_count"] == len(bills)
+    assert len(body["overdue"]) == OPEN_BILLS_LISTED

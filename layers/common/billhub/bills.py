@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import date, datetime, timedelta
+from itertools import chain
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
@@ -15,12 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from billhub.catalog import CATALOG, provider_entry
 from billhub.errors import NotFound
 from billhub.models import (
+    OPEN_BILLS_LISTED,
     REFRESH_PERIODS,
     Account,
     AccountStatus,
     Bill,
     BillStatus,
     Category,
+    EarlierOpenBills,
     OpenBill,
     bill_id_of,
 )
@@ -133,8 +136,11 @@ class AccountFreshness(BaseModel):
 class BillsPage(BaseModel):
     bills: list[BillView]
     totals: Totals
-    overdue: list[OpenBillView]
-    due_soon: list[OpenBillView]
+    overdue: list[OpenBillView] = Field(
+        description=f"Overdue bills, earliest due first: of each account at most its {OPEN_BILLS_LISTED} latest due "
+        "unpaid bills (`totals` count every one)"
+    )
+    due_soon: list[OpenBillView] = Field(description="Unpaid bills due within `totals.due_soon_days`, earliest first")
     accounts: list[AccountFreshness]
     as_of: datetime = Field(description="When the service read the bills (UTC, whole seconds)")
     next_cursor: str | None = None
@@ -222,14 +228,18 @@ def bills_page(
     overdue = [entry for entry in unpaid if effective_status(entry[1], today) is BillStatus.OVERDUE]
     upcoming = [entry for entry in unpaid if effective_status(entry[1], today) is not BillStatus.OVERDUE]
     due_soon = [entry for entry in upcoming if entry[1].due_on <= today + timedelta(days=due_soon_days)]
+    # Unpaid bills beyond those an account's summary lists: counted in the total due always, and as
+    # overdue once the latest of them is past due (all of them are then).
+    earlier = [account.summary.earlier_open for account in accounts if account.summary.earlier_open]
+    earlier_overdue = [bills for bills in earlier if bills.last_due_on < today]
     return BillsPage(
         bills=[bill_view(bill, today) for bill in bills],
         totals=Totals(
-            due=_totals(unpaid),
-            overdue=_totals(overdue),
-            overdue_count=len(overdue),
+            due=_totals(unpaid, earlier),
+            overdue=_totals(overdue, earlier_overdue),
+            overdue_count=len(overdue) + sum(bills.count for bills in earlier_overdue),
             next_due_on=min((bill.due_on for _, bill in upcoming), default=None),
-            due_soon=_totals(due_soon),
+            due_soon=_totals(due_soon, []),
             due_soon_count=len(due_soon),
             due_soon_days=due_soon_days,
         ),
@@ -241,8 +251,10 @@ def bills_page(
     )
 
 
-def _totals(entries: list[tuple[Account, OpenBill]]) -> dict[str, str]:
-    return totals_by_currency((bill.amount, bill.currency) for _, bill in entries)
+def _totals(entries: list[tuple[Account, OpenBill]], earlier: list[EarlierOpenBills]) -> dict[str, str]:
+    listed = ((bill.amount, bill.currency) for _, bill in entries)
+    summed = ((amount, currency) for bills in earlier for currency, amount in bills.amounts.items())
+    return totals_by_currency(chain(listed, summed))
 
 
 def read_bills(
