@@ -13,7 +13,7 @@ import boto3
 import pytest
 
 from billhub.bills import MAX_PAGE_SIZE, MAX_RESPONSE_BYTES
-from billhub.models import OPEN_BILLS_LISTED, Account, Bill, BillStatus, Category, LineItem
+from billhub.models import MAX_ACCOUNTS_PER_USER, OPEN_BILLS_LISTED, Account, Bill, BillStatus, Category, LineItem
 from billhub.store import BillsTable
 from localcloud.provision import Stack
 from tests.conftest import Clock
@@ -138,3 +138,43 @@ def test_an_accounts_summary_lists_its_latest_open_bills_and_the_totals_count_ev
     assert body["totals"]["due"] == body["totals"]["overdue"] == {"USD": owed}
     assert body["totals"]["overdue_count"] == len(bills)
     assert len(body["overdue"]) == OPEN_BILLS_LISTED
+
+
+# ------------------------------------------------------------------ accounts per user
+def fill_with_accounts(table: BillsTable, model: Account, count: int) -> None:
+    """Links ``count`` more accounts like ``model`` straight through the store (each its own provider account)."""
+    for number in range(count):
+        account = model.model_copy(update={"account_id": f"{number:032x}"})
+        table.create_account(account, f"CW-FILL-{number}", b"ciphertext")
+
+
+def test_a_user_links_accounts_up_to_the_cap_and_again_after_deleting_one(api: Api, table: BillsTable) -> None:
+    # Given a user with one account short of the cap
+    first = linked_account(api, table)
+    fill_with_accounts(table, first, MAX_ACCOUNTS_PER_USER - 2)
+    # When they link the last one the cap allows, it is linked
+    status, body = api.link_clearwater(first.user_id, "cw_sandbox_the_last_one")
+    assert status == 201, body
+    # and one more is refused, with the limit, and stores nothing
+    status, body = api.link_clearwater(first.user_id, "cw_sandbox_one_too_many")
+    assert (status, body["code"], body["details"]) == (409, "too_many_accounts", {"limit": MAX_ACCOUNTS_PER_USER})
+    assert len(table.list_accounts(first.user_id)) == MAX_ACCOUNTS_PER_USER
+    # After deleting one, that link succeeds
+    assert api.delete_account(first.user_id, first.account_id)[0] == 204
+    status, body = api.link_clearwater(first.user_id, "cw_sandbox_one_too_many")
+    assert status == 201, body
+    assert len(table.list_accounts(first.user_id)) == MAX_ACCOUNTS_PER_USER
+
+
+def test_a_profile_from_before_the_count_is_counted_at_its_next_link(api: Api, table: BillsTable, stack: Stack) -> None:
+    # Given a user at the cap whose profile predates the count
+    first = linked_account(api, table)
+    fill_with_accounts(table, first, MAX_ACCOUNTS_PER_USER - 1)
+    boto3.client("dynamodb").update_item(
+        TableName=stack.refs["BillsTable"],
+        Key={"PK": {"S": f"USER#{first.user_id}"}, "SK": {"S": "PROFILE"}},
+        UpdateExpression="REMOVE account_count",
+    )
+    # Then a link counts their accounts and refuses the one past the cap
+    status, body = api.link_clearwater(first.user_id, "cw_sandbox_one_too_many")
+    assert (status, body["code"]) == (409, "too_many_accounts")

@@ -37,6 +37,10 @@ def refuse_unseen_characters(value: str) -> str:
 
 
 Visible = AfterValidator(refuse_unseen_characters)
+# Linked accounts per user: far past a household's utilities (a few each of electricity, gas, water and
+# internet, a second home or a parent's too), and a bound on the user's partition (DynamoDB caps an item
+# collection at 10 GB on a table with a local secondary index) and on the accounts a page reads.
+MAX_ACCOUNTS_PER_USER = 50
 RefreshInterval = Literal["daily", "weekly"]
 REFRESH_PERIODS: dict[RefreshInterval, timedelta] = {"daily": timedelta(days=1), "weekly": timedelta(days=7)}
 
