@@ -20,7 +20,7 @@ from referencing.jsonschema import DRAFT202012
 
 from billhub import idempotency
 from billhub.api import json_object
-from billhub.bills import BillFilters
+from billhub.bills import MAX_CURSOR_LENGTH, BillFilters
 from billhub.catalog import UnknownProvider, provider_entry
 from localcloud.template import ROOT
 
@@ -138,7 +138,7 @@ REFUSED_QUERIES = [
     {"to": "01/02/2026"},
     {"cursor": ""},
     {"cursor": "has space"},
-    {"cursor": "x" * 1025},
+    {"cursor": "x" * (MAX_CURSOR_LENGTH + 1)},
 ]
 
 

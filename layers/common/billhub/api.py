@@ -60,7 +60,7 @@ ERROR_DESCRIPTIONS = {
     400: "Bad request: the body is not JSON, or a value the route checks itself is wrong.",
     401: "Unauthorized: no valid bearer token, or the email or password is wrong.",
     404: "Not found: no such route, or the resource is not the caller's.",
-    409: "Conflict: the resource exists or changed meanwhile; try again.",
+    409: "Conflict: the resource exists or changed meanwhile (try again), or a limit is reached (`too_many_accounts`).",
     413: "The request body is larger than the API accepts.",
     415: "The request body is not `application/json`.",
     422: "The request is invalid (`validation_error`: `details` lists each problem; `invalid_credentials_format`), "

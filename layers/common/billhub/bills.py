@@ -6,20 +6,24 @@ bills never has to be the whole list for the totals to be right.
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime, timedelta
-from typing import Annotated
+from itertools import chain
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from billhub.catalog import CATALOG, provider_entry
 from billhub.errors import NotFound
 from billhub.models import (
+    OPEN_BILLS_LISTED,
     REFRESH_PERIODS,
     Account,
     AccountStatus,
     Bill,
     BillStatus,
     Category,
+    EarlierOpenBills,
     OpenBill,
     bill_id_of,
 )
@@ -30,8 +34,24 @@ from billhub.store import BillQuery, BillsTable
 STALE_AFTER_INTERVALS = 2
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
+# Lambda answers a synchronous invocation with at most 6 MB (6,291,456 bytes) of JSON, and API Gateway
+# turns a larger one into a 502. That JSON holds the body as a string: Powertools' serializer (json.dumps,
+# ASCII only) writes each non-ASCII character as \uXXXX (6 bytes, 12 outside the BMP), and the runtime's
+# JSON of the answer escapes each " and \ of the body once more. So a page stops before the bill that
+# would take the body, measured as it travels (``_encoded_size``), past 5 MB; the rest is headroom for
+# the status and headers. Worst cases, every text at its maximum and outside the BMP: a bill of 100 line
+# items of 200 characters with 128-character ids is under 300 KB; the rest of a page (the overdue and
+# due-soon lists of 50 accounts x 24 open bills, each under 2 KB, and 50 accounts' freshness) under 2.5 MB.
+# A page therefore always has room for several bills; it always takes its first one, so paging moves on.
+MAX_RESPONSE_BYTES = 5 * 1024 * 1024
+# Room left for ``next_cursor``, not known until the page is cut (at most ``MAX_CURSOR_LENGTH``).
+_CURSOR_ROOM = 4 * 1024
 
-Cursor = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,1024}$")]
+# Long enough for the cursor of a bill whose ids are at their longest: two keys of under 600 bytes each
+# (a 32-character provider, a 32-character account id, 128 characters of bill id at 4 bytes), as JSON
+# in base64, are under 1,600 characters.
+MAX_CURSOR_LENGTH = 2048
+Cursor = Annotated[str, StringConstraints(pattern=rf"^[A-Za-z0-9_-]{{1,{MAX_CURSOR_LENGTH}}}$")]
 
 
 class BillFilters(BaseModel):
@@ -116,8 +136,11 @@ class AccountFreshness(BaseModel):
 class BillsPage(BaseModel):
     bills: list[BillView]
     totals: Totals
-    overdue: list[OpenBillView]
-    due_soon: list[OpenBillView]
+    overdue: list[OpenBillView] = Field(
+        description=f"Overdue bills, earliest due first: of each account at most its {OPEN_BILLS_LISTED} latest due "
+        "unpaid bills (`totals` count every one)"
+    )
+    due_soon: list[OpenBillView] = Field(description="Unpaid bills due within `totals.due_soon_days`, earliest first")
     accounts: list[AccountFreshness]
     as_of: datetime = Field(description="When the service read the bills (UTC, whole seconds)")
     next_cursor: str | None = None
@@ -205,14 +228,18 @@ def bills_page(
     overdue = [entry for entry in unpaid if effective_status(entry[1], today) is BillStatus.OVERDUE]
     upcoming = [entry for entry in unpaid if effective_status(entry[1], today) is not BillStatus.OVERDUE]
     due_soon = [entry for entry in upcoming if entry[1].due_on <= today + timedelta(days=due_soon_days)]
+    # Unpaid bills beyond those an account's summary lists: counted in the total due always, and as
+    # overdue once the latest of them is past due (all of them are then).
+    earlier = [account.summary.earlier_open for account in accounts if account.summary.earlier_open]
+    earlier_overdue = [bills for bills in earlier if bills.last_due_on < today]
     return BillsPage(
         bills=[bill_view(bill, today) for bill in bills],
         totals=Totals(
-            due=_totals(unpaid),
-            overdue=_totals(overdue),
-            overdue_count=len(overdue),
+            due=_totals(unpaid, earlier),
+            overdue=_totals(overdue, earlier_overdue),
+            overdue_count=len(overdue) + sum(bills.count for bills in earlier_overdue),
             next_due_on=min((bill.due_on for _, bill in upcoming), default=None),
-            due_soon=_totals(due_soon),
+            due_soon=_totals(due_soon, []),
             due_soon_count=len(due_soon),
             due_soon_days=due_soon_days,
         ),
@@ -224,8 +251,10 @@ def bills_page(
     )
 
 
-def _totals(entries: list[tuple[Account, OpenBill]]) -> dict[str, str]:
-    return totals_by_currency((bill.amount, bill.currency) for _, bill in entries)
+def _totals(entries: list[tuple[Account, OpenBill]], earlier: list[EarlierOpenBills]) -> dict[str, str]:
+    listed = ((bill.amount, bill.currency) for _, bill in entries)
+    summed = ((amount, currency) for bills in earlier for currency, amount in bills.amounts.items())
+    return totals_by_currency(chain(listed, summed))
 
 
 def read_bills(
@@ -261,4 +290,25 @@ def read_bills(
             hidden_accounts=hidden,
         ),
     )
-    return bills_page(shown, bills, preferences.due_soon_days, now, next_cursor)
+    page = bills_page(shown, bills, preferences.due_soon_days, now, next_cursor)
+    taken = _bills_within_budget(page)
+    if taken == len(bills):
+        return page
+    # The rest waits for the next page, which starts right after the last bill shown.
+    return page.model_copy(update={"bills": page.bills[:taken], "next_cursor": store.cursor_after(bills[taken - 1])})
+
+
+def _bills_within_budget(page: BillsPage) -> int:
+    """How many of the page's bills (at least one) fit in ``MAX_RESPONSE_BYTES`` with the rest of the page."""
+    size = _encoded_size(page.model_copy(update={"bills": [], "next_cursor": None}).model_dump(mode="json"))
+    size += _CURSOR_ROOM
+    for taken, view in enumerate(page.bills):
+        size += _encoded_size(view.model_dump(mode="json")) + (1 if taken else 0)  # and a comma before it
+        if size > MAX_RESPONSE_BYTES and taken:
+            return taken
+    return len(page.bills)
+
+
+def _encoded_size(value: Any) -> int:
+    """The bytes ``value`` takes as Powertools writes it into a body and the runtime writes that body."""
+    return len(json.dumps(json.dumps(value, separators=(",", ":")))) - 2

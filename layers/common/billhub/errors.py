@@ -55,6 +55,16 @@ class Conflict(ServiceError):
     code = "conflict"
 
 
+class TooManyAccounts(ServiceError):
+    status = 409
+    code = "too_many_accounts"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"You can link at most {limit} accounts; delete one to link another.", details={"limit": limit}
+        )
+
+
 class CredentialsRejected(ServiceError):
     status = 422
     code = "credentials_rejected"

@@ -37,6 +37,10 @@ def refuse_unseen_characters(value: str) -> str:
 
 
 Visible = AfterValidator(refuse_unseen_characters)
+# Linked accounts per user: far past a household's utilities (a few each of electricity, gas, water and
+# internet, a second home or a parent's too), and a bound on the user's partition (DynamoDB caps an item
+# collection at 10 GB on a table with a local secondary index) and on the accounts a page reads.
+MAX_ACCOUNTS_PER_USER = 50
 RefreshInterval = Literal["daily", "weekly"]
 REFRESH_PERIODS: dict[RefreshInterval, timedelta] = {"daily": timedelta(days=1), "weekly": timedelta(days=7)}
 
@@ -94,18 +98,44 @@ class OpenBill(BaseModel):
     status: BillStatus
 
 
+# An account's summary lists its unpaid bills one by one up to this many, the latest due; earlier ones are
+# kept as a count and sums (``EarlierOpenBills``), so the total due still counts every one of them. It
+# bounds the account item (24 entries of at most ~0.7 KB, a 128-character bill id at 4 bytes a character:
+# under 17 KB of DynamoDB's 400 KB, where the open bills of one account were unbounded) and the overdue and
+# due-soon lists of ``GET /bills`` (``bills.MAX_RESPONSE_BYTES``). Two years of monthly bills left unpaid.
+OPEN_BILLS_LISTED = 24
+
+
+class EarlierOpenBills(BaseModel):
+    """An account's unpaid bills beyond the ``OPEN_BILLS_LISTED`` latest due: each is due on or before
+    ``last_due_on`` (no later than any listed one), and counts in the totals through these sums."""
+
+    count: int = Field(ge=1)
+    amounts: dict[CurrencyCode, Decimal]
+    last_due_on: date
+
+
 class AccountSummary(BaseModel):
     """The account's aggregates, written in the same transaction as every change to its bills, so they
     always describe exactly the bills stored."""
 
     bill_count: int = 0
     open_bills: tuple[OpenBill, ...] = ()
+    earlier_open: EarlierOpenBills | None = None
     last_issued_on: date | None = None
 
     @classmethod
     def of(cls, bills: Iterable[Bill]) -> AccountSummary:
         bills = list(bills)
-        unpaid = sorted((bill for bill in bills if bill.status is not BillStatus.PAID), key=lambda bill: bill.due_on)
+        unpaid = sorted(
+            (bill for bill in bills if bill.status is not BillStatus.PAID),
+            key=lambda bill: (bill.due_on, bill.provider_bill_id),
+        )
+        split = max(len(unpaid) - OPEN_BILLS_LISTED, 0)
+        earlier, listed = unpaid[:split], unpaid[split:]
+        amounts: dict[str, Decimal] = {}
+        for bill in earlier:
+            amounts[bill.currency] = amounts.get(bill.currency, Decimal(0)) + bill.amount
         return cls(
             bill_count=len(bills),
             open_bills=tuple(
@@ -117,8 +147,11 @@ class AccountSummary(BaseModel):
                     due_on=bill.due_on,
                     status=bill.status,
                 )
-                for bill in unpaid
+                for bill in listed
             ),
+            earlier_open=EarlierOpenBills(count=len(earlier), amounts=amounts, last_due_on=earlier[-1].due_on)
+            if earlier
+            else None,
             last_issued_on=max((bill.issued_on for bill in bills), default=None),
         )
 

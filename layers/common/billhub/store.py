@@ -47,8 +47,9 @@ from typing import TYPE_CHECKING, Any, cast, get_args
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from billhub.errors import Conflict, InvalidCursor, NotFound
+from billhub.errors import Conflict, InvalidCursor, NotFound, TooManyAccounts
 from billhub.models import (
+    MAX_ACCOUNTS_PER_USER,
     Account,
     AccountStatus,
     AccountSummary,
@@ -146,7 +147,8 @@ _ISSUE_KEY = re.compile(r"^\d{4}-\d{2}-\d{2}#[^#]+#[^#]+#.+$")
 
 def _cursor_of(item: dict[str, Any]) -> str:
     """An opaque cursor: where the page ended in LSI1. The partition is never in it; it is the caller's."""
-    raw = json.dumps([item["LSI1SK"], item["SK"]], separators=(",", ":")).encode()
+    # UTF-8 rather than \u escapes, so a cursor stays within ``bills.MAX_CURSOR_LENGTH`` whatever the ids.
+    raw = json.dumps([item["LSI1SK"], item["SK"]], separators=(",", ":"), ensure_ascii=False).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -332,6 +334,8 @@ class BillsTable:
                 "password_hash": password_hash,
                 "created_at": _iso(user.created_at),
                 "preferences": user.preferences.model_dump(),
+                # Linked accounts, kept by the link and the deletion transactions: the cap's count.
+                "account_count": 0,
             }
         )
         email = _to_item({"PK": f"EMAIL#{user.email}", "SK": "EMAIL", "type": "email", "user_id": user.user_id})
@@ -451,7 +455,9 @@ class BillsTable:
     def create_account(
         self, account: Account, external_id: str, credentials_ciphertext: bytes, identity_pending: bool = False
     ) -> None:
-        """Stores a new linked account; ``Conflict`` if this user already linked that provider account.
+        """Stores a new linked account; ``Conflict`` if this user already linked that provider account,
+        ``TooManyAccounts`` if they have ``MAX_ACCOUNTS_PER_USER`` (counted on the profile in the same
+        transaction; the deletion of an account counts it down).
 
         The account's ``refresh_interval`` must still be the owner's preference: a change of preference
         made meanwhile (which updates only the accounts it finds) raises ``ConcurrentUpdate``.
@@ -474,30 +480,65 @@ class BillsTable:
                 }
             },
             {
-                "ConditionCheck": {
+                "Update": {
                     "TableName": self._table,
                     "Key": _to_item({"PK": user_key(account.user_id), "SK": "PROFILE"}),
+                    # Counted in the same transaction, so two links at once can never pass the cap together.
+                    "UpdateExpression": "SET account_count = account_count + :one",
                     # Nothing is linked to a user being deleted: their deletion lists accounts
                     # after marking the profile, so an account either is in that list or is refused.
                     "ConditionExpression": "preferences.refresh_interval = :interval "
-                    "AND attribute_not_exists(deleting_since)",
-                    "ExpressionAttributeValues": _to_item({":interval": account.refresh_interval}),
+                    "AND attribute_not_exists(deleting_since) AND account_count < :most",
+                    "ExpressionAttributeValues": _to_item(
+                        {":interval": account.refresh_interval, ":one": 1, ":most": MAX_ACCOUNTS_PER_USER}
+                    ),
                 }
             },
         ]
+        for counted in (True, False):
+            try:
+                _retrying_conflicts(
+                    lambda: self._client.transact_write_items(TransactItems=writes),
+                    f"account {account.account_id} kept meeting other transactions while it was linked",
+                )
+                return
+            except ClientError as error:
+                if not _is_conditional_failure(error):
+                    raise
+                if _condition_failed_at(error, 2) and not _condition_failed_at(error, 0):
+                    count = self._account_count(account.user_id)
+                    if count is not None and count >= MAX_ACCOUNTS_PER_USER:
+                        raise TooManyAccounts(MAX_ACCOUNTS_PER_USER) from error
+                    if count is None and counted and self._start_account_count(account.user_id):
+                        continue  # a profile from before the count: counted now, linked again
+                    raise ConcurrentUpdate(f"user {account.user_id} changed their refresh interval") from error
+                raise Conflict(
+                    f"This {account.provider} account is already linked.", details={"provider": account.provider}
+                ) from error
+
+    def _account_count(self, user_id: str) -> int | None:
+        """The profile's count of linked accounts; None without one (or without a profile)."""
+        item = self._get(user_key(user_id), "PROFILE", consistent=True)
+        return int(item["account_count"]) if item is not None and "account_count" in item else None
+
+    def _start_account_count(self, user_id: str) -> bool:
+        """Counts the accounts of a profile written before profiles counted them; False if it has no
+        profile, is being deleted, or was counted meanwhile."""
+        count = sum(1 for _ in self._query_prefix(user_id, "ACCOUNT#", ProjectionExpression="SK"))
         try:
-            _retrying_conflicts(
-                lambda: self._client.transact_write_items(TransactItems=writes),
-                f"account {account.account_id} kept meeting other transactions while it was linked",
+            self._client.update_item(
+                TableName=self._table,
+                Key=_to_item({"PK": user_key(user_id), "SK": "PROFILE"}),
+                UpdateExpression="SET account_count = :count",
+                ConditionExpression="attribute_exists(PK) AND attribute_not_exists(account_count) "
+                "AND attribute_not_exists(deleting_since)",
+                ExpressionAttributeValues=_to_item({":count": count}),
             )
         except ClientError as error:
-            if not _is_conditional_failure(error):
-                raise
-            if _condition_failed_at(error, 2) and not _condition_failed_at(error, 0):
-                raise ConcurrentUpdate(f"user {account.user_id} changed their refresh interval") from error
-            raise Conflict(
-                f"This {account.provider} account is already linked.", details={"provider": account.provider}
-            ) from error
+            if _is_conditional_failure(error):
+                return False
+            raise
+        return True
 
     @staticmethod
     def _link_item(account: Account, link_key: str) -> dict[str, Any]:
@@ -1050,6 +1091,11 @@ class BillsTable:
         next_cursor = _cursor_of(page[-1]) if page and (more or len(taken) > query.limit) else None
         return [Bill.model_validate(item) for item in page], next_cursor
 
+    @staticmethod
+    def cursor_after(bill: Bill) -> str:
+        """The cursor of a page that ends with ``bill`` (one cut short of what ``bills_page`` read)."""
+        return _cursor_of({"LSI1SK": bill_issue_key(bill), "SK": bill_sort_key(bill)})
+
     def bills_issued_since(self, user_id: str, since: date) -> list[Bill]:
         """The user's bills issued on or after ``since``: one paginated Query on LSI1. Eventually
         consistent (half the read units): spending over months does not hinge on the last second."""
@@ -1165,14 +1211,28 @@ class BillsTable:
                 }
             },
             {"Put": {"TableName": self._table, "Item": _to_item(marker)}},
+            {
+                # The owner's count of linked accounts, once: only the attempt that deletes the account
+                # gets past the condition above.
+                "Update": {
+                    "TableName": self._table,
+                    "Key": _to_item({"PK": key["PK"], "SK": "PROFILE"}),
+                    "UpdateExpression": "SET account_count = account_count - :one",
+                    "ConditionExpression": "account_count > :zero",
+                    "ExpressionAttributeValues": _to_item({":one": 1, ":zero": 0}),
+                }
+            },
         ]
         for attempt in range(DELETE_ATTEMPTS):
             try:
                 self._client.transact_write_items(TransactItems=writes)
                 return
             except ClientError as error:
-                if _is_conditional_failure(error):
+                if _condition_failed_at(error, 0):
                     return  # another attempt finished it first
+                if _condition_failed_at(error, 2):
+                    writes = writes[:2]  # a profile from before the count (or gone): nothing to count down
+                    continue
                 if not _is_transaction_conflict(error):
                     raise
                 _back_off(attempt)
