@@ -39,6 +39,9 @@ class Faults:
     auth_failure: bool = False  # data endpoints refuse every credential, as if revoked
     token_ttl_seconds: int = 3600  # lifetime of access tokens issued from now on
     rotate_refresh_tokens: bool = True  # a refresh returns a new refresh token and retires the old one
+    # Length of the access and refresh tokens issued from now on: real providers' tokens (JWTs) run to
+    # kilobytes, and the service must store the longest it accepts (4,096 characters each).
+    token_chars: int = 43
 
     def updated(self, changes: Mapping[str, Any]) -> Faults:
         """A copy with ``changes`` applied; ValueError names the first unknown fault or bad value."""

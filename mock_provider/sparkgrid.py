@@ -150,10 +150,16 @@ def token() -> Response:
     if grant_type == "authorization_code":
         code, redirect_uri = request.form.get("code", ""), request.form.get("redirect_uri", "")
         username = store.redeem_code(code, CLIENT.client_id, redirect_uri)
-        issued = None if username is None else store.issue(username, faults.token_ttl_seconds, with_refresh=True)
+        issued = (
+            None
+            if username is None
+            else store.issue(username, faults.token_ttl_seconds, with_refresh=True, chars=faults.token_chars)
+        )
     elif grant_type == "refresh_token":
         refresh_token = request.form.get("refresh_token", "")
-        issued = store.refresh(refresh_token, faults.token_ttl_seconds, rotate=faults.rotate_refresh_tokens)
+        issued = store.refresh(
+            refresh_token, faults.token_ttl_seconds, rotate=faults.rotate_refresh_tokens, chars=faults.token_chars
+        )
     else:
         return oauth_error("unsupported_grant_type")
     if issued is None:

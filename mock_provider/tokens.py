@@ -13,6 +13,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 CODE_TTL_SECONDS = 120
+# What ``secrets.token_urlsafe(32)`` gives: 256 random bits, 43 characters.
+TOKEN_CHARS = 43
+
+
+def _new_token(chars: int) -> str:
+    """A random URL-safe token of ``chars`` characters (never fewer than 256 random bits behind it)."""
+    return secrets.token_urlsafe(max(32, chars))[:chars]
 
 
 @dataclass(frozen=True)
@@ -87,15 +94,18 @@ class TokenStore:
             return None
         return issued.subject
 
-    def issue(self, subject: str, ttl_seconds: int, *, with_refresh: bool) -> IssuedTokens:
-        refresh_token = secrets.token_urlsafe(32) if with_refresh else None
+    def issue(self, subject: str, ttl_seconds: int, *, with_refresh: bool, chars: int = TOKEN_CHARS) -> IssuedTokens:
+        refresh_token = _new_token(chars) if with_refresh else None
         with self._lock:
             if refresh_token is not None:
                 self._refresh[refresh_token] = subject
-            return self._issue_access(subject, ttl_seconds, refresh_token)
+            return self._issue_access(subject, ttl_seconds, refresh_token, chars)
 
-    def refresh(self, refresh_token: str, ttl_seconds: int, *, rotate: bool) -> IssuedTokens | None:
-        """A new access token for a live refresh token; with ``rotate`` the refresh token is replaced."""
+    def refresh(
+        self, refresh_token: str, ttl_seconds: int, *, rotate: bool, chars: int = TOKEN_CHARS
+    ) -> IssuedTokens | None:
+        """A new access token for a live refresh token; with ``rotate`` the refresh token is replaced.
+        New tokens are ``chars`` characters long."""
         with self._lock:
             subject = self._refresh.get(refresh_token)
             if subject is None:
@@ -103,9 +113,9 @@ class TokenStore:
             if rotate:
                 self.changes += 1
                 del self._refresh[refresh_token]
-                refresh_token = secrets.token_urlsafe(32)
+                refresh_token = _new_token(chars)
                 self._refresh[refresh_token] = subject
-            return self._issue_access(subject, ttl_seconds, refresh_token)
+            return self._issue_access(subject, ttl_seconds, refresh_token, chars)
 
     def subject_of(self, access_token: str) -> str | None:
         """Who a live access token stands for; None for unknown, expired or revoked tokens."""
@@ -141,11 +151,13 @@ class TokenStore:
             self._refresh.clear()
             self.changes += 1
 
-    def _issue_access(self, subject: str, ttl_seconds: int, refresh_token: str | None) -> IssuedTokens:
+    def _issue_access(
+        self, subject: str, ttl_seconds: int, refresh_token: str | None, chars: int = TOKEN_CHARS
+    ) -> IssuedTokens:
         # Caller holds the lock. Expired tokens are dropped here so a long-running sandbox stays small.
         now = self._clock()
         self._access = {key: value for key, value in self._access.items() if value.expires_at > now}
-        access_token = secrets.token_urlsafe(32)
+        access_token = _new_token(chars)
         self._access[access_token] = _AccessToken(subject, now + ttl_seconds)
         self.changes += 1
         return IssuedTokens(access_token, ttl_seconds, refresh_token)

@@ -110,7 +110,8 @@ def _import_provider_plumbing() -> None:
 
 # SnapStart: what the first link or OAuth step would import and build is in the snapshot, the secrets
 # (signing keys, provider OAuth clients) are not; no httpx client outlives its request, so none is reopened.
-# After a restore the states' key ring forgets its previous key and when it last re-read the keys.
+# After a restore the states' key ring forgets its previous key and when it last re-read the keys, and the
+# vault any data key it holds (none is made before the snapshot; their ages would be another environment's).
 snapstart.register(
     before_snapshot=[
         store,
@@ -123,7 +124,7 @@ snapstart.register(
         _import_provider_plumbing,
         snapstart.prepare_secrets,
     ],
-    after_restore=[lambda: states().forget()],
+    after_restore=[lambda: states().forget(), lambda: vault().forget()],
 )
 
 

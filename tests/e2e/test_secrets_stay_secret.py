@@ -4,7 +4,7 @@ One local cloud: a user links an account at each of the four providers (SparkGri
 redirect), refreshes, gets a link refused and a login refused. Then every log the service wrote (each
 function's, the gateway's and poller's, the AWS stand-in's) is searched for every secret used or issued:
 passwords (right and wrong), the API key, the access token, the OAuth code and the tokens it was exchanged
-for, the OAuth clients' secrets, and the KMS ciphertext of each stored credential. Only the sandbox
+for, the OAuth clients' secrets, and the ciphertext of each stored credential. Only the sandbox
 provider's own request log is left out: it is the provider's log, not the service's.
 """
 
@@ -20,7 +20,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import httpx
 import pytest
 
+from billhub.credentials import CredentialVault
 from localcloud.demo import DEMO_CREDENTIALS, DEMO_PASSWORD
+from localcloud.template import load_template
 from tests.e2e.harness import Cloud, local_cloud, wait_until
 
 EMAIL = "secrets@example.com"
@@ -102,18 +104,24 @@ def table_items(cloud: Cloud) -> list[dict[str, Any]]:
     return items
 
 
+def credentials_key_id(cloud: Cloud) -> str:
+    """The local cloud's CredentialsKey, known by the description template.yaml gives it."""
+    kms = cloud.aws("kms")
+    description = load_template()["Resources"]["CredentialsKey"]["Properties"]["Description"]
+    keys = [kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"] for key in kms.list_keys()["Keys"]]
+    return next(str(key["KeyId"]) for key in keys if key["Description"] == description)
+
+
 def stored_credentials(run: Run) -> list[tuple[bytes, dict[str, Any]]]:
-    """Each of the user's accounts' credentials as stored (ciphertext) and as KMS decrypts them."""
-    kms = run.cloud.aws("kms")
+    """Each of the user's accounts' credentials as stored (ciphertext) and as the service's vault decrypts them."""
+    vault = CredentialVault(run.cloud.aws("kms"), credentials_key_id(run.cloud))
     found = []
     for item in table_items(run.cloud):
         if item["PK"]["S"] != f"USER#{run.user_id}" or "credentials" not in item:
             continue
         ciphertext = item["credentials"]["B"]
         account_id = item["SK"]["S"].removeprefix("ACCOUNT#")
-        context = {"user_id": run.user_id, "account_id": account_id, "purpose": "provider-credentials"}
-        plaintext = kms.decrypt(CiphertextBlob=ciphertext, EncryptionContext=context)["Plaintext"]
-        found.append((ciphertext, json.loads(plaintext)))
+        found.append((ciphertext, vault.decrypt(run.user_id, account_id, ciphertext)))
     return found
 
 

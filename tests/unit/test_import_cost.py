@@ -1,7 +1,8 @@
 """What a cold start builds: functions that import the provider registry only for names and categories
 (GET /bills, GET /providers) build no adapter's payload or credentials validators, and the insights
 function builds the insights' response models only before its snapshot or at the first GET /insights; the
-auth function imports email-validator at the first address it checks."""
+auth function imports email-validator at the first address it checks; and only the functions that touch
+credentials import ``cryptography`` through the credential vault."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import json
 import subprocess
 import sys
 from typing import Any
+
+import pytest
 
 from localcloud.template import ROOT
 
@@ -83,4 +86,28 @@ def test_the_bills_function_imports_neither_the_insights_nor_any_provider_adapte
     )
     # Then the insights have a function of their own, and the providers' names, display names and
     # categories came from the catalog alone
+    assert printed == []
+
+
+# Given a handler imported as Lambda would: which of the credential vault and its cipher it imported
+CRYPTO_IMPORTED = """
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("app", sys.argv[1])
+spec.loader.exec_module(importlib.util.module_from_spec(spec))
+print(json.dumps(sorted(name for name in ("billhub.credentials", "cryptography") if name in sys.modules)))
+"""
+FUNCTION_ENVIRONMENT = {
+    "PATH": "",
+    "TABLE_NAME": "bills",
+    "CREDENTIALS_KEY_ID": "key",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "POWERTOOLS_LOG_LEVEL": "WARNING",
+}
+
+
+@pytest.mark.parametrize("function", ["get_bills", "insights"])
+def test_functions_that_never_touch_credentials_do_not_import_cryptography(function: str) -> None:
+    printed = fresh_interpreter(
+        CRYPTO_IMPORTED, str(ROOT / "functions" / function / "app.py"), env=FUNCTION_ENVIRONMENT
+    )
     assert printed == []

@@ -322,3 +322,12 @@ def test_a_revised_statement_gains_an_adjustment_line_in_cents(client: FlaskClie
         {"label": "Revision adjustment", "amount_minor": 100 - before["amount_due_minor"]},
     ]
     assert sum(line["amount_minor"] for line in after["lines"]) == after["amount_due_minor"] == 100
+
+
+def test_tokens_are_as_long_as_told_and_still_work(client: FlaskClient) -> None:
+    client.post("/_admin/faults/sparkgrid", json={"token_chars": 4096})
+    tokens = link(client)
+    renewed = refresh(client, tokens["refresh_token"]).get_json()
+    lengths = {len(tokens[name]) for name in ("access_token", "refresh_token")} | {len(renewed["refresh_token"])}
+    assert lengths == {4096}
+    assert customer(client, renewed["access_token"]).status_code == 200
