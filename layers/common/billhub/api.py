@@ -21,14 +21,28 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 )
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
 from billhub.catalog import PROVIDER_NAME_PATTERN, PROVIDER_NAMES_SCHEMA
-from billhub.errors import ServiceError, Unauthorized
+from billhub.errors import ServiceError, TryAgain, Unauthorized
+from billhub.store import ConcurrentUpdate
 
 logger = Logger(child=True)
 
 MAX_BODY_BYTES = 16 * 1024
+# What DynamoDB answers under load and contention that botocore's own retries (and the store's, for
+# conflicts) did not outlast: nothing was applied, and the caller's retry a moment later goes through.
+TRANSIENT_AWS_ERRORS = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionConflictException",
+    }
+)
 # Sent with every answer, errors included: API Gateway's HTTP API adds none. Answers hold tokens, personal
 # and financial data, so no cache (browser, proxy, CDN) may keep one; the rest stops browsers sniffing
 # JSON into something else, framing or embedding an answer, sending the URL on, or ever using plain HTTP.
@@ -66,17 +80,19 @@ ERROR_DESCRIPTIONS = {
     422: "The request is invalid (`validation_error`: `details` lists each problem; `invalid_credentials_format`), "
     "the provider refused the credentials, or an `Idempotency-Key` was reused with another body.",
     429: "Too many requests: try again after the `Retry-After` seconds (also `details.retry_after`).",
-    503: "A provider or a dependency is unavailable right now; try again later.",
+    503: "A provider or a dependency is unavailable right now, or the service is busy (`try_again`); "
+    "try again later (after `Retry-After` seconds where it is sent).",
 }
 
 
 def documented(status: int = 200, *errors: int, description: str = "Successful Response") -> dict[int, OpenAPIResponse]:
     """A route's OpenAPI responses: its success (schema from the return annotation) and each error it answers.
 
-    422 (request validation) is always listed: Powertools validates every route's parameters and body.
+    422 (request validation) is always listed: Powertools validates every route's parameters and body;
+    so is 503, since every route reads or writes the store (``try_again``).
     """
     answer: dict[int, OpenAPIResponse] = {status: {"description": description}}
-    for code in sorted({*errors, 422}):
+    for code in sorted({*errors, 422, 503}):
         answer[code] = {
             "description": ERROR_DESCRIPTIONS[code],
             "content": {content_types.APPLICATION_JSON: {"model": ErrorBody}},
@@ -93,6 +109,16 @@ def error_response(
         body=json.dumps({"code": code, "message": message, "details": details}),
         headers=headers,
     )
+
+
+def service_error_response(error: ServiceError) -> Response[str]:
+    return error_response(error.status, error.code, error.message, error.details, error.headers or None)
+
+
+def internal_error_response() -> Response[str]:
+    """Logs the error being handled, with its traceback; the caller learns only that it was ours."""
+    logger.exception("unhandled error")
+    return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error", "Something went wrong on our side.")
 
 
 class InvalidJson(ValueError):
@@ -242,7 +268,7 @@ def create_resolver() -> Resolver:
 
     @app.exception_handler(ServiceError)
     def _service_error(error: ServiceError) -> Response[str]:
-        return error_response(error.status, error.code, error.message, error.details, error.headers or None)
+        return service_error_response(error)
 
     @app.exception_handler(RequestValidationError)
     def _validation_error(error: RequestValidationError) -> Response[str]:
@@ -267,10 +293,21 @@ def create_resolver() -> Resolver:
     def _not_found(_: Exception) -> Response[str]:
         return error_response(HTTPStatus.NOT_FOUND, "not_found", "No such route.")
 
+    @app.exception_handler(ConcurrentUpdate)
+    def _still_contended(_: ConcurrentUpdate) -> Response[str]:
+        logger.warning("store still contended after its retries")
+        return service_error_response(TryAgain())
+
     @app.exception_handler(Exception)
-    def _unexpected(error: Exception) -> Response[str]:
-        logger.exception("unhandled error")
-        return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error", "Something went wrong on our side.")
+    def _unexpected(_: Exception) -> Response[str]:
+        return internal_error_response()
+
+    @app.exception_handler(ClientError)
+    def _aws_error(error: ClientError) -> Response[str]:
+        if error.response.get("Error", {}).get("Code") in TRANSIENT_AWS_ERRORS:
+            logger.warning("store still busy after botocore's retries", extra={"code": error.response["Error"]["Code"]})
+            return service_error_response(TryAgain())
+        return internal_error_response()
 
     return app
 

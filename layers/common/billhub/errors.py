@@ -70,6 +70,17 @@ class CredentialsRejected(ServiceError):
     code = "credentials_rejected"
 
 
+class TryAgain(ServiceError):
+    """The store stayed busy (throttled, or the items kept meeting other writes) past its own retries;
+    nothing was written, and the same request a moment later goes through."""
+
+    status = 503
+    code = "try_again"
+
+    def __init__(self) -> None:
+        super().__init__("The service is busy; send the request again.", retry_after=1)
+
+
 class ProviderDown(ServiceError):
     status = 503
     code = "provider_unavailable"
