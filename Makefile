@@ -14,6 +14,8 @@ VENV := .venv
 # build itself installs offline, so it also works with no network and under a faked date (where TLS
 # refuses the registry's certificate as not yet valid or expired).
 LAMBDA_WHEELS := $(ROOT)/.wheels/lambda-arm64
+# What each layer ships: the shared one, and cryptography for the functions that use the credential vault.
+LAYER_REQUIREMENTS := layers/common/requirements.txt layers/crypto/requirements.txt
 TOOLS := .venv-tools
 # checkov pins boto3, networkx and packaging below what SAM CLI needs: a venv of its own.
 CHECKOV := .venv-checkov
@@ -36,7 +38,7 @@ help:
 	@echo "make smoke API=<url> [PROVIDER=<name> CREDENTIALS='{...}' | CREDENTIALS_FILE=<path>] - the acceptance"
 	@echo "              flow against a deployed API (default: ClearWater's sandbox demo key) with a throwaway user"
 
-$(VENV)/.installed: requirements/dev.txt layers/common/requirements.txt
+$(VENV)/.installed: requirements/dev.txt $(LAYER_REQUIREMENTS)
 	@test -n "$(PYTHON_313)" || { echo "Python 3.13 (the Lambda runtime) is required: install it (e.g. pyenv install 3.13)"; exit 1; }
 	$(PYTHON_313) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_QUIET) -r requirements/dev.txt 2>&1 | $(PIP_FILTER)
@@ -114,36 +116,49 @@ clean:
 	rm -rf .aws-sam .localcloud .wheels .pytest_cache .mypy_cache .ruff_cache
 
 # ---------------------------------------------------------------- what `sam build` runs
-# Every function and the layer build with `BuildMethod: makefile` (template.yaml): `sam build` runs
+# Every function and layer builds with `BuildMethod: makefile` (template.yaml): `sam build` runs
 # `build-<LogicalId>` in a copy of the resource's CodeUri, with ARTIFACTS_DIR set. The targets ship
 # byte-code, as Lambda's /opt and /var/task are read-only: without it every cold start compiles every
 # module it imports. Hash-based and unchecked, since the zip keeps no trustworthy timestamps and the
 # code never changes where it runs; for cpython-313, the runtime's, so the build runs python3.13.
-# The layer's wheels are those of the functions' Architectures (arm64) for the runtime's glibc (2.34);
+# The layers' wheels are those of the functions' Architectures (arm64) for the runtime's glibc (2.34);
 # pip matches each tag as given, so every manylinux one up to 2.34 is named.
 LAMBDA_PYTHON ?= python3.13
 LAMBDA_PLATFORMS := $(foreach tag,manylinux2014 manylinux_2_17 manylinux_2_28 manylinux_2_34,--platform $(tag)_aarch64)
 LAMBDA_COMPILE = $(LAMBDA_PYTHON) -m compileall -q --invalidation-mode unchecked-hash
 
-.PHONY: lambda-python build-CommonLayer
+.PHONY: lambda-python build-CommonLayer build-CryptoLayer
 
 lambda-python:
 	@$(LAMBDA_PYTHON) -c 'import sys; sys.exit(sys.implementation.cache_tag != "cpython-313" and "the Lambda build needs CPython 3.13 as $(LAMBDA_PYTHON): put it on PATH")'
 
-# Run from the project's root (the build's sub-make is too).
-$(LAMBDA_WHEELS)/.complete: layers/common/requirements.txt $(VENV)/.installed
+# Run from the project's root (the build's sub-make is too). Every layer's wheels, in one folder.
+$(LAMBDA_WHEELS)/.complete: $(LAYER_REQUIREMENTS) $(VENV)/.installed
 	rm -rf "$(LAMBDA_WHEELS)"
 	$(PY) -m pip download $(PIP_QUIET) --only-binary=:all: --implementation cp --python-version 3.13 \
-		$(LAMBDA_PLATFORMS) --dest "$(LAMBDA_WHEELS)" -r "$<" 2>&1 | $(PIP_FILTER)
+		$(LAMBDA_PLATFORMS) --dest "$(LAMBDA_WHEELS)" $(foreach file,$(LAYER_REQUIREMENTS),-r $(file)) \
+		2>&1 | $(PIP_FILTER)
 	touch "$@"
 
-build-CommonLayer: lambda-python
+# A layer's requirements.txt (in the copy of its ContentUri sam build runs in), installed offline.
+define install-layer-requirements
 	$(MAKE) --no-print-directory -C "$(ROOT)" -f "$(ROOT)/Makefile" "$(LAMBDA_WHEELS)/.complete"
 	$(LAMBDA_PYTHON) -m pip install $(PIP_QUIET) --no-compile --no-index --find-links "$(LAMBDA_WHEELS)" \
 		--only-binary=:all: --implementation cp --python-version 3.13 $(LAMBDA_PLATFORMS) \
 		--target "$(ARTIFACTS_DIR)/python" -r requirements.txt 2>&1 | $(PIP_FILTER)
 	rm -rf "$(ARTIFACTS_DIR)/python/bin"
+endef
+
+build-CommonLayer: lambda-python
+	$(install-layer-requirements)
 	cp -R billhub "$(ARTIFACTS_DIR)/python/"
+	find "$(ARTIFACTS_DIR)/python" -name __pycache__ -prune -exec rm -rf {} +
+	$(LAMBDA_COMPILE) "$(ARTIFACTS_DIR)/python"
+
+# cryptography and what it needs, only: the functions that use the credential vault get it beside the
+# shared layer (template.yaml), so pyjwt in the others finds no cryptography to load at `import jwt`.
+build-CryptoLayer: lambda-python
+	$(install-layer-requirements)
 	find "$(ARTIFACTS_DIR)/python" -name __pycache__ -prune -exec rm -rf {} +
 	$(LAMBDA_COMPILE) "$(ARTIFACTS_DIR)/python"
 

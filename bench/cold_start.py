@@ -1,17 +1,17 @@
 """Cold start: what a fresh Lambda execution environment spends importing each function's handler.
 
 What is measured is what ships: the bench runs ``sam build --cached --parallel`` and copies each
-function's build output and the layer's out of ``.aws-sam/build``, read-only (Lambda's ``/var/task``
+function's build output and its layers' out of ``.aws-sam/build``, read-only (Lambda's ``/var/task``
 and ``/opt`` are), and checks afterwards that no file was added. For every function of
 ``template.yaml`` a fresh Python 3.13 interpreter (the Lambda runtime; ``-S``, so no site-packages of
 this machine's) with ``PYTHONDONTWRITEBYTECODE=1`` gets ``sys.path`` = [the function's build output,
-the layer's ``python/``, a runtime-only environment holding just boto3 and botocore at this project's
-pinned versions, as Lambda provides them (with their byte-code, as Lambda's runtime has it), the
-standard library] and the function's environment, and imports its handler module (module-level set-up
-included). The child times the import itself with ``time.perf_counter()``; the parent times the whole
-process, interpreter start-up and exit included. The baseline, measured in the same run, is the same
-fresh interpreter with the runtime environment alone doing ``import boto3`` and creating one DynamoDB
-client.
+each of its layers' ``python/`` (the Globals' first), a runtime-only environment holding just boto3 and
+botocore at this project's pinned versions, as Lambda provides them (with their byte-code, as Lambda's
+runtime has it), the standard library] and the function's environment, and imports its handler module
+(module-level set-up included). The child times the import itself with ``time.perf_counter()``; the
+parent times the whole process, interpreter start-up and exit included. The baseline, measured in the
+same run, is the same fresh interpreter with the runtime environment alone doing ``import boto3`` and
+creating one DynamoDB client.
 
 A second column keeps the figure this bench gave before it measured the build: the handler imported
 from the source tree with this development venv (``localcloud.worker``'s ``sys.path``, byte-code caches
@@ -23,6 +23,7 @@ Runs are interleaved round-robin over all subjects, so machine noise hits them a
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.metadata
 import importlib.util
 import os
@@ -35,6 +36,7 @@ import sysconfig
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -177,9 +179,10 @@ def _sam_build() -> None:
 
 
 def _layers_of(template: dict[str, Any], logical_id: str) -> list[str]:
-    """The logical ids of the layers a function gets (its own ``Layers``, else the Globals')."""
+    """The logical ids of the layers a function gets, in order: the Globals', then its own ``Layers``
+    (SAM concatenates a function's lists with the Globals')."""
     properties = template["Resources"][logical_id]["Properties"]
-    layers = properties.get("Layers", template.get("Globals", {}).get("Function", {}).get("Layers", []))
+    layers = [*template.get("Globals", {}).get("Function", {}).get("Layers", []), *properties.get("Layers", [])]
     return [layer["Ref"] for layer in layers]
 
 
@@ -212,29 +215,53 @@ def _copy(source: Path, destination: Path) -> Path:
 
 def _native_for_host(layer: Path) -> list[str]:
     """The layer is built for Lambda's arm64; where this machine is not, each native extension built for
-    another architecture gets its host build beside it, from the same distribution at the same version in
-    this venv (pinned alike), so the layer imports here; the byte-code and every pure-Python module stay
-    as shipped."""
+    another machine (its ELF header says so, whatever its name: ``_rust.abi3.so`` names none) gets its
+    host build beside it, from the same distribution at the same version in this venv (pinned alike),
+    named with this interpreter's own suffix, which the import system tries before ``.abi3.so``, so the
+    layer imports here; the shipped file, the byte-code and every pure-Python module stay as shipped."""
     host_suffix = str(sysconfig.get_config_var("EXT_SUFFIX"))
-    foreign = re.compile(r"\.cpython-\d+-[a-z0-9_]+-linux-gnu\.so$")
     owners = _record_owners(layer)
     added = []
     for extension in sorted(layer.rglob("*.so")):
-        if extension.name.endswith(host_suffix) or not foreign.search(extension.name):
+        if _elf_machine(extension) in (None, _elf_machine(Path(sys.executable).resolve())):
             continue
         relative = extension.relative_to(layer)
         distribution, version = owners.get(relative.as_posix(), ("?", "?"))
-        host_name = foreign.sub(host_suffix, extension.name)
         if importlib.metadata.version(distribution) != version:
             raise RuntimeError(f"{relative}: the layer ships {distribution} {version}, this venv has another")
-        spec = importlib.util.find_spec(relative.parts[0])
-        if spec is None or spec.submodule_search_locations is None:
-            raise RuntimeError(f"{relative}: no host build of {distribution} in this venv")
-        package_dir = Path(next(iter(spec.submodule_search_locations)))
-        host_build = package_dir.joinpath(*relative.parts[1:-1], host_name)
-        shutil.copy2(host_build, extension.with_name(host_name))
+        host_name = extension.name.split(".")[0] + host_suffix
+        shutil.copy2(_host_build(relative, distribution), extension.with_name(host_name))
         added.append(f"{relative.parent / host_name} ({distribution} {version})")
     return added
+
+
+@cache
+def _elf_machine(path: Path) -> int | None:
+    """The ``e_machine`` of an ELF file's header (62 x86-64, 183 AArch64), or None if it is not one."""
+    with path.open("rb") as file:
+        header = file.read(20)
+    if len(header) < 20 or header[:4] != b"\x7fELF":
+        return None
+    return int.from_bytes(header[18:20], "little" if header[5] == 1 else "big")
+
+
+def _host_build(relative: Path, distribution: str) -> Path:
+    """This venv's build of the extension module the layer ships at ``relative`` (a module of a package,
+    or one at the top level, as cffi's ``_cffi_backend``), found without importing anything."""
+    stem = relative.name.split(".")[0]
+    spec = importlib.util.find_spec(relative.parts[0] if len(relative.parts) > 1 else stem)
+    directories: list[Path] = []
+    if spec is not None and len(relative.parts) > 1 and spec.submodule_search_locations is not None:
+        directories = [Path(location).joinpath(*relative.parts[1:-1]) for location in spec.submodule_search_locations]
+    elif spec is not None and len(relative.parts) == 1 and spec.origin is not None:
+        directories = [Path(spec.origin).parent]
+    host = _elf_machine(Path(sys.executable).resolve())
+    for directory in directories:
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            candidate = directory / f"{stem}{suffix}"
+            if candidate.is_file() and _elf_machine(candidate) == host:
+                return candidate
+    raise RuntimeError(f"{relative}: no host build of {distribution} in this venv")
 
 
 def _record_owners(layer: Path) -> dict[str, tuple[str, str]]:
@@ -581,7 +608,8 @@ def report(result: dict[str, Any]) -> str:
             "of `.aws-sam/build` and made read-only, as Lambda's `/var/task` and `/opt` are (and checked "
             "afterwards: no file was added). For each function of `template.yaml`, a fresh interpreter (this "
             "venv's base Python 3.13, the Lambda runtime, with `-S`: none of this machine's site-packages) "
-            "with `PYTHONDONTWRITEBYTECODE=1`, `sys.path` = [the function's build output, the layer's `python/`, "
+            "with `PYTHONDONTWRITEBYTECODE=1`, `sys.path` = [the function's build output, each of its layers' "
+            "`python/` (the Globals' `CommonLayer`, then its own: `CryptoLayer` for the vault's users), "
             "a runtime-only environment with just boto3 and what it needs at the pinned versions, installed by "
             "pip with its byte-code as Lambda's runtime has it, the standard library], and the function's "
             "environment (template variables resolved with the parameters' defaults and placeholder resource "
@@ -591,15 +619,16 @@ def report(result: dict[str, Any]) -> str:
             "included), *import CPU ms* likewise with `time.process_time()`; *whole process ms* is timed by the "
             "parent from spawn to exit, interpreter start-up included (the same fixed cost on both sides, so "
             "its ratios are milder). The baseline is the same interpreter with the runtime environment alone "
-            "doing `import boto3; boto3.client('dynamodb')`, timed the same way. The layer is built for arm64; "
-            "on another machine each native extension also gets its host build beside it, from the same "
-            f"distribution at the same version in this venv (here: {native}), so only that one file differs "
-            "from what ships. One untimed round puts the files in the page cache; then runs go round-robin over "
-            "every subject, one process at a time, so machine noise falls on all alike. *Dev venv* is the "
-            "figure this bench gave before it measured the build: the handler imported from the source tree "
-            "with the development venv on `sys.path` (byte-code caches written by the untimed round, and "
-            "development packages a layer lacks, such as `click`, `rich` and `cryptography`), against "
-            "`import boto3` in that venv.",
+            "doing `import boto3; boto3.client('dynamodb')`, timed the same way. The layers are built for "
+            "arm64; on another machine each native extension also gets its host build beside it, from the same "
+            "distribution at the same version in this venv, named with this interpreter's own suffix, which "
+            f"the import system tries first (here: {native}), so only those files are added to what ships. "
+            "One untimed round puts the files in the page cache; then runs go round-robin over every subject, "
+            "one process at a time, so machine noise falls on all alike. *Dev venv* is the figure this bench "
+            "gave before it measured the build: the handler imported from the source tree with the "
+            "development venv on `sys.path` (byte-code caches written by the untimed round, and development "
+            "packages a function's layers lack, such as `click`, `rich`, and `cryptography` where it has no "
+            "`CryptoLayer`), against `import boto3` in that venv.",
         ]
     )
 

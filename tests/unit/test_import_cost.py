@@ -2,7 +2,8 @@
 (GET /bills, GET /providers) build no adapter's payload or credentials validators, and the insights
 function builds the insights' response models only before its snapshot or at the first GET /insights; the
 auth function imports email-validator at the first address it checks; and only the functions that touch
-credentials import ``cryptography`` through the credential vault."""
+credentials import ``cryptography`` through the credential vault (the others' layers do not ship it, and
+their HS256 tokens do without it)."""
 
 from __future__ import annotations
 
@@ -100,6 +101,9 @@ FUNCTION_ENVIRONMENT = {
     "PATH": "",
     "TABLE_NAME": "bills",
     "CREDENTIALS_KEY_ID": "key",
+    "JWT_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:jwt",
+    "JWT_ISSUER": "billhub",
+    "JWT_AUDIENCE": "billhub-api",
     "AWS_DEFAULT_REGION": "us-east-1",
     "POWERTOOLS_LOG_LEVEL": "WARNING",
 }
@@ -111,3 +115,31 @@ def test_functions_that_never_touch_credentials_do_not_import_cryptography(funct
         CRYPTO_IMPORTED, str(ROOT / "functions" / function / "app.py"), env=FUNCTION_ENVIRONMENT
     )
     assert printed == []
+
+
+# Given cryptography not importable, as where the authorizer and auth functions run (their layer,
+# CommonLayer, does not ship it; this venv has it for the vault's users): the handler imported, a token
+# issued and verified, and whether pyjwt loaded its asymmetric algorithms
+TOKENS_WITHOUT_CRYPTOGRAPHY = """
+import importlib.util, json, sys
+from datetime import UTC, datetime
+sys.modules["cryptography"] = None  # any import of it, or of a module in it, raises ModuleNotFoundError
+spec = importlib.util.spec_from_file_location("app", sys.argv[1])
+spec.loader.exec_module(importlib.util.module_from_spec(spec))
+from billhub.auth import KeyRing, TokenService
+service = TokenService(KeyRing.fixed("k" * 64), "billhub", "billhub-api", 900)
+service.prepare()
+now = datetime.now(UTC)
+claims = service.verify(service.issue("user-1", now).access_token, now)
+import jwt.algorithms
+print(json.dumps([claims["sub"], jwt.algorithms.has_crypto]))
+"""
+
+
+@pytest.mark.parametrize("function", ["authorizer", "auth"])
+def test_the_token_functions_import_issue_and_verify_without_cryptography(function: str) -> None:
+    printed = fresh_interpreter(
+        TOKENS_WITHOUT_CRYPTOGRAPHY, str(ROOT / "functions" / function / "app.py"), env=FUNCTION_ENVIRONMENT
+    )
+    # Then HS256 needs none of what pyjwt imports cryptography for (and the layer test checks it is not shipped)
+    assert printed == ["user-1", False]
