@@ -13,9 +13,11 @@ Kinds (and the operations they apply to):
 
 - ``throughput``: ``ProvisionedThroughputExceededException`` (400), every data-plane operation;
 - ``throttling``: ``ThrottlingException`` (400), every data-plane operation;
-- ``conflict``: ``TransactionConflictException`` (400) for PutItem, UpdateItem and DeleteItem; for
-  TransactWriteItems and TransactGetItems a ``TransactionCanceledException`` (400) whose
-  ``CancellationReasons`` say ``TransactionConflict`` at one item and ``None`` at the others;
+- ``conflict``: for TransactWriteItems and TransactGetItems a ``TransactionCanceledException`` (400)
+  whose ``CancellationReasons`` say ``TransactionConflict`` at one item and ``None`` at the others; for
+  PutItem, UpdateItem and DeleteItem ``TransactionConflictException`` (400), but only on an item some
+  TransactWriteItems has written: on AWS a write conflicts only with a transaction in flight on its
+  item, so an item no transaction ever writes (a rate limiter's counter) never meets one;
 - ``internal``: ``InternalServerError`` (500), every data-plane operation.
 
 Other services (SQS, KMS, SNS, ...) and DynamoDB's control plane (CreateTable, DescribeTable, ...) are
@@ -35,6 +37,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from moto.dynamodb.models import dynamodb_backends
 
 FAULTS_PATH = "/_localcloud/faults"
 TARGET_PREFIX = "DynamoDB_20120810."
@@ -88,8 +92,14 @@ class _Answer:
     body: dict[str, Any]
 
 
-def _applies(kind: str, operation: str) -> bool:
-    return kind != "conflict" or operation in SINGLE_ITEM_WRITES or operation in TRANSACTIONS
+def _key_names(table_name: str) -> tuple[str, ...]:
+    """The key attributes of a table of moto's (in this process), whichever account and region holds it."""
+    for regions in dynamodb_backends.values():
+        for backend in regions.values():
+            table = backend.tables.get(table_name)
+            if table is not None:
+                return tuple(name for name in (table.hash_key_attr, table.range_key_attr) if name)
+    return ()
 
 
 class DynamoDBFaults:
@@ -101,6 +111,11 @@ class DynamoDBFaults:
         self._random = random.Random(settings.seed)
         self._lock = threading.Lock()
         self._injected: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
+        # Whether the fault mode was ever on (a rate, or a change asked): only then are requests looked at.
+        self._armed = settings.rate > 0
+        # The items transactions write (table, key), and each table's key attributes.
+        self._transactional: set[tuple[str, str]] = set()
+        self._key_names: dict[str, tuple[str, ...]] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == FAULTS_PATH:
@@ -109,15 +124,24 @@ class DynamoDBFaults:
             return _json_answer(start_response, "200 OK", "application/json", self.report())
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         operation = target.removeprefix(TARGET_PREFIX)
-        if self.settings.rate <= 0 or not target.startswith(TARGET_PREFIX) or operation not in DATA_PLANE:
+        if not self._armed or not target.startswith(TARGET_PREFIX) or operation not in DATA_PLANE:
+            return self._app(environ, start_response)
+        if operation == "TransactWriteItems":
+            self._remember_transactional(_request_body(environ))
+        if self.settings.rate <= 0:
             return self._app(environ, start_response)
         with self._lock:
-            kind = self._draw(operation)
-            position = self._random.random()
-        if kind is None:
+            faulted = self._random.random() < self.settings.rate
+            choice, position = self._random.random(), self._random.random()
+        if not faulted:
             return self._app(environ, start_response)
         # Read whole, as moto would have: a keep-alive connection must not find the body as its next request.
-        answer = self._answer(kind, operation, position, _request_body(environ))
+        request = _request_body(environ)
+        kinds = [kind for kind in self.settings.kinds if self._applies(kind, operation, request)]
+        if not kinds:
+            return self._app(environ, start_response)
+        kind = kinds[min(int(choice * len(kinds)), len(kinds) - 1)]
+        answer = self._answer(kind, operation, position, request)
         with self._lock:
             self._injected[kind][operation] += 1
         body = {"__type": answer.error_type, **answer.body}
@@ -135,14 +159,39 @@ class DynamoDBFaults:
         except (TypeError, ValueError) as error:
             return _json_answer(start_response, BAD_REQUEST, "application/json", {"error": str(error)})
         with self._lock:
-            self.settings, self._random = settings, random.Random(settings.seed)
+            self.settings, self._random, self._armed = settings, random.Random(settings.seed), True
         return _json_answer(start_response, "200 OK", "application/json", self.report())
 
-    def _draw(self, operation: str) -> str | None:
-        if self._random.random() >= self.settings.rate:
+    def _applies(self, kind: str, operation: str, request: dict[str, Any]) -> bool:
+        """Throttles and internal errors can answer anything; a conflict only a transaction, or a write to an
+        item some transaction wrote: on AWS a conflict needs a transaction in flight on the item."""
+        if kind != "conflict" or operation in TRANSACTIONS:
+            return True
+        if operation not in SINGLE_ITEM_WRITES:
+            return False
+        item = self._item_of(request)
+        with self._lock:
+            return item is not None and item in self._transactional
+
+    def _remember_transactional(self, request: dict[str, Any]) -> None:
+        items = [
+            self._item_of(operation) for entry in request.get("TransactItems") or [] for operation in entry.values()
+        ]
+        with self._lock:
+            self._transactional.update(item for item in items if item is not None)
+
+    def _item_of(self, request: dict[str, Any]) -> tuple[str, str] | None:
+        """The table and key a write (or one operation of a transaction) names, if its table is known."""
+        table = request.get("TableName")
+        if not isinstance(table, str):
             return None
-        kinds = [kind for kind in self.settings.kinds if _applies(kind, operation)]
-        return self._random.choice(kinds) if kinds else None
+        if table not in self._key_names:
+            self._key_names[table] = _key_names(table)
+        attributes = request.get("Key") or request.get("Item") or {}
+        key = {name: attributes.get(name) for name in self._key_names[table]}
+        if not key or None in key.values():
+            return None
+        return table, json.dumps(key, sort_keys=True)
 
     def _answer(self, kind: str, operation: str, position: float, request: dict[str, Any]) -> _Answer:
         if kind in PLAIN_ANSWERS:

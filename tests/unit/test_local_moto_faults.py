@@ -183,9 +183,12 @@ def test_botocore_retries_throttles_and_internal_errors_and_gives_up_after_its_a
     assert stored(moto) == []
 
 
-def test_a_conflict_answers_writes_only_and_a_cancellation_names_one_item(clean: FaultyMoto) -> None:
-    # Given conflicts at rate 1
+def test_a_conflict_answers_transactions_and_writes_to_their_items_and_a_cancellation_names_one_item(
+    clean: FaultyMoto,
+) -> None:
+    # Given an item a transaction wrote, and conflicts at rate 1
     moto, client = clean, clean.client(SERVICE_CONFIG)
+    client.transact_write_items(TransactItems=[put(1, "A")])
     counted = moto.report()["injected"].get("conflict", {})
     moto.faults(rate=1, kinds=["conflict"])
     before = moto.requests("PutItem")
@@ -213,10 +216,11 @@ def test_a_conflict_answers_writes_only_and_a_cancellation_names_one_item(clean:
         "Transaction cancelled, please refer cancellation reasons for specific reasons "
         f"[{', '.join(reason['Code'] for reason in reasons)}]"
     )
-    # while reads pass, answered by moto
-    assert client.get_item(TableName=TABLE, Key=KEY).get("Item") is None
+    # while reads pass, answered by moto, and so does a write to an item no transaction ever wrote
+    assert client.get_item(TableName=TABLE, Key=KEY)["Item"]["n"] == {"N": "1"}
+    client.put_item(TableName=TABLE, Item={"PK": {"S": "U1"}, "SK": {"S": "counter"}})
     moto.faults(rate=0)
-    assert stored(moto) == []
+    assert stored(moto) == [("A", "1"), ("counter", None)]
     injected = moto.report()["injected"]["conflict"]
     assert {operation: count - counted.get(operation, 0) for operation, count in injected.items()} == dict.fromkeys(
         sorted(writes(client)), 1
