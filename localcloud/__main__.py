@@ -6,7 +6,8 @@ Configuration (environment): LOCALCLOUD_GATEWAY_PORT (3000), LOCALCLOUD_MOTO_POR
 MOCK_PROVIDER_PORT (8300), AWS_ENDPOINT_URL (use that endpoint, e.g. LocalStack, instead of moto),
 LOCALCLOUD_SCHEDULE_SECONDS (60), LOCALCLOUD_RETRY_DELAY_SECONDS (5, or "queue" for the queue's own
 visibility timeout), LOCALCLOUD_SEED (1), LOCALCLOUD_DATA_DIR (.localcloud/data), LOCALCLOUD_STATE_FILE
-(write the URLs there as JSON when up).
+(write the URLs there as JSON when up), LOCALCLOUD_DYNAMODB_FAULT_RATE (0), LOCALCLOUD_DYNAMODB_FAULTS
+(every kind) and LOCALCLOUD_DYNAMODB_FAULT_SEED (0): moto's fault mode (localcloud/moto_faults.py).
 """
 
 from __future__ import annotations

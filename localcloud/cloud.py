@@ -23,6 +23,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from localcloud import demo
 from localcloud.gateway import create_gateway
+from localcloud.moto_faults import FaultSettings
 from localcloud.moto_state import STATE_PATH
 from localcloud.poller import QueuePoller, Schedule
 from localcloud.provision import Stack, provision
@@ -73,6 +74,9 @@ class CloudConfig:
     fresh: bool = False  # forget the kept state and start empty
     seed_demo: bool = True
     parameter_overrides: dict[str, str] = field(default_factory=dict)
+    # moto's fault mode (localcloud.moto_faults): the share of DynamoDB requests answered as AWS does under
+    # load (throttles, conflicts, internal errors), the seed of its draws, and which kinds (all by default).
+    dynamodb_faults: FaultSettings = field(default_factory=FaultSettings)
 
     @classmethod
     def from_environ(cls, environ: dict[str, str]) -> CloudConfig:
@@ -91,6 +95,11 @@ class CloudConfig:
             seed_demo=environ.get("LOCALCLOUD_SEED", "1") != "0",
             # Template parameters for this run, e.g. '{"ManualRefreshMinIntervalSeconds": "0"}'.
             parameter_overrides=json.loads(environ.get("LOCALCLOUD_PARAMETER_OVERRIDES", "{}")),
+            dynamodb_faults=FaultSettings(
+                rate=float(environ.get("LOCALCLOUD_DYNAMODB_FAULT_RATE", 0)),
+                seed=int(environ.get("LOCALCLOUD_DYNAMODB_FAULT_SEED", 0)),
+                kinds=FaultSettings.parse_kinds(environ.get("LOCALCLOUD_DYNAMODB_FAULTS", "")),
+            ),
         )
 
 
@@ -215,6 +224,7 @@ class LocalCloud:
                     HOST,
                     str(self.config.moto_port),
                     *(["--state", *moto_state] if moto_state else []),
+                    *self._fault_arguments(),
                 ],
             )
             _wait_for_port(self.config.moto_port, moto, "moto server")
@@ -298,6 +308,16 @@ class LocalCloud:
         thread = threading.Thread(target=self._gateway.serve_forever, daemon=True)
         thread.start()
         self._threads.append(thread)
+
+    def _fault_arguments(self) -> list[str]:
+        faults = self.config.dynamodb_faults
+        if faults.rate <= 0:
+            return []
+        return [
+            f"--dynamodb-fault-rate={faults.rate}",
+            f"--dynamodb-fault-seed={faults.seed}",
+            f"--dynamodb-faults={','.join(faults.kinds)}",
+        ]
 
     def _note_moto_restore(self, report: dict[str, Any]) -> None:
         for what, problem in report["not_restored"].items():

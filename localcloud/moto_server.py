@@ -20,7 +20,12 @@ DynamoDB applies a ``TransactWriteItems`` once per ``ClientRequestToken`` for te
 fills one in and reuses it when it retries, so a call that timed out on the client but succeeded on the
 server succeeds again on retry instead of applying twice. moto ignores the token, so a slow local
 transaction retried by the client failed its own conditions; the token's first success is remembered
-here, as DynamoDB does.
+here, as DynamoDB does, and the token reused for another request is refused with
+``IdempotentParameterMismatchException``, as DynamoDB does, rather than applied.
+
+With ``--dynamodb-fault-rate`` above 0, a share of DynamoDB requests is answered with a throttle, a
+conflict or an internal error, as AWS answers under load (``localcloud.moto_faults``; ``GET
+/_localcloud/faults`` counts them).
 
 moto 5.2 answers every Query by listing and sorting every item of the table, then keeping the
 partition's: O(table) per request, so each fetch's Query grew with every bill stored and a 1,000-account
@@ -56,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 import moto.dynamodb.models as dynamodb_models
+from moto.dynamodb.exceptions import ERROR_TYPE_PREFIX, DynamodbException
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoHandler
@@ -64,6 +70,7 @@ from moto.sqs.models import Queue
 from werkzeug.serving import run_simple
 
 from localcloud.dynamodb_rules import DynamoDBRules
+from localcloud.moto_faults import KINDS, DynamoDBFaults, FaultSettings
 from localcloud.moto_state import PersistedState
 
 REQUEST_COUNTS_PATH = "/_localcloud/requests"
@@ -166,8 +173,21 @@ def _rollback_copy(table: Table, partitions: set[str]) -> Table:
     return snapshot
 
 
+class IdempotentParameterMismatch(DynamodbException):
+    """What DynamoDB answers a ``ClientRequestToken`` reused, within its window, for another request."""
+
+    error_type = ERROR_TYPE_PREFIX + "IdempotentParameterMismatchException"
+
+    def __init__(self) -> None:
+        super().__init__(
+            self.error_type,
+            "The request uses the same client token as a previous, but non-identical request.",
+        )
+
+
 class _TransactionTokens:
-    """``TransactWriteItems`` idempotent per ``ClientRequestToken`` (for the same request), as on AWS."""
+    """``TransactWriteItems`` idempotent per ``ClientRequestToken``, as on AWS: the same request again
+    answers its first success without applying twice; another request under the token is refused."""
 
     WINDOW_SECONDS = 600
 
@@ -181,14 +201,18 @@ class _TransactionTokens:
             token = handler.body.get("ClientRequestToken")
             if not token:
                 return transact(handler)
-            request = json.dumps(handler.body.get("TransactItems"), sort_keys=True, default=str)
+            # Every parameter but the token itself (ReturnConsumedCapacity too), as DynamoDB compares them.
+            parameters = {name: value for name, value in handler.body.items() if name != "ClientRequestToken"}
+            request = json.dumps(parameters, sort_keys=True, default=str)
             now = time.monotonic()
             with self._lock:
                 self._succeeded = {
                     seen: entry for seen, entry in self._succeeded.items() if now - entry[0] < self.WINDOW_SECONDS
                 }
                 earlier = self._succeeded.get(token)
-            if earlier is not None and earlier[1] == request:
+            if earlier is not None:
+                if earlier[1] != request:
+                    raise IdempotentParameterMismatch()
                 return earlier[2]
             result = transact(handler)
             with self._lock:
@@ -280,7 +304,17 @@ def main() -> None:
     parser.add_argument("port", type=int)
     parser.add_argument("--state", type=Path, default=None, help="keep the state in this file across restarts")
     parser.add_argument("--until-stdin-closes", action="store_true", help="stop (saving) when stdin closes")
+    parser.add_argument(
+        "--dynamodb-fault-rate", type=float, default=0.0, help="the share of DynamoDB requests answered with a fault"
+    )
+    parser.add_argument("--dynamodb-fault-seed", type=int, default=0, help="the seed of the faults' random draws")
+    parser.add_argument(
+        "--dynamodb-faults", default=",".join(KINDS), help=f"which faults, some of {','.join(KINDS)} (all)"
+    )
     args = parser.parse_args()
+    faults = FaultSettings(
+        args.dynamodb_fault_rate, args.dynamodb_fault_seed, FaultSettings.parse_kinds(args.dynamodb_faults)
+    )
     # No access log line per request: a tenth of the server's time under load; errors are still logged,
     # and GET /_localcloud/requests says what was asked of it.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -290,9 +324,15 @@ def main() -> None:
     _transactions_idempotent_per_token()
     _queries_read_one_partition()
     _long_polls_see_messages_come_back()
+    # Faults answer before the gate: a throttled request, as on AWS, waits for nothing and changes nothing.
     app: Callable[..., Iterable[bytes]] = RequestCounts(
-        DynamoDBRules(OneDynamoDBRequestAtATime(DomainDispatcherApplication(create_backend_app)))
+        # A request DynamoDB refuses as invalid is refused before it could be throttled.
+        DynamoDBRules(
+            DynamoDBFaults(OneDynamoDBRequestAtATime(DomainDispatcherApplication(create_backend_app)), faults)
+        )
     )
+    if faults.rate > 0:
+        logger.info("DynamoDB faults at a rate of %g (seed %d): %s", faults.rate, faults.seed, ", ".join(faults.kinds))
     state = None
     if args.state is not None:
         state = PersistedState(app, args.state)

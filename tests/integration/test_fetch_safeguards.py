@@ -13,7 +13,7 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from aws_lambda_powertools.utilities.circuit_breaker import CircuitBreakerConfig
+from aws_lambda_powertools.utilities.circuit_breaker import CircuitBreakerConfig, CircuitState
 from aws_lambda_powertools.utilities.circuit_breaker.persistence import CircuitBreakerDynamoDBPersistence
 from pydantic import ValidationError
 
@@ -34,7 +34,8 @@ from billhub.store import BillsTable
 from localcloud.provision import Stack
 from mock_provider.control import Control
 from mock_provider.registry import service_endpoints
-from tests.integration.harness import Api
+from tests.events import sqs_event
+from tests.integration.harness import Api, LambdaContext, receive_all
 from tests.sandbox import SANDBOX_CLIENTS, sandbox_admin, sandbox_directory
 
 FAST = RetryPolicy(attempts=2, initial_wait=0.01, max_wait=0.02, max_retry_after=0.05, read_timeout=1.0)
@@ -83,8 +84,9 @@ def admin_alerts(stack: Stack) -> AdminAlerts:
     )
 
 
-def circuits(stack: Stack, time: FakeTime, on_transition: Any = None) -> ProviderCircuits:
-    persistence = CircuitBreakerDynamoDBPersistence(
+def circuit_store(stack: Stack) -> CircuitBreakerDynamoDBPersistence:
+    """The circuits' state in the single table, as the fetcher keeps it (another environment's view)."""
+    return CircuitBreakerDynamoDBPersistence(
         table_name=stack.refs["BillsTable"],
         key_attr="PK",
         sort_key_attr="SK",
@@ -92,6 +94,10 @@ def circuits(stack: Stack, time: FakeTime, on_transition: Any = None) -> Provide
         expiry_attr="expires_at",
         boto3_client=boto3.client("dynamodb"),
     )
+
+
+def circuits(stack: Stack, time: FakeTime, on_transition: Any = None) -> ProviderCircuits:
+    persistence = circuit_store(stack)
     config = CircuitBreakerConfig(
         failure_threshold=3,
         recovery_timeout=30,
@@ -367,6 +373,122 @@ def test_a_burst_of_credential_failures_is_one_alert(
     api.refresh_all(user_id)
     assert {account["status"] for account in api.accounts(user_id)} == {"needs_reauth"}
     assert [alert["incident"] for alert in inbox()] == ["credentials#fibrelink"]
+
+
+# ------------------------------------------------------------------ the last receive during an outage
+def on_its_last_receive(api: Api, user_id: str) -> tuple[dict[str, Any], str]:
+    """The user's refresh, its one fetch message as the queue hands it over for the last time
+    (``FetchMaxReceiveCount`` is 3: received twice before and let go), and the job's id."""
+    status, started, _ = api.call(api.refresh, "POST", "/bills/refresh", user_id=user_id)
+    assert status == 202, started
+    sqs, url = boto3.client("sqs"), api.stack.refs["FetchQueue"]
+    for _ in range(2):
+        for message in receive_all(api.stack):
+            sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
+    [message] = receive_all(api.stack)
+    assert message["Attributes"]["ApproximateReceiveCount"] == "3"
+    return message, str(started["job_id"])
+
+
+def deliver_one(api: Api, message: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = api.fetch.handler(
+        sqs_event([message], api.stack.attributes["FetchQueue"]["Arn"]), LambdaContext()
+    )
+    return result
+
+
+def job_of(api: Api, user_id: str, job_id: str) -> dict[str, Any]:
+    _, job, _ = api.route(api.refresh, "GET", "/bills/refresh/{job_id}", {"job_id": job_id}, user_id=user_id)
+    return dict(job)
+
+
+def fetches_delayed(api: Api) -> str:
+    attributes = boto3.client("sqs").get_queue_attributes(
+        QueueUrl=api.stack.refs["FetchQueue"], AttributeNames=["ApproximateNumberOfMessagesDelayed"]
+    )
+    return str(attributes["Attributes"]["ApproximateNumberOfMessagesDelayed"])
+
+
+def assert_put_off(api: Api, user_id: str, job_id: str, result: dict[str, Any]) -> None:
+    # Reported done, so the queue never moves it to the DLQ ...
+    assert result == {"batchItemFailures": []}
+    # ... sent again as a new delayed message ...
+    assert fetches_delayed(api) == "1"
+    # ... and the job still waits for the account rather than counting it failed
+    job = job_of(api, user_id, job_id)
+    assert (job["status"], job["failed"], job["pending"]) == ("running", 0, 1), job
+
+
+def test_a_last_receive_failing_while_another_environment_opens_the_circuit_is_put_off(
+    api: Api, stack: Stack, mock_provider: tuple[str, Control], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a ClearWater account whose fetch is on its last receive, ClearWater down, its circuit closed
+    user_id = api.user()
+    api.link_clearwater(user_id)
+    message, job_id = on_its_last_receive(api, user_id)
+    control = mock_provider[1]
+    control.set_faults("clearwater", outage=True)
+    # and another execution environment opening the circuit as this fetch's request reaches ClearWater
+    # (after this environment read it closed, and cached that)
+    other_environment = circuit_store(stack)
+    admit = control.admit
+
+    def opened_elsewhere_on_arrival(provider: str) -> Any:
+        if provider == "clearwater" and other_environment.get_state(provider).state == CircuitState.CLOSED:
+            other_environment.save_open(provider, 5, int(time.time()))
+        return admit(provider)
+
+    monkeypatch.setattr(control, "admit", opened_elsewhere_on_arrival)
+    # When the fetch fails with ClearWater down
+    result = deliver_one(api, message)
+    # Then it is put off like the fetches the open circuit stops, not failed for good
+    assert_put_off(api, user_id, job_id, result)
+    assert other_environment.get_state("clearwater").state == CircuitState.OPEN
+
+
+def test_a_last_receive_whose_failure_opens_the_circuit_is_put_off(
+    api: Api, mock_provider: tuple[str, Control]
+) -> None:
+    # Given ClearWater down, and this execution environment one failure short of opening its circuit
+    user_id = api.user()
+    api.link_clearwater(user_id)
+    message, job_id = on_its_last_receive(api, user_id)
+    mock_provider[1].set_faults("clearwater", outage=True)
+    breaker = api.fetch.safeguards().circuits
+
+    async def failing() -> None:
+        raise ProviderUnavailable("ClearWater is unavailable (HTTP 503).")
+
+    async def fail_all_but_one() -> None:
+        for _ in range(api.fetch.settings.CIRCUIT_FAILURE_THRESHOLD - 1):
+            with pytest.raises(ProviderUnavailable):
+                await breaker.call("clearwater", failing)
+
+    asyncio.run(fail_all_but_one())
+    assert asyncio.run(breaker.open_for("clearwater")) is None
+    # When the account's fetch, on its last receive, is the failure that opens it
+    result = deliver_one(api, message)
+    # Then it is put off, the circuit open
+    assert_put_off(api, user_id, job_id, result)
+    assert asyncio.run(breaker.open_for("clearwater")) is not None
+
+
+def test_a_last_receive_failing_with_the_circuit_closed_still_fails_for_good(
+    api: Api, mock_provider: tuple[str, Control]
+) -> None:
+    # Given a fetch on its last receive, and ClearWater failing it: one failure, the circuit stays closed
+    user_id = api.user()
+    api.link_clearwater(user_id)
+    message, job_id = on_its_last_receive(api, user_id)
+    mock_provider[1].set_faults("clearwater", outage=True)
+    # When it fails
+    result = deliver_one(api, message)
+    # Then the record fails (its next receive is the DLQ's), nothing is sent again, and the job says failed
+    assert result == {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}
+    assert fetches_delayed(api) == "0"
+    job = job_of(api, user_id, job_id)
+    assert (job["status"], job["failed"], job["pending"]) == ("failed", 1, 0), job
+    assert "HTTP 503" in api.accounts(user_id)[0]["last_error"]
 
 
 # ------------------------------------------------------------------ metrics

@@ -13,7 +13,7 @@ import boto3
 import pytest
 
 from billhub.errors import Conflict
-from billhub.models import Account
+from billhub.models import Account, Preferences, User
 from billhub.store import CONFLICT_ATTEMPTS, BillsTable, ConcurrentUpdate, link_sort_key, user_key
 from tests.conftest import Clock
 from tests.integration.harness import Api
@@ -219,3 +219,48 @@ def test_a_relink_that_keeps_meeting_transactions_raises_concurrent_update(
     current = table.get_account(account.user_id, account.account_id)
     assert current is not None
     assert (current.link_key, current.credentials_version) == (stored.link_key, stored.credentials_version)
+
+
+def test_a_user_whose_creation_met_a_transaction_is_created_once_on_a_retry(
+    now: datetime, table: BillsTable, client: Any
+) -> None:
+    # Given a registration whose transaction is first cancelled for a conflict
+    conflicts = Conflicts(client, "TransactWriteItems", times=1)
+    user = User(user_id="u-retried", email="retried@example.com", created_at=now)
+    # When the user is created, Then it was sent again and stored once, under its email
+    table.create_user(user, "hash")
+    assert conflicts.calls == 2
+    assert table.user_id_for_email("retried@example.com") == "u-retried"
+    # and an email taken is still a conflict for the caller, not a retry
+    with pytest.raises(Conflict):
+        table.create_user(user, "hash")
+    assert conflicts.calls == 3
+
+
+def test_a_link_in_progress_is_stored_and_redeemed_once_through_conflicts(
+    now: datetime, api: Api, table: BillsTable, client: Any
+) -> None:
+    # Given a user starting an OAuth link, its state's transaction first cancelled for a conflict
+    user_id = api.user()
+    stored = Conflicts(client, "TransactWriteItems", times=1)
+    table.put_oauth_state(user_id, "nonce-1", {"provider": "sparkgrid"}, now + timedelta(minutes=10))
+    assert stored.calls == 2
+    # When the callback redeems it and its write first meets a transaction in flight
+    redeemed = Conflicts(client, "UpdateItem", times=2)
+    # Then the link comes back once, and only once
+    assert table.consume_oauth_state("nonce-1", now) == {"provider": "sparkgrid"}
+    assert redeemed.calls == 3
+    assert table.consume_oauth_state("nonce-1", now) is None
+
+
+def test_preferences_that_keep_meeting_transactions_raise_concurrent_update(
+    api: Api, table: BillsTable, client: Any
+) -> None:
+    user_id = api.user()
+    conflicts = Conflicts(client, "UpdateItem", times=CONFLICT_ATTEMPTS)
+    with pytest.raises(ConcurrentUpdate):
+        table.update_preferences(user_id, Preferences(due_soon_days=3))
+    assert conflicts.calls == CONFLICT_ATTEMPTS
+    assert table.preferences(user_id).due_soon_days == 7  # nothing was written
+    table.update_preferences(user_id, Preferences(due_soon_days=3))
+    assert table.preferences(user_id).due_soon_days == 3

@@ -16,7 +16,7 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from localcloud.launch import free_port
-from localcloud.moto_server import _TransactionTokens
+from localcloud.moto_server import IdempotentParameterMismatch, _TransactionTokens
 from tests.e2e.harness import wait_until
 
 
@@ -41,11 +41,14 @@ def test_a_transaction_retried_with_its_token_is_applied_once() -> None:
     first, retried = once(transaction("token-1", items)), once(transaction("token-1", items))
     # Then it was applied once, and the retry gets the first answer
     assert (first, retried, len(applied)) == ("result 1", "result 1", 1)
-    # while another token, another request under the same token, or no token at all apply again
+    # while another token, or no token at all, apply again
     once(transaction("token-2", items))
-    once(transaction("token-1", [{"Put": {"TableName": "t", "Item": {"PK": {"S": "b"}}}}]))
     once(transaction(None, items))
-    assert len(applied) == 4
+    assert len(applied) == 3
+    # and another request under the same token is refused, as DynamoDB refuses it, and not applied
+    with pytest.raises(IdempotentParameterMismatch):
+        once(transaction("token-1", [{"Put": {"TableName": "t", "Item": {"PK": {"S": "b"}}}}]))
+    assert len(applied) == 3
 
 
 def test_a_failed_transaction_is_not_remembered() -> None:

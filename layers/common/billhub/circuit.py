@@ -19,6 +19,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.circuit_breaker import CircuitBreakerConfig, CircuitState
 from aws_lambda_powertools.utilities.circuit_breaker.persistence.base import CircuitBreakerPersistenceLayer
+from aws_lambda_powertools.utilities.circuit_breaker.persistence.record import CircuitStateRecord
 
 from billhub.providers.errors import ProviderBusy, ProviderUnavailable
 
@@ -69,9 +70,7 @@ class ProviderCircuits:
 
     async def call[Result](self, provider: str, work: Callable[[], Awaitable[Result]]) -> Result:
         """Runs ``work`` unless the provider's circuit is open (``CircuitOpen``)."""
-        if provider not in self._configured:
-            self._persistence.configure(self._config, provider)
-            self._configured.add(provider)
+        self._configure(provider)
         record = await asyncio.to_thread(self._persistence.get_state, provider)
         now = int(self._clock())
         if record.state == CircuitState.CLOSED:
@@ -89,6 +88,41 @@ class ProviderCircuits:
                     return await self._probe(provider, work)
         raise CircuitOpen(provider, retry_after=max(reopens_at - now, 1))
 
+    async def open_for(self, provider: str) -> float | None:
+        """Seconds until the provider's circuit may be probed (at least 1), or None while it is closed.
+
+        The read cache holds what this environment saved itself, but a circuit another environment
+        opened since the cache last read the store would look closed for up to ``local_cache_max_age``;
+        so a closed answer is checked against the store (rarely: a failure on a fetch's last receive)."""
+        self._configure(provider)
+        record = await asyncio.to_thread(self._persistence.get_state, provider)
+        if record.state == CircuitState.CLOSED:
+            record = await asyncio.to_thread(self._stored_state, provider)
+        if record.state == CircuitState.CLOSED:
+            return None
+        now = int(self._clock())
+        opened_at = record.opened_at if record.opened_at is not None else now
+        return max(opened_at + self._config.recovery_timeout - now, 1)
+
+    def counts(self, error: Exception) -> bool:
+        """Whether ``error`` tells of the provider's health (it counts towards opening the circuit)."""
+        return self._config.counts_as_failure(error) and not isinstance(error, ProviderBusy)
+
+    def _configure(self, provider: str) -> None:
+        if provider not in self._configured:
+            self._persistence.configure(self._config, provider)
+            self._configured.add(provider)
+
+    def _stored_state(self, provider: str) -> CircuitStateRecord:
+        """The state in the store, past the read cache; closed when unknown or unreadable (failing open,
+        as ``get_state`` does)."""
+        try:
+            # The persistence layer's own backend read (every backend implements it); get_state adds the cache.
+            record = self._persistence._get_record(provider)
+        except Exception:
+            return CircuitStateRecord(name=provider, state=CircuitState.CLOSED)
+        return record if record is not None else CircuitStateRecord(name=provider, state=CircuitState.CLOSED)
+
     async def _acquire_probe(self, provider: str, opened_at: int) -> bool:
         won: bool = await asyncio.to_thread(self._persistence.try_acquire_half_open, provider, self._owner, opened_at)
         if won:
@@ -99,7 +133,7 @@ class ProviderCircuits:
         try:
             result = await work()
         except Exception as error:
-            if not self._counts(error):
+            if not self.counts(error):
                 raise
             self._failures[provider] += 1
             if self._failures[provider] >= self._config.failure_threshold:
@@ -116,7 +150,7 @@ class ProviderCircuits:
         try:
             result = await work()
         except Exception as error:
-            if self._counts(error):
+            if self.counts(error):
                 opened_at = int(self._clock())
                 await asyncio.to_thread(self._persistence.save_reopen, provider, opened_at)
                 await self._notify(provider, CircuitState.HALF_OPEN, CircuitState.OPEN, opened_at)
@@ -130,9 +164,6 @@ class ProviderCircuits:
             await asyncio.to_thread(self._persistence.save_closed, provider)
             await self._notify(provider, CircuitState.HALF_OPEN, CircuitState.CLOSED, None)
         return result
-
-    def _counts(self, error: Exception) -> bool:
-        return self._config.counts_as_failure(error) and not isinstance(error, ProviderBusy)
 
     async def _notify(self, provider: str, from_state: Any, to_state: Any, opened_at: int | None) -> None:
         if self._on_transition is not None:

@@ -190,6 +190,8 @@ class Fetcher:
                 await self._alert(
                     f"misconfigured#{adapter.name}", f"{adapter.display_name} refuses the service", str(error)
                 )
+            if (wait_seconds := await self._down_for_everyone(account, error, receive_count)) is not None:
+                return await self._defer(request, account, str(error), wait_seconds, attempted_at)
             await self._failed(request, account, str(error), attempted_at, receive_count)
             raise FetchFailed(str(error)) from error
         except Exception as error:
@@ -221,6 +223,15 @@ class Fetcher:
             },
         )
         return FetchResult(account.account_id, "succeeded", changed)
+
+    async def _down_for_everyone(self, account: Account, error: ProviderError, receive_count: int) -> float | None:
+        """On a fetch's last receive, an outage that the provider's circuit shows (opened by this failure
+        or by another environment meanwhile) is no fault of this account: the seconds to put it off for,
+        as the open circuit puts off the fetches it stops; None when it fails as any other."""
+        circuits = self._guards.circuits
+        if circuits is None or receive_count < self._max_receive_count or not circuits.counts(error):
+            return None
+        return await circuits.open_for(account.provider)
 
     async def _defer(
         self, request: FetchRequest, account: Account, reason: str, wait_seconds: float, attempted_at: datetime

@@ -232,6 +232,24 @@ def _retrying_conflicts[T](write: Callable[[], T], concurrent: str) -> T:
     raise ConcurrentUpdate(concurrent) from conflict
 
 
+class _ConflictsRetried:
+    """A DynamoDB client whose calls go through ``_retrying_conflicts``: ``ConcurrentUpdate`` once a write
+    kept meeting other transactions in flight on its items."""
+
+    def __init__(self, client: DynamoDBClient) -> None:
+        self._client = client
+
+    def __getattr__(self, operation: str) -> Callable[..., Any]:
+        call = getattr(self._client, operation)
+
+        def retried(**request: Any) -> Any:
+            return _retrying_conflicts(
+                lambda: call(**request), f"{operation} kept meeting other transactions on its items"
+            )
+
+        return retried
+
+
 def _unchanged_bills(version: int) -> str:
     return "bills_version = :version" if version else "attribute_not_exists(bills_version)"
 
@@ -320,6 +338,8 @@ class DueRefresh:
 class BillsTable:
     def __init__(self, client: DynamoDBClient, table_name: str) -> None:
         self._client = client
+        # For writes of items that transactions also write, which may meet one in flight.
+        self._retried = _ConflictsRetried(client)
         self._table = table_name
 
     # ------------------------------------------------------------------ users
@@ -340,7 +360,7 @@ class BillsTable:
         )
         email = _to_item({"PK": f"EMAIL#{user.email}", "SK": "EMAIL", "type": "email", "user_id": user.user_id})
         try:
-            self._client.transact_write_items(
+            self._retried.transact_write_items(
                 TransactItems=[
                     {
                         "Put": {
@@ -378,7 +398,7 @@ class BillsTable:
     def update_preferences(self, user_id: str, preferences: Preferences) -> None:
         """``NotFound`` once the user is gone or being deleted."""
         try:
-            self._client.update_item(
+            self._retried.update_item(
                 TableName=self._table,
                 Key=_to_item({"PK": user_key(user_id), "SK": "PROFILE"}),
                 UpdateExpression="SET preferences = :preferences",
@@ -440,7 +460,7 @@ class BillsTable:
         """Undoes ``start_manual_refresh`` at ``started_at`` (its fetches could not be queued), unless a
         later one was recorded meanwhile."""
         try:
-            self._client.update_item(
+            self._retried.update_item(
                 TableName=self._table,
                 Key=_to_item({"PK": user_key(user_id), "SK": "PROFILE"}),
                 UpdateExpression="REMOVE last_manual_refresh_at",
@@ -707,7 +727,7 @@ class BillsTable:
         pointer = {"PK": user_key(user_id), "SK": f"OAUTHSTATE#{nonce}", "type": "oauth_state_ref"}
         state = {"PK": f"OAUTHSTATE#{nonce}", "SK": "STATE", "type": "oauth_state", "link": link}
         try:
-            self._client.transact_write_items(
+            self._retried.transact_write_items(
                 TransactItems=[
                     {
                         "Put": {
@@ -740,7 +760,7 @@ class BillsTable:
         The item goes with its TTL."""
         mark = secrets.token_hex(16)
         try:
-            response = self._client.update_item(
+            response = self._retried.update_item(
                 TableName=self._table,
                 Key=_to_item({"PK": f"OAUTHSTATE#{nonce}", "SK": "STATE"}),
                 UpdateExpression="SET used_by = :mark",
