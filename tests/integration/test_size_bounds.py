@@ -18,7 +18,7 @@ from billhub.store import BillsTable
 from localcloud.provision import Stack
 from tests.conftest import Clock
 from tests.events import http_event, response_json
-from tests.integration.harness import Api, LambdaContext
+from tests.integration.harness import Api, LambdaContext, dynamodb_requests
 
 # Lambda's limit on a synchronous invocation's answer, the whole JSON of it.
 LAMBDA_RESPONSE_LIMIT = 6 * 1024 * 1024
@@ -75,8 +75,7 @@ def test_pages_of_the_largest_bills_stay_under_the_response_budget_and_miss_none
     # Given a user holding 30 bills at the models' maximum size (about 300 KB of JSON each)
     account = linked_account(api, table)
     held = [largest_bill(account, number, date(2024, 1, 1) + timedelta(days=number)) for number in range(30)]
-    for chunk in (held[:10], held[10:20], held[20:]):  # DynamoDB takes at most 4 MB per transaction
-        table.save_fetched_bills(account, [*table.bills_of_account(account), *chunk], clock())
+    table.save_fetched_bills(account, held, clock())
     # When they page through everything with the largest page size
     seen: list[str] = []
     pages = 0
@@ -96,6 +95,30 @@ def test_pages_of_the_largest_bills_stay_under_the_response_budget_and_miss_none
     # and the pages hold every bill once, newest first, cut short by size rather than by the limit
     assert seen == [bill.provider_bill_id for bill in reversed(held)]
     assert pages >= 2
+
+
+# ------------------------------------------------------------------ a fetch's transactions
+def test_a_fetch_of_many_of_the_largest_bills_is_saved_in_transactions_under_4_mb(
+    api: Api, table: BillsTable, clock: Clock
+) -> None:
+    # Given a fetch that read 60 bills at the models' maximum size (about 85 KB each, 5 MB in all)
+    account = linked_account(api, table)
+    fetched = [largest_bill(account, number, date(2024, 1, 1) + timedelta(days=number)) for number in range(60)]
+    # When it is saved (DynamoDB refuses a transaction of more than 4 MB, as the tests' checks do)
+    with dynamodb_requests(table._client) as sent:
+        assert table.save_fetched_bills(account, fetched, clock()) == 60
+    # Then it took several transactions (none refused), and every bill is stored once
+    assert len([name for name, _ in sent if name == "TransactWriteItems"]) >= 2
+    stored = table.bills_of_account(account)
+    assert sorted(bill.provider_bill_id for bill in stored) == [bill.provider_bill_id for bill in fetched]
+    current = table.get_account(account.user_id, account.account_id)
+    assert current is not None and current.account.summary.bill_count == 60
+    # and the same fetch saved again changes nothing
+    clock.advance(hours=1)
+    with dynamodb_requests(table._client) as again:
+        assert table.save_fetched_bills(account, fetched, clock()) == 0
+    assert [name for name, _ in again if name == "TransactWriteItems"] == []
+    assert table.bills_of_account(account) == stored
 
 
 # ------------------------------------------------------------------ an account's open bills
