@@ -13,7 +13,17 @@ import boto3
 import pytest
 
 from billhub.bills import MAX_PAGE_SIZE, MAX_RESPONSE_BYTES
-from billhub.models import MAX_ACCOUNTS_PER_USER, OPEN_BILLS_LISTED, Account, Bill, BillStatus, Category, LineItem
+from billhub.insights import MAX_INSIGHT_MONTHS
+from billhub.models import (
+    MAX_ACCOUNTS_PER_USER,
+    OPEN_BILLS_LISTED,
+    Account,
+    AccountSummary,
+    Bill,
+    BillStatus,
+    Category,
+    LineItem,
+)
 from billhub.store import BillsTable
 from localcloud.provision import Stack
 from tests.conftest import Clock
@@ -201,3 +211,71 @@ def test_a_profile_from_before_the_count_is_counted_at_its_next_link(api: Api, t
     # Then a link counts their accounts and refuses the one past the cap
     status, body = api.link_clearwater(first.user_id, "cw_sandbox_one_too_many")
     assert (status, body["code"]) == (409, "too_many_accounts")
+
+
+# ------------------------------------------------------------------ bills kept per account
+def kept_bill(account: Account, provider_bill_id: str, issued_on: date, status: BillStatus = BillStatus.PAID) -> Bill:
+    return Bill(
+        provider=account.provider,
+        account_id=account.account_id,
+        provider_bill_id=provider_bill_id,
+        category=Category.WATER,
+        amount=Decimal("40.00"),
+        currency="USD",
+        issued_on=issued_on,
+        due_on=issued_on + timedelta(days=21),
+        status=status,
+    )
+
+
+@pytest.mark.parametrize(
+    ("clock", "first_kept"),
+    [
+        ("2028-02-29T23:59:00+00:00", date(2024, 2, 1)),
+        ("2027-03-31T00:00:00+00:00", date(2023, 3, 1)),
+        ("2027-01-01T00:00:00+00:00", date(2023, 1, 1)),
+    ],
+    indirect=["clock"],
+)
+def test_paid_bills_past_48_months_are_pruned_at_the_next_fetch_and_unpaid_ones_kept(
+    api: Api, table: BillsTable, clock: Clock, first_kept: date
+) -> None:
+    # Given an account whose fetch a month ago stored a paid bill issued on the first day kept today, one
+    # issued the day before, an unpaid one from two years before that, and a recent one
+    account = linked_account(api, table)
+    fetched = [
+        kept_bill(account, "inside", first_kept),
+        kept_bill(account, "outside", first_kept - timedelta(days=1)),
+        kept_bill(account, "old-unpaid", first_kept - timedelta(days=730), BillStatus.UNPAID),
+        kept_bill(account, "recent", clock.today() - timedelta(days=40)),
+    ]
+    assert table.save_fetched_bills(account, fetched, clock.at(days=-31)) == 4
+    insights_before = insights_of(api, account.user_id)
+    # When the provider lists the same bills at today's fetch
+    assert table.save_fetched_bills(account, fetched, clock()) == 1
+    # Then only the paid bill past the 48 months is gone, and the summary counts what remains
+    remaining = sorted(table.bills_of_account(account), key=lambda bill: bill.provider_bill_id)
+    assert [bill.provider_bill_id for bill in remaining] == ["inside", "old-unpaid", "recent"]
+    stored = table.get_account(account.user_id, account.account_id)
+    assert stored is not None and stored.account.summary == AccountSummary.of(remaining)
+    # and the bills API shows exactly those, still owing the old unpaid one, and insights are unchanged
+    body = response_json(raw_bills_page(api, account.user_id))
+    assert sorted(bill["provider_bill_id"] for bill in body["bills"]) == ["inside", "old-unpaid", "recent"]
+    assert [account["bill_count"] for account in body["accounts"]] == [3]
+    assert (body["totals"]["due"], body["totals"]["overdue_count"]) == ({"USD": "40.00"}, 1)
+    assert insights_of(api, account.user_id) == insights_before
+    # and the next fetch listing it again (within the same day) neither adds it back nor writes anything
+    clock.advance(seconds=30)
+    with dynamodb_requests(table._client) as sent:
+        assert table.save_fetched_bills(account, fetched, clock()) == 0
+    assert [name for name, _ in sent if name == "TransactWriteItems"] == []
+    assert table.bills_of_account(account) == remaining
+
+
+def insights_of(api: Api, user_id: str) -> dict[str, Any]:
+    """The longest insights the API gives."""
+    status, body, _ = api.call(
+        api.insights, "GET", "/insights", user_id=user_id, query={"months": str(MAX_INSIGHT_MONTHS)}
+    )
+    assert status == 200, body
+    return dict(body)

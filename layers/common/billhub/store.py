@@ -25,7 +25,8 @@ deleting themselves has their profile at GSI1PK=DELETING_USERS, GSI1SK=<deleting
 
 An account's ``summary`` (bill count, open bills, last issue date) and ``bills_version`` change in the
 same transaction as its bills, conditional on the version read: the summary always describes exactly
-the bills stored, and two fetches can never interleave their writes.
+the bills stored, and two fetches can never interleave their writes. A fetch's save also deletes the
+account's paid bills issued before ``models.retention_cutoff`` (48 months), in the same transactions.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ from billhub.models import (
     RefreshInterval,
     RefreshJob,
     User,
+    kept_on,
+    retention_cutoff,
 )
 
 if TYPE_CHECKING:
@@ -305,7 +308,7 @@ class StoredBill:
 
 @dataclass(frozen=True)
 class _BillWrite:
-    """One bill's part of a save: a ``Put`` of ``bill``, and its size."""
+    """One bill's part of a save: a ``Put`` of ``bill``, or a ``Delete`` (``bill`` None), and its size."""
 
     provider_bill_id: str
     bill: Bill | None
@@ -944,7 +947,8 @@ class BillsTable:
         """Stores what one fetch read from the provider at ``as_of``; returns how many bills changed.
 
         New bills are added, changed ones replaced (a higher revision, or the same revision read later),
-        unchanged ones left alone; the account's summary changes in the same transaction as its bills.
+        unchanged ones left alone; paid bills issued before ``retention_cutoff(as_of)`` are pruned (and
+        never written, when fetched); the account's summary changes in the same transaction as its bills.
         Every transaction is conditional on the account's bills being exactly as read, so a concurrent
         fetch makes this one start over from a fresh read, and a fetch older than the account's last
         success stores nothing (its data is older than what is held). ``AccountGone`` if the account
@@ -1043,12 +1047,27 @@ class BillsTable:
         self, account: Account, held: dict[str, StoredBill], fetched: Sequence[Bill], as_of: datetime
     ) -> list[_BillWrite]:
         """What a fetch read at ``as_of`` changes among the ``held`` bills: a put of each bill it replaces
-        (``_replaces``)."""
-        return [
-            self._bill_put(account, bill, held.get(bill.provider_bill_id), as_of)
-            for bill in _distinct(fetched)
-            if _replaces(bill, held.get(bill.provider_bill_id), as_of)
-        ]
+        (``_replaces``) and a delete of each bill then paid and past the retention. A fetched bill paid and
+        past it is not written at all, so it is not added back and pruned again at every fetch. A delete is
+        conditional on exactly the bill read, as a put is: a concurrent save makes this one start over."""
+        cutoff = retention_cutoff(as_of.date())
+        writes: list[_BillWrite] = []
+        replaced: set[str] = set()
+        for bill in _distinct(fetched):
+            previous = held.get(bill.provider_bill_id)
+            if not _replaces(bill, previous, as_of):
+                continue
+            if kept_on(bill, cutoff):
+                writes.append(self._bill_put(account, bill, previous, as_of))
+            elif previous is not None:
+                writes.append(self._bill_delete(account, previous))
+            replaced.add(bill.provider_bill_id)
+        writes.extend(
+            self._bill_delete(account, stored)
+            for provider_bill_id, stored in held.items()
+            if provider_bill_id not in replaced and not kept_on(stored.bill, cutoff)
+        )
+        return writes
 
     def _bill_item(self, account: Account, bill: Bill, fetched_at: str) -> dict[str, Any]:
         item = bill.model_dump(mode="json")
@@ -1071,6 +1090,13 @@ class BillsTable:
         else:
             put.update(_exactly(previous))
         return _BillWrite(bill.provider_bill_id, bill, {"Put": put}, _bill_bytes(item))
+
+    def _bill_delete(self, account: Account, stored: StoredBill) -> _BillWrite:
+        key = {"PK": user_key(account.user_id), "SK": bill_sort_key(stored.bill)}
+        delete = {"TableName": self._table, "Key": _to_item(key), **_exactly(stored)}
+        # Counted at the size of the bill it removes: what DynamoDB counts of a delete is not documented.
+        size = _bill_bytes(self._bill_item(account, stored.bill, stored.fetched_at))
+        return _BillWrite(stored.bill.provider_bill_id, None, {"Delete": delete}, size)
 
     def bills_page(self, user_id: str, query: BillQuery) -> tuple[list[Bill], str | None]:
         """One page of the user's bills, newest issue date first, and the cursor of the next page.
