@@ -16,7 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billhub import snapstart
 from billhub.api import caller_id, create_resolver, documented
-from billhub.insights import Insights, history_start, spending_insights
+from billhub.insights import MAX_INSIGHT_MONTHS, Insights, history_start, spending_insights
 from billhub.runtime import aws_client, utc_now
 from billhub.settings import InsightsSettings
 from billhub.store import BillsTable
@@ -24,7 +24,6 @@ from billhub.store import BillsTable
 logger = Logger()
 app = create_resolver()
 settings = InsightsSettings.from_environ(os.environ)
-MAX_INSIGHT_MONTHS = 36
 
 
 @cache

@@ -113,6 +113,34 @@ def test_two_fetches_racing_leave_the_newer_data_whoever_writes_first(api: Api, 
     assert_summary_matches_bills(table, account)
 
 
+@pytest.mark.parametrize("first", ["older", "newer"])
+def test_a_bill_pruned_by_a_fetch_never_comes_back_from_an_older_one(api: Api, table: BillsTable, first: str) -> None:
+    # Given an account holding a paid bill issued in October 2022, inside the 48 months kept in October
+    # 2026 but not from November, and an unpaid bill of this year
+    account = linked_account(api, table)
+    old = bill(account, "old", issued_on=date(2022, 10, 15))
+    recent = bill(account, "recent", issued_on=date(2026, 10, 1), status=BillStatus.UNPAID)
+    table.save_fetched_bills(account, [old, recent], datetime(2026, 10, 31, 21, 0, tzinfo=UTC))
+    # and two fetches that both read the old bill corrected (revision 2): one asked the provider late on
+    # 31 October, one on 1 November, when the old bill is past the retention
+    corrected = bill(account, "old", "41.00", date(2022, 10, 15), revision=2)
+    saves = {
+        "older": lambda: table.save_fetched_bills(
+            account, [corrected, recent], datetime(2026, 10, 31, 23, 0, tzinfo=UTC)
+        ),
+        "newer": lambda: table.save_fetched_bills(account, [corrected, recent], T0),
+    }
+    order = [first, "newer" if first == "older" else "older"]
+    # When both read the account before either writes, and then write in the given order
+    ReadsBeforeWrites([table._client], [saves[name] for name in order]).run()
+    # Then the old bill is gone, whoever wrote first, and the summary describes what remains
+    bills, current = stored_state(table, account)
+    assert sorted(bills) == ["recent"]
+    assert current.last_success_at == T0
+    assert current.summary.bill_count == 1
+    assert_summary_matches_bills(table, account)
+
+
 def test_an_older_fetch_arriving_late_overwrites_nothing(api: Api, table: BillsTable) -> None:
     # Given a fetch at T2 stored that the bill was paid
     account = linked_account(api, table)
@@ -219,7 +247,7 @@ def test_a_large_change_keeps_every_transaction_within_the_limit_and_the_summary
 ) -> None:
     account = linked_account(api, table)
     many = [
-        bill(account, f"b{index:03}", issued_on=date(2014, 1, 1) + timedelta(days=30 * index)) for index in range(150)
+        bill(account, f"b{index:03}", issued_on=date(2023, 1, 1) + timedelta(days=9 * index)) for index in range(150)
     ]
     with dynamodb_requests(table._client) as sent:
         assert table.save_fetched_bills(account, many, T1) == 150
@@ -242,7 +270,7 @@ def test_deleting_an_account_with_150_bills_removes_everything_in_batches_of_25(
     user_id = account.user_id
     assert api.link_clearwater(user_id, "cw_sandbox_other")[0] == 201
     many = [
-        bill(account, f"b{index:03}", issued_on=date(2014, 1, 1) + timedelta(days=30 * index)) for index in range(150)
+        bill(account, f"b{index:03}", issued_on=date(2023, 1, 1) + timedelta(days=9 * index)) for index in range(150)
     ]
     table.save_fetched_bills(account, many, T1)
     assert bill_count(stack, account.account_id) == 150
@@ -342,7 +370,7 @@ def test_a_deletion_that_crashed_half_way_is_hidden_at_once_and_finished_later(
     # Given an account with 60 bills whose deletion crashes after its first batch of deletes
     account = linked_account(api, table)
     many = [
-        bill(account, f"b{index:03}", issued_on=date(2021, 1, 1) + timedelta(days=30 * index)) for index in range(60)
+        bill(account, f"b{index:03}", issued_on=date(2023, 1, 1) + timedelta(days=20 * index)) for index in range(60)
     ]
     table.save_fetched_bills(account, many, T1)
     delete_batch = BillsTable._delete_batch

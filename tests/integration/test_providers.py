@@ -18,6 +18,7 @@ import pytest
 from pydantic import BaseModel
 from werkzeug.serving import make_server
 
+import billhub.providers.base
 from billhub.models import Account, AccountStatus, Bill, LineItem
 from billhub.oauth import InvalidOAuthState, OAuthStates, PendingLink
 from billhub.providers import REGISTRY
@@ -773,3 +774,23 @@ def test_odd_but_valid_line_amounts_are_read_at_the_currency_minor_units(sandbox
         LineItem(description="Refund", amount=Decimal("-2.50")),
     )
     assert [str(line.amount) for line in first.line_items] == ["10.00", "-2.50"]
+
+
+@pytest.mark.parametrize("provider", list(DIALECTS))
+@pytest.mark.parametrize("over", [0, 1], ids=["at_the_bound", "one_past_it"])
+def test_a_fetch_returning_more_bills_than_the_cap_is_a_data_error(
+    sandbox_url: str, provider: str, over: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a cap on the bills of one fetch at the sandbox's 24 bills of an account, or one under them
+    login = QUIRK_LOGINS[provider][None]
+    expected = expected_bills(
+        sandbox_account(provider, login), adapter_account(provider).account_id, READ_ONLY_SANDBOX_TODAY
+    )
+    monkeypatch.setattr(billhub.providers.base, "MAX_BILLS_PER_FETCH", len(expected) - over)
+    if not over:
+        # Then at the cap every bill is read
+        assert fetch_with_adapter(sandbox_url, provider, login) == expected
+        return
+    # and past it the whole fetch is refused, saying why
+    with pytest.raises(ProviderDataError, match=f"returned more than {len(expected) - 1} bills"):
+        fetch_with_adapter(sandbox_url, provider, login)

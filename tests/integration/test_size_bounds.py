@@ -13,12 +13,22 @@ import boto3
 import pytest
 
 from billhub.bills import MAX_PAGE_SIZE, MAX_RESPONSE_BYTES
-from billhub.models import MAX_ACCOUNTS_PER_USER, OPEN_BILLS_LISTED, Account, Bill, BillStatus, Category, LineItem
+from billhub.insights import MAX_INSIGHT_MONTHS
+from billhub.models import (
+    MAX_ACCOUNTS_PER_USER,
+    OPEN_BILLS_LISTED,
+    Account,
+    AccountSummary,
+    Bill,
+    BillStatus,
+    Category,
+    LineItem,
+)
 from billhub.store import BillsTable
 from localcloud.provision import Stack
 from tests.conftest import Clock
 from tests.events import http_event, response_json
-from tests.integration.harness import Api, LambdaContext
+from tests.integration.harness import Api, LambdaContext, dynamodb_requests
 
 # Lambda's limit on a synchronous invocation's answer, the whole JSON of it.
 LAMBDA_RESPONSE_LIMIT = 6 * 1024 * 1024
@@ -75,8 +85,7 @@ def test_pages_of_the_largest_bills_stay_under_the_response_budget_and_miss_none
     # Given a user holding 30 bills at the models' maximum size (about 300 KB of JSON each)
     account = linked_account(api, table)
     held = [largest_bill(account, number, date(2024, 1, 1) + timedelta(days=number)) for number in range(30)]
-    for chunk in (held[:10], held[10:20], held[20:]):  # DynamoDB takes at most 4 MB per transaction
-        table.save_fetched_bills(account, [*table.bills_of_account(account), *chunk], clock())
+    table.save_fetched_bills(account, held, clock())
     # When they page through everything with the largest page size
     seen: list[str] = []
     pages = 0
@@ -96,6 +105,30 @@ def test_pages_of_the_largest_bills_stay_under_the_response_budget_and_miss_none
     # and the pages hold every bill once, newest first, cut short by size rather than by the limit
     assert seen == [bill.provider_bill_id for bill in reversed(held)]
     assert pages >= 2
+
+
+# ------------------------------------------------------------------ a fetch's transactions
+def test_a_fetch_of_many_of_the_largest_bills_is_saved_in_transactions_under_4_mb(
+    api: Api, table: BillsTable, clock: Clock
+) -> None:
+    # Given a fetch that read 60 bills at the models' maximum size (about 85 KB each, 5 MB in all)
+    account = linked_account(api, table)
+    fetched = [largest_bill(account, number, date(2024, 1, 1) + timedelta(days=number)) for number in range(60)]
+    # When it is saved (DynamoDB refuses a transaction of more than 4 MB, as the tests' checks do)
+    with dynamodb_requests(table._client) as sent:
+        assert table.save_fetched_bills(account, fetched, clock()) == 60
+    # Then it took several transactions (none refused), and every bill is stored once
+    assert len([name for name, _ in sent if name == "TransactWriteItems"]) >= 2
+    stored = table.bills_of_account(account)
+    assert sorted(bill.provider_bill_id for bill in stored) == [bill.provider_bill_id for bill in fetched]
+    current = table.get_account(account.user_id, account.account_id)
+    assert current is not None and current.account.summary.bill_count == 60
+    # and the same fetch saved again changes nothing
+    clock.advance(hours=1)
+    with dynamodb_requests(table._client) as again:
+        assert table.save_fetched_bills(account, fetched, clock()) == 0
+    assert [name for name, _ in again if name == "TransactWriteItems"] == []
+    assert table.bills_of_account(account) == stored
 
 
 # ------------------------------------------------------------------ an account's open bills
@@ -178,3 +211,71 @@ def test_a_profile_from_before_the_count_is_counted_at_its_next_link(api: Api, t
     # Then a link counts their accounts and refuses the one past the cap
     status, body = api.link_clearwater(first.user_id, "cw_sandbox_one_too_many")
     assert (status, body["code"]) == (409, "too_many_accounts")
+
+
+# ------------------------------------------------------------------ bills kept per account
+def kept_bill(account: Account, provider_bill_id: str, issued_on: date, status: BillStatus = BillStatus.PAID) -> Bill:
+    return Bill(
+        provider=account.provider,
+        account_id=account.account_id,
+        provider_bill_id=provider_bill_id,
+        category=Category.WATER,
+        amount=Decimal("40.00"),
+        currency="USD",
+        issued_on=issued_on,
+        due_on=issued_on + timedelta(days=21),
+        status=status,
+    )
+
+
+@pytest.mark.parametrize(
+    ("clock", "first_kept"),
+    [
+        ("2028-02-29T23:59:00+00:00", date(2024, 2, 1)),
+        ("2027-03-31T00:00:00+00:00", date(2023, 3, 1)),
+        ("2027-01-01T00:00:00+00:00", date(2023, 1, 1)),
+    ],
+    indirect=["clock"],
+)
+def test_paid_bills_past_48_months_are_pruned_at_the_next_fetch_and_unpaid_ones_kept(
+    api: Api, table: BillsTable, clock: Clock, first_kept: date
+) -> None:
+    # Given an account whose fetch a month ago stored a paid bill issued on the first day kept today, one
+    # issued the day before, an unpaid one from two years before that, and a recent one
+    account = linked_account(api, table)
+    fetched = [
+        kept_bill(account, "inside", first_kept),
+        kept_bill(account, "outside", first_kept - timedelta(days=1)),
+        kept_bill(account, "old-unpaid", first_kept - timedelta(days=730), BillStatus.UNPAID),
+        kept_bill(account, "recent", clock.today() - timedelta(days=40)),
+    ]
+    assert table.save_fetched_bills(account, fetched, clock.at(days=-31)) == 4
+    insights_before = insights_of(api, account.user_id)
+    # When the provider lists the same bills at today's fetch
+    assert table.save_fetched_bills(account, fetched, clock()) == 1
+    # Then only the paid bill past the 48 months is gone, and the summary counts what remains
+    remaining = sorted(table.bills_of_account(account), key=lambda bill: bill.provider_bill_id)
+    assert [bill.provider_bill_id for bill in remaining] == ["inside", "old-unpaid", "recent"]
+    stored = table.get_account(account.user_id, account.account_id)
+    assert stored is not None and stored.account.summary == AccountSummary.of(remaining)
+    # and the bills API shows exactly those, still owing the old unpaid one, and insights are unchanged
+    body = response_json(raw_bills_page(api, account.user_id))
+    assert sorted(bill["provider_bill_id"] for bill in body["bills"]) == ["inside", "old-unpaid", "recent"]
+    assert [account["bill_count"] for account in body["accounts"]] == [3]
+    assert (body["totals"]["due"], body["totals"]["overdue_count"]) == ({"USD": "40.00"}, 1)
+    assert insights_of(api, account.user_id) == insights_before
+    # and the next fetch listing it again (within the same day) neither adds it back nor writes anything
+    clock.advance(seconds=30)
+    with dynamodb_requests(table._client) as sent:
+        assert table.save_fetched_bills(account, fetched, clock()) == 0
+    assert [name for name, _ in sent if name == "TransactWriteItems"] == []
+    assert table.bills_of_account(account) == remaining
+
+
+def insights_of(api: Api, user_id: str) -> dict[str, Any]:
+    """The longest insights the API gives."""
+    status, body, _ = api.call(
+        api.insights, "GET", "/insights", user_id=user_id, query={"months": str(MAX_INSIGHT_MONTHS)}
+    )
+    assert status == 200, body
+    return dict(body)

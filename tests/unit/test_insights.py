@@ -10,8 +10,8 @@ from typing import Any
 import pydantic
 import pytest
 
-from billhub.insights import Insights, history_start, spending_insights, window_months
-from billhub.models import Account, AccountStatus, Bill, BillStatus, Category, LineItem
+from billhub.insights import MAX_INSIGHT_MONTHS, Insights, history_start, spending_insights, window_months
+from billhub.models import Account, AccountStatus, Bill, BillStatus, Category, LineItem, retention_cutoff
 from billhub.settings import InsightsSettings
 from mock_provider.sandbox import ANOMALY_MONTHS_BACK, Quirk
 from tests.sandbox import SandboxAccount, expected_bills
@@ -84,6 +84,29 @@ def test_the_window_is_the_calendar_months_ending_with_the_current_one() -> None
     # Six months of history before the window, for unusual bills.
     assert history_start(TODAY, 12) == date(2025, 6, 1)
     assert history_start(TODAY, 1) == date(2026, 5, 1)
+
+
+@pytest.mark.parametrize(
+    ("today", "first_kept"),
+    [
+        (date(2028, 2, 29), date(2024, 2, 1)),
+        (date(2027, 3, 31), date(2023, 3, 1)),
+        (date(2027, 1, 1), date(2023, 1, 1)),
+        (date(2026, 12, 31), date(2022, 12, 1)),
+    ],
+)
+def test_paid_bills_are_kept_from_the_first_of_the_month_48_months_back(today: date, first_kept: date) -> None:
+    assert retention_cutoff(today) == first_kept
+
+
+def test_the_longest_insights_never_reach_a_pruned_bill_on_any_day() -> None:
+    # Every day of four years, leap day and month ends included
+    day = date(2026, 1, 1)
+    while day < date(2030, 1, 1):
+        cutoff = retention_cutoff(day)
+        assert (cutoff.day, cutoff.year * 12 + cutoff.month) == (1, day.year * 12 + day.month - 48)
+        assert cutoff < history_start(day, MAX_INSIGHT_MONTHS)
+        day += timedelta(days=1)
 
 
 def test_months_without_bills_appear_empty_and_only_the_current_month_is_partial() -> None:

@@ -31,6 +31,9 @@ HISTORY_BILLS = 6
 MIN_HISTORY_BILLS = 3
 # How far before the window bills are read for that history (monthly bills: six months, six bills).
 HISTORY_MONTHS = 6
+# The most months ``GET /insights`` covers: its bills reach back ``MAX_INSIGHT_MONTHS - 1 + HISTORY_MONTHS``
+# months before the current one, well within the bills kept (``models.BILL_RETENTION_MONTHS``).
+MAX_INSIGHT_MONTHS = 36
 # The forecast is the mean of this many complete months.
 FORECAST_MONTHS = 3
 FORECAST_METHOD = (

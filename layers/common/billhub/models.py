@@ -156,6 +156,26 @@ class AccountSummary(BaseModel):
         )
 
 
+# Bills are kept at least this many calendar months by issue date; a paid bill issued before that is
+# pruned by its account's next fetch (``retention_cutoff``), an unpaid or overdue one is never. The
+# longest read, ``GET /insights?months=36``, reaches back 41 months before the current one (its window
+# and 6 months of history: ``insights.history_start``), so no figure ever misses a pruned bill.
+BILL_RETENTION_MONTHS = 48
+
+
+def retention_cutoff(today: date) -> date:
+    """The earliest issue date a paid bill is kept with on ``today``: the first day of the calendar month
+    ``BILL_RETENTION_MONTHS`` before the current one. Whole months, so no day (a 31st, a 29 February) is
+    ever clamped: every day of a month has the same cutoff."""
+    index = today.year * 12 + today.month - 1 - BILL_RETENTION_MONTHS
+    return date(index // 12, index % 12 + 1, 1)
+
+
+def kept_on(bill: Bill, cutoff: date) -> bool:
+    """Whether ``bill`` is kept while ``cutoff`` is the retention's: unpaid and overdue bills always are."""
+    return bill.status is not BillStatus.PAID or bill.issued_on >= cutoff
+
+
 class Account(BaseModel):
     """A provider account linked by a user. Credentials are held apart, encrypted, never in here."""
 

@@ -25,7 +25,8 @@ deleting themselves has their profile at GSI1PK=DELETING_USERS, GSI1SK=<deleting
 
 An account's ``summary`` (bill count, open bills, last issue date) and ``bills_version`` change in the
 same transaction as its bills, conditional on the version read: the summary always describes exactly
-the bills stored, and two fetches can never interleave their writes.
+the bills stored, and two fetches can never interleave their writes. A fetch's save also deletes the
+account's paid bills issued before ``models.retention_cutoff`` (48 months), in the same transactions.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ from billhub.models import (
     RefreshInterval,
     RefreshJob,
     User,
+    kept_on,
+    retention_cutoff,
 )
 
 if TYPE_CHECKING:
@@ -67,6 +70,11 @@ if TYPE_CHECKING:
 
 REFRESH_SHARDS = 8
 TRANSACTION_LIMIT = 100
+# DynamoDB refuses a transaction whose items add up to more than 4 MB, and a bill at the models' largest
+# is ~85 KB (100 line items of 200 four-byte characters): 99 of them are ~8 MB. A save's transactions
+# hold bills up to this many bytes as ``_bill_bytes`` measures them (more than DynamoDB counts), leaving
+# the rest of the 4 MB for the account item each transaction also updates (at most 400 KB, as any item).
+TRANSACTION_BILL_BYTES = 3 * 1024 * 1024
 BATCH_WRITE_LIMIT = 25
 BATCH_ATTEMPTS = 8
 # A fetch that finds its account's bills changed under it starts over from a fresh read, this often.
@@ -188,6 +196,28 @@ def _replaces(bill: Bill, held: StoredBill | None, as_of: datetime) -> bool:
     return held.bill.revision < bill.revision or datetime.fromisoformat(held.fetched_at) < as_of
 
 
+def _bill_bytes(item: dict[str, Any]) -> int:
+    """A bill item's size, at least as DynamoDB counts it: the UTF-8 JSON of its typed attributes holds
+    every name and value DynamoDB counts (a number's digits at one byte each, not two to a byte), plus
+    quotes, type tags and separators it does not."""
+    return len(json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+def _within(items: Sequence[tuple[Any, int]], count: int, budget: int) -> Iterator[list[Any]]:
+    """``items`` (each with its size) in consecutive runs of at most ``count`` whose sizes add up to at
+    most ``budget`` (or of one item, should it alone be larger)."""
+    run: list[Any] = []
+    size = 0
+    for item, item_size in items:
+        if run and (len(run) == count or size + item_size > budget):
+            yield run
+            run, size = [], 0
+        run.append(item)
+        size += item_size
+    if run:
+        yield run
+
+
 def _is_transaction_conflict(error: ClientError) -> bool:
     """Another transaction on the same items was in flight (real DynamoDB cancels rather than waits)."""
     code = error.response["Error"]["Code"]
@@ -292,6 +322,27 @@ class StoredBill:
     bill: Bill
     # When the fetch that stored it read it from the provider (ISO 8601).
     fetched_at: str
+
+
+@dataclass(frozen=True)
+class _BillWrite:
+    """One bill's part of a save: a ``Put`` of ``bill``, or a ``Delete`` (``bill`` None), and its size."""
+
+    provider_bill_id: str
+    bill: Bill | None
+    operation: dict[str, Any]
+    size: int
+
+
+def _exactly(stored: StoredBill) -> dict[str, Any]:
+    """A write's condition that the bill is still exactly the version read, so two saves can never both
+    replace (or remove) it."""
+    return {
+        "ConditionExpression": "revision = :seen_revision AND fetched_at = :seen_fetched_at",
+        "ExpressionAttributeValues": _to_item(
+            {":seen_revision": stored.bill.revision, ":seen_fetched_at": stored.fetched_at}
+        ),
+    }
 
 
 @dataclass(frozen=True)
@@ -916,7 +967,8 @@ class BillsTable:
         """Stores what one fetch read from the provider at ``as_of``; returns how many bills changed.
 
         New bills are added, changed ones replaced (a higher revision, or the same revision read later),
-        unchanged ones left alone; the account's summary changes in the same transaction as its bills.
+        unchanged ones left alone; paid bills issued before ``retention_cutoff(as_of)`` are pruned (and
+        never written, when fetched); the account's summary changes in the same transaction as its bills.
         Every transaction is conditional on the account's bills being exactly as read, so a concurrent
         fetch makes this one start over from a fresh read, and a fetch older than the account's last
         success stores nothing (its data is older than what is held). ``AccountGone`` if the account
@@ -939,11 +991,7 @@ class BillsTable:
             return 0  # a fetch that started later has already stored newer data
         version = int(current.get("bills_version", 0))
         held = {stored.bill.provider_bill_id: stored for stored in self._stored_bills(account)}
-        writes = [
-            (bill, held.get(bill.provider_bill_id))
-            for bill in _distinct(fetched)
-            if _replaces(bill, held.get(bill.provider_bill_id), as_of)
-        ]
+        writes = self._changes(account, held, fetched, as_of)
         values: dict[str, Any] = {":at": _iso(as_of), ":deleting": AccountStatus.DELETING.value}
         if version:
             values[":version"] = version
@@ -983,8 +1031,12 @@ class BillsTable:
         bills = {provider_bill_id: stored.bill for provider_bill_id, stored in held.items()}
         # Each transaction carries the account's summary as of its own bills, so at no moment do the
         # stored bills and the summary disagree, however many transactions a large change needs.
-        for chunk in _chunks(writes, TRANSACTION_LIMIT - 1):
-            bills.update((bill.provider_bill_id, bill) for bill, _ in chunk)
+        for chunk in _within([(write, write.size) for write in writes], TRANSACTION_LIMIT - 1, TRANSACTION_BILL_BYTES):
+            for write in chunk:
+                if write.bill is None:
+                    bills.pop(write.provider_bill_id)
+                else:
+                    bills[write.provider_bill_id] = write.bill
             values[":summary"] = AccountSummary.of(bills.values()).model_dump(mode="json")
             values[":next"] = version + 1
             account_update: Any = {
@@ -997,9 +1049,8 @@ class BillsTable:
                     "ExpressionAttributeValues": _to_item(values),
                 }
             }
-            puts = [self._bill_put(account, bill, previous, as_of) for bill, previous in chunk]
             try:
-                self._client.transact_write_items(TransactItems=[*puts, account_update])
+                self._client.transact_write_items(TransactItems=[*(write.operation for write in chunk), account_update])
             except ClientError as error:
                 if _is_conditional_failure(error) or _is_transaction_conflict(error):
                     raise ConcurrentUpdate(
@@ -1012,7 +1063,33 @@ class BillsTable:
             condition = " AND ".join(conditions)
         return len(writes)
 
-    def _bill_put(self, account: Account, bill: Bill, previous: StoredBill | None, as_of: datetime) -> Any:
+    def _changes(
+        self, account: Account, held: dict[str, StoredBill], fetched: Sequence[Bill], as_of: datetime
+    ) -> list[_BillWrite]:
+        """What a fetch read at ``as_of`` changes among the ``held`` bills: a put of each bill it replaces
+        (``_replaces``) and a delete of each bill then paid and past the retention. A fetched bill paid and
+        past it is not written at all, so it is not added back and pruned again at every fetch. A delete is
+        conditional on exactly the bill read, as a put is: a concurrent save makes this one start over."""
+        cutoff = retention_cutoff(as_of.date())
+        writes: list[_BillWrite] = []
+        replaced: set[str] = set()
+        for bill in _distinct(fetched):
+            previous = held.get(bill.provider_bill_id)
+            if not _replaces(bill, previous, as_of):
+                continue
+            if kept_on(bill, cutoff):
+                writes.append(self._bill_put(account, bill, previous, as_of))
+            elif previous is not None:
+                writes.append(self._bill_delete(account, previous))
+            replaced.add(bill.provider_bill_id)
+        writes.extend(
+            self._bill_delete(account, stored)
+            for provider_bill_id, stored in held.items()
+            if provider_bill_id not in replaced and not kept_on(stored.bill, cutoff)
+        )
+        return writes
+
+    def _bill_item(self, account: Account, bill: Bill, fetched_at: str) -> dict[str, Any]:
         item = bill.model_dump(mode="json")
         item.update(
             {
@@ -1020,19 +1097,26 @@ class BillsTable:
                 "SK": bill_sort_key(bill),
                 "LSI1SK": bill_issue_key(bill),
                 "type": "bill",
-                "fetched_at": _iso(as_of),
+                "fetched_at": fetched_at,
             }
         )
-        put: dict[str, Any] = {"TableName": self._table, "Item": _to_item(item)}
+        return _to_item(item)
+
+    def _bill_put(self, account: Account, bill: Bill, previous: StoredBill | None, as_of: datetime) -> _BillWrite:
+        item = self._bill_item(account, bill, str(_iso(as_of)))
+        put: dict[str, Any] = {"TableName": self._table, "Item": item}
         if previous is None:
             put["ConditionExpression"] = "attribute_not_exists(PK)"
         else:
-            # Exactly the version read, so two fetches can never both replace it.
-            put["ConditionExpression"] = "revision = :seen_revision AND fetched_at = :seen_fetched_at"
-            put["ExpressionAttributeValues"] = _to_item(
-                {":seen_revision": previous.bill.revision, ":seen_fetched_at": previous.fetched_at}
-            )
-        return {"Put": put}
+            put.update(_exactly(previous))
+        return _BillWrite(bill.provider_bill_id, bill, {"Put": put}, _bill_bytes(item))
+
+    def _bill_delete(self, account: Account, stored: StoredBill) -> _BillWrite:
+        key = {"PK": user_key(account.user_id), "SK": bill_sort_key(stored.bill)}
+        delete = {"TableName": self._table, "Key": _to_item(key), **_exactly(stored)}
+        # Counted at the size of the bill it removes: what DynamoDB counts of a delete is not documented.
+        size = _bill_bytes(self._bill_item(account, stored.bill, stored.fetched_at))
+        return _BillWrite(stored.bill.provider_bill_id, None, {"Delete": delete}, size)
 
     def bills_page(self, user_id: str, query: BillQuery) -> tuple[list[Bill], str | None]:
         """One page of the user's bills, newest issue date first, and the cursor of the next page.

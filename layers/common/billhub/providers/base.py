@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 
 # A provider that pages forever must not hold a fetcher hostage.
 MAX_PAGES = 50
+# Bills one fetch of one account may return: 83 years of monthly bills, so more is a broken provider. It
+# bounds what a fetch writes to the user's partition (DynamoDB caps it at 10 GB with a local secondary
+# index): 50 accounts of 1,000 bills at their largest are about 8.5 GB, counted twice for the index.
+MAX_BILLS_PER_FETCH = 1000
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -173,6 +177,11 @@ class ProviderAdapter(ABC):
 
     def too_many_pages(self) -> ProviderDataError:
         return ProviderDataError(f"{self.display_name} returned more than {MAX_PAGES} pages of bills.")
+
+    def check_bill_count(self, bills: list[Bill]) -> None:
+        """``ProviderDataError`` once one fetch has read more than ``MAX_BILLS_PER_FETCH`` bills."""
+        if len(bills) > MAX_BILLS_PER_FETCH:
+            raise ProviderDataError(f"{self.display_name} returned more than {MAX_BILLS_PER_FETCH} bills.")
 
     @abstractmethod
     async def verify(self, session: ProviderSession) -> LinkedIdentity:

@@ -79,6 +79,7 @@ class ClearWaterAdapter(ProviderAdapter):
             body = await self.get_json(session, "/v1/bills", params={"page": page, "per_page": _PAGE_SIZE})
             listing = self.read(body, _BillsPage)
             bills.extend(self._normalise(account, raw) for raw in listing.bills)
+            self.check_bill_count(bills)
             if page >= listing.total_pages:
                 return bills
         raise self.too_many_pages()

@@ -84,6 +84,7 @@ class FibreLinkAdapter(ProviderAdapter):
                 return bills
             page = self.read(await self.get_json(session, path), _InvoicesPage)
             bills.extend(self._normalise(account, invoice) for invoice in page.items)
+            self.check_bill_count(bills)
             path = self._next_path(page.links.next)
         raise self.too_many_pages()
 

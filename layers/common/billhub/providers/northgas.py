@@ -90,6 +90,7 @@ class NorthGasAdapter(ProviderAdapter):
             )
             page = self.read(body, _InvoicesPage)
             bills.extend(self._normalise(account, invoice) for invoice in page.invoices)
+            self.check_bill_count(bills)
             offset += len(page.invoices)
             if not page.invoices or offset >= page.total:
                 return bills

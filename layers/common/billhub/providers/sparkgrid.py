@@ -72,6 +72,7 @@ class SparkGridAdapter(ProviderAdapter):
                 params["cursor"] = cursor
             page = self.read(await self.get_json(session, "/api/v2/statements", params=params), _StatementsPage)
             bills.extend(self._normalise(account, statement) for statement in page.data)
+            self.check_bill_count(bills)
             cursor = page.next_cursor
             if not cursor:
                 return bills
