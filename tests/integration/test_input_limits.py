@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from billhub.bills import MAX_CURSOR_LENGTH
 from localcloud.provision import Stack
 from localcloud.template import function_specs
 from tests.integration.harness import API_KEY, Api, user_items
@@ -358,7 +359,7 @@ CASES = [
     case("bills: from not a date", *BILLS, 422, "validation_error", query={"from": "yesterday"}),
     case("bills: from after to", *BILLS, 422, "validation_error", query={"from": "2026-02-01", "to": "2026-01-01"}),
     case("bills: cursor with wrong characters", *BILLS, 422, "validation_error", query={"cursor": "a b"}),
-    case("bills: oversize cursor", *BILLS, 422, "validation_error", query={"cursor": "c" * 1025}),
+    case("bills: oversize cursor", *BILLS, 422, "validation_error", query={"cursor": "c" * (MAX_CURSOR_LENGTH + 1)}),
     case("bills: cursor not handed out", *BILLS, 400, "invalid_cursor", query={"cursor": "bm90LWEtY3Vyc29y"}),
     case(
         "provider bills: provider not in the registry",
