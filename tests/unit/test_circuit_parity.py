@@ -26,8 +26,10 @@ from aws_lambda_powertools.utilities.circuit_breaker.persistence.base import (
 from aws_lambda_powertools.utilities.circuit_breaker.persistence.record import CircuitStateRecord
 from botocore.exceptions import ClientError
 
-from billhub.circuit import CircuitOpen, ProviderCircuits, Transition
+from billhub.circuit import DEFAULT_CONFIG, CircuitOpen, ProviderCircuits, Transition
 from billhub.providers.errors import ProviderUnavailable
+from billhub.settings import FetchSettings
+from localcloud.template import load_template
 
 PROVIDER = "clearwater"
 CONFIG = CircuitBreakerConfig(
@@ -347,3 +349,15 @@ def test_a_probe_failing_reopens_the_circuit_for_a_whole_recovery_time(
         ("HALF_OPEN", "OPEN"),
         ("OPEN", "HALF_OPEN"),
     ]
+
+
+# ------------------------------------------------------------------ defaults
+def test_the_circuits_defaults_are_the_fetchers_settings_and_the_templates() -> None:
+    # Given the fetcher's settings, which own the circuit's tunable defaults
+    fields = FetchSettings.model_fields
+    # When the circuit's defaults and the template's parameter are read
+    parameter = load_template()["Parameters"]["CircuitRecoverySeconds"]
+    # Then they are the same values
+    assert DEFAULT_CONFIG.failure_threshold == fields["CIRCUIT_FAILURE_THRESHOLD"].default
+    assert DEFAULT_CONFIG.recovery_timeout == fields["CIRCUIT_RECOVERY_SECONDS"].default
+    assert parameter["Default"] == fields["CIRCUIT_RECOVERY_SECONDS"].default

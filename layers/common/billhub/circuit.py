@@ -26,12 +26,16 @@ from aws_lambda_powertools.utilities.circuit_breaker.persistence.base import Cir
 from aws_lambda_powertools.utilities.circuit_breaker.persistence.record import CircuitStateRecord
 
 from billhub.providers.errors import ProviderBusy, ProviderUnavailable
+from billhub.settings import FetchSettings
 
 logger = Logger(child=True)
 
+# The fetcher's settings own the thresholds it lets operators tune (the template's
+# CircuitRecoverySeconds is checked against them); the rest is the circuit's own.
+_FETCH_FIELDS = FetchSettings.model_fields
 DEFAULT_CONFIG = CircuitBreakerConfig(
-    failure_threshold=5,
-    recovery_timeout=30,
+    failure_threshold=_FETCH_FIELDS["CIRCUIT_FAILURE_THRESHOLD"].default,
+    recovery_timeout=_FETCH_FIELDS["CIRCUIT_RECOVERY_SECONDS"].default,
     success_threshold=2,
     # Only a provider that is down, slow or failing trips its circuit; refused credentials or one
     # account's bad data say nothing about the provider's health.
