@@ -159,7 +159,9 @@ class FetchSettings(TableSettings, ProviderSettings):
     # Deferred fetches go back on their own queue as new, delayed messages.
     FETCH_QUEUE_URL: str
     PROVIDER_READ_TIMEOUT_SECONDS: float = Field(default=5.0, gt=0, le=20)
-    # A provider failing this many fetches in a row has its circuit opened for this long.
+    # A provider failing this many fetches in a row has its circuit opened for this long. The circuit's
+    # defaults: billhub.circuit.DEFAULT_CONFIG reads them here, the template's CircuitRecoverySeconds
+    # is checked against them (tests/unit/test_circuit_parity.py).
     CIRCUIT_FAILURE_THRESHOLD: int = Field(default=5, ge=1)
     CIRCUIT_RECOVERY_SECONDS: int = Field(default=30, ge=1)
 
