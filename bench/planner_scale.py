@@ -49,17 +49,11 @@ from localcloud.template import ROOT
 if str(LAYER_DIR) not in sys.path:
     sys.path.insert(0, str(LAYER_DIR))
 
-from billhub import refresh
+from billhub import keys, refresh
 from billhub.models import REFRESH_PERIODS, Account, AccountStatus, FetchRequest, RefreshInterval
 from billhub.queue import SQS_BATCH_LIMIT, FetchQueue
 from billhub.runtime import aws_client
-from billhub.store import (
-    BATCH_WRITE_LIMIT,
-    REFRESH_SHARDS,
-    BillsTable,
-    link_sort_key,
-    refresh_sort_key,
-)
+from billhub.store import BATCH_WRITE_LIMIT, BillsTable
 
 TITLE = "Planner scale"
 
@@ -274,7 +268,7 @@ def _seed(store: BillsTable, accounts: list[Account], endpoint: str) -> dict[str
         store._account_item(
             account,
             os.urandom(CIPHERTEXT_BYTES),
-            link_sort_key(account.provider, f"{account.provider}-{account.account_id}"),
+            keys.link_sk(account.provider, f"{account.provider}-{account.account_id}"),
             identity_pending=False,
         )
         for account in accounts
@@ -373,14 +367,14 @@ def _check(
     schedules = _schedules(store)
     rescheduled = sum(
         schedules.get(account.account_id)
-        == refresh_sort_key(
+        == keys.refresh_sk(
             account.account_id, now + REFRESH_PERIODS[account.refresh_interval], account.refresh_interval
         )
         for account in due
     )
     untouched = sum(
         schedules.get(account.account_id)
-        == refresh_sort_key(account.account_id, account.next_refresh_at, account.refresh_interval)
+        == keys.refresh_sk(account.account_id, account.next_refresh_at, account.refresh_interval)
         for account in not_due
     )
     result: dict[str, Any] = {
@@ -402,15 +396,15 @@ def _schedules(store: BillsTable) -> dict[str, str]:
     """Every account's GSI1SK, read from the refresh index."""
     paginator = store._client.get_paginator("query")
     found: dict[str, str] = {}
-    for shard in range(REFRESH_SHARDS):
+    for shard in range(keys.REFRESH_SHARDS):
         for page in paginator.paginate(
             TableName=store._table,
             IndexName="GSI1",
             KeyConditionExpression="GSI1PK = :shard",
-            ExpressionAttributeValues={":shard": {"S": f"REFRESH#{shard}"}},
+            ExpressionAttributeValues={":shard": {"S": keys.refresh_pk(shard)}},
         ):
             for item in page["Items"]:
-                found[item["SK"]["S"].removeprefix("ACCOUNT#")] = item["GSI1SK"]["S"]
+                found[keys.account_id_of(item["SK"]["S"])] = item["GSI1SK"]["S"]
     return found
 
 

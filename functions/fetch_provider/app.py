@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.circuit_breaker.persistence import CircuitB
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from billhub import keys
 from billhub.alerts import AdminAlerts
 from billhub.circuit import DEFAULT_CONFIG as CIRCUIT_DEFAULTS
 from billhub.circuit import ProviderCircuits
@@ -69,7 +70,7 @@ def safeguards() -> Safeguards:
         table_name=settings.TABLE_NAME,
         key_attr="PK",
         sort_key_attr="SK",
-        static_pk_value="CIRCUIT",
+        static_pk_value=keys.CIRCUIT_PK,
         expiry_attr="expires_at",
         boto3_client=aws_client("dynamodb"),
     )

@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from billhub.store import refresh_sort_key
+from billhub.keys import refresh_sk
 from localcloud.demo import DEMO_CREDENTIALS, DEMO_EMAIL, DEMO_OAUTH_LOGINS, DEMO_PASSWORD, link_with_oauth
 from mock_provider.sandbox import ANOMALY_MONTHS_BACK
 from tests.e2e.harness import Cloud, local_cloud, wait_until
@@ -129,7 +129,7 @@ def test_the_schedule_refreshes_an_account_once_it_is_due(cloud: Cloud) -> None:
         UpdateExpression="SET next_refresh_at = :due, GSI1SK = :key",
         ExpressionAttributeValues={
             ":due": {"S": due.isoformat()},
-            ":key": {"S": refresh_sort_key(account_id, due, "daily")},
+            ":key": {"S": refresh_sk(account_id, due, "daily")},
         },
     )
 

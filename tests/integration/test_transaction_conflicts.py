@@ -13,8 +13,9 @@ import boto3
 import pytest
 
 from billhub.errors import Conflict
+from billhub.keys import link_sk, user_pk
 from billhub.models import Account, Preferences, User
-from billhub.store import CONFLICT_ATTEMPTS, BillsTable, ConcurrentUpdate, link_sort_key, user_key
+from billhub.store import CONFLICT_ATTEMPTS, BillsTable, ConcurrentUpdate
 from tests.conftest import Clock
 from tests.integration.harness import Api
 
@@ -76,7 +77,7 @@ def links_of(client: Any, api: Api, user_id: str) -> list[dict[str, Any]]:
     items = client.query(
         TableName=api.stack.refs["BillsTable"],
         KeyConditionExpression="PK = :pk AND begins_with(SK, :link)",
-        ExpressionAttributeValues={":pk": {"S": user_key(user_id)}, ":link": {"S": "LINK#"}},
+        ExpressionAttributeValues={":pk": {"S": user_pk(user_id)}, ":link": {"S": "LINK#"}},
         ConsistentRead=True,
     )["Items"]
     return list(items)
@@ -199,7 +200,7 @@ def test_a_relink_that_met_a_transaction_moves_the_link_once_on_a_retry(
     assert conflicts.calls == 2
     current = table.get_account(account.user_id, account.account_id)
     assert current is not None
-    assert current.link_key == link_sort_key(account.provider, "CW-00000009")
+    assert current.link_key == link_sk(account.provider, "CW-00000009")
     assert (current.credentials_ciphertext, current.credentials_version) == (
         b"repaired",
         stored.credentials_version + 1,

@@ -20,7 +20,7 @@ from billhub.providers.base import CredentialField, LinkedIdentity, ProviderAdap
 from billhub.providers.errors import ProviderAuthRejected, ProviderError
 from billhub.queue import EnqueueFailed, FetchQueue
 from billhub.refresh import fetch_now
-from billhub.store import BillsTable, ConcurrentUpdate, StoredAccount, link_sort_key
+from billhub.store import BillsTable, ConcurrentUpdate, StoredAccount
 
 if TYPE_CHECKING:
     # The caller builds these (with httpx) only on the routes that call a provider.
@@ -306,7 +306,7 @@ async def _repair(
     )
     # Once more if a fetch confirmed a pending account's identity, or a planner moved its schedule, meanwhile.
     for _ in range(2):
-        if not stored.identity_pending and link_sort_key(adapter.name, identity.external_id) != stored.link_key:
+        if not stored.identity_pending and not stored.is_link_of(adapter.name, identity.external_id):
             raise DifferentProviderAccount(
                 f"These credentials open a different {adapter.display_name} account ({identity.masked}) "
                 f"than the one linked here ({stored.account.external_ref}); link it as a new account instead."

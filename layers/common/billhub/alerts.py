@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
+from billhub import keys
+
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_sns import SNSClient
@@ -57,8 +59,8 @@ class AdminAlerts:
             self._dynamodb.put_item(
                 TableName=self._table,
                 Item={
-                    "PK": {"S": f"ALERT#{incident}"},
-                    "SK": {"S": "ALERT"},
+                    "PK": {"S": keys.alert_pk(incident)},
+                    "SK": {"S": keys.ALERT_SK},
                     "raised_at": {"N": str(now)},
                     "expires_at": {"N": str(now + quiet_seconds)},
                 },
@@ -84,7 +86,7 @@ class AdminAlerts:
         window = math.floor(self._clock() / window_seconds)
         response = self._dynamodb.update_item(
             TableName=self._table,
-            Key={"PK": {"S": f"BURST#{burst}"}, "SK": {"S": f"WINDOW#{window}"}},
+            Key={"PK": {"S": keys.burst_pk(burst)}, "SK": {"S": keys.burst_sk(window)}},
             UpdateExpression="ADD events :one SET expires_at = :expires",
             ExpressionAttributeValues={
                 ":one": {"N": "1"},

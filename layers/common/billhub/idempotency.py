@@ -46,8 +46,8 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import PydanticSerializer
 from pydantic import BaseModel
 
+from billhub import keys
 from billhub.errors import ServiceError
-from billhub.store import idempotency_partition
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -121,8 +121,8 @@ class _CallerPartitions(DynamoDBPersistenceLayer):
     """
 
     def _get_key(self, idempotency_key: str) -> dict[str, Any]:
-        user_id, _, record = idempotency_key.partition("#")
-        return {"PK": {"S": idempotency_partition(user_id)}, "SK": {"S": record}}
+        pk, sk = keys.idempotency_record_key(idempotency_key)
+        return {"PK": {"S": pk}, "SK": {"S": sk}}
 
 
 class IdempotentRoutes:
@@ -179,8 +179,7 @@ class IdempotentRoutes:
             raise InvalidIdempotencyKey(
                 f"The {IDEMPOTENCY_KEY_HEADER} header must be 1 to 255 printable ASCII characters without spaces."
             )
-        if "#" in request.user_id:
-            raise ValueError("user ids never contain '#'")
+        key_prefix = keys.idempotency_key_prefix(request.user_id, request.route)
         ran = False
 
         def attempt(data: dict[str, Any]) -> Model:
@@ -194,7 +193,7 @@ class IdempotentRoutes:
             persistence_store=self._persistence,
             config=self._config,
             output_serializer=PydanticSerializer(model),
-            key_prefix=f"{request.user_id}#{request.route}",
+            key_prefix=key_prefix,
         )
         # Powertools marks a record in progress only until the invocation would time out.
         self._config.register_lambda_context(context)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -80,6 +81,22 @@ class User(BaseModel):
     preferences: Preferences = Field(default_factory=Preferences)
     # Set when the user deleted themselves and the deletion has not finished yet.
     deleting_since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class LoginSubject:
+    """What failed sign-ins are counted against: the email typed (``account``), or the caller's source IP."""
+
+    kind: Literal["account", "source"]
+    value: str
+
+    @classmethod
+    def email(cls, email: str) -> LoginSubject:
+        return cls("account", email)
+
+    @classmethod
+    def source(cls, source_ip: str) -> LoginSubject:
+        return cls("source", source_ip)
 
 
 def bill_id_of(provider: str, account_id: str, provider_bill_id: str) -> str:

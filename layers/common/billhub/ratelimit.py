@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
+from billhub import keys
 from billhub.providers.errors import ProviderBusy
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ class ProviderRateLimiter:
         try:
             self._dynamodb.update_item(
                 TableName=self._table,
-                Key={"PK": {"S": f"RATE#{provider}"}, "SK": {"S": f"SECOND#{second}"}},
+                Key={"PK": {"S": keys.rate_pk(provider)}, "SK": {"S": keys.rate_sk(second)}},
                 UpdateExpression="ADD requests :one SET expires_at = :expires",
                 ConditionExpression="attribute_not_exists(requests) OR requests < :budget",
                 ExpressionAttributeValues={

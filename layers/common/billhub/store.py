@@ -1,21 +1,7 @@
-"""All access to the single DynamoDB table: item layout, conditions and transactions live here only.
+"""All access to the single DynamoDB table: its items, conditions and transactions live here only; the
+formats of their keys (and every prefix) in ``billhub/keys.py``, whose table lists every item; what
+each holds is in docs/data-model.md.
 
-Item layout (PK / SK):
-    USER#<uid>   PROFILE                                user profile, password hash, preferences,
-                                                        time of the last manual refresh (the throttle),
-                                                        ``deleting_since`` once the user deletes themselves
-    EMAIL#<e>    EMAIL                                  unique email -> uid
-    USER#<uid>   ACCOUNT#<aid>                          linked account (+ KMS ciphertext of credentials)
-    USER#<uid>   LINK#<provider>#<ref-digest>           one link per provider account per user
-    USER#<uid>   BILL#<provider>#<aid>#<provider bill>  one bill; LSI1SK=<issued_on>#<provider>#<aid>#<bill>
-    USER#<uid>   DELETED#<aid>                          an account deleted lately (a repeated DELETE is 204), TTL
-    USER#<uid>   JOB#<job_id>                           refresh job, expires by TTL
-    USER#<uid>   OAUTHSTATE#<nonce>                     names the user's OAuth2 state below (so their
-                                                        deletion finds it), TTL
-    OAUTHSTATE#<nonce>  STATE                           an OAuth2 link in progress, single use, TTL
-    LOGINATTEMPTS#<kind>#<digest>  WINDOW              failed logins per email / source IP in a window, TTL
-    IDEMPOTENCY#<uid>   <route>#<sha256>                an Idempotency-Key's first answer, TTL 24 h
-                                                        (written by Powertools: billhub/idempotency.py)
 Accounts carry GSI1PK=REFRESH#<shard>, GSI1SK=<next_refresh_at>#<aid>#<refresh_interval> so the
 planner finds due accounts without a scan, and learns each one's interval from the (keys-only) index
 without reading the account or its owner's profile. An account's ``refresh_interval`` attribute and the
@@ -33,21 +19,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import heapq
 import json
 import random
-import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast, get_args
+from typing import TYPE_CHECKING, Any, cast
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
+from billhub import keys
 from billhub.errors import Conflict, InvalidCursor, NotFound, TooManyAccounts
 from billhub.models import (
     MAX_ACCOUNTS_PER_USER,
@@ -57,6 +42,7 @@ from billhub.models import (
     Bill,
     BillStatus,
     JobAccountResult,
+    LoginSubject,
     Preferences,
     RefreshInterval,
     RefreshJob,
@@ -68,7 +54,6 @@ from billhub.models import (
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-REFRESH_SHARDS = 8
 TRANSACTION_LIMIT = 100
 # DynamoDB refuses a transaction whose items add up to more than 4 MB, and a bill at the models' largest
 # is ~85 KB (100 line items of 200 four-byte characters): 99 of them are ~8 MB. A save's transactions
@@ -83,8 +68,6 @@ DELETE_ATTEMPTS = 3
 # A single write (or one transaction) that met another transaction in flight is sent again, this often.
 CONFLICT_ATTEMPTS = 3
 FILTER_IN_LIMIT = 100
-DELETION_SWEEP_KEY = "DELETING"
-USER_DELETION_SWEEP_KEY = "DELETING_USERS"
 DELETED_MARKER_TTL_SECONDS = 7 * 24 * 3600
 JOB_TTL_SECONDS = 7 * 24 * 3600
 
@@ -104,53 +87,15 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
 
-def user_key(user_id: str) -> str:
-    return f"USER#{user_id}"
-
-
-def idempotency_partition(user_id: str) -> str:
-    """The partition of the user's ``Idempotency-Key`` records (written by Powertools: billhub/idempotency.py)."""
-    return f"IDEMPOTENCY#{user_id}"
-
-
-def refresh_shard(account_id: str) -> str:
-    digest = hashlib.sha256(account_id.encode()).digest()
-    return f"REFRESH#{digest[0] % REFRESH_SHARDS}"
-
-
-def refresh_sort_key(account_id: str, next_refresh_at: datetime, refresh_interval: RefreshInterval) -> str:
-    return f"{_iso(next_refresh_at)}#{account_id}#{refresh_interval}"
-
-
-def _interval_in(refresh_key: str) -> RefreshInterval:
-    parts = refresh_key.split("#")
-    if len(parts) == 3 and parts[2] in get_args(RefreshInterval):
-        return cast("RefreshInterval", parts[2])
-    # Keys written before intervals were kept end at the account id: every account was daily then.
-    return "daily"
-
-
 def _schedule_unchanged(account: Account) -> tuple[str, dict[str, Any]]:
     """A condition that holds while the account's schedule (its next refresh and interval, both in its
     GSI1SK) is still the one ``account`` was read with."""
-    values = {":seen_key": refresh_sort_key(account.account_id, account.next_refresh_at, account.refresh_interval)}
+    values = {":seen_key": keys.refresh_sk(account.account_id, account.next_refresh_at, account.refresh_interval)}
     if account.refresh_interval != "daily":
         return "GSI1SK = :seen_key", values
     # Keys written before intervals were kept end at the account id: those accounts are daily.
-    values[":seen_old_key"] = f"{_iso(account.next_refresh_at)}#{account.account_id}"
+    values[":seen_old_key"] = keys.daily_refresh_sk_before_intervals(account.account_id, account.next_refresh_at)
     return "(GSI1SK = :seen_key OR GSI1SK = :seen_old_key)", values
-
-
-def bill_sort_key(bill: Bill) -> str:
-    return f"BILL#{bill.provider}#{bill.account_id}#{bill.provider_bill_id}"
-
-
-def bill_issue_key(bill: Bill) -> str:
-    """LSI1's sort key: bills by issue date, then in the order of their ids."""
-    return f"{bill.issued_on.isoformat()}#{bill.provider}#{bill.account_id}#{bill.provider_bill_id}"
-
-
-_ISSUE_KEY = re.compile(r"^\d{4}-\d{2}-\d{2}#[^#]+#[^#]+#.+$")
 
 
 def _cursor_of(item: dict[str, Any]) -> str:
@@ -168,11 +113,11 @@ def _cursor_key(user_id: str, cursor: str) -> dict[str, Any]:
     if not (
         isinstance(issue_key, str)
         and isinstance(sort_key, str)
-        and _ISSUE_KEY.match(issue_key)
-        and sort_key.startswith("BILL#")
+        and keys.is_bill_issue_sk(issue_key)
+        and keys.is_bill_sk(sort_key)
     ):
         raise InvalidCursor()
-    return _to_item({"PK": user_key(user_id), "SK": sort_key, "LSI1SK": issue_key})
+    return _to_item({"PK": keys.user_pk(user_id), "SK": sort_key, "LSI1SK": issue_key})
 
 
 def _distinct(bills: Sequence[Bill]) -> list[Bill]:
@@ -284,11 +229,6 @@ def _unchanged_bills(version: int) -> str:
     return "bills_version = :version" if version else "attribute_not_exists(bills_version)"
 
 
-def link_sort_key(provider: str, external_id: str) -> str:
-    # A digest, not the provider's account number, so the key itself discloses nothing.
-    return f"LINK#{provider}#{hashlib.sha256(external_id.encode()).hexdigest()[:32]}"
-
-
 def _condition_failed_at(error: ClientError, index: int) -> bool:
     reasons = error.response.get("CancellationReasons", [])
     return len(reasons) > index and reasons[index].get("Code") == "ConditionalCheckFailed"
@@ -369,6 +309,10 @@ class StoredAccount:
     # True until the provider has said whose account the credentials open (linked while it was down).
     identity_pending: bool
 
+    def is_link_of(self, provider: str, external_id: str) -> bool:
+        """Whether the account is linked as that provider account (its link guard is that one's)."""
+        return self.link_key == keys.link_sk(provider, external_id)
+
 
 @dataclass(frozen=True)
 class DueRefresh:
@@ -383,7 +327,7 @@ class DueRefresh:
     @property
     def next_refresh_at(self) -> datetime:
         """When it became due (the time its GSI1SK starts with)."""
-        return datetime.fromisoformat(self.refresh_key.split("#", 1)[0])
+        return keys.next_refresh_of(self.refresh_key)
 
 
 class BillsTable:
@@ -397,8 +341,8 @@ class BillsTable:
     def create_user(self, user: User, password_hash: str) -> None:
         profile = _to_item(
             {
-                "PK": user_key(user.user_id),
-                "SK": "PROFILE",
+                "PK": keys.user_pk(user.user_id),
+                "SK": keys.PROFILE_SK,
                 "type": "user",
                 "user_id": user.user_id,
                 "email": user.email,
@@ -409,7 +353,9 @@ class BillsTable:
                 "account_count": 0,
             }
         )
-        email = _to_item({"PK": f"EMAIL#{user.email}", "SK": "EMAIL", "type": "email", "user_id": user.user_id})
+        email = _to_item(
+            {"PK": keys.email_pk(user.email), "SK": keys.EMAIL_SK, "type": "email", "user_id": user.user_id}
+        )
         try:
             self._retried.transact_write_items(
                 TransactItems=[
@@ -435,13 +381,13 @@ class BillsTable:
             raise
 
     def user_id_for_email(self, email: str) -> str | None:
-        item = self._get(f"EMAIL#{email}", "EMAIL")
+        item = self._get(keys.email_pk(email), keys.EMAIL_SK)
         return str(item["user_id"]) if item else None
 
     def get_user(self, user_id: str) -> tuple[User, str] | None:
         """The user and their password hash, also while they are being deleted (``User.deleting_since``):
         a repeated ``DELETE /me`` checks the password against it."""
-        item = self._get(user_key(user_id), "PROFILE", consistent=True)
+        item = self._get(keys.user_pk(user_id), keys.PROFILE_SK, consistent=True)
         if item is None:
             return None
         return User.model_validate(item), str(item["password_hash"])
@@ -451,7 +397,7 @@ class BillsTable:
         try:
             self._retried.update_item(
                 TableName=self._table,
-                Key=_to_item({"PK": user_key(user_id), "SK": "PROFILE"}),
+                Key=_to_item({"PK": keys.user_pk(user_id), "SK": keys.PROFILE_SK}),
                 UpdateExpression="SET preferences = :preferences",
                 ConditionExpression="attribute_exists(PK) AND attribute_not_exists(deleting_since)",
                 ExpressionAttributeValues=_to_item({":preferences": preferences.model_dump()}),
@@ -466,7 +412,7 @@ class BillsTable:
         or being deleted (so is every route that reads them)."""
         response = self._client.get_item(
             TableName=self._table,
-            Key=_to_item({"PK": user_key(user_id), "SK": "PROFILE"}),
+            Key=_to_item({"PK": keys.user_pk(user_id), "SK": keys.PROFILE_SK}),
             ProjectionExpression="preferences, deleting_since",
             ConsistentRead=True,
         )
@@ -488,7 +434,7 @@ class BillsTable:
             _retrying_conflicts(
                 lambda: self._client.update_item(
                     TableName=self._table,
-                    Key=_to_item({"PK": user_key(user_id), "SK": "PROFILE"}),
+                    Key=_to_item({"PK": keys.user_pk(user_id), "SK": keys.PROFILE_SK}),
                     UpdateExpression="SET last_manual_refresh_at = :now",
                     ConditionExpression="attribute_exists(PK) AND attribute_not_exists(deleting_since) "
                     "AND (attribute_not_exists(last_manual_refresh_at) OR last_manual_refresh_at <= :earliest)",
@@ -513,7 +459,7 @@ class BillsTable:
         try:
             self._retried.update_item(
                 TableName=self._table,
-                Key=_to_item({"PK": user_key(user_id), "SK": "PROFILE"}),
+                Key=_to_item({"PK": keys.user_pk(user_id), "SK": keys.PROFILE_SK}),
                 UpdateExpression="REMOVE last_manual_refresh_at",
                 ConditionExpression="last_manual_refresh_at = :started",
                 ExpressionAttributeValues=_to_item({":started": _iso(started_at)}),
@@ -533,7 +479,7 @@ class BillsTable:
         The account's ``refresh_interval`` must still be the owner's preference: a change of preference
         made meanwhile (which updates only the accounts it finds) raises ``ConcurrentUpdate``.
         """
-        link_key = link_sort_key(account.provider, external_id)
+        link_key = keys.link_sk(account.provider, external_id)
         link = self._link_item(account, link_key)
         writes: list[Any] = [
             {
@@ -553,7 +499,7 @@ class BillsTable:
             {
                 "Update": {
                     "TableName": self._table,
-                    "Key": _to_item({"PK": user_key(account.user_id), "SK": "PROFILE"}),
+                    "Key": _to_item({"PK": keys.user_pk(account.user_id), "SK": keys.PROFILE_SK}),
                     # Counted in the same transaction, so two links at once can never pass the cap together.
                     "UpdateExpression": "SET account_count = account_count + :one",
                     # Nothing is linked to a user being deleted: their deletion lists accounts
@@ -589,17 +535,17 @@ class BillsTable:
 
     def _account_count(self, user_id: str) -> int | None:
         """The profile's count of linked accounts; None without one (or without a profile)."""
-        item = self._get(user_key(user_id), "PROFILE", consistent=True)
+        item = self._get(keys.user_pk(user_id), keys.PROFILE_SK, consistent=True)
         return int(item["account_count"]) if item is not None and "account_count" in item else None
 
     def _start_account_count(self, user_id: str) -> bool:
         """Counts the accounts of a profile written before profiles counted them; False if it has no
         profile, is being deleted, or was counted meanwhile."""
-        count = sum(1 for _ in self._query_prefix(user_id, "ACCOUNT#", ProjectionExpression="SK"))
+        count = sum(1 for _ in self._query_prefix(user_id, keys.ACCOUNT, ProjectionExpression="SK"))
         try:
             self._client.update_item(
                 TableName=self._table,
-                Key=_to_item({"PK": user_key(user_id), "SK": "PROFILE"}),
+                Key=_to_item({"PK": keys.user_pk(user_id), "SK": keys.PROFILE_SK}),
                 UpdateExpression="SET account_count = :count",
                 ConditionExpression="attribute_exists(PK) AND attribute_not_exists(account_count) "
                 "AND attribute_not_exists(deleting_since)",
@@ -614,7 +560,7 @@ class BillsTable:
     @staticmethod
     def _link_item(account: Account, link_key: str) -> dict[str, Any]:
         return _to_item(
-            {"PK": user_key(account.user_id), "SK": link_key, "type": "link", "account_id": account.account_id}
+            {"PK": keys.user_pk(account.user_id), "SK": link_key, "type": "link", "account_id": account.account_id}
         )
 
     def _account_item(
@@ -623,22 +569,22 @@ class BillsTable:
         values = account.model_dump(mode="json")
         values.update(
             {
-                "PK": user_key(account.user_id),
-                "SK": f"ACCOUNT#{account.account_id}",
+                "PK": keys.user_pk(account.user_id),
+                "SK": keys.account_sk(account.account_id),
                 "type": "account",
                 "credentials": credentials_ciphertext,
                 "credentials_version": 1,
                 "link_key": link_key,
                 "identity_pending": identity_pending or None,
-                "GSI1PK": refresh_shard(account.account_id),
-                "GSI1SK": refresh_sort_key(account.account_id, account.next_refresh_at, account.refresh_interval),
+                "GSI1PK": keys.refresh_shard(account.account_id),
+                "GSI1SK": keys.refresh_sk(account.account_id, account.next_refresh_at, account.refresh_interval),
             }
         )
         return _to_item(values)
 
     def get_account(self, user_id: str, account_id: str) -> StoredAccount | None:
         """The account and its credentials; None if it is not there or is being deleted."""
-        item = self._get(user_key(user_id), f"ACCOUNT#{account_id}", consistent=True)
+        item = self._get(keys.user_pk(user_id), keys.account_sk(account_id), consistent=True)
         if item is None or item["status"] == AccountStatus.DELETING.value:
             return None
         return StoredAccount(
@@ -690,8 +636,8 @@ class BillsTable:
         ``NotFound`` if it is gone.
         """
         account = stored.account
-        link_key = link_sort_key(account.provider, external_id)
-        key = {"PK": user_key(account.user_id), "SK": f"ACCOUNT#{account.account_id}"}
+        link_key = keys.link_sk(account.provider, external_id)
+        key = {"PK": keys.user_pk(account.user_id), "SK": keys.account_sk(account.account_id)}
         values: dict[str, Any] = {
             ":ref": external_ref,
             ":link": link_key,
@@ -716,7 +662,7 @@ class BillsTable:
                     ":credentials": credentials_ciphertext,
                     ":one": 1,
                     ":now": _iso(now),
-                    ":due": refresh_sort_key(account.account_id, now, account.refresh_interval),
+                    ":due": keys.refresh_sk(account.account_id, now, account.refresh_interval),
                     **seen,
                 }
             )
@@ -775,8 +721,8 @@ class BillsTable:
         being deleted: their deletion lists pointers after marking the profile, so a state is either in
         that list or never stored. ``NotFound`` if the user is gone or being deleted."""
         expiry = int(expires_at.timestamp())
-        pointer = {"PK": user_key(user_id), "SK": f"OAUTHSTATE#{nonce}", "type": "oauth_state_ref"}
-        state = {"PK": f"OAUTHSTATE#{nonce}", "SK": "STATE", "type": "oauth_state", "link": link}
+        pointer = {"PK": keys.user_pk(user_id), "SK": keys.oauth_state_pointer_sk(nonce), "type": "oauth_state_ref"}
+        state = {"PK": keys.oauth_state_pk(nonce), "SK": keys.OAUTH_STATE_SK, "type": "oauth_state", "link": link}
         try:
             self._retried.transact_write_items(
                 TransactItems=[
@@ -791,7 +737,7 @@ class BillsTable:
                     {
                         "ConditionCheck": {
                             "TableName": self._table,
-                            "Key": _to_item({"PK": user_key(user_id), "SK": "PROFILE"}),
+                            "Key": _to_item({"PK": keys.user_pk(user_id), "SK": keys.PROFILE_SK}),
                             "ConditionExpression": "attribute_exists(PK) AND attribute_not_exists(deleting_since)",
                         }
                     },
@@ -813,7 +759,7 @@ class BillsTable:
         try:
             response = self._retried.update_item(
                 TableName=self._table,
-                Key=_to_item({"PK": f"OAUTHSTATE#{nonce}", "SK": "STATE"}),
+                Key=_to_item({"PK": keys.oauth_state_pk(nonce), "SK": keys.OAUTH_STATE_SK}),
                 UpdateExpression="SET used_by = :mark",
                 ConditionExpression="attribute_exists(PK) AND expires_at > :now "
                 "AND (attribute_not_exists(used_by) OR used_by = :mark)",
@@ -828,7 +774,7 @@ class BillsTable:
         return link
 
     def list_accounts(self, user_id: str) -> list[Account]:
-        items = self._query_prefix(user_id, "ACCOUNT#")
+        items = self._query_prefix(user_id, keys.ACCOUNT)
         return [Account.model_validate(item) for item in items]
 
     def record_fetch_failure(self, account: Account, error: str, attempted_at: datetime) -> bool:
@@ -881,7 +827,7 @@ class BillsTable:
             ExpressionAttributeValues=_to_item(
                 {
                     ":next": _iso(next_refresh_at),
-                    ":next_key": refresh_sort_key(due.account_id, next_refresh_at, due.refresh_interval),
+                    ":next_key": keys.refresh_sk(due.account_id, next_refresh_at, due.refresh_interval),
                     ":interval": due.refresh_interval,
                     ":due_key": due.refresh_key,
                     ":deleting": AccountStatus.DELETING.value,
@@ -901,7 +847,7 @@ class BillsTable:
                 {
                     ":due": _iso(due.next_refresh_at),
                     ":due_key": due.refresh_key,
-                    ":claimed_key": refresh_sort_key(due.account_id, claimed_until, due.refresh_interval),
+                    ":claimed_key": keys.refresh_sk(due.account_id, claimed_until, due.refresh_interval),
                 }
             ),
         )
@@ -919,7 +865,7 @@ class BillsTable:
             ExpressionAttributeValues=_to_item(
                 {
                     ":next": _iso(next_refresh_at),
-                    ":next_key": refresh_sort_key(account.account_id, next_refresh_at, refresh_interval),
+                    ":next_key": keys.refresh_sk(account.account_id, next_refresh_at, refresh_interval),
                     ":interval": refresh_interval,
                     ":deleting": AccountStatus.DELETING.value,
                     **seen,
@@ -933,7 +879,7 @@ class BillsTable:
         Each shard's index is already in that order (its GSI1SK starts with the next refresh time), so
         merging them reads one page of each shard ahead and the rest as the caller gets to it.
         """
-        shards = [self.due_for_refresh(shard, now) for shard in range(REFRESH_SHARDS)]
+        shards = [self.due_for_refresh(shard, now) for shard in range(keys.REFRESH_SHARDS)]
         return heapq.merge(*shards, key=lambda due: due.refresh_key)
 
     def due_for_refresh(self, shard: int, now: datetime) -> Iterator[DueRefresh]:
@@ -943,15 +889,15 @@ class BillsTable:
             TableName=self._table,
             IndexName="GSI1",
             KeyConditionExpression="GSI1PK = :shard AND GSI1SK <= :now",
-            ExpressionAttributeValues=_to_item({":shard": f"REFRESH#{shard}", ":now": f"{_iso(now)}#~"}),
+            ExpressionAttributeValues=_to_item({":shard": keys.refresh_pk(shard), ":now": keys.due_by(now)}),
         ):
             for raw in page["Items"]:
                 item = _from_item(raw)
                 refresh_key = str(item["GSI1SK"])
                 yield DueRefresh(
-                    user_id=str(item["PK"]).removeprefix("USER#"),
-                    account_id=str(item["SK"]).removeprefix("ACCOUNT#"),
-                    refresh_interval=_interval_in(refresh_key),
+                    user_id=keys.user_id_of(str(item["PK"])),
+                    account_id=keys.account_id_of(str(item["SK"])),
+                    refresh_interval=keys.interval_of(refresh_key),
                     refresh_key=refresh_key,
                 )
 
@@ -960,7 +906,7 @@ class BillsTable:
         return [stored.bill for stored in self._stored_bills(account)]
 
     def _stored_bills(self, account: Account) -> list[StoredBill]:
-        items = self._query_prefix(account.user_id, f"BILL#{account.provider}#{account.account_id}#")
+        items = self._query_prefix(account.user_id, keys.account_bills_prefix(account.provider, account.account_id))
         return [StoredBill(Bill.model_validate(item), str(item["fetched_at"])) for item in items]
 
     def save_fetched_bills(self, account: Account, fetched: Sequence[Bill], as_of: datetime) -> int:
@@ -982,7 +928,7 @@ class BillsTable:
         raise ConcurrentUpdate(f"account {account.account_id} kept changing while its bills were saved")
 
     def _save_fetched_bills_once(self, account: Account, fetched: Sequence[Bill], as_of: datetime) -> int:
-        key = {"PK": user_key(account.user_id), "SK": f"ACCOUNT#{account.account_id}"}
+        key = {"PK": keys.user_pk(account.user_id), "SK": keys.account_sk(account.account_id)}
         current = self._get(key["PK"], key["SK"], consistent=True)
         if current is None or current["status"] == AccountStatus.DELETING.value:
             raise AccountGone(account.account_id)
@@ -1093,9 +1039,9 @@ class BillsTable:
         item = bill.model_dump(mode="json")
         item.update(
             {
-                "PK": user_key(account.user_id),
-                "SK": bill_sort_key(bill),
-                "LSI1SK": bill_issue_key(bill),
+                "PK": keys.user_pk(account.user_id),
+                "SK": keys.bill_sk(bill),
+                "LSI1SK": keys.bill_issue_sk(bill),
                 "type": "bill",
                 "fetched_at": fetched_at,
             }
@@ -1112,7 +1058,7 @@ class BillsTable:
         return _BillWrite(bill.provider_bill_id, bill, {"Put": put}, _bill_bytes(item))
 
     def _bill_delete(self, account: Account, stored: StoredBill) -> _BillWrite:
-        key = {"PK": user_key(account.user_id), "SK": bill_sort_key(stored.bill)}
+        key = {"PK": keys.user_pk(account.user_id), "SK": keys.bill_sk(stored.bill)}
         delete = {"TableName": self._table, "Key": _to_item(key), **_exactly(stored)}
         # Counted at the size of the bill it removes: what DynamoDB counts of a delete is not documented.
         size = _bill_bytes(self._bill_item(account, stored.bill, stored.fetched_at))
@@ -1125,11 +1071,10 @@ class BillsTable:
         applied by DynamoDB, and the Query continues until the page is full or the bills run out.
         """
         names: dict[str, str] = {}
-        values: dict[str, Any] = {":pk": user_key(user_id)}
+        values: dict[str, Any] = {":pk": keys.user_pk(user_id)}
         key_condition = "PK = :pk"
         if query.issued_from or query.issued_to:
-            values[":first"] = query.issued_from.isoformat() if query.issued_from else "0"
-            values[":last"] = f"{query.issued_to.isoformat()}~" if query.issued_to else "~"
+            values[":first"], values[":last"] = keys.issued_between(query.issued_from, query.issued_to)
             key_condition += " AND LSI1SK BETWEEN :first AND :last"
         filters = []
         if query.provider:
@@ -1198,7 +1143,7 @@ class BillsTable:
     @staticmethod
     def cursor_after(bill: Bill) -> str:
         """The cursor of a page that ends with ``bill`` (one cut short of what ``bills_page`` read)."""
-        return _cursor_of({"LSI1SK": bill_issue_key(bill), "SK": bill_sort_key(bill)})
+        return _cursor_of({"LSI1SK": keys.bill_issue_sk(bill), "SK": keys.bill_sk(bill)})
 
     def bills_issued_since(self, user_id: str, since: date) -> list[Bill]:
         """The user's bills issued on or after ``since``: one paginated Query on LSI1. Eventually
@@ -1207,7 +1152,7 @@ class BillsTable:
             consistent=False,
             IndexName="LSI1",
             KeyConditionExpression="PK = :pk AND LSI1SK >= :since",
-            ExpressionAttributeValues=_to_item({":pk": user_key(user_id), ":since": since.isoformat()}),
+            ExpressionAttributeValues=_to_item({":pk": keys.user_pk(user_id), ":since": keys.issued_since(since)}),
         )
         return [Bill.model_validate(item) for item in items]
 
@@ -1219,7 +1164,7 @@ class BillsTable:
         is not the user's (or is already gone). Safe to repeat: an account already being deleted is
         returned as it is."""
         for attempt in range(DELETE_ATTEMPTS):
-            key = {"PK": user_key(user_id), "SK": f"ACCOUNT#{account_id}"}
+            key = {"PK": keys.user_pk(user_id), "SK": keys.account_sk(account_id)}
             item = self._get(key["PK"], key["SK"], consistent=True)
             if item is None:
                 return None
@@ -1230,8 +1175,8 @@ class BillsTable:
             values = {
                 ":deleting": AccountStatus.DELETING.value,
                 ":now": _iso(now),
-                ":sweep": DELETION_SWEEP_KEY,
-                ":since": f"{_iso(now)}#{user_id}#{account_id}",
+                ":sweep": keys.DELETING_ACCOUNTS,
+                ":since": keys.deleting_account_sk(now, user_id, account_id),
             }
             marked: Any = {
                 "Update": {
@@ -1275,16 +1220,18 @@ class BillsTable:
         """Deletes every bill of an account being deleted, 25 per batch (DynamoDB's limit); returns how
         many. Each delete is idempotent, so a repeat after a crash simply finds fewer."""
         removed = 0
-        keys = self._query_prefix(
-            account.user_id, f"BILL#{account.provider}#{account.account_id}#", ProjectionExpression="PK, SK"
+        bill_keys = self._query_prefix(
+            account.user_id,
+            keys.account_bills_prefix(account.provider, account.account_id),
+            ProjectionExpression="PK, SK",
         )
-        for batch in _chunks(list(keys), BATCH_WRITE_LIMIT):
+        for batch in _chunks(list(bill_keys), BATCH_WRITE_LIMIT):
             self._delete_batch(batch)
             removed += len(batch)
         return removed
 
-    def _delete_batch(self, keys: list[dict[str, Any]]) -> None:
-        requests: Any = [{"DeleteRequest": {"Key": _to_item(key)}} for key in keys]
+    def _delete_batch(self, item_keys: list[dict[str, Any]]) -> None:
+        requests: Any = [{"DeleteRequest": {"Key": _to_item(key)}} for key in item_keys]
         for attempt in range(BATCH_ATTEMPTS):
             response = self._client.batch_write_item(RequestItems={self._table: requests})
             requests = response.get("UnprocessedItems", {}).get(self._table, [])
@@ -1296,10 +1243,10 @@ class BillsTable:
     def finish_account_deletion(self, account: Account, now: datetime) -> None:
         """Removes the (bill-less) account and leaves a short-lived marker, so a repeated DELETE can
         tell an account it deleted from one that never was the caller's."""
-        key = {"PK": user_key(account.user_id), "SK": f"ACCOUNT#{account.account_id}"}
+        key = {"PK": keys.user_pk(account.user_id), "SK": keys.account_sk(account.account_id)}
         marker = {
             "PK": key["PK"],
-            "SK": f"DELETED#{account.account_id}",
+            "SK": keys.deleted_sk(account.account_id),
             "type": "deleted_account",
             "deleted_at": _iso(now),
             "expires_at": int(now.timestamp()) + DELETED_MARKER_TTL_SECONDS,
@@ -1320,7 +1267,7 @@ class BillsTable:
                 # gets past the condition above.
                 "Update": {
                     "TableName": self._table,
-                    "Key": _to_item({"PK": key["PK"], "SK": "PROFILE"}),
+                    "Key": _to_item({"PK": key["PK"], "SK": keys.PROFILE_SK}),
                     "UpdateExpression": "SET account_count = account_count - :one",
                     "ConditionExpression": "account_count > :zero",
                     "ExpressionAttributeValues": _to_item({":one": 1, ":zero": 0}),
@@ -1343,12 +1290,12 @@ class BillsTable:
         raise ConcurrentUpdate(f"account {account.account_id} could not be removed; the next attempt finishes it")
 
     def was_deleted(self, user_id: str, account_id: str) -> bool:
-        return self._get(user_key(user_id), f"DELETED#{account_id}", consistent=True) is not None
+        return self._get(keys.user_pk(user_id), keys.deleted_sk(account_id), consistent=True) is not None
 
     def unfinished_deletions(self, started_before: datetime) -> Iterator[tuple[str, str]]:
         """(user id, account id) of deletions started before ``started_before`` and never finished."""
-        for item in self._sweep_entries(DELETION_SWEEP_KEY, started_before):
-            yield str(item["PK"]).removeprefix("USER#"), str(item["SK"]).removeprefix("ACCOUNT#")
+        for item in self._sweep_entries(keys.DELETING_ACCOUNTS, started_before):
+            yield keys.user_id_of(str(item["PK"])), keys.account_id_of(str(item["SK"]))
 
     def _sweep_entries(self, sweep_key: str, started_before: datetime) -> Iterator[dict[str, Any]]:
         """The items filed under a deletion sweep's GSI1 partition whose deletion began before ``started_before``."""
@@ -1357,13 +1304,13 @@ class BillsTable:
             TableName=self._table,
             IndexName="GSI1",
             KeyConditionExpression="GSI1PK = :sweep AND GSI1SK < :before",
-            ExpressionAttributeValues=_to_item({":sweep": sweep_key, ":before": _iso(started_before)}),
+            ExpressionAttributeValues=_to_item({":sweep": sweep_key, ":before": keys.deleting_before(started_before)}),
         ):
             for raw in page["Items"]:
                 yield _from_item(raw)
 
     def account_being_deleted(self, user_id: str, account_id: str) -> Account | None:
-        item = self._get(user_key(user_id), f"ACCOUNT#{account_id}", consistent=True)
+        item = self._get(keys.user_pk(user_id), keys.account_sk(account_id), consistent=True)
         if item is None or item["status"] != AccountStatus.DELETING.value:
             return None
         return Account.model_validate(item)
@@ -1378,11 +1325,15 @@ class BillsTable:
         try:
             self._client.update_item(
                 TableName=self._table,
-                Key=_to_item({"PK": user_key(user_id), "SK": "PROFILE"}),
+                Key=_to_item({"PK": keys.user_pk(user_id), "SK": keys.PROFILE_SK}),
                 UpdateExpression="SET deleting_since = :now, GSI1PK = :sweep, GSI1SK = :since",
                 ConditionExpression="attribute_exists(PK) AND attribute_not_exists(deleting_since)",
                 ExpressionAttributeValues=_to_item(
-                    {":now": _iso(now), ":sweep": USER_DELETION_SWEEP_KEY, ":since": f"{_iso(now)}#{user_id}"}
+                    {
+                        ":now": _iso(now),
+                        ":sweep": keys.DELETING_USERS,
+                        ":since": keys.deleting_user_sk(now, user_id),
+                    }
                 ),
             )
         except ClientError as error:
@@ -1401,24 +1352,25 @@ class BillsTable:
         inside: list[dict[str, Any]] = []
         for item in self._query(
             KeyConditionExpression="PK = :pk",
-            ExpressionAttributeValues=_to_item({":pk": user_key(user_id)}),
+            ExpressionAttributeValues=_to_item({":pk": keys.user_pk(user_id)}),
             ProjectionExpression="PK, SK",
         ):
             sort_key = str(item["SK"])
-            if sort_key == "PROFILE":
+            if sort_key == keys.PROFILE_SK:
                 continue
             inside.append({"PK": item["PK"], "SK": sort_key})
-            if sort_key.startswith("OAUTHSTATE#"):
-                outside.append({"PK": sort_key, "SK": "STATE"})
+            state = keys.oauth_state_pk_named_by(sort_key)
+            if state is not None:
+                outside.append({"PK": state, "SK": keys.OAUTH_STATE_SK})
         outside.extend(
             {"PK": item["PK"], "SK": item["SK"]}
             for item in self._query(
                 KeyConditionExpression="PK = :pk",
-                ExpressionAttributeValues=_to_item({":pk": idempotency_partition(user_id)}),
+                ExpressionAttributeValues=_to_item({":pk": keys.idempotency_pk(user_id)}),
                 ProjectionExpression="PK, SK",
             )
         )
-        outside.append(_from_item(self._login_attempts_key(f"account:{email}")))
+        outside.append(_from_item(self._login_attempts_key(LoginSubject.email(email))))
         for batch in [*_chunks(outside, BATCH_WRITE_LIMIT), *_chunks(inside, BATCH_WRITE_LIMIT)]:
             self._delete_batch(batch)
         return len(outside) + len(inside)
@@ -1429,14 +1381,14 @@ class BillsTable:
         profile: Any = {
             "Delete": {
                 "TableName": self._table,
-                "Key": _to_item({"PK": user_key(user_id), "SK": "PROFILE"}),
+                "Key": _to_item({"PK": keys.user_pk(user_id), "SK": keys.PROFILE_SK}),
                 "ConditionExpression": "attribute_exists(deleting_since)",
             }
         }
         guard: Any = {
             "Delete": {
                 "TableName": self._table,
-                "Key": _to_item({"PK": f"EMAIL#{email}", "SK": "EMAIL"}),
+                "Key": _to_item({"PK": keys.email_pk(email), "SK": keys.EMAIL_SK}),
                 # Only their own: the guard is never another user's while this profile exists, but a
                 # deletion must not be the way to free someone else's email.
                 "ConditionExpression": "attribute_not_exists(PK) OR user_id = :user",
@@ -1463,7 +1415,7 @@ class BillsTable:
         try:
             self._client.delete_item(
                 TableName=self._table,
-                Key=_to_item({"PK": user_key(user_id), "SK": "PROFILE"}),
+                Key=_to_item({"PK": keys.user_pk(user_id), "SK": keys.PROFILE_SK}),
                 ConditionExpression="attribute_exists(deleting_since)",
             )
         except ClientError as error:
@@ -1472,8 +1424,8 @@ class BillsTable:
 
     def unfinished_user_deletions(self, started_before: datetime) -> Iterator[str]:
         """Ids of users whose deletion started before ``started_before`` and never finished."""
-        for item in self._sweep_entries(USER_DELETION_SWEEP_KEY, started_before):
-            yield str(item["PK"]).removeprefix("USER#")
+        for item in self._sweep_entries(keys.DELETING_USERS, started_before):
+            yield keys.user_id_of(str(item["PK"]))
 
     def user_being_deleted(self, user_id: str) -> User | None:
         found = self.get_user(user_id)
@@ -1486,8 +1438,8 @@ class BillsTable:
         values = job.model_dump(mode="json")
         values.update(
             {
-                "PK": user_key(job.user_id),
-                "SK": f"JOB#{job.job_id}",
+                "PK": keys.user_pk(job.user_id),
+                "SK": keys.job_sk(job.job_id),
                 "type": "job",
                 "expires_at": int(job.created_at.timestamp()) + JOB_TTL_SECONDS,
             }
@@ -1497,7 +1449,7 @@ class BillsTable:
         )
 
     def get_job(self, user_id: str, job_id: str) -> RefreshJob | None:
-        item = self._get(user_key(user_id), f"JOB#{job_id}", consistent=True)
+        item = self._get(keys.user_pk(user_id), keys.job_sk(job_id), consistent=True)
         return RefreshJob.model_validate(item) if item else None
 
     def record_job_result(self, user_id: str, job_id: str, account_id: str, result: JobAccountResult) -> None:
@@ -1505,7 +1457,7 @@ class BillsTable:
         try:
             self._client.update_item(
                 TableName=self._table,
-                Key=_to_item({"PK": user_key(user_id), "SK": f"JOB#{job_id}"}),
+                Key=_to_item({"PK": keys.user_pk(user_id), "SK": keys.job_sk(job_id)}),
                 UpdateExpression="SET results.#account = :result",
                 ConditionExpression="attribute_exists(PK)",
                 ExpressionAttributeNames={"#account": account_id},
@@ -1524,7 +1476,7 @@ class BillsTable:
             _retrying_conflicts(
                 lambda: self._client.update_item(
                     TableName=self._table,
-                    Key=_to_item({"PK": user_key(user_id), "SK": f"ACCOUNT#{account_id}"}),
+                    Key=_to_item({"PK": keys.user_pk(user_id), "SK": keys.account_sk(account_id)}),
                     **update,
                 ),
                 f"account {account_id} kept meeting other transactions while it was updated",
@@ -1544,7 +1496,7 @@ class BillsTable:
     def _query_prefix(self, user_id: str, prefix: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
         return self._query(
             KeyConditionExpression="PK = :pk AND begins_with(SK, :prefix)",
-            ExpressionAttributeValues=_to_item({":pk": user_key(user_id), ":prefix": prefix}),
+            ExpressionAttributeValues=_to_item({":pk": keys.user_pk(user_id), ":prefix": prefix}),
             **kwargs,
         )
 
@@ -1555,21 +1507,17 @@ class BillsTable:
                 yield _from_item(item)
 
     # ------------------------------------------------------------------ sign-in checks (login throttle,
-    # authorizer). Items: LOGINATTEMPTS#<kind>#<sha256 of email or source IP>  WINDOW  {attempts,
-    # expires_at}: one fixed window per subject, expiring by TTL; reads ignore an expired one, since
-    # DynamoDB deletes expired items only eventually.
+    # authorizer). Items: ``keys.login_attempts_pk(subject)``  WINDOW  {attempts, expires_at}: one fixed
+    # window per subject, expiring by TTL; reads ignore an expired one, since DynamoDB deletes expired
+    # items only eventually.
     _LOGIN_WRITE_ATTEMPTS = 3
 
     @staticmethod
-    def _login_attempts_key(subject: str) -> dict[str, Any]:
-        kind, _, value = subject.partition(":")
-        # A digest keeps keys short and the emails typed at the login form out of key listings (an email
-        # or IP can still be guessed back from it: this is tidiness, not secrecy).
-        digest = hashlib.sha256(value.encode()).hexdigest()[:32]
-        return _to_item({"PK": f"LOGINATTEMPTS#{kind}#{digest}", "SK": "WINDOW"})
+    def _login_attempts_key(subject: LoginSubject) -> dict[str, Any]:
+        return _to_item({"PK": keys.login_attempts_pk(subject), "SK": keys.LOGIN_ATTEMPTS_SK})
 
-    def take_login_attempt(self, subject: str, limit: int, window: timedelta, now: datetime) -> int | None:
-        """Counts one login attempt against ``subject`` (``"account:<email>"``, ``"source:<ip>"``),
+    def take_login_attempt(self, subject: LoginSubject, limit: int, window: timedelta, now: datetime) -> int | None:
+        """Counts one login attempt against ``subject`` (the email typed, or the caller's source IP),
         unless ``limit`` attempts were counted in its current window: then nothing is counted and the
         seconds until that window ends are returned. A subject's window opens at its first attempt.
 
@@ -1606,9 +1554,9 @@ class BillsTable:
                 if not _is_conditional_failure(error):
                     raise
                 # Another attempt opened the window first: count against it.
-        raise ConcurrentUpdate(f"login attempts of {subject.partition(':')[0]} kept changing")
+        raise ConcurrentUpdate(f"login attempts of {subject.kind} kept changing")
 
-    def refund_login_attempt(self, subject: str, now: datetime) -> None:
+    def refund_login_attempt(self, subject: LoginSubject, now: datetime) -> None:
         """Uncounts one attempt ``take_login_attempt`` counted in the current window (it was not a failure)."""
         try:
             self._client.update_item(
@@ -1622,7 +1570,7 @@ class BillsTable:
             if not _is_conditional_failure(error):
                 raise
 
-    def clear_login_attempts(self, subject: str) -> None:
+    def clear_login_attempts(self, subject: LoginSubject) -> None:
         self._client.delete_item(TableName=self._table, Key=self._login_attempts_key(subject))
 
     def user_exists(self, user_id: str) -> bool:
@@ -1630,7 +1578,7 @@ class BillsTable:
         A profile being deleted still exists until the deletion's last step."""
         response = self._client.get_item(
             TableName=self._table,
-            Key=_to_item({"PK": user_key(user_id), "SK": "PROFILE"}),
+            Key=_to_item({"PK": keys.user_pk(user_id), "SK": keys.PROFILE_SK}),
             ProjectionExpression="PK",
         )
         return "Item" in response

@@ -13,7 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from billhub import deletion
 from billhub.auth import DUMMY_PASSWORD_HASH, TokenService, hash_password, verify_password
 from billhub.errors import NotFound, ServiceError, Unauthorized
-from billhub.models import CurrencyCode, Preferences, RefreshInterval, User
+from billhub.models import CurrencyCode, LoginSubject, Preferences, RefreshInterval, User
 from billhub.refresh import apply_refresh_interval
 from billhub.store import BillsTable
 
@@ -183,12 +183,12 @@ def delete_me(
 class _Attempt:
     """A password attempt, counted against the email typed (``account``) and the caller's IP (``source``)."""
 
-    account: str
-    source: str
+    account: LoginSubject
+    source: LoginSubject
 
 
 def _take_attempt(store: BillsTable, email: str, source_ip: str, now: datetime, limits: LoginLimits) -> _Attempt:
-    attempt = _Attempt(f"account:{email}", f"source:{source_ip}")
+    attempt = _Attempt(LoginSubject.email(email), LoginSubject.source(source_ip))
     retry_after = store.take_login_attempt(attempt.account, limits.per_account, limits.window, now)
     if retry_after is not None:
         raise TooManyAttempts(retry_after)
