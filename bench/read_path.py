@@ -333,7 +333,9 @@ def _load_handler(aws_endpoint: str, table: str, path: str) -> tuple[Callable[..
             raise RuntimeError(f"cannot import {app_file}")
         module: ModuleType = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        client = module.store()._client  # the handler's own cached client
+        # The table the HTTP handlers are given (billhub.api.bills_table): one client in this process, as in
+        # each Lambda environment; the endpoints are profiled one after another, each clock reset first.
+        client = module.bills_table()._client
     handler: Callable[..., Any] = module.handler
     return handler, _DynamoDBClock(client)
 

@@ -184,13 +184,20 @@ def stack(
 def load_handler(
     template: dict[str, Any], stack: Stack, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> Callable[[str], ModuleType]:
-    """Imports a function's ``app`` module fresh, with that function's environment from the template."""
+    """Imports a function's ``app`` module fresh, with that function's environment from the template.
+
+    The layer is imported once for the whole process, so what it caches for the HTTP handlers (the table
+    their routes are given, ``billhub.api.bills_table``) is emptied at each load, as in a new environment;
+    the handlers a test loads together share it from their first request on."""
     specs = {spec.logical_id: spec for spec in function_specs(template)}
     layer = str(ROOT / "layers" / "common")
     if layer not in sys.path:
         sys.path.insert(0, layer)
 
     def load(logical_id: str) -> ModuleType:
+        from billhub.api import bills_table
+
+        bills_table.cache_clear()
         spec = specs[logical_id]
         for name, value in stack.resolve(spec.environment).items():
             monkeypatch.setenv(name, str(value))

@@ -13,11 +13,10 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billhub import snapstart, users
-from billhub.api import caller_id, create_resolver, documented
+from billhub.api import CallerId, Store, bills_table, create_resolver, documented
 from billhub.auth import TokenService, token_service
-from billhub.runtime import aws_client, utc_now
+from billhub.runtime import utc_now
 from billhub.settings import AuthSettings
-from billhub.store import BillsTable
 
 logger = Logger()
 app = create_resolver()
@@ -30,11 +29,6 @@ login_limits = users.LoginLimits(
 
 
 @cache
-def store() -> BillsTable:
-    return BillsTable(aws_client("dynamodb"), settings.TABLE_NAME)
-
-
-@cache
 def tokens() -> TokenService:
     return token_service(settings)
 
@@ -42,7 +36,7 @@ def tokens() -> TokenService:
 # SnapStart: the clients are built (and email-validator imported) before the snapshot; each restored
 # environment reads the keys itself.
 snapstart.register(
-    before_snapshot=[store, lambda: tokens().prepare(), snapstart.prepare_secrets, users.load_email_validator],
+    before_snapshot=[bills_table, lambda: tokens().prepare(), snapstart.prepare_secrets, users.load_email_validator],
     after_restore=[lambda: tokens().forget()],
 )
 
@@ -53,8 +47,8 @@ snapstart.register(
     tags=["auth"],
     responses=documented(201, 400, 409, 413, 415, description="The user was created."),
 )
-def register(request: users.Credentials) -> tuple[users.Registered, int]:
-    return users.register(store(), request, utc_now()), 201
+def register(store: Store, request: users.Credentials) -> tuple[users.Registered, int]:
+    return users.register(store, request, utc_now()), 201
 
 
 @app.post(
@@ -63,15 +57,15 @@ def register(request: users.Credentials) -> tuple[users.Registered, int]:
     tags=["auth"],
     responses=documented(200, 400, 401, 413, 415, 429),
 )
-def login(request: users.Credentials) -> users.AccessToken:
+def login(store: Store, request: users.Credentials) -> users.AccessToken:
     # The address API Gateway saw the connection come from; client-set headers are not trusted for it.
     source_ip = app.current_event.request_context.http.source_ip
-    return users.login(store(), tokens(), request, source_ip, utc_now(), login_limits)
+    return users.login(store, tokens(), request, source_ip, utc_now(), login_limits)
 
 
 @app.get("/me", summary="The caller's profile", tags=["profile"], responses=documented(200, 404))
-def get_me() -> users.Profile:
-    return users.get_profile(store(), caller_id(app))
+def get_me(store: Store, user_id: CallerId) -> users.Profile:
+    return users.get_profile(store, user_id)
 
 
 @app.patch(
@@ -80,8 +74,8 @@ def get_me() -> users.Profile:
     tags=["profile"],
     responses=documented(200, 400, 404, 409, 413, 415),
 )
-def patch_me(change: users.ProfileChange) -> users.Profile:
-    return users.change_profile(store(), caller_id(app), change, utc_now())
+def patch_me(store: Store, user_id: CallerId, change: users.ProfileChange) -> users.Profile:
+    return users.change_profile(store, user_id, change, utc_now())
 
 
 @app.delete(
@@ -99,9 +93,9 @@ def patch_me(change: users.ProfileChange) -> users.Profile:
         description="Deleted: the caller's tokens are refused from now on (also when already deleted).",
     ),
 )
-def delete_me(request: users.DeletionRequest) -> Response[None]:
+def delete_me(store: Store, user_id: CallerId, request: users.DeletionRequest) -> Response[None]:
     source_ip = app.current_event.request_context.http.source_ip
-    users.delete_me(store(), caller_id(app), request, source_ip, utc_now(), login_limits)
+    users.delete_me(store, user_id, request, source_ip, utc_now(), login_limits)
     return Response(status_code=204)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from functools import cache
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
@@ -13,20 +12,14 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billhub import deletion
-from billhub.api import caller_id, create_resolver, documented
-from billhub.runtime import aws_client, utc_now
+from billhub.api import CallerId, Store, create_resolver, documented
+from billhub.runtime import utc_now
 from billhub.settings import TableSettings
-from billhub.store import BillsTable
 
 logger = Logger()
 app = create_resolver()
 settings = TableSettings.from_environ(os.environ)
 AccountIdPath = Annotated[str, Path(pattern=r"^[a-f0-9]{32}$")]
-
-
-@cache
-def store() -> BillsTable:
-    return BillsTable(aws_client("dynamodb"), settings.TABLE_NAME)
 
 
 @app.delete(
@@ -35,8 +28,8 @@ def store() -> BillsTable:
     tags=["accounts"],
     responses=documented(204, 404, 409, description="Deleted (also when it was already gone)."),
 )
-def delete_account(account_id: AccountIdPath) -> Response[None]:
-    deletion.delete_account(store(), caller_id(app), account_id, utc_now())
+def delete_account(store: Store, user_id: CallerId, account_id: AccountIdPath) -> Response[None]:
+    deletion.delete_account(store, user_id, account_id, utc_now())
     return Response(status_code=204)
 
 

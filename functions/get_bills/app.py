@@ -5,7 +5,6 @@ GET /insights is a function of its own (functions/insights)."""
 from __future__ import annotations
 
 import os
-from functools import cache
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
@@ -14,24 +13,18 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billhub import snapstart
-from billhub.api import ProviderPath, caller_id, create_resolver, documented
+from billhub.api import CallerId, ProviderPath, Store, bills_table, create_resolver, documented
 from billhub.bills import BillFilters, BillsPage, read_bills
-from billhub.runtime import aws_client, utc_now
+from billhub.runtime import utc_now
 from billhub.settings import TableSettings
-from billhub.store import BillsTable
 
 logger = Logger()
 app = create_resolver()
 settings = TableSettings.from_environ(os.environ)
 
 
-@cache
-def store() -> BillsTable:
-    return BillsTable(aws_client("dynamodb"), settings.TABLE_NAME)
-
-
 # SnapStart: the client is built before the snapshot.
-snapstart.register(before_snapshot=[store])
+snapstart.register(before_snapshot=[bills_table])
 
 
 # 404 for a caller whose deletion of themselves has begun.
@@ -43,8 +36,8 @@ snapstart.register(before_snapshot=[store])
     tags=["bills"],
     responses=documented(200, 400, 404),
 )
-def list_bills(filters: Annotated[BillFilters, Query()]) -> BillsPage:
-    return read_bills(store(), caller_id(app), filters, utc_now())
+def list_bills(store: Store, user_id: CallerId, filters: Annotated[BillFilters, Query()]) -> BillsPage:
+    return read_bills(store, user_id, filters, utc_now())
 
 
 @app.get(
@@ -55,8 +48,10 @@ def list_bills(filters: Annotated[BillFilters, Query()]) -> BillsPage:
     tags=["bills"],
     responses=documented(200, 400, 404),
 )
-def list_provider_bills(provider: ProviderPath, filters: Annotated[BillFilters, Query()]) -> BillsPage:
-    return read_bills(store(), caller_id(app), filters, utc_now(), provider=provider)
+def list_provider_bills(
+    store: Store, user_id: CallerId, provider: ProviderPath, filters: Annotated[BillFilters, Query()]
+) -> BillsPage:
+    return read_bills(store, user_id, filters, utc_now(), provider=provider)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

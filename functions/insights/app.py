@@ -6,7 +6,6 @@ not pay for importing the insights."""
 from __future__ import annotations
 
 import os
-from functools import cache
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
@@ -15,31 +14,27 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billhub import snapstart
-from billhub.api import caller_id, create_resolver, documented
+from billhub.api import CallerId, Store, bills_table, create_resolver, documented
 from billhub.insights import MAX_INSIGHT_MONTHS, Insights, history_start, spending_insights
-from billhub.runtime import aws_client, utc_now
+from billhub.runtime import utc_now
 from billhub.settings import InsightsSettings
-from billhub.store import BillsTable
 
 logger = Logger()
 app = create_resolver()
 settings = InsightsSettings.from_environ(os.environ)
 
 
-@cache
-def store() -> BillsTable:
-    return BillsTable(aws_client("dynamodb"), settings.TABLE_NAME)
-
-
 # SnapStart: the client and the insights' response models (built at first use otherwise) before the snapshot.
-snapstart.register(before_snapshot=[store, lambda: Insights.model_rebuild(force=True)])
+snapstart.register(before_snapshot=[bills_table, lambda: Insights.model_rebuild(force=True)])
 
 
 @app.get("/insights", summary="Spending insights", tags=["bills"], responses=documented(200))
-def insights(months: Annotated[int, Query(ge=1, le=MAX_INSIGHT_MONTHS)] = 12) -> Insights:
-    user_id, today = caller_id(app), utc_now().date()
-    accounts = store().list_accounts(user_id)
-    bills = store().bills_issued_since(user_id, history_start(today, months))
+def insights(
+    store: Store, user_id: CallerId, months: Annotated[int, Query(ge=1, le=MAX_INSIGHT_MONTHS)] = 12
+) -> Insights:
+    today = utc_now().date()
+    accounts = store.list_accounts(user_id)
+    bills = store.bills_issued_since(user_id, history_start(today, months))
     return spending_insights(accounts, bills, today, months, settings.UNUSUAL_BILL_THRESHOLD)
 
 

@@ -16,7 +16,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billhub import accounts, snapstart
-from billhub.api import ProviderPath, caller_id, create_resolver, documented
+from billhub.api import CallerId, ProviderPath, Store, bills_table, create_resolver, documented
 from billhub.auth import key_ring_from_secret, signing_key_from_secret
 from billhub.credentials import CredentialVault
 from billhub.errors import ServiceError
@@ -26,7 +26,6 @@ from billhub.queue import FetchQueue
 from billhub.ratelimit import ProviderRateLimiter
 from billhub.runtime import aws_client, utc_now
 from billhub.settings import LinkSettings
-from billhub.store import BillsTable
 
 if TYPE_CHECKING:
     from billhub.providers.http import RetryPolicy
@@ -43,11 +42,6 @@ OAUTH_VALUE = r"^[\x21-\x7e]+$"  # printable ASCII without spaces, as accounts.O
 
 
 @cache
-def store() -> BillsTable:
-    return BillsTable(aws_client("dynamodb"), settings.TABLE_NAME)
-
-
-@cache
 def queue() -> FetchQueue:
     return FetchQueue(aws_client("sqs"), settings.FETCH_QUEUE_URL)
 
@@ -61,7 +55,7 @@ def vault() -> CredentialVault:
 def states() -> OAuthStates:
     # The access tokens' key ring: a state names its key, and verifies with the previous one after a rotation.
     return OAuthStates(
-        store(),
+        bills_table(),
         key_ring_from_secret(settings),
         settings.JWT_ISSUER,
         settings.JWT_AUDIENCE,
@@ -114,7 +108,7 @@ def _import_provider_plumbing() -> None:
 # vault any data key it holds (none is made before the snapshot; their ages would be another environment's).
 snapstart.register(
     before_snapshot=[
-        store,
+        bills_table,
         queue,
         vault,
         lambda: states().prepare(),
@@ -157,12 +151,13 @@ def list_providers() -> accounts.ProviderList:
     # 404 for a caller whose deletion of themselves has begun.
     responses=documented(201, 400, 404, 409, 413, 415, 503, description="The account was linked."),
 )
-def link(request: accounts.LinkRequest, idempotency_key: IdempotencyKey = None) -> Response[accounts.AccountView]:
-    user_id = caller_id(app)
+def link(
+    store: Store, user_id: CallerId, request: accounts.LinkRequest, idempotency_key: IdempotencyKey = None
+) -> Response[accounts.AccountView]:
     return idempotency().respond(
         IdempotentRequest(user_id, "POST /accounts/link", idempotency_key, request),
         lambda: with_provider(
-            lambda connector: accounts.link_account(store(), queue(), vault(), connector, user_id, request, utc_now())
+            lambda connector: accounts.link_account(store, queue(), vault(), connector, user_id, request, utc_now())
         ),
         accounts.AccountView,
         201,
@@ -171,8 +166,8 @@ def link(request: accounts.LinkRequest, idempotency_key: IdempotencyKey = None) 
 
 
 @app.get("/accounts", summary="The caller's linked accounts", tags=["accounts"], responses=documented(200))
-def list_accounts() -> accounts.AccountList:
-    return accounts.list_accounts(store(), caller_id(app))
+def list_accounts(store: Store, user_id: CallerId) -> accounts.AccountList:
+    return accounts.list_accounts(store, user_id)
 
 
 @app.put(
@@ -181,11 +176,12 @@ def list_accounts() -> accounts.AccountList:
     tags=["accounts"],
     responses=documented(200, 400, 404, 409, 413, 415, 503),
 )
-def replace_credentials(account_id: AccountIdPath, request: accounts.CredentialsRequest) -> accounts.AccountView:
-    user_id = caller_id(app)
+def replace_credentials(
+    store: Store, user_id: CallerId, account_id: AccountIdPath, request: accounts.CredentialsRequest
+) -> accounts.AccountView:
     return with_provider(
         lambda connector: accounts.replace_credentials(
-            store(), queue(), vault(), connector, user_id, account_id, request, utc_now()
+            store, queue(), vault(), connector, user_id, account_id, request, utc_now()
         )
     )
 
@@ -197,18 +193,20 @@ def replace_credentials(account_id: AccountIdPath, request: accounts.Credentials
     responses=documented(200, 400, 404, 503),
 )
 def oauth_start(
+    store: Store,
+    user_id: CallerId,
     provider: ProviderPath,
     account_id: Annotated[str | None, Query(pattern=r"^[a-f0-9]{32}$")] = None,
     nickname: Annotated[accounts.Nickname | None, Query()] = None,
 ) -> accounts.OAuthStart:
     link = PendingLink(
-        user_id=caller_id(app),
+        user_id=user_id,
         provider=provider,
         redirect_uri=settings.oauth_callback_url(provider),
         account_id=account_id,
         nickname=nickname,
     )
-    return accounts.start_oauth(store(), states(), directory(), link, utc_now())
+    return accounts.start_oauth(store, states(), directory(), link, utc_now())
 
 
 # A browser's answer is a page, an API client's the account (both documented here with their status).
@@ -234,6 +232,7 @@ _CALLBACK_ANSWER: dict[str, OpenAPIResponseContentModel | OpenAPIResponseContent
     },
 )
 def oauth_callback(
+    store: Store,
     provider: ProviderPath,
     state: Annotated[str, Query(min_length=1, max_length=2048, pattern=OAUTH_VALUE)],
     code: Annotated[str | None, Query(min_length=1, max_length=2048, pattern=OAUTH_VALUE)] = None,
@@ -246,7 +245,7 @@ def oauth_callback(
     try:
         view, created = with_provider(
             lambda connector: accounts.complete_oauth(
-                store(), queue(), vault(), states(), connector, provider, callback, utc_now()
+                store, queue(), vault(), states(), connector, provider, callback, utc_now()
             )
         )
     except ServiceError as failure:

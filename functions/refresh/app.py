@@ -16,22 +16,16 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billhub import refresh, snapstart
-from billhub.api import caller_id, create_resolver, documented
+from billhub.api import CallerId, Store, bills_table, create_resolver, documented
 from billhub.idempotency import IdempotencyKey, IdempotentRequest, IdempotentRoutes
 from billhub.queue import FetchQueue
 from billhub.runtime import aws_client, utc_now
 from billhub.settings import RefreshSettings
-from billhub.store import BillsTable
 
 logger = Logger()
 app = create_resolver()
 settings = RefreshSettings.from_environ(os.environ)
 JobIdPath = Annotated[str, Path(pattern=r"^[a-f0-9]{32}$")]
-
-
-@cache
-def store() -> BillsTable:
-    return BillsTable(aws_client("dynamodb"), settings.TABLE_NAME)
 
 
 @cache
@@ -45,7 +39,7 @@ def idempotency() -> IdempotentRoutes:
 
 
 # SnapStart: the clients are built before the snapshot.
-snapstart.register(before_snapshot=[store, queue, idempotency])
+snapstart.register(before_snapshot=[bills_table, queue, idempotency])
 
 
 @app.post(
@@ -55,15 +49,17 @@ snapstart.register(before_snapshot=[store, queue, idempotency])
     responses=documented(202, 400, 404, 409, 413, 415, 429, 503, description="The refresh job was started."),
 )
 def start_refresh(
-    request: refresh.RefreshRequest | None = None, idempotency_key: IdempotencyKey = None
+    store: Store,
+    user_id: CallerId,
+    request: refresh.RefreshRequest | None = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response[refresh.RefreshStarted]:
-    user_id = caller_id(app)
     body = request or refresh.RefreshRequest()
     # A retry answered from its record never reaches the throttle: the first 202 comes back, not a 429.
     return idempotency().respond(
         IdempotentRequest(user_id, "POST /bills/refresh", idempotency_key, body),
         lambda: refresh.start_refresh(
-            store(),
+            store,
             queue(),
             user_id,
             body,
@@ -82,8 +78,8 @@ def start_refresh(
     tags=["refresh"],
     responses=documented(200, 404),
 )
-def get_job(job_id: JobIdPath) -> refresh.JobStatus:
-    return refresh.job_status(store(), caller_id(app), job_id)
+def get_job(store: Store, user_id: CallerId, job_id: JobIdPath) -> refresh.JobStatus:
+    return refresh.job_status(store, user_id, job_id)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

@@ -70,6 +70,25 @@ def test_authorizer_refuses_missing_or_bad_tokens(api: Api, authorization: str |
     assert api.authorizer.handler(authorizer_event(authorization), LambdaContext()) == {"isAuthorized": False}
 
 
+@pytest.mark.parametrize(
+    ("function", "method", "path"),
+    [
+        ("auth", "GET", "/me"),
+        ("link", "GET", "/accounts"),
+        ("bills", "GET", "/bills"),
+        ("insights", "GET", "/insights"),
+        ("refresh", "POST", "/bills/refresh"),
+        ("delete", "DELETE", "/accounts/" + "0" * 32),
+    ],
+)
+def test_a_guarded_route_without_the_authorizers_verdict_is_401(
+    api: Api, function: str, method: str, path: str
+) -> None:
+    # A route reached with no user id from the authorizer (a gateway misconfigured) serves nobody's data.
+    status, body, _ = api.call(getattr(api, function), method, path)
+    assert (status, body) == (401, {"code": "unauthorized", "message": "Missing caller identity.", "details": None})
+
+
 # ------------------------------------------------------------------ linking
 def test_link_verifies_with_the_provider_and_encrypts_credentials(api: Api, stack: Stack) -> None:
     user_id = api.user()

@@ -243,11 +243,11 @@ def test_a_container_holding_the_old_key_completes_a_link_begun_on_one_holding_t
     rotate(api, "n" * 64)
     assert state_kid(api.oauth_consent(user_id, "sparkgrid", "ada")) == key_id(old_key), "still cached"
     # Another warm container, whose cache expired since, already signs with the new key.
-    newer = OAuthStates(api.link.store(), KeyRing.fixed("n" * 64, old_key), ISSUER, AUDIENCE, 900)
+    newer = OAuthStates(api.link.bills_table(), KeyRing.fixed("n" * 64, old_key), ISSUER, AUDIENCE, 900)
     pending = PendingLink(
         user_id=user_id, provider="sparkgrid", redirect_uri=api.link.settings.oauth_callback_url("sparkgrid")
     )
-    start = accounts.start_oauth(api.link.store(), newer, api.link.directory(), pending, clock.now)
+    start = accounts.start_oauth(api.link.bills_table(), newer, api.link.directory(), pending, clock.now)
     begun = api.consent(start.authorize_url, "ada")
     assert state_kid(begun) == key_id("n" * 64)
     # The user comes back to the first container: the unknown kid makes it re-read the secret.

@@ -26,11 +26,11 @@ PASSWORD = "pw-" * 4
 # Each SnapStart function, and the client factories (functools.cache) its hooks build before the snapshot.
 CLIENTS = {
     "AuthorizerFunction": ["store", "tokens"],
-    "AuthFunction": ["store", "tokens"],
-    "LinkAccountFunction": ["store", "queue", "vault", "states", "idempotency", "rate_limiter"],
-    "GetBillsFunction": ["store"],
-    "InsightsFunction": ["store"],
-    "RefreshFunction": ["store", "queue", "idempotency"],
+    "AuthFunction": ["bills_table", "tokens"],
+    "LinkAccountFunction": ["bills_table", "queue", "vault", "states", "idempotency", "rate_limiter"],
+    "GetBillsFunction": ["bills_table"],
+    "InsightsFunction": ["bills_table"],
+    "RefreshFunction": ["bills_table", "queue", "idempotency"],
 }
 
 

@@ -166,7 +166,7 @@ def test_delete_me_removes_the_user_and_everything_of_theirs_and_nothing_else(ap
     token = token_of(api, EMAIL)
     assert authorized(api, token)
     # When they delete themselves, typing their password again
-    with dynamodb_requests(api.auth.store()._client) as sent:
+    with dynamodb_requests(api.auth.bills_table()._client) as sent:
         assert api.delete_me(leaver.user_id) == (204, None)
     # Then nothing of theirs is left, and nobody else's item changed
     assert items_of(stack, leaver.user_id, EMAIL) == []

@@ -1,4 +1,5 @@
-"""What every HTTP handler shares: the resolver, the caller's identity and the JSON error shape.
+"""What every HTTP handler shares: the resolver, the table and the caller's identity its routes are given
+(Powertools' ``Depends``), and the JSON error shape.
 
 Every error leaves as ``{"code", "message", "details"}`` with its status; nothing escapes as a bare 500.
 Request bodies are I-JSON (RFC 7493) objects: anything else is refused before a route sees it.
@@ -9,12 +10,14 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
 from collections.abc import Mapping
+from functools import cache
 from http import HTTPStatus
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Depends, Request, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
@@ -26,7 +29,12 @@ from pydantic import BaseModel
 
 from billhub.catalog import PROVIDER_NAME_PATTERN, PROVIDER_NAMES_SCHEMA
 from billhub.errors import ServiceError, TryAgain, Unauthorized
-from billhub.store import ConcurrentUpdate
+from billhub.runtime import aws_client
+from billhub.settings import TableSettings
+from billhub.store import BillsTable, ConcurrentUpdate
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
 logger = Logger(child=True)
 
@@ -312,9 +320,24 @@ def create_resolver() -> Resolver:
     return app
 
 
-def caller_id(app: Resolver) -> str:
+@cache
+def bills_table() -> BillsTable:
+    """The table, with its DynamoDB client: built once per execution environment, at the first request that
+    needs it or before the SnapStart snapshot by a function that registers it as a hook."""
+    return BillsTable(aws_client("dynamodb"), TableSettings.from_environ(os.environ).TABLE_NAME)
+
+
+def caller_id(request: Request) -> str:
     """The user id the authorizer verified. Never taken from the request path, query or body."""
-    user_id = app.current_event.request_context.authorizer.get_lambda.get("user_id")
+    event = cast("APIGatewayProxyEventV2", request.resolved_event)
+    user_id = event.request_context.authorizer.get_lambda.get("user_id")
     if not user_id:
         raise Unauthorized("Missing caller identity.")
     return str(user_id)
+
+
+# What a route declares to be given (resolved before it runs, never documented as a parameter):
+# ``store: Store`` the table, ``user_id: CallerId`` the caller. A test may swap either through the
+# resolver's ``dependency_overrides``, keyed by ``bills_table`` or ``caller_id``.
+Store = Annotated[BillsTable, Depends(bills_table)]
+CallerId = Annotated[str, Depends(caller_id)]
