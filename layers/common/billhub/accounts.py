@@ -270,6 +270,7 @@ async def _link_new(
     ciphertext = vault.encrypt(user_id, account.account_id, session.credentials.model_dump(mode="json"))
     # A pending account holds a link of its own until its identity is known (never a hash of credentials).
     external_id = identity.external_id if identity else f"pending:{account.account_id}"
+    # A re-read after a lost conditional write, not a retry with backoff (so no tenacity policy).
     for _ in range(2):  # once more if the user changed their refresh interval while this was linking
         account = account.model_copy(update={"refresh_interval": store.preferred_refresh_interval(user_id)})
         try:
@@ -304,7 +305,8 @@ async def _repair(
     ciphertext = vault.encrypt(
         stored.account.user_id, stored.account.account_id, session.credentials.model_dump(mode="json")
     )
-    # Once more if a fetch confirmed a pending account's identity, or a planner moved its schedule, meanwhile.
+    # Once more if a fetch confirmed a pending account's identity, or a planner moved its schedule, meanwhile:
+    # a re-read after a lost conditional write, not a retry with backoff (so no tenacity policy).
     for _ in range(2):
         if not stored.identity_pending and not stored.is_link_of(adapter.name, identity.external_id):
             raise DifferentProviderAccount(

@@ -50,6 +50,7 @@ from billhub import keys
 from billhub.errors import ServiceError
 
 if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
     from aws_lambda_powertools.utilities.typing import LambdaContext
     from mypy_boto3_dynamodb import DynamoDBClient
 
@@ -100,6 +101,18 @@ class IdempotencyInProgress(ServiceError):
 class IdempotencyUnavailable(ServiceError):
     status = 503
     code = "idempotency_unavailable"
+
+
+@dataclass(frozen=True)
+class _Replayed[Model: BaseModel]:
+    """An answer remembered from an earlier request with the key, as opposed to one just worked out."""
+
+    answer: Model
+
+
+def _replayed(response: Any, idempotent_data: DataRecord) -> _Replayed[Any]:
+    """Powertools' ``response_hook``: called only when a completed record answers, never for a fresh run."""
+    return _Replayed(response)
 
 
 @dataclass(frozen=True)
@@ -156,6 +169,7 @@ class IdempotentRoutes:
             raise_on_no_idempotency_key=True,
             expires_after_seconds=int(RECORD_TTL.total_seconds()),
             hash_function="sha256",
+            response_hook=_replayed,
         )
         self._fingerprint_key = fingerprint_key
 
@@ -180,11 +194,8 @@ class IdempotentRoutes:
                 f"The {IDEMPOTENCY_KEY_HEADER} header must be 1 to 255 printable ASCII characters without spaces."
             )
         key_prefix = keys.idempotency_key_prefix(request.user_id, request.route)
-        ran = False
 
-        def attempt(data: dict[str, Any]) -> Model:
-            nonlocal ran
-            ran = True
+        def attempt(data: dict[str, Any]) -> Model:  # ``data``: what Powertools keys and fingerprints
             return work()
 
         once = idempotent_function(
@@ -202,7 +213,7 @@ class IdempotentRoutes:
             "fingerprint": self._fingerprint(request.body),
         }
         try:
-            answer: Model = once(data=data)
+            answer: Model | _Replayed[Model] = once(data=data)
         except IdempotencyValidationError as error:
             raise IdempotencyKeyReused(
                 f"This {IDEMPOTENCY_KEY_HEADER} was already used with a different request; "
@@ -220,7 +231,9 @@ class IdempotentRoutes:
                 "The record of this request's key could not be read or written; retry shortly with the same key.",
                 retry_after=RETRY_AFTER_SECONDS,
             ) from error
-        return _json(status, answer, replayed=not ran)
+        if isinstance(answer, _Replayed):
+            return _json(status, answer.answer, replayed=True)
+        return _json(status, answer)
 
     def _fingerprint(self, body: BaseModel) -> str:
         canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

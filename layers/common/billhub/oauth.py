@@ -4,9 +4,9 @@ The callback arrives from the user's browser without our access token, so the st
 whose link it is. It is a JWT signed with the API's key under its own audience (an access token is
 never a valid state, nor a state a valid access token) that carries only a nonce: who asked and for
 what is stored under that nonce, so the provider and the browser learn nothing, and marking it used
-on use makes the state work once (``BillsTable.consume_oauth_state``). It is signed and verified as access tokens are (``billhub.auth.RingJwt``):
-it names its key (``kid``), so a link begun before a rotation, or on a container that already holds the
-new key, still completes.
+on use makes the state work once (``BillsTable.consume_oauth_state``). It is signed and verified as
+access tokens are (``billhub.auth.RingJwt``): it names its key (``kid``), so a link begun before a
+rotation, or on a container that already holds the new key, still completes.
 """
 
 from __future__ import annotations
