@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -17,6 +16,7 @@ from billhub.circuit import CircuitOpen, ProviderCircuits, Transition
 from billhub.credentials import CredentialVault
 from billhub.deferral import FetchDeferrals
 from billhub.errors import Conflict
+from billhub.fetch_recorder import AsyncStore, off_loop
 from billhub.metrics import FetchMetrics
 from billhub.models import Account, AccountStatus, Bill, FetchRequest, JobAccountResult
 from billhub.providers import REGISTRY
@@ -48,7 +48,7 @@ class _CredentialsKeeper:
     memory until then) and reloads what another fetch saved."""
 
     def __init__(
-        self, store: BillsTable, vault: CredentialVault, adapter: ProviderAdapter, stored: StoredAccount
+        self, store: AsyncStore, vault: CredentialVault, adapter: ProviderAdapter, stored: StoredAccount
     ) -> None:
         self._store = store
         self._vault = vault
@@ -57,10 +57,10 @@ class _CredentialsKeeper:
 
     async def save(self, credentials: BaseModel) -> None:
         account = self._stored.account
-        ciphertext = await asyncio.to_thread(
-            self._vault.encrypt, account.user_id, account.account_id, credentials.model_dump(mode="json")
+        ciphertext = await off_loop(self._vault.encrypt)(
+            account.user_id, account.account_id, credentials.model_dump(mode="json")
         )
-        if await asyncio.to_thread(self._store.save_renewed_credentials, self._stored, ciphertext):
+        if await self._store.save_renewed_credentials(self._stored, ciphertext):
             self._stored = replace(
                 self._stored,
                 credentials_ciphertext=ciphertext,
@@ -74,7 +74,7 @@ class _CredentialsKeeper:
 
     async def reload(self) -> BaseModel | None:
         account = self._stored.account
-        fresh = await asyncio.to_thread(self._store.get_account, account.user_id, account.account_id)
+        fresh = await self._store.get_account(account.user_id, account.account_id)
         if fresh is None:
             return None
         self._stored = fresh
@@ -82,8 +82,8 @@ class _CredentialsKeeper:
 
     async def decrypt(self, stored: StoredAccount) -> BaseModel:
         account = stored.account
-        plaintext = await asyncio.to_thread(
-            self._vault.decrypt, account.user_id, account.account_id, stored.credentials_ciphertext
+        plaintext = await off_loop(self._vault.decrypt)(
+            account.user_id, account.account_id, stored.credentials_ciphertext
         )
         return self._adapter.parse_credentials(plaintext)
 
@@ -113,7 +113,7 @@ class Fetcher:
         max_receive_count: int,
         safeguards: Safeguards | None = None,
     ) -> None:
-        self._store = store
+        self._store = AsyncStore(store)
         self._vault = vault
         self._connector = connector
         self._max_receive_count = max_receive_count
@@ -122,7 +122,7 @@ class Fetcher:
 
     async def fetch(self, request: FetchRequest, receive_count: int) -> FetchResult:
         """Fetches and stores; raises ``FetchFailed`` when the message should be retried."""
-        stored = await asyncio.to_thread(self._store.get_account, request.user_id, request.account_id)
+        stored = await self._store.get_account(request.user_id, request.account_id)
         if stored is None or stored.account.status is AccountStatus.DELETING:
             # Deleted (or being deleted) since the message was sent: nothing to do, and no retry.
             await self._report(request, DELETED)
@@ -180,7 +180,7 @@ class Fetcher:
         except (ProviderAuthRejected, DuplicateLink) as error:
             # Retrying cannot cure this: the user has to act. Unless the credentials changed meanwhile
             # (repaired, or renewed by another fetch): then the refusal was of credentials no longer held.
-            await asyncio.to_thread(self._store.mark_needs_reauth, keeper.current, str(error), attempted_at)
+            await self._store.mark_needs_reauth(keeper.current, str(error), attempted_at)
             await self._report(request, JobAccountResult(status="failed", error=str(error)))
             if isinstance(error, ProviderAuthRejected):
                 await self._count_credential_refusal(adapter)
@@ -205,7 +205,7 @@ class Fetcher:
 
         try:
             # As of when the provider was asked: a slower, older fetch can then never overwrite this one.
-            changed = await asyncio.to_thread(self._store.save_fetched_bills, account, bills, attempted_at)
+            changed = await self._store.save_fetched_bills(account, bills, attempted_at)
         except AccountGone:
             # Deleted while the provider answered: its bills must not come back.
             await self._report(request, DELETED)
@@ -238,20 +238,20 @@ class Fetcher:
     ) -> FetchResult:
         """Puts the fetch off: a new delayed message, the original done, nothing counted as failed."""
         deferrals = self._guards.deferrals
-        if deferrals is not None and await asyncio.to_thread(deferrals.defer, request, wait_seconds):
+        if deferrals is not None and await off_loop(deferrals.defer)(request, wait_seconds):
             await self._report(request, JobAccountResult(status="retrying", error=reason))
             logger.info("fetch deferred", extra={"account_id": account.account_id, "reason": reason})
             return FetchResult(account.account_id, "deferred")
         # Put off too often (or nowhere to put it): the last good bills stay, the next schedule tries again.
-        await asyncio.to_thread(self._store.record_fetch_failure, account, reason, attempted_at)
+        await self._store.record_fetch_failure(account, reason, attempted_at)
         await self._report(request, JobAccountResult(status="failed", error=reason))
         return FetchResult(account.account_id, "gave_up")
 
     async def _count_credential_refusal(self, adapter: ProviderAdapter) -> None:
         alerts = self._guards.alerts
         threshold, window = CREDENTIAL_BURST
-        if alerts is not None and await asyncio.to_thread(
-            alerts.count_towards, f"credentials#{adapter.name}", threshold, window
+        if alerts is not None and await off_loop(alerts.count_towards)(
+            f"credentials#{adapter.name}", threshold, window
         ):
             await self._alert(
                 f"credentials#{adapter.name}",
@@ -269,7 +269,7 @@ class Fetcher:
         """An account linked while its provider was down learns whose account it is on its first fetch."""
         identity = await adapter.verify(session)
         try:
-            await asyncio.to_thread(self._store.relink, stored, identity.external_id, identity.masked, self._clock())
+            await self._store.relink(stored, identity.external_id, identity.masked, self._clock())
         except Conflict as error:
             raise DuplicateLink(
                 f"This {adapter.display_name} account ({identity.masked}) is already linked as another "
@@ -284,7 +284,7 @@ class Fetcher:
     ) -> None:
         """The last good bills stay in place; the account and the job record the failed attempt."""
         final = receive_count >= self._max_receive_count
-        await asyncio.to_thread(self._store.record_fetch_failure, account, error, attempted_at)
+        await self._store.record_fetch_failure(account, error, attempted_at)
         await self._report(request, JobAccountResult(status="failed" if final else "retrying", error=error))
         logger.warning(
             "fetch failed", extra={"account_id": account.account_id, "provider": account.provider, "final": final}
@@ -292,9 +292,7 @@ class Fetcher:
 
     async def _report(self, request: FetchRequest, result: JobAccountResult) -> None:
         if request.job_id:
-            await asyncio.to_thread(
-                self._store.record_job_result, request.user_id, request.job_id, request.account_id, result
-            )
+            await self._store.record_job_result(request.user_id, request.job_id, request.account_id, result)
 
 
 def alert_when_a_circuit_opens(alerts: AdminAlerts) -> Callable[[Transition], Awaitable[None]]:
@@ -315,6 +313,6 @@ def alert_when_a_circuit_opens(alerts: AdminAlerts) -> Callable[[Transition], Aw
 async def raise_alert(alerts: AdminAlerts, incident: str, subject: str, details: dict[str, object]) -> None:
     """Raises the incident once; an alert that cannot be sent never turns into a failed fetch."""
     try:
-        await asyncio.to_thread(alerts.raise_once, incident, subject, details)
+        await off_loop(alerts.raise_once)(incident, subject, details)
     except Exception:
         logger.exception("alert not sent", extra={"incident": incident})
