@@ -12,35 +12,32 @@ from aws_lambda_powertools.utilities.circuit_breaker import CircuitState
 from pydantic import BaseModel
 
 from billhub.alerts import AdminAlerts
-from billhub.circuit import CircuitOpen, ProviderCircuits, Transition
+from billhub.circuit import ProviderCircuits, Transition
 from billhub.credentials import CredentialVault
 from billhub.deferral import FetchDeferrals
 from billhub.errors import Conflict
+from billhub.fetch_outcomes import (
+    Alert,
+    Deferred,
+    DuplicateLink,
+    Failed,
+    Fetched,
+    FetchFailed,
+    FetchResult,
+    NeedsReauth,
+    classify,
+)
 from billhub.fetch_recorder import AsyncStore, off_loop
 from billhub.metrics import FetchMetrics
 from billhub.models import Account, AccountStatus, Bill, FetchRequest, JobAccountResult
 from billhub.providers import REGISTRY
 from billhub.providers.base import ProviderAdapter
-from billhub.providers.errors import ProviderAuthRejected, ProviderBusy, ProviderError, ProviderMisconfigured
 from billhub.providers.session import ProviderConnector, ProviderSession
 from billhub.store import AccountGone, BillsTable, ConcurrentUpdate, StoredAccount
 
+__all__ = ["DuplicateLink", "FetchFailed", "FetchResult", "Fetcher", "Safeguards", "alert_when_a_circuit_opens"]
+
 logger = Logger(child=True)
-
-
-class FetchFailed(Exception):
-    """The fetch failed in a way worth retrying; the message goes back to the queue."""
-
-
-class DuplicateLink(Exception):
-    """A pending account turned out to be a provider account the user had already linked."""
-
-
-@dataclass(frozen=True)
-class FetchResult:
-    account_id: str
-    outcome: str
-    bills_changed: int = 0
 
 
 class _CredentialsKeeper:
@@ -162,46 +159,29 @@ class Fetcher:
         account = stored.account
         attempted_at = self._clock()
 
-        async def fetch_from_provider() -> list[Bill]:
-            if stored.identity_pending:
-                await self._confirm_identity(adapter, session, stored)
-            return await adapter.fetch_bills(session, account)
-
-        async def within_deadline() -> list[Bill]:
-            return await self._connector.within_deadline(fetch_from_provider())
-
-        try:
-            if self._guards.circuits is None:
-                bills = await within_deadline()
-            else:
-                bills = await self._guards.circuits.call(account.provider, within_deadline)
-        except (CircuitOpen, ProviderBusy) as wait:
-            return await self._defer(request, account, str(wait), wait.retry_after, attempted_at)
-        except (ProviderAuthRejected, DuplicateLink) as error:
-            # Retrying cannot cure this: the user has to act. Unless the credentials changed meanwhile
-            # (repaired, or renewed by another fetch): then the refusal was of credentials no longer held.
-            await self._store.mark_needs_reauth(keeper.current, str(error), attempted_at)
-            await self._report(request, JobAccountResult(status="failed", error=str(error)))
-            if isinstance(error, ProviderAuthRejected):
-                await self._count_credential_refusal(adapter)
-            return FetchResult(account.account_id, "needs_reauth")
-        except ProviderError as error:
-            if isinstance(error, ProviderMisconfigured):
-                await self._alert(
-                    f"misconfigured#{adapter.name}", f"{adapter.display_name} refuses the service", str(error)
-                )
-            if (wait_seconds := await self._down_for_everyone(account, error, receive_count)) is not None:
-                return await self._defer(request, account, str(error), wait_seconds, attempted_at)
-            await self._failed(request, account, str(error), attempted_at, receive_count)
-            raise FetchFailed(str(error)) from error
-        except Exception as error:
-            # A bug or an unforeseen answer: say so on the account rather than fail silently.
-            logger.exception("unexpected fetch error", extra={"account_id": account.account_id})
-            await self._alert(
-                f"unexpected#{type(error).__name__}", "Unexpected fetch error", f"{type(error).__name__} while fetching"
-            )
-            await self._failed(request, account, "Unexpected error while fetching.", attempted_at, receive_count)
-            raise FetchFailed("unexpected error") from error
+        answer = await self._ask(adapter, session, stored)
+        final = receive_count >= self._max_receive_count
+        match await classify(answer, adapter, final=final, circuits=self._guards.circuits):
+            case Fetched(bills):
+                pass
+            case Deferred() as deferred:
+                await self._alert(deferred.alert)
+                return await self._defer(request, account, deferred.reason, deferred.wait_seconds, attempted_at)
+            case NeedsReauth() as needs:
+                await self._store.mark_needs_reauth(keeper.current, needs.error, attempted_at)
+                await self._report(request, JobAccountResult(status="failed", error=needs.error))
+                if needs.count_refusal:
+                    await self._count_credential_refusal(adapter)
+                return FetchResult(account.account_id, "needs_reauth")
+            case Failed() as failed:
+                if failed.unexpected:
+                    # A bug or an unforeseen answer: say so on the account rather than fail silently.
+                    logger.exception(
+                        "unexpected fetch error", exc_info=failed.cause, extra={"account_id": account.account_id}
+                    )
+                await self._alert(failed.alert)
+                await self._failed(request, account, failed.error, attempted_at, receive_count)
+                raise FetchFailed(failed.message) from failed.cause
 
         try:
             # As of when the provider was asked: a slower, older fetch can then never overwrite this one.
@@ -224,14 +204,27 @@ class Fetcher:
         )
         return FetchResult(account.account_id, "succeeded", changed)
 
-    async def _down_for_everyone(self, account: Account, error: ProviderError, receive_count: int) -> float | None:
-        """On a fetch's last receive, an outage that the provider's circuit shows (opened by this failure
-        or by another environment meanwhile) is no fault of this account: the seconds to put it off for,
-        as the open circuit puts off the fetches it stops; None when it fails as any other."""
+    async def _ask(
+        self, adapter: ProviderAdapter, session: ProviderSession, stored: StoredAccount
+    ) -> list[Bill] | Exception:
+        """The account's bills from its provider (within the deadline, through the provider's circuit),
+        or the error that stopped them."""
+
+        async def fetch_from_provider() -> list[Bill]:
+            if stored.identity_pending:
+                await self._confirm_identity(adapter, session, stored)
+            return await adapter.fetch_bills(session, stored.account)
+
+        async def within_deadline() -> list[Bill]:
+            return await self._connector.within_deadline(fetch_from_provider())
+
         circuits = self._guards.circuits
-        if circuits is None or receive_count < self._max_receive_count or not circuits.counts(error):
-            return None
-        return await circuits.open_for(account.provider)
+        try:
+            if circuits is None:
+                return await within_deadline()
+            return await circuits.call(adapter.name, within_deadline)
+        except Exception as error:
+            return error
 
     async def _defer(
         self, request: FetchRequest, account: Account, reason: str, wait_seconds: float, attempted_at: datetime
@@ -254,14 +247,16 @@ class Fetcher:
             f"credentials#{adapter.name}", threshold, window
         ):
             await self._alert(
-                f"credentials#{adapter.name}",
-                f"Credential failures at {adapter.display_name}",
-                f"{threshold} accounts were refused within {window // 60} minutes",
+                Alert(
+                    f"credentials#{adapter.name}",
+                    f"Credential failures at {adapter.display_name}",
+                    f"{threshold} accounts were refused within {window // 60} minutes",
+                )
             )
 
-    async def _alert(self, incident: str, subject: str, message: str) -> None:
-        if self._guards.alerts is not None:
-            await raise_alert(self._guards.alerts, incident, subject, {"message": message})
+    async def _alert(self, alert: Alert | None) -> None:
+        if alert is not None and self._guards.alerts is not None:
+            await raise_alert(self._guards.alerts, alert.incident, alert.subject, {"message": alert.message})
 
     async def _confirm_identity(
         self, adapter: ProviderAdapter, session: ProviderSession, stored: StoredAccount
