@@ -1,46 +1,34 @@
-"""Fetching one account's bills from its provider and storing them (the FetchQueue consumer's work)."""
+"""Fetching one account's bills from its provider and storing them (the FetchQueue consumer's work).
+
+An attempt runs, ``billhub.fetch_outcomes.classify`` says what it came to, and
+``billhub.fetch_recorder.OutcomeRecorder`` writes what follows from that.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import replace
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.circuit_breaker import CircuitState
 from pydantic import BaseModel
 
 from billhub.alerts import AdminAlerts
-from billhub.circuit import CircuitOpen, ProviderCircuits, Transition
+from billhub.circuit import Transition
 from billhub.credentials import CredentialVault
-from billhub.deferral import FetchDeferrals
 from billhub.errors import Conflict
-from billhub.metrics import FetchMetrics
-from billhub.models import Account, AccountStatus, Bill, FetchRequest, JobAccountResult
+from billhub.fetch_outcomes import AwaitingReauth, DuplicateLink, FetchFailed, FetchResult, Gone, classify
+from billhub.fetch_recorder import AsyncStore, Attempt, OutcomeRecorder, Safeguards, off_loop, raise_alert
+from billhub.models import AccountStatus, Bill, FetchRequest
 from billhub.providers import REGISTRY
 from billhub.providers.base import ProviderAdapter
-from billhub.providers.errors import ProviderAuthRejected, ProviderBusy, ProviderError, ProviderMisconfigured
 from billhub.providers.session import ProviderConnector, ProviderSession
-from billhub.store import AccountGone, BillsTable, ConcurrentUpdate, StoredAccount
+from billhub.store import BillsTable, ConcurrentUpdate, StoredAccount
+
+__all__ = ["DuplicateLink", "FetchFailed", "FetchResult", "Fetcher", "Safeguards", "alert_when_a_circuit_opens"]
 
 logger = Logger(child=True)
-
-
-class FetchFailed(Exception):
-    """The fetch failed in a way worth retrying; the message goes back to the queue."""
-
-
-class DuplicateLink(Exception):
-    """A pending account turned out to be a provider account the user had already linked."""
-
-
-@dataclass(frozen=True)
-class FetchResult:
-    account_id: str
-    outcome: str
-    bills_changed: int = 0
 
 
 class _CredentialsKeeper:
@@ -48,19 +36,18 @@ class _CredentialsKeeper:
     memory until then) and reloads what another fetch saved."""
 
     def __init__(
-        self, store: BillsTable, vault: CredentialVault, adapter: ProviderAdapter, stored: StoredAccount
+        self, store: AsyncStore, vault: CredentialVault, adapter: ProviderAdapter, stored: StoredAccount
     ) -> None:
         self._store = store
-        self._vault = vault
+        self._encrypt = off_loop(vault.encrypt)
+        self._decrypt = off_loop(vault.decrypt)
         self._adapter = adapter
         self._stored = stored
 
     async def save(self, credentials: BaseModel) -> None:
         account = self._stored.account
-        ciphertext = await asyncio.to_thread(
-            self._vault.encrypt, account.user_id, account.account_id, credentials.model_dump(mode="json")
-        )
-        if await asyncio.to_thread(self._store.save_renewed_credentials, self._stored, ciphertext):
+        ciphertext = await self._encrypt(account.user_id, account.account_id, credentials.model_dump(mode="json"))
+        if await self._store.save_renewed_credentials(self._stored, ciphertext):
             self._stored = replace(
                 self._stored,
                 credentials_ciphertext=ciphertext,
@@ -74,7 +61,7 @@ class _CredentialsKeeper:
 
     async def reload(self) -> BaseModel | None:
         account = self._stored.account
-        fresh = await asyncio.to_thread(self._store.get_account, account.user_id, account.account_id)
+        fresh = await self._store.get_account(account.user_id, account.account_id)
         if fresh is None:
             return None
         self._stored = fresh
@@ -82,26 +69,8 @@ class _CredentialsKeeper:
 
     async def decrypt(self, stored: StoredAccount) -> BaseModel:
         account = stored.account
-        plaintext = await asyncio.to_thread(
-            self._vault.decrypt, account.user_id, account.account_id, stored.credentials_ciphertext
-        )
+        plaintext = await self._decrypt(account.user_id, account.account_id, stored.credentials_ciphertext)
         return self._adapter.parse_credentials(plaintext)
-
-
-@dataclass(frozen=True)
-class Safeguards:
-    """What keeps fetching from hurting a provider or going unnoticed; each is optional so a test
-    can exercise the fetcher without the others."""
-
-    circuits: ProviderCircuits | None = None
-    deferrals: FetchDeferrals | None = None
-    alerts: AdminAlerts | None = None
-    metrics: FetchMetrics | None = None
-
-
-DELETED = JobAccountResult(status="failed", error="The account was deleted.")
-# Credential refusals at one provider within this window that make an incident worth an alert.
-CREDENTIAL_BURST = (5, 600)
 
 
 class Fetcher:
@@ -113,7 +82,7 @@ class Fetcher:
         max_receive_count: int,
         safeguards: Safeguards | None = None,
     ) -> None:
-        self._store = store
+        self._store = AsyncStore(store)
         self._vault = vault
         self._connector = connector
         self._max_receive_count = max_receive_count
@@ -122,146 +91,68 @@ class Fetcher:
 
     async def fetch(self, request: FetchRequest, receive_count: int) -> FetchResult:
         """Fetches and stores; raises ``FetchFailed`` when the message should be retried."""
-        stored = await asyncio.to_thread(self._store.get_account, request.user_id, request.account_id)
+        recorder = OutcomeRecorder(self._store, self._guards, request)
+        stored = await self._store.get_account(request.user_id, request.account_id)
         if stored is None or stored.account.status is AccountStatus.DELETING:
             # Deleted (or being deleted) since the message was sent: nothing to do, and no retry.
-            await self._report(request, DELETED)
-            return FetchResult(request.account_id, "skipped_deleted")
-        account = stored.account
-        if account.status is AccountStatus.NEEDS_REAUTH:
-            await self._report(
-                request, JobAccountResult(status="failed", error="The account needs to be linked again.")
-            )
-            return FetchResult(account.account_id, "skipped_needs_reauth")
+            return await recorder.skipped(Gone())
+        if stored.account.status is AccountStatus.NEEDS_REAUTH:
+            return await recorder.skipped(AwaitingReauth())
+        return await self._measured(recorder, stored, receive_count)
 
-        adapter = REGISTRY[account.provider]
+    async def _measured(self, recorder: OutcomeRecorder, stored: StoredAccount, receive_count: int) -> FetchResult:
+        """The attempt, its latency and outcome measured whatever it comes to ("failed" when it raises)."""
+        adapter = REGISTRY[stored.account.provider]
         keeper = _CredentialsKeeper(self._store, self._vault, adapter, stored)
         session = self._connector.session(
-            account.provider, await keeper.decrypt(stored), save=keeper.save, reload=keeper.reload
+            adapter.name, await keeper.decrypt(stored), save=keeper.save, reload=keeper.reload
         )
         started = time.monotonic()
         outcome = "failed"
         try:
-            result = await self._attempt(request, receive_count, adapter, session, keeper)
+            result = await self._attempt(recorder, receive_count, adapter, session, keeper)
             outcome = result.outcome
             return result
         finally:
-            if self._guards.metrics is not None:
-                latency_ms = (time.monotonic() - started) * 1000
-                self._guards.metrics.record(account.provider, outcome, latency_ms, session.http.retries)
+            latency_ms = (time.monotonic() - started) * 1000
+            recorder.measure(adapter.name, outcome, latency_ms, session.http.retries)
 
     async def _attempt(
         self,
-        request: FetchRequest,
+        recorder: OutcomeRecorder,
         receive_count: int,
         adapter: ProviderAdapter,
         session: ProviderSession,
         keeper: _CredentialsKeeper,
     ) -> FetchResult:
         stored = keeper.current
-        account = stored.account
         attempted_at = self._clock()
+        answer = await self._ask(adapter, session, stored)
+        final = receive_count >= self._max_receive_count
+        outcome = await classify(answer, adapter, final=final, circuits=self._guards.circuits)
+        return await recorder.record(outcome, Attempt(stored.account, adapter, session, attempted_at, keeper.current))
+
+    async def _ask(
+        self, adapter: ProviderAdapter, session: ProviderSession, stored: StoredAccount
+    ) -> list[Bill] | Exception:
+        """The account's bills from its provider (within the deadline, through the provider's circuit),
+        or the error that stopped them."""
 
         async def fetch_from_provider() -> list[Bill]:
             if stored.identity_pending:
                 await self._confirm_identity(adapter, session, stored)
-            return await adapter.fetch_bills(session, account)
+            return await adapter.fetch_bills(session, stored.account)
 
         async def within_deadline() -> list[Bill]:
             return await self._connector.within_deadline(fetch_from_provider())
 
-        try:
-            if self._guards.circuits is None:
-                bills = await within_deadline()
-            else:
-                bills = await self._guards.circuits.call(account.provider, within_deadline)
-        except (CircuitOpen, ProviderBusy) as wait:
-            return await self._defer(request, account, str(wait), wait.retry_after, attempted_at)
-        except (ProviderAuthRejected, DuplicateLink) as error:
-            # Retrying cannot cure this: the user has to act. Unless the credentials changed meanwhile
-            # (repaired, or renewed by another fetch): then the refusal was of credentials no longer held.
-            await asyncio.to_thread(self._store.mark_needs_reauth, keeper.current, str(error), attempted_at)
-            await self._report(request, JobAccountResult(status="failed", error=str(error)))
-            if isinstance(error, ProviderAuthRejected):
-                await self._count_credential_refusal(adapter)
-            return FetchResult(account.account_id, "needs_reauth")
-        except ProviderError as error:
-            if isinstance(error, ProviderMisconfigured):
-                await self._alert(
-                    f"misconfigured#{adapter.name}", f"{adapter.display_name} refuses the service", str(error)
-                )
-            if (wait_seconds := await self._down_for_everyone(account, error, receive_count)) is not None:
-                return await self._defer(request, account, str(error), wait_seconds, attempted_at)
-            await self._failed(request, account, str(error), attempted_at, receive_count)
-            raise FetchFailed(str(error)) from error
-        except Exception as error:
-            # A bug or an unforeseen answer: say so on the account rather than fail silently.
-            logger.exception("unexpected fetch error", extra={"account_id": account.account_id})
-            await self._alert(
-                f"unexpected#{type(error).__name__}", "Unexpected fetch error", f"{type(error).__name__} while fetching"
-            )
-            await self._failed(request, account, "Unexpected error while fetching.", attempted_at, receive_count)
-            raise FetchFailed("unexpected error") from error
-
-        try:
-            # As of when the provider was asked: a slower, older fetch can then never overwrite this one.
-            changed = await asyncio.to_thread(self._store.save_fetched_bills, account, bills, attempted_at)
-        except AccountGone:
-            # Deleted while the provider answered: its bills must not come back.
-            await self._report(request, DELETED)
-            return FetchResult(account.account_id, "skipped_deleted")
-        await self._report(request, JobAccountResult(status="succeeded"))
-        logger.info(
-            "fetched bills",
-            extra={
-                "account_id": account.account_id,
-                "provider": account.provider,
-                "bills": len(bills),
-                "changed": changed,
-                "tokens_renewed": session.renewed_tokens,
-                "retries": session.http.retries,
-            },
-        )
-        return FetchResult(account.account_id, "succeeded", changed)
-
-    async def _down_for_everyone(self, account: Account, error: ProviderError, receive_count: int) -> float | None:
-        """On a fetch's last receive, an outage that the provider's circuit shows (opened by this failure
-        or by another environment meanwhile) is no fault of this account: the seconds to put it off for,
-        as the open circuit puts off the fetches it stops; None when it fails as any other."""
         circuits = self._guards.circuits
-        if circuits is None or receive_count < self._max_receive_count or not circuits.counts(error):
-            return None
-        return await circuits.open_for(account.provider)
-
-    async def _defer(
-        self, request: FetchRequest, account: Account, reason: str, wait_seconds: float, attempted_at: datetime
-    ) -> FetchResult:
-        """Puts the fetch off: a new delayed message, the original done, nothing counted as failed."""
-        deferrals = self._guards.deferrals
-        if deferrals is not None and await asyncio.to_thread(deferrals.defer, request, wait_seconds):
-            await self._report(request, JobAccountResult(status="retrying", error=reason))
-            logger.info("fetch deferred", extra={"account_id": account.account_id, "reason": reason})
-            return FetchResult(account.account_id, "deferred")
-        # Put off too often (or nowhere to put it): the last good bills stay, the next schedule tries again.
-        await asyncio.to_thread(self._store.record_fetch_failure, account, reason, attempted_at)
-        await self._report(request, JobAccountResult(status="failed", error=reason))
-        return FetchResult(account.account_id, "gave_up")
-
-    async def _count_credential_refusal(self, adapter: ProviderAdapter) -> None:
-        alerts = self._guards.alerts
-        threshold, window = CREDENTIAL_BURST
-        if alerts is not None and await asyncio.to_thread(
-            alerts.count_towards, f"credentials#{adapter.name}", threshold, window
-        ):
-            await self._alert(
-                f"credentials#{adapter.name}",
-                f"Credential failures at {adapter.display_name}",
-                f"{threshold} accounts were refused within {window // 60} minutes",
-            )
-
-    async def _alert(self, incident: str, subject: str, message: str) -> None:
-        if self._guards.alerts is not None:
-            await raise_alert(self._guards.alerts, incident, subject, {"message": message})
+        try:
+            if circuits is None:
+                return await within_deadline()
+            return await circuits.call(adapter.name, within_deadline)
+        except Exception as error:
+            return error
 
     async def _confirm_identity(
         self, adapter: ProviderAdapter, session: ProviderSession, stored: StoredAccount
@@ -269,7 +160,7 @@ class Fetcher:
         """An account linked while its provider was down learns whose account it is on its first fetch."""
         identity = await adapter.verify(session)
         try:
-            await asyncio.to_thread(self._store.relink, stored, identity.external_id, identity.masked, self._clock())
+            await self._store.relink(stored, identity.external_id, identity.masked, self._clock())
         except Conflict as error:
             raise DuplicateLink(
                 f"This {adapter.display_name} account ({identity.masked}) is already linked as another "
@@ -278,23 +169,6 @@ class Fetcher:
         except ConcurrentUpdate:
             # Another fetch or a repair confirmed it first; their identity stands.
             logger.info("identity confirmed elsewhere", extra={"account_id": stored.account.account_id})
-
-    async def _failed(
-        self, request: FetchRequest, account: Account, error: str, attempted_at: datetime, receive_count: int
-    ) -> None:
-        """The last good bills stay in place; the account and the job record the failed attempt."""
-        final = receive_count >= self._max_receive_count
-        await asyncio.to_thread(self._store.record_fetch_failure, account, error, attempted_at)
-        await self._report(request, JobAccountResult(status="failed" if final else "retrying", error=error))
-        logger.warning(
-            "fetch failed", extra={"account_id": account.account_id, "provider": account.provider, "final": final}
-        )
-
-    async def _report(self, request: FetchRequest, result: JobAccountResult) -> None:
-        if request.job_id:
-            await asyncio.to_thread(
-                self._store.record_job_result, request.user_id, request.job_id, request.account_id, result
-            )
 
 
 def alert_when_a_circuit_opens(alerts: AdminAlerts) -> Callable[[Transition], Awaitable[None]]:
@@ -310,11 +184,3 @@ def alert_when_a_circuit_opens(alerts: AdminAlerts) -> Callable[[Transition], Aw
             )
 
     return on_transition
-
-
-async def raise_alert(alerts: AdminAlerts, incident: str, subject: str, details: dict[str, object]) -> None:
-    """Raises the incident once; an alert that cannot be sent never turns into a failed fetch."""
-    try:
-        await asyncio.to_thread(alerts.raise_once, incident, subject, details)
-    except Exception:
-        logger.exception("alert not sent", extra={"incident": incident})

@@ -1,0 +1,210 @@
+"""Writing what follows from a fetch's outcome: the account, the job, metrics, alerts, a deferral.
+
+The store, the vault, the alerts and the deferrals are synchronous (boto3); ``off_loop`` runs their
+calls in a thread, so the fetches of a batch keep running concurrently meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from aws_lambda_powertools import Logger
+
+from billhub.alerts import AdminAlerts
+from billhub.circuit import ProviderCircuits
+from billhub.deferral import FetchDeferrals
+from billhub.fetch_outcomes import (
+    Alert,
+    AwaitingReauth,
+    Deferred,
+    Failed,
+    Fetched,
+    FetchFailed,
+    FetchResult,
+    Gone,
+    NeedsReauth,
+    Outcome,
+    Skip,
+)
+from billhub.metrics import FetchMetrics
+from billhub.models import Account, FetchRequest, JobAccountResult
+from billhub.providers.base import ProviderAdapter
+from billhub.providers.session import ProviderSession
+from billhub.store import AccountGone, BillsTable, StoredAccount
+
+logger = Logger(child=True)
+
+DELETED = JobAccountResult(status="failed", error="The account was deleted.")
+NOT_LINKED = JobAccountResult(status="failed", error="The account needs to be linked again.")
+# Credential refusals at one provider within this window that make an incident worth an alert.
+CREDENTIAL_BURST = (5, 600)
+
+
+def off_loop[**Params, Result](call: Callable[Params, Result]) -> Callable[Params, Awaitable[Result]]:
+    """``call`` as a coroutine function that runs it in a thread, off the event loop."""
+
+    async def in_thread(*args: Params.args, **kwargs: Params.kwargs) -> Result:
+        return await asyncio.to_thread(call, *args, **kwargs)
+
+    return in_thread
+
+
+class AsyncStore:
+    """The bills table's calls a fetch makes, each awaited off the event loop."""
+
+    def __init__(self, store: BillsTable) -> None:
+        self.get_account = off_loop(store.get_account)
+        self.save_renewed_credentials = off_loop(store.save_renewed_credentials)
+        self.relink = off_loop(store.relink)
+        self.save_fetched_bills = off_loop(store.save_fetched_bills)
+        self.record_fetch_failure = off_loop(store.record_fetch_failure)
+        self.mark_needs_reauth = off_loop(store.mark_needs_reauth)
+        self.record_job_result = off_loop(store.record_job_result)
+
+
+@dataclass(frozen=True)
+class Safeguards:
+    """What keeps fetching from hurting a provider or going unnoticed; each is optional so a test
+    can exercise the fetcher without the others."""
+
+    circuits: ProviderCircuits | None = None
+    deferrals: FetchDeferrals | None = None
+    alerts: AdminAlerts | None = None
+    metrics: FetchMetrics | None = None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What an attempt's outcome is recorded against: the account as the attempt began, when the
+    provider was asked, and the account as the attempt left it (its credentials perhaps renewed)."""
+
+    account: Account
+    adapter: ProviderAdapter
+    session: ProviderSession
+    attempted_at: datetime
+    current: StoredAccount
+
+
+class OutcomeRecorder:
+    """Records one fetch request's outcome; returns its ``FetchResult`` or raises ``FetchFailed``."""
+
+    def __init__(self, store: AsyncStore, guards: Safeguards, request: FetchRequest) -> None:
+        self._store = store
+        self._guards = guards
+        self._request = request
+
+    async def skipped(self, skip: Skip) -> FetchResult:
+        """A request not attempted: the account is gone, or waits to be linked again."""
+        match skip:
+            case Gone():
+                await self._report(DELETED)
+                return FetchResult(self._request.account_id, "skipped_deleted")
+            case AwaitingReauth():
+                await self._report(NOT_LINKED)
+                return FetchResult(self._request.account_id, "skipped_needs_reauth")
+
+    async def record(self, outcome: Outcome, attempt: Attempt) -> FetchResult:
+        match outcome:
+            case Fetched():
+                return await self._fetched(outcome, attempt)
+            case Deferred():
+                await self._alert(outcome.alert)
+                return await self._deferred(outcome, attempt)
+            case NeedsReauth():
+                return await self._needs_reauth(outcome, attempt)
+            case Failed():
+                await self._failed(outcome, attempt)
+                raise FetchFailed(outcome.message) from outcome.cause
+
+    def measure(self, provider: str, outcome: str, latency_ms: float, retries: int) -> None:
+        if self._guards.metrics is not None:
+            self._guards.metrics.record(provider, outcome, latency_ms, retries)
+
+    async def _fetched(self, outcome: Fetched, attempt: Attempt) -> FetchResult:
+        account = attempt.account
+        try:
+            # As of when the provider was asked: a slower, older fetch can then never overwrite this one.
+            changed = await self._store.save_fetched_bills(account, outcome.bills, attempt.attempted_at)
+        except AccountGone:
+            # Deleted while the provider answered: its bills must not come back.
+            return await self.skipped(Gone())
+        await self._report(JobAccountResult(status="succeeded"))
+        logger.info(
+            "fetched bills",
+            extra={
+                "account_id": account.account_id,
+                "provider": account.provider,
+                "bills": len(outcome.bills),
+                "changed": changed,
+                "tokens_renewed": attempt.session.renewed_tokens,
+                "retries": attempt.session.http.retries,
+            },
+        )
+        return FetchResult(account.account_id, "succeeded", changed)
+
+    async def _deferred(self, outcome: Deferred, attempt: Attempt) -> FetchResult:
+        """Puts the fetch off: a new delayed message, the original done, nothing counted as failed."""
+        account, reason = attempt.account, outcome.reason
+        deferrals = self._guards.deferrals
+        if deferrals is not None and await off_loop(deferrals.defer)(self._request, outcome.wait_seconds):
+            await self._report(JobAccountResult(status="retrying", error=reason))
+            logger.info("fetch deferred", extra={"account_id": account.account_id, "reason": reason})
+            return FetchResult(account.account_id, "deferred")
+        # Put off too often (or nowhere to put it): the last good bills stay, the next schedule tries again.
+        await self._store.record_fetch_failure(account, reason, attempt.attempted_at)
+        await self._report(JobAccountResult(status="failed", error=reason))
+        return FetchResult(account.account_id, "gave_up")
+
+    async def _needs_reauth(self, outcome: NeedsReauth, attempt: Attempt) -> FetchResult:
+        await self._store.mark_needs_reauth(attempt.current, outcome.error, attempt.attempted_at)
+        await self._report(JobAccountResult(status="failed", error=outcome.error))
+        if outcome.count_refusal:
+            await self._count_credential_refusal(attempt.adapter)
+        return FetchResult(attempt.account.account_id, "needs_reauth")
+
+    async def _failed(self, outcome: Failed, attempt: Attempt) -> None:
+        """The last good bills stay in place; the account and the job record the failed attempt."""
+        account = attempt.account
+        if outcome.unexpected:
+            # A bug or an unforeseen answer: say so on the account rather than fail silently.
+            logger.exception("unexpected fetch error", exc_info=outcome.cause, extra={"account_id": account.account_id})
+        await self._alert(outcome.alert)
+        await self._store.record_fetch_failure(account, outcome.error, attempt.attempted_at)
+        await self._report(JobAccountResult(status="failed" if outcome.final else "retrying", error=outcome.error))
+        logger.warning(
+            "fetch failed",
+            extra={"account_id": account.account_id, "provider": account.provider, "final": outcome.final},
+        )
+
+    async def _count_credential_refusal(self, adapter: ProviderAdapter) -> None:
+        alerts = self._guards.alerts
+        threshold, window = CREDENTIAL_BURST
+        incident = f"credentials#{adapter.name}"
+        if alerts is not None and await off_loop(alerts.count_towards)(incident, threshold, window):
+            await self._alert(
+                Alert(
+                    incident,
+                    f"Credential failures at {adapter.display_name}",
+                    f"{threshold} accounts were refused within {window // 60} minutes",
+                )
+            )
+
+    async def _alert(self, alert: Alert | None) -> None:
+        if alert is not None and self._guards.alerts is not None:
+            await raise_alert(self._guards.alerts, alert.incident, alert.subject, {"message": alert.message})
+
+    async def _report(self, result: JobAccountResult) -> None:
+        request = self._request
+        if request.job_id:
+            await self._store.record_job_result(request.user_id, request.job_id, request.account_id, result)
+
+
+async def raise_alert(alerts: AdminAlerts, incident: str, subject: str, details: dict[str, object]) -> None:
+    """Raises the incident once; an alert that cannot be sent never turns into a failed fetch."""
+    try:
+        await off_loop(alerts.raise_once)(incident, subject, details)
+    except Exception:
+        logger.exception("alert not sent", extra={"incident": incident})
