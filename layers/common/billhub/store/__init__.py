@@ -21,15 +21,13 @@ import base64
 import binascii
 import heapq
 import json
-import random
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from billhub import keys
@@ -50,9 +48,36 @@ from billhub.models import (
     kept_on,
     retention_cutoff,
 )
+from billhub.store.base import (
+    BATCH_WRITE_LIMIT,
+    CONFLICT_ATTEMPTS,
+    AccountGone,
+    BillsLeftBehind,
+    ConcurrentUpdate,
+    Table,
+    _back_off,
+    _chunks,
+    _condition_failed_at,
+    _from_item,
+    _is_conditional_failure,
+    _is_transaction_conflict,
+    _iso,
+    _retrying_conflicts,
+    _to_item,
+)
 
-if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
+__all__ = [
+    "BATCH_WRITE_LIMIT",
+    "CONFLICT_ATTEMPTS",
+    "AccountGone",
+    "BillQuery",
+    "BillsLeftBehind",
+    "BillsTable",
+    "ConcurrentUpdate",
+    "DueRefresh",
+    "StoredAccount",
+    "StoredBill",
+]
 
 TRANSACTION_LIMIT = 100
 # DynamoDB refuses a transaction whose items add up to more than 4 MB, and a bill at the models' largest
@@ -60,31 +85,13 @@ TRANSACTION_LIMIT = 100
 # hold bills up to this many bytes as ``_bill_bytes`` measures them (more than DynamoDB counts), leaving
 # the rest of the 4 MB for the account item each transaction also updates (at most 400 KB, as any item).
 TRANSACTION_BILL_BYTES = 3 * 1024 * 1024
-BATCH_WRITE_LIMIT = 25
 BATCH_ATTEMPTS = 8
 # A fetch that finds its account's bills changed under it starts over from a fresh read, this often.
 SAVE_ATTEMPTS = 3
 DELETE_ATTEMPTS = 3
-# A single write (or one transaction) that met another transaction in flight is sent again, this often.
-CONFLICT_ATTEMPTS = 3
 FILTER_IN_LIMIT = 100
 DELETED_MARKER_TTL_SECONDS = 7 * 24 * 3600
 JOB_TTL_SECONDS = 7 * 24 * 3600
-
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
-
-
-def _to_item(values: dict[str, Any]) -> dict[str, Any]:
-    return {key: _serializer.serialize(value) for key, value in values.items() if value is not None}
-
-
-def _from_item(item: dict[str, Any]) -> dict[str, Any]:
-    return {key: _deserializer.deserialize(value) for key, value in item.items()}
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment else None
 
 
 def _schedule_unchanged(account: Account) -> tuple[str, dict[str, Any]]:
@@ -163,98 +170,8 @@ def _within(items: Sequence[tuple[Any, int]], count: int, budget: int) -> Iterat
         yield run
 
 
-def _is_transaction_conflict(error: ClientError) -> bool:
-    """Another transaction on the same items was in flight (real DynamoDB cancels rather than waits)."""
-    code = error.response["Error"]["Code"]
-    if code in ("TransactionInProgressException", "TransactionConflictException"):
-        return True
-    reasons = error.response.get("CancellationReasons", [])
-    return code == "TransactionCanceledException" and any(r.get("Code") == "TransactionConflict" for r in reasons)
-
-
-def _back_off(attempt: int) -> None:
-    time.sleep(random.uniform(0, 0.05 * 2**attempt))  # jitter, so retrying writers spread out
-
-
-def _only_a_transaction_conflict(error: ClientError) -> bool:
-    """The write met another transaction in flight and nothing else refused it: sending it again is safe.
-
-    A cancellation that also names a failed condition is not one: that condition means what it means.
-    """
-    code = error.response["Error"]["Code"]
-    if code == "TransactionConflictException":
-        return True
-    if code != "TransactionCanceledException":
-        return False
-    reasons = [reason.get("Code") for reason in error.response.get("CancellationReasons", [])]
-    return "TransactionConflict" in reasons and all(r in ("TransactionConflict", "None", None) for r in reasons)
-
-
-def _retrying_conflicts[T](write: Callable[[], T], concurrent: str) -> T:
-    """``write()``, sent again (after a jittered pause) while it only met another transaction in flight,
-    which botocore does not retry; ``ConcurrentUpdate(concurrent)`` once ``CONFLICT_ATTEMPTS`` ran out.
-    Any other error, a failed condition included, is raised as it is."""
-    conflict: ClientError | None = None
-    for attempt in range(CONFLICT_ATTEMPTS):
-        try:
-            return write()
-        except ClientError as error:
-            if not _only_a_transaction_conflict(error):
-                raise
-            conflict = error
-            if attempt + 1 < CONFLICT_ATTEMPTS:
-                _back_off(attempt)
-    raise ConcurrentUpdate(concurrent) from conflict
-
-
-class _ConflictsRetried:
-    """A DynamoDB client whose calls go through ``_retrying_conflicts``: ``ConcurrentUpdate`` once a write
-    kept meeting other transactions in flight on its items."""
-
-    def __init__(self, client: DynamoDBClient) -> None:
-        self._client = client
-
-    def __getattr__(self, operation: str) -> Callable[..., Any]:
-        call = getattr(self._client, operation)
-
-        def retried(**request: Any) -> Any:
-            return _retrying_conflicts(
-                lambda: call(**request), f"{operation} kept meeting other transactions on its items"
-            )
-
-        return retried
-
-
 def _unchanged_bills(version: int) -> str:
     return "bills_version = :version" if version else "attribute_not_exists(bills_version)"
-
-
-def _condition_failed_at(error: ClientError, index: int) -> bool:
-    reasons = error.response.get("CancellationReasons", [])
-    return len(reasons) > index and reasons[index].get("Code") == "ConditionalCheckFailed"
-
-
-def _is_conditional_failure(error: ClientError) -> bool:
-    code = error.response["Error"]["Code"]
-    if code == "ConditionalCheckFailedException":
-        return True
-    if code == "TransactionCanceledException":
-        reasons = error.response.get("CancellationReasons", [])
-        return any(reason.get("Code") == "ConditionalCheckFailed" for reason in reasons)
-    return False
-
-
-class ConcurrentUpdate(Exception):
-    """Someone else changed the same items first; the caller retries from a fresh read."""
-
-
-class BillsLeftBehind(Exception):
-    """DynamoDB kept throttling a deletion's batch deletes; the account is hidden, its bills wait for the
-    next attempt (a repeated DELETE, or the planner's sweep)."""
-
-
-class AccountGone(Exception):
-    """The account was deleted (or is being deleted) meanwhile; nothing of it may be written."""
 
 
 @dataclass(frozen=True)
@@ -330,13 +247,7 @@ class DueRefresh:
         return keys.next_refresh_of(self.refresh_key)
 
 
-class BillsTable:
-    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
-        self._client = client
-        # For writes of items that transactions also write, which may meet one in flight.
-        self._retried = _ConflictsRetried(client)
-        self._table = table_name
-
+class BillsTable(Table):
     # ------------------------------------------------------------------ users
     def create_user(self, user: User, password_hash: str) -> None:
         profile = _to_item(
@@ -1487,25 +1398,6 @@ class BillsTable:
             raise
         return True
 
-    def _get(self, pk: str, sk: str, consistent: bool = False) -> dict[str, Any] | None:
-        response = self._client.get_item(
-            TableName=self._table, Key=_to_item({"PK": pk, "SK": sk}), ConsistentRead=consistent
-        )
-        return _from_item(response["Item"]) if "Item" in response else None
-
-    def _query_prefix(self, user_id: str, prefix: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
-        return self._query(
-            KeyConditionExpression="PK = :pk AND begins_with(SK, :prefix)",
-            ExpressionAttributeValues=_to_item({":pk": keys.user_pk(user_id), ":prefix": prefix}),
-            **kwargs,
-        )
-
-    def _query(self, consistent: bool = True, **kwargs: Any) -> Iterator[dict[str, Any]]:
-        paginator = self._client.get_paginator("query")
-        for page in paginator.paginate(TableName=self._table, ConsistentRead=consistent, **kwargs):
-            for item in page["Items"]:
-                yield _from_item(item)
-
     # ------------------------------------------------------------------ sign-in checks (login throttle,
     # authorizer). Items: ``keys.login_attempts_pk(subject)``  WINDOW  {attempts, expires_at}: one fixed
     # window per subject, expiring by TTL; reads ignore an expired one, since DynamoDB deletes expired
@@ -1582,13 +1474,3 @@ class BillsTable:
             ProjectionExpression="PK",
         )
         return "Item" in response
-
-
-def _without_keys(operation: dict[str, Any]) -> dict[str, Any]:
-    """A transaction item's ``Update`` as ``UpdateItem`` arguments for ``_update_account``."""
-    return {name: value for name, value in operation.items() if name not in ("TableName", "Key")}
-
-
-def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
