@@ -27,6 +27,7 @@ from billhub.models import (
 )
 from billhub.queue import SQS_BATCH_LIMIT, EnqueueFailed, FetchQueue
 from billhub.store import BillsTable, DueRefresh
+from billhub.store.protocols import RefreshJobStore
 
 # Attempts at rescheduling one account that planners or refreshes keep changing under us.
 RESCHEDULE_ATTEMPTS = 3
@@ -166,7 +167,7 @@ def fetch_now(
         store.reschedule(account, now + REFRESH_PERIODS[account.refresh_interval], account.refresh_interval)
 
 
-def job_status(store: BillsTable, user_id: str, job_id: str) -> JobStatus:
+def job_status(store: RefreshJobStore, user_id: str, job_id: str) -> JobStatus:
     job = store.get_job(user_id, job_id)
     if job is None:
         raise NotFound("No such refresh job.")

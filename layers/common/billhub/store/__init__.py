@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import ClientError
 
@@ -65,6 +65,10 @@ from billhub.store.base import (
     _retrying_conflicts,
     _to_item,
 )
+from billhub.store.jobs import RefreshJobs
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 __all__ = [
     "BATCH_WRITE_LIMIT",
@@ -91,7 +95,6 @@ SAVE_ATTEMPTS = 3
 DELETE_ATTEMPTS = 3
 FILTER_IN_LIMIT = 100
 DELETED_MARKER_TTL_SECONDS = 7 * 24 * 3600
-JOB_TTL_SECONDS = 7 * 24 * 3600
 
 
 def _schedule_unchanged(account: Account) -> tuple[str, dict[str, Any]]:
@@ -248,6 +251,13 @@ class DueRefresh:
 
 
 class BillsTable(Table):
+    """The table as the domain has used it so far: the repositories split out of it (``jobs``, ...) and
+    the sections not yet split, each method of a repository delegated to it until its callers use it."""
+
+    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
+        super().__init__(client, table_name)
+        self.jobs = RefreshJobs(client, table_name)
+
     # ------------------------------------------------------------------ users
     def create_user(self, user: User, password_hash: str) -> None:
         profile = _to_item(
@@ -1344,40 +1354,15 @@ class BillsTable(Table):
             return None
         return found[0]
 
-    # ------------------------------------------------------------------ refresh jobs
+    # ------------------------------------------------------------------ refresh jobs: store/jobs.py
     def create_job(self, job: RefreshJob) -> None:
-        values = job.model_dump(mode="json")
-        values.update(
-            {
-                "PK": keys.user_pk(job.user_id),
-                "SK": keys.job_sk(job.job_id),
-                "type": "job",
-                "expires_at": int(job.created_at.timestamp()) + JOB_TTL_SECONDS,
-            }
-        )
-        self._client.put_item(
-            TableName=self._table, Item=_to_item(values), ConditionExpression="attribute_not_exists(PK)"
-        )
+        self.jobs.create_job(job)
 
     def get_job(self, user_id: str, job_id: str) -> RefreshJob | None:
-        item = self._get(keys.user_pk(user_id), keys.job_sk(job_id), consistent=True)
-        return RefreshJob.model_validate(item) if item else None
+        return self.jobs.get_job(user_id, job_id)
 
     def record_job_result(self, user_id: str, job_id: str, account_id: str, result: JobAccountResult) -> None:
-        """Sets one account's outcome in the job; a redelivered message overwrites the same entry."""
-        try:
-            self._client.update_item(
-                TableName=self._table,
-                Key=_to_item({"PK": keys.user_pk(user_id), "SK": keys.job_sk(job_id)}),
-                UpdateExpression="SET results.#account = :result",
-                ConditionExpression="attribute_exists(PK)",
-                ExpressionAttributeNames={"#account": account_id},
-                ExpressionAttributeValues=_to_item({":result": result.model_dump(exclude_none=True)}),
-            )
-        except ClientError as error:
-            if not _is_conditional_failure(error):
-                raise
-            # The job expired; the account's own status still tells the outcome.
+        self.jobs.record_job_result(user_id, job_id, account_id, result)
 
     # ------------------------------------------------------------------ helpers
     def _update_account(self, user_id: str, account_id: str, **update: Any) -> bool:

@@ -1,0 +1,19 @@
+"""What the domain needs of each repository, as ``Protocol``s: a domain function that uses one part of
+the table names that part, so it can be given the repository itself (or a fake) rather than all of it.
+``BillsTable`` still provides every one of them while the domain moves over."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from billhub.models import JobAccountResult, RefreshJob
+
+
+class RefreshJobStore(Protocol):
+    """Refresh jobs (``billhub.store.jobs.RefreshJobs``)."""
+
+    def create_job(self, job: RefreshJob) -> None: ...
+
+    def get_job(self, user_id: str, job_id: str) -> RefreshJob | None: ...
+
+    def record_job_result(self, user_id: str, job_id: str, account_id: str, result: JobAccountResult) -> None: ...
