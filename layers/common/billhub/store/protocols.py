@@ -4,7 +4,8 @@ the table names that part, so it can be given the repository itself (or a fake) 
 
 from __future__ import annotations
 
-from typing import Protocol
+from datetime import datetime
+from typing import Any, Protocol
 
 from billhub.models import JobAccountResult, RefreshJob
 
@@ -17,3 +18,11 @@ class RefreshJobStore(Protocol):
     def get_job(self, user_id: str, job_id: str) -> RefreshJob | None: ...
 
     def record_job_result(self, user_id: str, job_id: str, account_id: str, result: JobAccountResult) -> None: ...
+
+
+class OAuthStateStore(Protocol):
+    """OAuth2 links in progress (``billhub.store.oauth_states.LinksInProgress``)."""
+
+    def put_oauth_state(self, user_id: str, nonce: str, link: dict[str, Any], expires_at: datetime) -> None: ...
+
+    def consume_oauth_state(self, nonce: str, now: datetime) -> dict[str, Any] | None: ...
