@@ -16,6 +16,7 @@ from billhub.errors import NotFound, ServiceError, Unauthorized
 from billhub.models import CurrencyCode, LoginSubject, Preferences, RefreshInterval, User
 from billhub.refresh import apply_refresh_interval
 from billhub.store import BillsTable
+from billhub.store.protocols import LoginThrottle
 
 
 def load_email_validator() -> None:
@@ -187,7 +188,7 @@ class _Attempt:
     source: LoginSubject
 
 
-def _take_attempt(store: BillsTable, email: str, source_ip: str, now: datetime, limits: LoginLimits) -> _Attempt:
+def _take_attempt(store: LoginThrottle, email: str, source_ip: str, now: datetime, limits: LoginLimits) -> _Attempt:
     attempt = _Attempt(LoginSubject.email(email), LoginSubject.source(source_ip))
     retry_after = store.take_login_attempt(attempt.account, limits.per_account, limits.window, now)
     if retry_after is not None:
@@ -199,7 +200,7 @@ def _take_attempt(store: BillsTable, email: str, source_ip: str, now: datetime, 
     return attempt
 
 
-def _passed(store: BillsTable, attempt: _Attempt, now: datetime) -> None:
+def _passed(store: LoginThrottle, attempt: _Attempt, now: datetime) -> None:
     """The password was right: the email's count is cleared, the IP's attempt given back."""
     store.clear_login_attempts(attempt.account)
     # Given back, not cleared: clearing would let one good account reset its IP's count of failures.

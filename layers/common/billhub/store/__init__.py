@@ -66,6 +66,7 @@ from billhub.store.base import (
 )
 from billhub.store.jobs import RefreshJobs
 from billhub.store.oauth_states import LinksInProgress
+from billhub.store.sign_in import SignInChecks, login_attempts_key
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -258,6 +259,7 @@ class BillsTable(Table):
         super().__init__(client, table_name)
         self.jobs = RefreshJobs(client, table_name)
         self.oauth_states = LinksInProgress(client, table_name)
+        self.sign_in = SignInChecks(client, table_name)
 
     # ------------------------------------------------------------------ users
     def create_user(self, user: User, password_hash: str) -> None:
@@ -1242,7 +1244,7 @@ class BillsTable(Table):
                 ProjectionExpression="PK, SK",
             )
         )
-        outside.append(_from_item(self._login_attempts_key(LoginSubject.email(email))))
+        outside.append(_from_item(login_attempts_key(LoginSubject.email(email))))
         for batch in [*_chunks(outside, BATCH_WRITE_LIMIT), *_chunks(inside, BATCH_WRITE_LIMIT)]:
             self._delete_batch(batch)
         return len(outside) + len(inside)
@@ -1334,79 +1336,12 @@ class BillsTable(Table):
             raise
         return True
 
-    # ------------------------------------------------------------------ sign-in checks (login throttle,
-    # authorizer). Items: ``keys.login_attempts_pk(subject)``  WINDOW  {attempts, expires_at}: one fixed
-    # window per subject, expiring by TTL; reads ignore an expired one, since DynamoDB deletes expired
-    # items only eventually.
-    _LOGIN_WRITE_ATTEMPTS = 3
-
-    @staticmethod
-    def _login_attempts_key(subject: LoginSubject) -> dict[str, Any]:
-        return _to_item({"PK": keys.login_attempts_pk(subject), "SK": keys.LOGIN_ATTEMPTS_SK})
-
+    # ------------------------------------------------------------------ sign-in checks: store/sign_in.py
     def take_login_attempt(self, subject: LoginSubject, limit: int, window: timedelta, now: datetime) -> int | None:
-        """Counts one login attempt against ``subject`` (the email typed, or the caller's source IP),
-        unless ``limit`` attempts were counted in its current window: then nothing is counted and the
-        seconds until that window ends are returned. A subject's window opens at its first attempt.
-
-        Conditional writes only, so concurrent attempts can never exceed the limit together.
-        """
-        key = self._login_attempts_key(subject)
-        moment = int(now.timestamp())
-        for _ in range(self._LOGIN_WRITE_ATTEMPTS):
-            try:
-                self._client.update_item(
-                    TableName=self._table,
-                    Key=key,
-                    UpdateExpression="SET attempts = attempts + :one",
-                    ConditionExpression="expires_at > :now AND attempts < :limit",
-                    ExpressionAttributeValues=_to_item({":one": 1, ":now": moment, ":limit": limit}),
-                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                )
-                return None
-            except ClientError as error:
-                if not _is_conditional_failure(error):
-                    raise
-                held = cast("dict[str, Any]", error.response).get("Item")
-                if held is not None and int(_from_item(held)["expires_at"]) > moment:
-                    return max(1, int(_from_item(held)["expires_at"]) - moment)
-            try:  # no window yet, or it is over: this attempt opens a new one
-                self._client.put_item(
-                    TableName=self._table,
-                    Item={**key, **_to_item({"attempts": 1, "expires_at": moment + int(window.total_seconds())})},
-                    ConditionExpression="attribute_not_exists(PK) OR expires_at <= :now",
-                    ExpressionAttributeValues=_to_item({":now": moment}),
-                )
-                return None
-            except ClientError as error:
-                if not _is_conditional_failure(error):
-                    raise
-                # Another attempt opened the window first: count against it.
-        raise ConcurrentUpdate(f"login attempts of {subject.kind} kept changing")
+        return self.sign_in.take_login_attempt(subject, limit, window, now)
 
     def refund_login_attempt(self, subject: LoginSubject, now: datetime) -> None:
-        """Uncounts one attempt ``take_login_attempt`` counted in the current window (it was not a failure)."""
-        try:
-            self._client.update_item(
-                TableName=self._table,
-                Key=self._login_attempts_key(subject),
-                UpdateExpression="SET attempts = attempts - :one",
-                ConditionExpression="expires_at > :now AND attempts >= :one",
-                ExpressionAttributeValues=_to_item({":one": 1, ":now": int(now.timestamp())}),
-            )
-        except ClientError as error:
-            if not _is_conditional_failure(error):
-                raise
+        self.sign_in.refund_login_attempt(subject, now)
 
     def clear_login_attempts(self, subject: LoginSubject) -> None:
-        self._client.delete_item(TableName=self._table, Key=self._login_attempts_key(subject))
-
-    def user_exists(self, user_id: str) -> bool:
-        """Whether the user's profile exists: a keys-only, eventually consistent read (half a read unit).
-        A profile being deleted still exists until the deletion's last step."""
-        response = self._client.get_item(
-            TableName=self._table,
-            Key=_to_item({"PK": keys.user_pk(user_id), "SK": keys.PROFILE_SK}),
-            ProjectionExpression="PK",
-        )
-        return "Item" in response
+        self.sign_in.clear_login_attempts(subject)

@@ -4,10 +4,10 @@ the table names that part, so it can be given the repository itself (or a fake) 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from billhub.models import JobAccountResult, RefreshJob
+from billhub.models import JobAccountResult, LoginSubject, RefreshJob
 
 
 class RefreshJobStore(Protocol):
@@ -26,3 +26,13 @@ class OAuthStateStore(Protocol):
     def put_oauth_state(self, user_id: str, nonce: str, link: dict[str, Any], expires_at: datetime) -> None: ...
 
     def consume_oauth_state(self, nonce: str, now: datetime) -> dict[str, Any] | None: ...
+
+
+class LoginThrottle(Protocol):
+    """The failed sign-in counters (``billhub.store.sign_in.SignInChecks``)."""
+
+    def take_login_attempt(self, subject: LoginSubject, limit: int, window: timedelta, now: datetime) -> int | None: ...
+
+    def refund_login_attempt(self, subject: LoginSubject, now: datetime) -> None: ...
+
+    def clear_login_attempts(self, subject: LoginSubject) -> None: ...
