@@ -16,7 +16,7 @@ from billhub.errors import NotFound, ServiceError, Unauthorized
 from billhub.models import CurrencyCode, LoginSubject, Preferences, RefreshInterval, User
 from billhub.refresh import apply_refresh_interval
 from billhub.store import BillsTable
-from billhub.store.protocols import LoginThrottle
+from billhub.store.protocols import LoginThrottle, UserStore
 
 
 def load_email_validator() -> None:
@@ -103,7 +103,7 @@ class DeletionRequest(BaseModel):
     password: Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
-def register(store: BillsTable, request: Credentials, now: datetime) -> Registered:
+def register(store: UserStore, request: Credentials, now: datetime) -> Registered:
     user = User(user_id=uuid.uuid4().hex, email=request.email, created_at=now)
     store.create_user(user, hash_password(request.password))
     return Registered(user_id=user.user_id)
@@ -207,7 +207,7 @@ def _passed(store: LoginThrottle, attempt: _Attempt, now: datetime) -> None:
     store.refund_login_attempt(attempt.source, now)
 
 
-def get_profile(store: BillsTable, user_id: str) -> Profile:
+def get_profile(store: UserStore, user_id: str) -> Profile:
     found = store.get_user(user_id)
     if found is None or found[0].deleting_since is not None:
         raise NotFound("No such user.")

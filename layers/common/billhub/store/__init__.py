@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -67,6 +67,7 @@ from billhub.store.base import (
 from billhub.store.jobs import RefreshJobs
 from billhub.store.oauth_states import LinksInProgress
 from billhub.store.sign_in import SignInChecks, login_attempts_key
+from billhub.store.users import Users
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -260,137 +261,32 @@ class BillsTable(Table):
         self.jobs = RefreshJobs(client, table_name)
         self.oauth_states = LinksInProgress(client, table_name)
         self.sign_in = SignInChecks(client, table_name)
+        self.users = Users(client, table_name)
 
-    # ------------------------------------------------------------------ users
+    # ------------------------------------------------------------------ users: store/users.py
     def create_user(self, user: User, password_hash: str) -> None:
-        profile = _to_item(
-            {
-                "PK": keys.user_pk(user.user_id),
-                "SK": keys.PROFILE_SK,
-                "type": "user",
-                "user_id": user.user_id,
-                "email": user.email,
-                "password_hash": password_hash,
-                "created_at": _iso(user.created_at),
-                "preferences": user.preferences.model_dump(),
-                # Linked accounts, kept by the link and the deletion transactions: the cap's count.
-                "account_count": 0,
-            }
-        )
-        email = _to_item(
-            {"PK": keys.email_pk(user.email), "SK": keys.EMAIL_SK, "type": "email", "user_id": user.user_id}
-        )
-        try:
-            self._retried.transact_write_items(
-                TransactItems=[
-                    {
-                        "Put": {
-                            "TableName": self._table,
-                            "Item": email,
-                            "ConditionExpression": "attribute_not_exists(PK)",
-                        }
-                    },
-                    {
-                        "Put": {
-                            "TableName": self._table,
-                            "Item": profile,
-                            "ConditionExpression": "attribute_not_exists(PK)",
-                        }
-                    },
-                ]
-            )
-        except ClientError as error:
-            if _is_conditional_failure(error):
-                raise Conflict("An account with this email already exists.") from error
-            raise
+        self.users.create_user(user, password_hash)
 
     def user_id_for_email(self, email: str) -> str | None:
-        item = self._get(keys.email_pk(email), keys.EMAIL_SK)
-        return str(item["user_id"]) if item else None
+        return self.users.user_id_for_email(email)
 
     def get_user(self, user_id: str) -> tuple[User, str] | None:
-        """The user and their password hash, also while they are being deleted (``User.deleting_since``):
-        a repeated ``DELETE /me`` checks the password against it."""
-        item = self._get(keys.user_pk(user_id), keys.PROFILE_SK, consistent=True)
-        if item is None:
-            return None
-        return User.model_validate(item), str(item["password_hash"])
+        return self.users.get_user(user_id)
 
     def update_preferences(self, user_id: str, preferences: Preferences) -> None:
-        """``NotFound`` once the user is gone or being deleted."""
-        try:
-            self._retried.update_item(
-                TableName=self._table,
-                Key=_to_item({"PK": keys.user_pk(user_id), "SK": keys.PROFILE_SK}),
-                UpdateExpression="SET preferences = :preferences",
-                ConditionExpression="attribute_exists(PK) AND attribute_not_exists(deleting_since)",
-                ExpressionAttributeValues=_to_item({":preferences": preferences.model_dump()}),
-            )
-        except ClientError as error:
-            if _is_conditional_failure(error):
-                raise NotFound("No such user.") from error
-            raise
+        self.users.update_preferences(user_id, preferences)
 
     def preferences(self, user_id: str) -> Preferences:
-        """The user's preferences (and nothing else of the profile); ``NotFound`` once the user is gone
-        or being deleted (so is every route that reads them)."""
-        response = self._client.get_item(
-            TableName=self._table,
-            Key=_to_item({"PK": keys.user_pk(user_id), "SK": keys.PROFILE_SK}),
-            ProjectionExpression="preferences, deleting_since",
-            ConsistentRead=True,
-        )
-        item = _from_item(response["Item"]) if "Item" in response else None
-        if item is None or "deleting_since" in item:
-            raise NotFound("No such user.")
-        return Preferences.model_validate(item["preferences"])
+        return self.users.preferences(user_id)
 
     def preferred_refresh_interval(self, user_id: str) -> RefreshInterval:
-        return self.preferences(user_id).refresh_interval
+        return self.users.preferred_refresh_interval(user_id)
 
     def start_manual_refresh(self, user_id: str, now: datetime, min_interval: timedelta) -> datetime | None:
-        """Records that the user starts a manual refresh at ``now``, unless their previous one was less
-        than ``min_interval`` ago: then nothing is recorded and the time of that previous one returned.
-
-        One conditional write, so of two requests at the same moment only one can start.
-        """
-        try:
-            _retrying_conflicts(
-                lambda: self._client.update_item(
-                    TableName=self._table,
-                    Key=_to_item({"PK": keys.user_pk(user_id), "SK": keys.PROFILE_SK}),
-                    UpdateExpression="SET last_manual_refresh_at = :now",
-                    ConditionExpression="attribute_exists(PK) AND attribute_not_exists(deleting_since) "
-                    "AND (attribute_not_exists(last_manual_refresh_at) OR last_manual_refresh_at <= :earliest)",
-                    ExpressionAttributeValues=_to_item({":now": _iso(now), ":earliest": _iso(now - min_interval)}),
-                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                ),
-                f"user {user_id} kept changing while their manual refresh started",
-            )
-        except ClientError as error:
-            if not _is_conditional_failure(error):
-                raise
-            # The profile as it was, which ReturnValuesOnConditionCheckFailure puts beside the error.
-            profile = cast("dict[str, Any]", error.response).get("Item")
-            if profile is None or "deleting_since" in profile:
-                raise NotFound("No such user.") from error
-            return datetime.fromisoformat(str(_from_item(profile)["last_manual_refresh_at"]))
-        return None
+        return self.users.start_manual_refresh(user_id, now, min_interval)
 
     def forget_manual_refresh(self, user_id: str, started_at: datetime) -> None:
-        """Undoes ``start_manual_refresh`` at ``started_at`` (its fetches could not be queued), unless a
-        later one was recorded meanwhile."""
-        try:
-            self._retried.update_item(
-                TableName=self._table,
-                Key=_to_item({"PK": keys.user_pk(user_id), "SK": keys.PROFILE_SK}),
-                UpdateExpression="REMOVE last_manual_refresh_at",
-                ConditionExpression="last_manual_refresh_at = :started",
-                ExpressionAttributeValues=_to_item({":started": _iso(started_at)}),
-            )
-        except ClientError as error:
-            if not _is_conditional_failure(error):
-                raise
+        self.users.forget_manual_refresh(user_id, started_at)
 
     # ------------------------------------------------------------------ accounts
     def create_account(
