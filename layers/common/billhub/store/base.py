@@ -160,3 +160,22 @@ class Table:
         for page in paginator.paginate(TableName=self._table, ConsistentRead=consistent, **kwargs):
             for item in page["Items"]:
                 yield _from_item(item)
+
+    def _update_account(self, user_id: str, account_id: str, **update: Any) -> bool:
+        """A conditional ``UpdateItem`` of one account (the account's own writes make them, and so do the
+        saves of its bills); False when its condition did not hold, ``ConcurrentUpdate`` when it kept
+        meeting other transactions in flight."""
+        try:
+            _retrying_conflicts(
+                lambda: self._client.update_item(
+                    TableName=self._table,
+                    Key=_to_item({"PK": keys.user_pk(user_id), "SK": keys.account_sk(account_id)}),
+                    **update,
+                ),
+                f"account {account_id} kept meeting other transactions while it was updated",
+            )
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                return False
+            raise
+        return True
