@@ -1,22 +1,20 @@
 """All access to the single DynamoDB table: its items, conditions and transactions live in this package
-only, one repository per aggregate (``users``, ``bills``, ``jobs``, ``oauth_states``, ``sign_in``) over
-the helpers of ``base``; the formats of their keys (and every prefix) in ``billhub/keys.py``, whose
-table lists every item; what each holds, and which module holds it, is in docs/data-model.md.
+only, one repository per aggregate (``users``, ``bills``, ``schedule``, ``jobs``, ``oauth_states``,
+``sign_in``) over the helpers of ``base``; the formats of their keys (and every prefix) in
+``billhub/keys.py``, whose table lists every item; what each holds, and which module holds it, is in
+docs/data-model.md.
 
 ``BillsTable`` composes the repositories and delegates to them, so the domain keeps one object while it
 moves to the ``Protocol``s of ``protocols``; it still holds the accounts and the deletions itself.
 
-Accounts carry GSI1PK=REFRESH#<shard>, GSI1SK=<next_refresh_at>#<aid>#<refresh_interval> so the
-planner finds due accounts without a scan, and learns each one's interval from the (keys-only) index
-without reading the account or its owner's profile. An account's ``refresh_interval`` attribute and the
-one in its GSI1SK are always written together. An account being deleted moves to GSI1PK=DELETING,
-GSI1SK=<deleting_since>#<uid>#<aid>, where the planner's sweep finds deletions nobody finished; a user
-deleting themselves has their profile at GSI1PK=DELETING_USERS, GSI1SK=<deleting_since>#<uid> for the same.
+An account being deleted moves to GSI1PK=DELETING, GSI1SK=<deleting_since>#<uid>#<aid>, where the
+planner's sweep finds deletions nobody finished; a user deleting themselves has their profile at
+GSI1PK=DELETING_USERS, GSI1SK=<deleting_since>#<uid> for the same. (Where an account sits in GSI1
+while it is not being deleted: ``schedule``.)
 """
 
 from __future__ import annotations
 
-import heapq
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -59,6 +57,7 @@ from billhub.store.base import (
 from billhub.store.bills import BillQuery, Bills, StoredBill
 from billhub.store.jobs import RefreshJobs
 from billhub.store.oauth_states import LinksInProgress
+from billhub.store.schedule import DueRefresh, RefreshSchedule, _schedule_unchanged
 from billhub.store.sign_in import SignInChecks, login_attempts_key
 from billhub.store.users import Users
 
@@ -83,17 +82,6 @@ DELETE_ATTEMPTS = 3
 DELETED_MARKER_TTL_SECONDS = 7 * 24 * 3600
 
 
-def _schedule_unchanged(account: Account) -> tuple[str, dict[str, Any]]:
-    """A condition that holds while the account's schedule (its next refresh and interval, both in its
-    GSI1SK) is still the one ``account`` was read with."""
-    values = {":seen_key": keys.refresh_sk(account.account_id, account.next_refresh_at, account.refresh_interval)}
-    if account.refresh_interval != "daily":
-        return "GSI1SK = :seen_key", values
-    # Keys written before intervals were kept end at the account id: those accounts are daily.
-    values[":seen_old_key"] = keys.daily_refresh_sk_before_intervals(account.account_id, account.next_refresh_at)
-    return "(GSI1SK = :seen_key OR GSI1SK = :seen_old_key)", values
-
-
 @dataclass(frozen=True)
 class StoredAccount:
     account: Account
@@ -108,22 +96,6 @@ class StoredAccount:
         return self.link_key == keys.link_sk(provider, external_id)
 
 
-@dataclass(frozen=True)
-class DueRefresh:
-    """An account the planner found due, as the refresh index showed it."""
-
-    user_id: str
-    account_id: str
-    refresh_interval: RefreshInterval
-    # Its GSI1SK as read: a claim holds only while it is unchanged.
-    refresh_key: str
-
-    @property
-    def next_refresh_at(self) -> datetime:
-        """When it became due (the time its GSI1SK starts with)."""
-        return keys.next_refresh_of(self.refresh_key)
-
-
 class BillsTable(Table):
     """The table as the domain has used it so far: the repositories split out of it (``jobs``, ...) and
     the sections not yet split, each method of a repository delegated to it until its callers use it."""
@@ -135,6 +107,7 @@ class BillsTable(Table):
         self.sign_in = SignInChecks(client, table_name)
         self.users = Users(client, table_name)
         self.bills = Bills(client, table_name)
+        self.schedule = RefreshSchedule(client, table_name)
 
     # ------------------------------------------------------------------ users: store/users.py
     def create_user(self, user: User, password_hash: str) -> None:
@@ -457,92 +430,21 @@ class BillsTable(Table):
             ),
         )
 
+    # ------------------------------------------------------------------ the refresh schedule: store/schedule.py
     def claim_due_refresh(self, due: DueRefresh, next_refresh_at: datetime) -> bool:
-        """Moves the account's next refresh forward unless another planner (or a manual refresh, or a
-        change of interval) already changed it since it was found due (then False)."""
-        return self._update_account(
-            due.user_id,
-            due.account_id,
-            # The interval is set too: accounts linked before intervals were kept get theirs here.
-            UpdateExpression="SET next_refresh_at = :next, GSI1SK = :next_key, refresh_interval = :interval",
-            ConditionExpression="GSI1SK = :due_key AND #status <> :deleting",
-            ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues=_to_item(
-                {
-                    ":next": _iso(next_refresh_at),
-                    ":next_key": keys.refresh_sk(due.account_id, next_refresh_at, due.refresh_interval),
-                    ":interval": due.refresh_interval,
-                    ":due_key": due.refresh_key,
-                    ":deleting": AccountStatus.DELETING.value,
-                }
-            ),
-        )
+        return self.schedule.claim_due_refresh(due, next_refresh_at)
 
     def release_refresh_claim(self, due: DueRefresh, claimed_until: datetime) -> bool:
-        """Undoes ``claim_due_refresh(due, claimed_until)`` (its fetch could not be queued): the account is
-        due again as it was found, unless its schedule changed since the claim (then False)."""
-        return self._update_account(
-            due.user_id,
-            due.account_id,
-            UpdateExpression="SET next_refresh_at = :due, GSI1SK = :due_key",
-            ConditionExpression="GSI1SK = :claimed_key",
-            ExpressionAttributeValues=_to_item(
-                {
-                    ":due": _iso(due.next_refresh_at),
-                    ":due_key": due.refresh_key,
-                    ":claimed_key": keys.refresh_sk(due.account_id, claimed_until, due.refresh_interval),
-                }
-            ),
-        )
+        return self.schedule.release_refresh_claim(due, claimed_until)
 
     def reschedule(self, account: Account, next_refresh_at: datetime, refresh_interval: RefreshInterval) -> bool:
-        """Sets the account's next refresh and interval, unless its schedule changed since ``account`` was
-        read (a planner claimed it, or another request rescheduled it): then False."""
-        schedule, seen = _schedule_unchanged(account)
-        return self._update_account(
-            account.user_id,
-            account.account_id,
-            UpdateExpression="SET next_refresh_at = :next, GSI1SK = :next_key, refresh_interval = :interval",
-            ConditionExpression=f"attribute_exists(PK) AND #status <> :deleting AND {schedule}",
-            ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues=_to_item(
-                {
-                    ":next": _iso(next_refresh_at),
-                    ":next_key": keys.refresh_sk(account.account_id, next_refresh_at, refresh_interval),
-                    ":interval": refresh_interval,
-                    ":deleting": AccountStatus.DELETING.value,
-                    **seen,
-                }
-            ),
-        )
+        return self.schedule.reschedule(account, next_refresh_at, refresh_interval)
 
     def due_refreshes(self, now: datetime) -> Iterator[DueRefresh]:
-        """Accounts whose next refresh is at or before ``now``, of every shard, the longest due first.
-
-        Each shard's index is already in that order (its GSI1SK starts with the next refresh time), so
-        merging them reads one page of each shard ahead and the rest as the caller gets to it.
-        """
-        shards = [self.due_for_refresh(shard, now) for shard in range(keys.REFRESH_SHARDS)]
-        return heapq.merge(*shards, key=lambda due: due.refresh_key)
+        return self.schedule.due_refreshes(now)
 
     def due_for_refresh(self, shard: int, now: datetime) -> Iterator[DueRefresh]:
-        """Accounts in ``shard`` whose next refresh is at or before ``now``, the longest due first."""
-        paginator = self._client.get_paginator("query")
-        for page in paginator.paginate(
-            TableName=self._table,
-            IndexName="GSI1",
-            KeyConditionExpression="GSI1PK = :shard AND GSI1SK <= :now",
-            ExpressionAttributeValues=_to_item({":shard": keys.refresh_pk(shard), ":now": keys.due_by(now)}),
-        ):
-            for raw in page["Items"]:
-                item = _from_item(raw)
-                refresh_key = str(item["GSI1SK"])
-                yield DueRefresh(
-                    user_id=keys.user_id_of(str(item["PK"])),
-                    account_id=keys.account_id_of(str(item["SK"])),
-                    refresh_interval=keys.interval_of(refresh_key),
-                    refresh_key=refresh_key,
-                )
+        return self.schedule.due_for_refresh(shard, now)
 
     # ------------------------------------------------------------------ bills: store/bills.py
     def bills_of_account(self, account: Account) -> list[Bill]:

@@ -4,10 +4,14 @@ the table names that part, so it can be given the repository itself (or a fake) 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from billhub.models import JobAccountResult, LoginSubject, Preferences, RefreshInterval, RefreshJob, User
+from billhub.models import Account, JobAccountResult, LoginSubject, Preferences, RefreshInterval, RefreshJob, User
+
+if TYPE_CHECKING:
+    from billhub.store.schedule import DueRefresh
 
 
 class RefreshJobStore(Protocol):
@@ -56,3 +60,15 @@ class UserStore(Protocol):
     def start_manual_refresh(self, user_id: str, now: datetime, min_interval: timedelta) -> datetime | None: ...
 
     def forget_manual_refresh(self, user_id: str, started_at: datetime) -> None: ...
+
+
+class RefreshScheduleStore(Protocol):
+    """The accounts' next refreshes (``billhub.store.schedule.RefreshSchedule``)."""
+
+    def claim_due_refresh(self, due: DueRefresh, next_refresh_at: datetime) -> bool: ...
+
+    def release_refresh_claim(self, due: DueRefresh, claimed_until: datetime) -> bool: ...
+
+    def reschedule(self, account: Account, next_refresh_at: datetime, refresh_interval: RefreshInterval) -> bool: ...
+
+    def due_refreshes(self, now: datetime) -> Iterator[DueRefresh]: ...
