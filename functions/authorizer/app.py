@@ -23,7 +23,7 @@ from billhub.auth import TokenService, bearer_token, token_service
 from billhub.errors import Unauthorized
 from billhub.runtime import aws_client, utc_now
 from billhub.settings import AuthorizerSettings
-from billhub.store import BillsTable
+from billhub.store.sign_in import SignInChecks
 
 logger = Logger()
 settings = AuthorizerSettings.from_environ(os.environ)
@@ -35,8 +35,8 @@ def tokens() -> TokenService:
 
 
 @cache
-def store() -> BillsTable:
-    return BillsTable(aws_client("dynamodb"), settings.TABLE_NAME)
+def store() -> SignInChecks:
+    return SignInChecks(aws_client("dynamodb"), settings.TABLE_NAME)
 
 
 # SnapStart: the clients are built before the snapshot; each restored environment reads the keys itself.

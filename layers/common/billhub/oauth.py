@@ -4,9 +4,9 @@ The callback arrives from the user's browser without our access token, so the st
 whose link it is. It is a JWT signed with the API's key under its own audience (an access token is
 never a valid state, nor a state a valid access token) that carries only a nonce: who asked and for
 what is stored under that nonce, so the provider and the browser learn nothing, and marking it used
-on use makes the state work once (``BillsTable.consume_oauth_state``). It is signed and verified as
-access tokens are (``billhub.auth.RingJwt``): it names its key (``kid``), so a link begun before a
-rotation, or on a container that already holds the new key, still completes.
+on use makes the state work once (``consume_oauth_state`` of ``billhub.store.oauth_states``). It is
+signed and verified as access tokens are (``billhub.auth.RingJwt``): it names its key (``kid``), so a
+link begun before a rotation, or on a container that already holds the new key, still completes.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from billhub.auth import InvalidJwt, KeyRing, RingJwt
 from billhub.errors import ServiceError
-from billhub.store import BillsTable
+from billhub.store.protocols import OAuthStateStore
 
 STATE_TTL = timedelta(minutes=10)
 
@@ -40,7 +40,7 @@ class PendingLink(BaseModel):
 
 class OAuthStates:
     def __init__(
-        self, store: BillsTable, keys: KeyRing, issuer: str, audience: str, previous_key_grace_seconds: int
+        self, store: OAuthStateStore, keys: KeyRing, issuer: str, audience: str, previous_key_grace_seconds: int
     ) -> None:
         self._store = store
         self._jwt = RingJwt(keys, issuer, f"{audience}#oauth-state", previous_key_grace_seconds)

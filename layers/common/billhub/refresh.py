@@ -27,6 +27,7 @@ from billhub.models import (
 )
 from billhub.queue import SQS_BATCH_LIMIT, EnqueueFailed, FetchQueue
 from billhub.store import BillsTable, DueRefresh
+from billhub.store.protocols import RefreshJobStore, RefreshScheduleStore
 
 # Attempts at rescheduling one account that planners or refreshes keep changing under us.
 RESCHEDULE_ATTEMPTS = 3
@@ -166,7 +167,7 @@ def fetch_now(
         store.reschedule(account, now + REFRESH_PERIODS[account.refresh_interval], account.refresh_interval)
 
 
-def job_status(store: BillsTable, user_id: str, job_id: str) -> JobStatus:
+def job_status(store: RefreshJobStore, user_id: str, job_id: str) -> JobStatus:
     job = store.get_job(user_id, job_id)
     if job is None:
         raise NotFound("No such refresh job.")
@@ -222,7 +223,7 @@ def plan_due_refreshes(
     return PlannerRun(planned=planned, finished=finished)
 
 
-def _plan_batch(store: BillsTable, queue: FetchQueue, batch: Sequence[DueRefresh], now: datetime) -> int:
+def _plan_batch(store: RefreshScheduleStore, queue: FetchQueue, batch: Sequence[DueRefresh], now: datetime) -> int:
     """Claims each account of ``batch``, then sends one fetch per account claimed; returns how many.
 
     What was claimed is sent even if a later claim raised, and what SQS did not take is released.
@@ -238,7 +239,7 @@ def _plan_batch(store: BillsTable, queue: FetchQueue, batch: Sequence[DueRefresh
     return len(claimed)
 
 
-def _send_claimed(store: BillsTable, queue: FetchQueue, claimed: Sequence[DueRefresh], now: datetime) -> None:
+def _send_claimed(store: RefreshScheduleStore, queue: FetchQueue, claimed: Sequence[DueRefresh], now: datetime) -> None:
     try:
         queue.send([FetchRequest(user_id=due.user_id, account_id=due.account_id, reason="schedule") for due in claimed])
     except EnqueueFailed as error:

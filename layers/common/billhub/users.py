@@ -16,6 +16,7 @@ from billhub.errors import NotFound, ServiceError, Unauthorized
 from billhub.models import CurrencyCode, LoginSubject, Preferences, RefreshInterval, User
 from billhub.refresh import apply_refresh_interval
 from billhub.store import BillsTable
+from billhub.store.protocols import LoginThrottle, UserStore
 
 
 def load_email_validator() -> None:
@@ -102,7 +103,7 @@ class DeletionRequest(BaseModel):
     password: Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
-def register(store: BillsTable, request: Credentials, now: datetime) -> Registered:
+def register(store: UserStore, request: Credentials, now: datetime) -> Registered:
     user = User(user_id=uuid.uuid4().hex, email=request.email, created_at=now)
     store.create_user(user, hash_password(request.password))
     return Registered(user_id=user.user_id)
@@ -187,7 +188,7 @@ class _Attempt:
     source: LoginSubject
 
 
-def _take_attempt(store: BillsTable, email: str, source_ip: str, now: datetime, limits: LoginLimits) -> _Attempt:
+def _take_attempt(store: LoginThrottle, email: str, source_ip: str, now: datetime, limits: LoginLimits) -> _Attempt:
     attempt = _Attempt(LoginSubject.email(email), LoginSubject.source(source_ip))
     retry_after = store.take_login_attempt(attempt.account, limits.per_account, limits.window, now)
     if retry_after is not None:
@@ -199,14 +200,14 @@ def _take_attempt(store: BillsTable, email: str, source_ip: str, now: datetime, 
     return attempt
 
 
-def _passed(store: BillsTable, attempt: _Attempt, now: datetime) -> None:
+def _passed(store: LoginThrottle, attempt: _Attempt, now: datetime) -> None:
     """The password was right: the email's count is cleared, the IP's attempt given back."""
     store.clear_login_attempts(attempt.account)
     # Given back, not cleared: clearing would let one good account reset its IP's count of failures.
     store.refund_login_attempt(attempt.source, now)
 
 
-def get_profile(store: BillsTable, user_id: str) -> Profile:
+def get_profile(store: UserStore, user_id: str) -> Profile:
     found = store.get_user(user_id)
     if found is None or found[0].deleting_since is not None:
         raise NotFound("No such user.")

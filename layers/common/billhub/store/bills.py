@@ -1,0 +1,415 @@
+"""A user's bills: each fetch's save (its bills, and its account's summary with them), pages of them in
+issue-date order, and the bills of a period for insights.
+
+An account's ``summary`` (bill count, open bills, last issue date) and ``bills_version`` change in the
+same transaction as its bills, conditional on the version read: the summary always describes exactly
+the bills stored, and two fetches can never interleave their writes. A fetch's save also deletes the
+account's paid bills issued before ``models.retention_cutoff`` (48 months), in the same transactions.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from billhub import keys
+from billhub.errors import InvalidCursor
+from billhub.models import Account, AccountStatus, AccountSummary, Bill, BillStatus, kept_on, retention_cutoff
+from billhub.store.base import (
+    AccountGone,
+    ConcurrentUpdate,
+    Table,
+    _back_off,
+    _from_item,
+    _is_conditional_failure,
+    _is_transaction_conflict,
+    _iso,
+    _to_item,
+)
+
+TRANSACTION_LIMIT = 100
+# DynamoDB refuses a transaction whose items add up to more than 4 MB, and a bill at the models' largest
+# is ~85 KB (100 line items of 200 four-byte characters): 99 of them are ~8 MB. A save's transactions
+# hold bills up to this many bytes as ``_bill_bytes`` measures them (more than DynamoDB counts), leaving
+# the rest of the 4 MB for the account item each transaction also updates (at most 400 KB, as any item).
+TRANSACTION_BILL_BYTES = 3 * 1024 * 1024
+# A fetch that finds its account's bills changed under it starts over from a fresh read, this often.
+SAVE_ATTEMPTS = 3
+FILTER_IN_LIMIT = 100
+
+
+def _cursor_of(item: dict[str, Any]) -> str:
+    """An opaque cursor: where the page ended in LSI1. The partition is never in it; it is the caller's."""
+    # UTF-8 rather than \u escapes, so a cursor stays within ``bills.MAX_CURSOR_LENGTH`` whatever the ids.
+    raw = json.dumps([item["LSI1SK"], item["SK"]], separators=(",", ":"), ensure_ascii=False).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _cursor_key(user_id: str, cursor: str) -> dict[str, Any]:
+    try:
+        issue_key, sort_key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError, binascii.Error) as error:
+        raise InvalidCursor() from error
+    if not (
+        isinstance(issue_key, str)
+        and isinstance(sort_key, str)
+        and keys.is_bill_issue_sk(issue_key)
+        and keys.is_bill_sk(sort_key)
+    ):
+        raise InvalidCursor()
+    return _to_item({"PK": keys.user_pk(user_id), "SK": sort_key, "LSI1SK": issue_key})
+
+
+def _distinct(bills: Sequence[Bill]) -> list[Bill]:
+    """One bill per provider bill id (the highest revision), should paging have shown one twice."""
+    latest: dict[str, Bill] = {}
+    for bill in bills:
+        seen = latest.get(bill.provider_bill_id)
+        if seen is None or bill.revision >= seen.revision:
+            latest[bill.provider_bill_id] = bill
+    return list(latest.values())
+
+
+def _replaces(bill: Bill, held: StoredBill | None, as_of: datetime) -> bool:
+    """Whether a bill read at ``as_of`` should replace the one held: a new bill, a higher revision, or
+    the same revision changed (paid since) and read later than the held one. Never an older revision,
+    never a read older than what is held, never an identical statement."""
+    if held is None:
+        return True
+    if held.bill.revision > bill.revision or held.bill.same_statement(bill):
+        return False
+    return held.bill.revision < bill.revision or datetime.fromisoformat(held.fetched_at) < as_of
+
+
+def _bill_bytes(item: dict[str, Any]) -> int:
+    """A bill item's size, at least as DynamoDB counts it: the UTF-8 JSON of its typed attributes holds
+    every name and value DynamoDB counts (a number's digits at one byte each, not two to a byte), plus
+    quotes, type tags and separators it does not."""
+    return len(json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+def _within(items: Sequence[tuple[Any, int]], count: int, budget: int) -> Iterator[list[Any]]:
+    """``items`` (each with its size) in consecutive runs of at most ``count`` whose sizes add up to at
+    most ``budget`` (or of one item, should it alone be larger)."""
+    run: list[Any] = []
+    size = 0
+    for item, item_size in items:
+        if run and (len(run) == count or size + item_size > budget):
+            yield run
+            run, size = [], 0
+        run.append(item)
+        size += item_size
+    if run:
+        yield run
+
+
+def _unchanged_bills(version: int) -> str:
+    return "bills_version = :version" if version else "attribute_not_exists(bills_version)"
+
+
+@dataclass(frozen=True)
+class StoredBill:
+    bill: Bill
+    # When the fetch that stored it read it from the provider (ISO 8601).
+    fetched_at: str
+
+
+@dataclass(frozen=True)
+class _BillWrite:
+    """One bill's part of a save: a ``Put`` of ``bill``, or a ``Delete`` (``bill`` None), and its size."""
+
+    provider_bill_id: str
+    bill: Bill | None
+    operation: dict[str, Any]
+    size: int
+
+
+def _exactly(stored: StoredBill) -> dict[str, Any]:
+    """A write's condition that the bill is still exactly the version read, so two saves can never both
+    replace (or remove) it."""
+    return {
+        "ConditionExpression": "revision = :seen_revision AND fetched_at = :seen_fetched_at",
+        "ExpressionAttributeValues": _to_item(
+            {":seen_revision": stored.bill.revision, ":seen_fetched_at": stored.fetched_at}
+        ),
+    }
+
+
+@dataclass(frozen=True)
+class BillQuery:
+    """What ``GET /bills`` asks for: filters, the page size and where the previous page ended."""
+
+    today: date
+    limit: int
+    provider: str | None = None
+    status: BillStatus | None = None
+    issued_from: date | None = None
+    issued_to: date | None = None
+    cursor: str | None = None
+    # Accounts being deleted, whose bills are still being removed.
+    hidden_accounts: frozenset[str] = frozenset()
+
+
+class Bills(Table):
+    """The bills of every account of the table, each in its user's partition (and LSI1)."""
+
+    def bills_of_account(self, account: Account) -> list[Bill]:
+        return [stored.bill for stored in self._stored_bills(account)]
+
+    def _stored_bills(self, account: Account) -> list[StoredBill]:
+        items = self._query_prefix(account.user_id, keys.account_bills_prefix(account.provider, account.account_id))
+        return [StoredBill(Bill.model_validate(item), str(item["fetched_at"])) for item in items]
+
+    def save_fetched_bills(self, account: Account, fetched: Sequence[Bill], as_of: datetime) -> int:
+        """Stores what one fetch read from the provider at ``as_of``; returns how many bills changed.
+
+        New bills are added, changed ones replaced (a higher revision, or the same revision read later),
+        unchanged ones left alone; paid bills issued before ``retention_cutoff(as_of)`` are pruned (and
+        never written, when fetched); the account's summary changes in the same transaction as its bills.
+        Every transaction is conditional on the account's bills being exactly as read, so a concurrent
+        fetch makes this one start over from a fresh read, and a fetch older than the account's last
+        success stores nothing (its data is older than what is held). ``AccountGone`` if the account
+        is deleted or being deleted.
+        """
+        for attempt in range(SAVE_ATTEMPTS):
+            try:
+                return self._save_fetched_bills_once(account, fetched, as_of)
+            except ConcurrentUpdate:
+                _back_off(attempt)
+        raise ConcurrentUpdate(f"account {account.account_id} kept changing while its bills were saved")
+
+    def _save_fetched_bills_once(self, account: Account, fetched: Sequence[Bill], as_of: datetime) -> int:
+        key = {"PK": keys.user_pk(account.user_id), "SK": keys.account_sk(account.account_id)}
+        current = self._get(key["PK"], key["SK"], consistent=True)
+        if current is None or current["status"] == AccountStatus.DELETING.value:
+            raise AccountGone(account.account_id)
+        last_success = current.get("last_success_at")
+        if last_success is not None and datetime.fromisoformat(str(last_success)) > as_of:
+            return 0  # a fetch that started later has already stored newer data
+        version = int(current.get("bills_version", 0))
+        held = {stored.bill.provider_bill_id: stored for stored in self._stored_bills(account)}
+        writes = self._changes(account, held, fetched, as_of)
+        values: dict[str, Any] = {":at": _iso(as_of), ":deleting": AccountStatus.DELETING.value}
+        if version:
+            values[":version"] = version
+        conditions = [
+            "attribute_exists(PK)",
+            "#status <> :deleting",
+            _unchanged_bills(version),
+            "(attribute_not_exists(last_success_at) OR last_success_at <= :at)",
+        ]
+        last_attempt = current.get("last_attempt_at")
+        if last_attempt is not None and datetime.fromisoformat(str(last_attempt)) > as_of:
+            # An attempt that began after this fetch failed, or found the credentials refused: its
+            # verdict on the account stands; this fetch only adds its bills and when they were read.
+            assignments, removals = "SET last_success_at = :at", ""
+            conditions.append("last_attempt_at = :seen_attempt")
+            values[":seen_attempt"] = last_attempt
+        else:
+            assignments = "SET last_success_at = :at, last_attempt_at = :at, #status = :active"
+            removals = " REMOVE last_error"
+            conditions.append("(attribute_not_exists(last_attempt_at) OR last_attempt_at <= :at)")
+            values[":active"] = AccountStatus.ACTIVE.value
+        condition = " AND ".join(conditions)
+        if not writes:
+            # Nothing changed at the provider: one conditional update, not a transaction (half the cost).
+            # A conflict that outlasts its retries raises ``ConcurrentUpdate`` too.
+            updated = self._update_account(
+                account.user_id,
+                account.account_id,
+                UpdateExpression=assignments + removals,
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=_to_item(values),
+            )
+            if not updated:
+                raise ConcurrentUpdate(f"account {account.account_id} changed while its bills were saved")
+            return 0
+        bills = {provider_bill_id: stored.bill for provider_bill_id, stored in held.items()}
+        # Each transaction carries the account's summary as of its own bills, so at no moment do the
+        # stored bills and the summary disagree, however many transactions a large change needs.
+        for chunk in _within([(write, write.size) for write in writes], TRANSACTION_LIMIT - 1, TRANSACTION_BILL_BYTES):
+            for write in chunk:
+                if write.bill is None:
+                    bills.pop(write.provider_bill_id)
+                else:
+                    bills[write.provider_bill_id] = write.bill
+            values[":summary"] = AccountSummary.of(bills.values()).model_dump(mode="json")
+            values[":next"] = version + 1
+            account_update: Any = {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": _to_item(key),
+                    "UpdateExpression": f"{assignments}, summary = :summary, bills_version = :next{removals}",
+                    "ConditionExpression": condition,
+                    "ExpressionAttributeNames": {"#status": "status"},
+                    "ExpressionAttributeValues": _to_item(values),
+                }
+            }
+            try:
+                self._client.transact_write_items(TransactItems=[*(write.operation for write in chunk), account_update])
+            except ClientError as error:
+                if _is_conditional_failure(error) or _is_transaction_conflict(error):
+                    raise ConcurrentUpdate(
+                        f"account {account.account_id} changed while its bills were saved"
+                    ) from error
+                raise
+            conditions[2] = _unchanged_bills(version + 1)
+            version += 1
+            values[":version"] = version
+            condition = " AND ".join(conditions)
+        return len(writes)
+
+    def _changes(
+        self, account: Account, held: dict[str, StoredBill], fetched: Sequence[Bill], as_of: datetime
+    ) -> list[_BillWrite]:
+        """What a fetch read at ``as_of`` changes among the ``held`` bills: a put of each bill it replaces
+        (``_replaces``) and a delete of each bill then paid and past the retention. A fetched bill paid and
+        past it is not written at all, so it is not added back and pruned again at every fetch. A delete is
+        conditional on exactly the bill read, as a put is: a concurrent save makes this one start over."""
+        cutoff = retention_cutoff(as_of.date())
+        writes: list[_BillWrite] = []
+        replaced: set[str] = set()
+        for bill in _distinct(fetched):
+            previous = held.get(bill.provider_bill_id)
+            if not _replaces(bill, previous, as_of):
+                continue
+            if kept_on(bill, cutoff):
+                writes.append(self._bill_put(account, bill, previous, as_of))
+            elif previous is not None:
+                writes.append(self._bill_delete(account, previous))
+            replaced.add(bill.provider_bill_id)
+        writes.extend(
+            self._bill_delete(account, stored)
+            for provider_bill_id, stored in held.items()
+            if provider_bill_id not in replaced and not kept_on(stored.bill, cutoff)
+        )
+        return writes
+
+    def _bill_item(self, account: Account, bill: Bill, fetched_at: str) -> dict[str, Any]:
+        item = bill.model_dump(mode="json")
+        item.update(
+            {
+                "PK": keys.user_pk(account.user_id),
+                "SK": keys.bill_sk(bill),
+                "LSI1SK": keys.bill_issue_sk(bill),
+                "type": "bill",
+                "fetched_at": fetched_at,
+            }
+        )
+        return _to_item(item)
+
+    def _bill_put(self, account: Account, bill: Bill, previous: StoredBill | None, as_of: datetime) -> _BillWrite:
+        item = self._bill_item(account, bill, str(_iso(as_of)))
+        put: dict[str, Any] = {"TableName": self._table, "Item": item}
+        if previous is None:
+            put["ConditionExpression"] = "attribute_not_exists(PK)"
+        else:
+            put.update(_exactly(previous))
+        return _BillWrite(bill.provider_bill_id, bill, {"Put": put}, _bill_bytes(item))
+
+    def _bill_delete(self, account: Account, stored: StoredBill) -> _BillWrite:
+        key = {"PK": keys.user_pk(account.user_id), "SK": keys.bill_sk(stored.bill)}
+        delete = {"TableName": self._table, "Key": _to_item(key), **_exactly(stored)}
+        # Counted at the size of the bill it removes: what DynamoDB counts of a delete is not documented.
+        size = _bill_bytes(self._bill_item(account, stored.bill, stored.fetched_at))
+        return _BillWrite(stored.bill.provider_bill_id, None, {"Delete": delete}, size)
+
+    def bills_page(self, user_id: str, query: BillQuery) -> tuple[list[Bill], str | None]:
+        """One page of the user's bills, newest issue date first, and the cursor of the next page.
+
+        One Query on LSI1 (bills only, ordered by issue date); filters the key cannot express are
+        applied by DynamoDB, and the Query continues until the page is full or the bills run out.
+        """
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {":pk": keys.user_pk(user_id)}
+        key_condition = "PK = :pk"
+        if query.issued_from or query.issued_to:
+            values[":first"], values[":last"] = keys.issued_between(query.issued_from, query.issued_to)
+            key_condition += " AND LSI1SK BETWEEN :first AND :last"
+        filters = []
+        if query.provider:
+            filters.append("provider = :provider")
+            values[":provider"] = query.provider
+        hidden = sorted(query.hidden_accounts)
+        for group in range(0, len(hidden), FILTER_IN_LIMIT):
+            # IN takes at most 100 operands.
+            names_in = {
+                f":hidden{index}": hidden[index] for index in range(group, min(group + FILTER_IN_LIMIT, len(hidden)))
+            }
+            filters.append(f"NOT account_id IN ({', '.join(names_in)})")
+            values.update(names_in)
+        if query.status is not None:
+            names["#status"] = "status"
+            # As shown: an unpaid bill past its due date is overdue, whatever the provider says.
+            if query.status is BillStatus.PAID:
+                filters.append("#status = :paid")
+                values[":paid"] = BillStatus.PAID.value
+            elif query.status is BillStatus.UNPAID:
+                filters.append("(#status = :unpaid AND due_on >= :today)")
+                values.update({":unpaid": BillStatus.UNPAID.value, ":today": query.today.isoformat()})
+            else:
+                filters.append("(#status = :overdue OR (#status = :unpaid AND due_on < :today))")
+                values.update(
+                    {
+                        ":overdue": BillStatus.OVERDUE.value,
+                        ":unpaid": BillStatus.UNPAID.value,
+                        ":today": query.today.isoformat(),
+                    }
+                )
+        arguments: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": "LSI1",
+            "KeyConditionExpression": key_condition,
+            "ScanIndexForward": False,
+            "ConsistentRead": True,
+            # A filter drops bills after they are read: read more per request than the page needs.
+            "Limit": min(max(query.limit * 4, 100), 1000) if filters else query.limit,
+        }
+        if filters:
+            arguments["FilterExpression"] = " AND ".join(filters)
+        if names:
+            arguments["ExpressionAttributeNames"] = names
+        arguments["ExpressionAttributeValues"] = _to_item(values)
+        start = _cursor_key(user_id, query.cursor) if query.cursor else None
+        taken: list[dict[str, Any]] = []
+        more = True
+        while more and len(taken) < query.limit:
+            if start:
+                arguments["ExclusiveStartKey"] = start
+            try:
+                response = self._client.query(**arguments)
+            except ClientError as error:
+                message = error.response["Error"].get("Message", "").lower()
+                if query.cursor and error.response["Error"]["Code"] == "ValidationException" and "start" in message:
+                    raise InvalidCursor() from error
+                raise
+            taken.extend(_from_item(item) for item in response["Items"])
+            start = response.get("LastEvaluatedKey")
+            more = start is not None
+        page = taken[: query.limit]
+        next_cursor = _cursor_of(page[-1]) if page and (more or len(taken) > query.limit) else None
+        return [Bill.model_validate(item) for item in page], next_cursor
+
+    @staticmethod
+    def cursor_after(bill: Bill) -> str:
+        """The cursor of a page that ends with ``bill`` (one cut short of what ``bills_page`` read)."""
+        return _cursor_of({"LSI1SK": keys.bill_issue_sk(bill), "SK": keys.bill_sk(bill)})
+
+    def bills_issued_since(self, user_id: str, since: date) -> list[Bill]:
+        """The user's bills issued on or after ``since``: one paginated Query on LSI1. Eventually
+        consistent (half the read units): spending over months does not hinge on the last second."""
+        items = self._query(
+            consistent=False,
+            IndexName="LSI1",
+            KeyConditionExpression="PK = :pk AND LSI1SK >= :since",
+            ExpressionAttributeValues=_to_item({":pk": keys.user_pk(user_id), ":since": keys.issued_since(since)}),
+        )
+        return [Bill.model_validate(item) for item in items]

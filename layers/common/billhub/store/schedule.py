@@ -1,0 +1,137 @@
+"""The refresh schedule: when each account is next due, and its interval, both in its GSI1 keys.
+
+Accounts carry GSI1PK=REFRESH#<shard>, GSI1SK=<next_refresh_at>#<aid>#<refresh_interval> so the
+planner finds due accounts without a scan, and learns each one's interval from the (keys-only) index
+without reading the account or its owner's profile. An account's ``refresh_interval`` attribute and the
+one in its GSI1SK are always written together (here, and by ``BillsTable``'s link, repair and deletion).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from billhub import keys
+from billhub.models import Account, AccountStatus, RefreshInterval
+from billhub.store.base import Table, _from_item, _iso, _to_item
+
+
+def _schedule_unchanged(account: Account) -> tuple[str, dict[str, Any]]:
+    """A condition that holds while the account's schedule (its next refresh and interval, both in its
+    GSI1SK) is still the one ``account`` was read with."""
+    values = {":seen_key": keys.refresh_sk(account.account_id, account.next_refresh_at, account.refresh_interval)}
+    if account.refresh_interval != "daily":
+        return "GSI1SK = :seen_key", values
+    # Keys written before intervals were kept end at the account id: those accounts are daily.
+    values[":seen_old_key"] = keys.daily_refresh_sk_before_intervals(account.account_id, account.next_refresh_at)
+    return "(GSI1SK = :seen_key OR GSI1SK = :seen_old_key)", values
+
+
+@dataclass(frozen=True)
+class DueRefresh:
+    """An account the planner found due, as the refresh index showed it."""
+
+    user_id: str
+    account_id: str
+    refresh_interval: RefreshInterval
+    # Its GSI1SK as read: a claim holds only while it is unchanged.
+    refresh_key: str
+
+    @property
+    def next_refresh_at(self) -> datetime:
+        """When it became due (the time its GSI1SK starts with)."""
+        return keys.next_refresh_of(self.refresh_key)
+
+
+class RefreshSchedule(Table):
+    """The accounts' next refreshes: the planner's claims, reschedules, and what is due."""
+
+    def claim_due_refresh(self, due: DueRefresh, next_refresh_at: datetime) -> bool:
+        """Moves the account's next refresh forward unless another planner (or a manual refresh, or a
+        change of interval) already changed it since it was found due (then False)."""
+        return self._update_account(
+            due.user_id,
+            due.account_id,
+            # The interval is set too: accounts linked before intervals were kept get theirs here.
+            UpdateExpression="SET next_refresh_at = :next, GSI1SK = :next_key, refresh_interval = :interval",
+            ConditionExpression="GSI1SK = :due_key AND #status <> :deleting",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=_to_item(
+                {
+                    ":next": _iso(next_refresh_at),
+                    ":next_key": keys.refresh_sk(due.account_id, next_refresh_at, due.refresh_interval),
+                    ":interval": due.refresh_interval,
+                    ":due_key": due.refresh_key,
+                    ":deleting": AccountStatus.DELETING.value,
+                }
+            ),
+        )
+
+    def release_refresh_claim(self, due: DueRefresh, claimed_until: datetime) -> bool:
+        """Undoes ``claim_due_refresh(due, claimed_until)`` (its fetch could not be queued): the account is
+        due again as it was found, unless its schedule changed since the claim (then False)."""
+        return self._update_account(
+            due.user_id,
+            due.account_id,
+            UpdateExpression="SET next_refresh_at = :due, GSI1SK = :due_key",
+            ConditionExpression="GSI1SK = :claimed_key",
+            ExpressionAttributeValues=_to_item(
+                {
+                    ":due": _iso(due.next_refresh_at),
+                    ":due_key": due.refresh_key,
+                    ":claimed_key": keys.refresh_sk(due.account_id, claimed_until, due.refresh_interval),
+                }
+            ),
+        )
+
+    def reschedule(self, account: Account, next_refresh_at: datetime, refresh_interval: RefreshInterval) -> bool:
+        """Sets the account's next refresh and interval, unless its schedule changed since ``account`` was
+        read (a planner claimed it, or another request rescheduled it): then False."""
+        schedule, seen = _schedule_unchanged(account)
+        return self._update_account(
+            account.user_id,
+            account.account_id,
+            UpdateExpression="SET next_refresh_at = :next, GSI1SK = :next_key, refresh_interval = :interval",
+            ConditionExpression=f"attribute_exists(PK) AND #status <> :deleting AND {schedule}",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=_to_item(
+                {
+                    ":next": _iso(next_refresh_at),
+                    ":next_key": keys.refresh_sk(account.account_id, next_refresh_at, refresh_interval),
+                    ":interval": refresh_interval,
+                    ":deleting": AccountStatus.DELETING.value,
+                    **seen,
+                }
+            ),
+        )
+
+    def due_refreshes(self, now: datetime) -> Iterator[DueRefresh]:
+        """Accounts whose next refresh is at or before ``now``, of every shard, the longest due first.
+
+        Each shard's index is already in that order (its GSI1SK starts with the next refresh time), so
+        merging them reads one page of each shard ahead and the rest as the caller gets to it.
+        """
+        shards = [self.due_for_refresh(shard, now) for shard in range(keys.REFRESH_SHARDS)]
+        return heapq.merge(*shards, key=lambda due: due.refresh_key)
+
+    def due_for_refresh(self, shard: int, now: datetime) -> Iterator[DueRefresh]:
+        """Accounts in ``shard`` whose next refresh is at or before ``now``, the longest due first."""
+        paginator = self._client.get_paginator("query")
+        for page in paginator.paginate(
+            TableName=self._table,
+            IndexName="GSI1",
+            KeyConditionExpression="GSI1PK = :shard AND GSI1SK <= :now",
+            ExpressionAttributeValues=_to_item({":shard": keys.refresh_pk(shard), ":now": keys.due_by(now)}),
+        ):
+            for raw in page["Items"]:
+                item = _from_item(raw)
+                refresh_key = str(item["GSI1SK"])
+                yield DueRefresh(
+                    user_id=keys.user_id_of(str(item["PK"])),
+                    account_id=keys.account_id_of(str(item["SK"])),
+                    refresh_interval=keys.interval_of(refresh_key),
+                    refresh_key=refresh_key,
+                )
