@@ -48,10 +48,8 @@ class DynamoDBRules:
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         if not target.startswith("DynamoDB_"):
             return self._app(environ, start_response)
-        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-        environ["wsgi.input"] = io.BytesIO(body)
         try:
-            check(target.partition(".")[2], json.loads(body or b"{}"))
+            check(target.partition(".")[2], request_body(environ))
         except RequestRefused as refused:
             answer = json.dumps(
                 {"__type": "com.amazon.coral.validate#ValidationException", "message": str(refused)}
@@ -62,6 +60,19 @@ class DynamoDBRules:
             )
             return [answer]
         return self._app(environ, start_response)
+
+
+def request_body(environ: dict[str, Any]) -> dict[str, Any]:
+    """A DynamoDB request's JSON body (read here, and put back for whoever reads it next); ``{}`` for one
+    that is not a JSON object, which moto then refuses itself."""
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    raw = environ["wsgi.input"].read(length) if length else b""
+    environ["wsgi.input"] = io.BytesIO(raw)
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 def check(operation: str, request: dict[str, Any]) -> None:

@@ -28,7 +28,6 @@ settings while the server runs (tests turn one kind on at a time).
 
 from __future__ import annotations
 
-import io
 import json
 import random
 import threading
@@ -39,6 +38,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from moto.dynamodb.models import dynamodb_backends
+
+from localcloud.dynamodb_rules import request_body
 
 FAULTS_PATH = "/_localcloud/faults"
 TARGET_PREFIX = "DynamoDB_20120810."
@@ -120,14 +121,14 @@ class DynamoDBFaults:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == FAULTS_PATH:
             if environ.get("REQUEST_METHOD") == "POST":
-                return self._change(_request_body(environ), start_response)
+                return self._change(request_body(environ), start_response)
             return _json_answer(start_response, "200 OK", "application/json", self.report())
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         operation = target.removeprefix(TARGET_PREFIX)
         if not self._armed or not target.startswith(TARGET_PREFIX) or operation not in DATA_PLANE:
             return self._app(environ, start_response)
         if operation == "TransactWriteItems":
-            self._remember_transactional(_request_body(environ))
+            self._remember_transactional(request_body(environ))
         if self.settings.rate <= 0:
             return self._app(environ, start_response)
         with self._lock:
@@ -136,7 +137,7 @@ class DynamoDBFaults:
         if not faulted:
             return self._app(environ, start_response)
         # Read whole, as moto would have: a keep-alive connection must not find the body as its next request.
-        request = _request_body(environ)
+        request = request_body(environ)
         kinds = [kind for kind in self.settings.kinds if self._applies(kind, operation, request)]
         if not kinds:
             return self._app(environ, start_response)
@@ -221,18 +222,6 @@ class DynamoDBFaults:
             "injected": injected,
             "total": sum(sum(per.values()) for per in injected.values()),
         }
-
-
-def _request_body(environ: dict[str, Any]) -> dict[str, Any]:
-    """The request's JSON body (read here, and put back for whoever reads it next)."""
-    length = int(environ.get("CONTENT_LENGTH") or 0)
-    raw = environ["wsgi.input"].read(length) if length else b""
-    environ["wsgi.input"] = io.BytesIO(raw)
-    try:
-        body = json.loads(raw or b"{}")
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 def _json_answer(
