@@ -390,6 +390,16 @@ def on_its_last_receive(api: Api, user_id: str) -> tuple[dict[str, Any], str]:
     return message, str(started["job_id"])
 
 
+def clearwater_down_on_its_last_receive(api: Api, control: Control) -> tuple[str, dict[str, Any], str]:
+    """A user whose one ClearWater account's fetch is on its last receive, ClearWater down: the user's
+    id, the message and the job's id."""
+    user_id = api.user()
+    api.link_clearwater(user_id)
+    message, job_id = on_its_last_receive(api, user_id)
+    control.set_faults("clearwater", outage=True)
+    return user_id, message, job_id
+
+
 def deliver_one(api: Api, message: dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = api.fetch.handler(
         sqs_event([message], api.stack.attributes["FetchQueue"]["Arn"]), LambdaContext()
@@ -423,11 +433,8 @@ def test_a_last_receive_failing_while_another_environment_opens_the_circuit_is_p
     api: Api, stack: Stack, mock_provider: tuple[str, Control], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a ClearWater account whose fetch is on its last receive, ClearWater down, its circuit closed
-    user_id = api.user()
-    api.link_clearwater(user_id)
-    message, job_id = on_its_last_receive(api, user_id)
     control = mock_provider[1]
-    control.set_faults("clearwater", outage=True)
+    user_id, message, job_id = clearwater_down_on_its_last_receive(api, control)
     # and another execution environment opening the circuit as this fetch's request reaches ClearWater
     # (after this environment read it closed, and cached that)
     other_environment = circuit_store(stack)
@@ -450,10 +457,7 @@ def test_a_last_receive_whose_failure_opens_the_circuit_is_put_off(
     api: Api, mock_provider: tuple[str, Control]
 ) -> None:
     # Given ClearWater down, and this execution environment one failure short of opening its circuit
-    user_id = api.user()
-    api.link_clearwater(user_id)
-    message, job_id = on_its_last_receive(api, user_id)
-    mock_provider[1].set_faults("clearwater", outage=True)
+    user_id, message, job_id = clearwater_down_on_its_last_receive(api, mock_provider[1])
     breaker = api.fetch.safeguards().circuits
 
     async def failing() -> None:
@@ -477,10 +481,7 @@ def test_a_last_receive_failing_with_the_circuit_closed_still_fails_for_good(
     api: Api, mock_provider: tuple[str, Control]
 ) -> None:
     # Given a fetch on its last receive, and ClearWater failing it: one failure, the circuit stays closed
-    user_id = api.user()
-    api.link_clearwater(user_id)
-    message, job_id = on_its_last_receive(api, user_id)
-    mock_provider[1].set_faults("clearwater", outage=True)
+    user_id, message, job_id = clearwater_down_on_its_last_receive(api, mock_provider[1])
     # When it fails
     result = deliver_one(api, message)
     # Then the record fails (its next receive is the DLQ's), nothing is sent again, and the job says failed
