@@ -4,7 +4,7 @@ the scheduled planner makes per 10,000 due accounts.
 The local moto server (``python -m localcloud.moto_server``) on a free loopback port, the template's
 resources created in it by the local cloud's own provisioning, and 10,000 due accounts (2,500 users x 4
 providers, half daily and half weekly, due between a minute and six days ago) plus 2,000 not yet due,
-each item built by ``BillsTable._account_item`` (what ``create_account`` writes) and sent 25 at a time
+each item built by ``Accounts._account_item`` (what ``create_account`` writes) and sent 25 at a time
 with ``BatchWriteItem``. Then the real ``billhub.refresh.plan_due_refreshes`` runs in this process with
 the clients ``billhub.runtime.aws_client`` builds for a Lambda (same timeouts, retries and connection
 pool), over HTTP to the moto server: one batch at a time for a while, then as deployed for as long, then
@@ -213,14 +213,14 @@ def _estimates(result: dict[str, Any]) -> dict[str, Any]:
 
 def _latencies(store: BillsTable, sqs: Any, queue_url: str) -> dict[str, dict[str, float]]:
     """Bare single calls, one after another, with the planner's own clients."""
-    client = store._client
+    client = store.client
     scratch = {"PK": {"S": "BENCH#latency"}, "SK": {"S": "LATENCY"}}
-    client.put_item(TableName=store._table, Item=scratch)
+    client.put_item(TableName=store.table_name, Item=scratch)
     return {
-        "dynamodb_get_item_ms": _latency(lambda: client.get_item(TableName=store._table, Key=scratch)),
+        "dynamodb_get_item_ms": _latency(lambda: client.get_item(TableName=store.table_name, Key=scratch)),
         "dynamodb_update_item_ms": _latency(
             lambda: client.update_item(
-                TableName=store._table,
+                TableName=store.table_name,
                 Key=scratch,
                 UpdateExpression="SET touched = :one",
                 ExpressionAttributeValues={":one": {"N": "1"}},
@@ -265,7 +265,7 @@ def _seed(store: BillsTable, accounts: list[Account], endpoint: str) -> dict[str
     """Writes each account's item as ``create_account`` builds it, 25 items a request. (Not their link
     guards, profiles or bills: the planner reads none of them.)"""
     items = [
-        store._account_item(
+        store.accounts._account_item(
             account,
             os.urandom(CIPHERTEXT_BYTES),
             keys.link_sk(account.provider, f"{account.provider}-{account.account_id}"),
@@ -277,10 +277,10 @@ def _seed(store: BillsTable, accounts: list[Account], endpoint: str) -> dict[str
     began = time.perf_counter()
     for start in range(0, len(items), BATCH_WRITE_LIMIT):
         pending: dict[str, Any] = {
-            store._table: [{"PutRequest": {"Item": item}} for item in items[start : start + BATCH_WRITE_LIMIT]]
+            store.table_name: [{"PutRequest": {"Item": item}} for item in items[start : start + BATCH_WRITE_LIMIT]]
         }
         while pending:
-            pending = store._client.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
+            pending = store.client.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
     seconds = time.perf_counter() - began
     return {
         "items": len(items),
@@ -394,11 +394,11 @@ def _check(
 
 def _schedules(store: BillsTable) -> dict[str, str]:
     """Every account's GSI1SK, read from the refresh index."""
-    paginator = store._client.get_paginator("query")
+    paginator = store.client.get_paginator("query")
     found: dict[str, str] = {}
     for shard in range(keys.REFRESH_SHARDS):
         for page in paginator.paginate(
-            TableName=store._table,
+            TableName=store.table_name,
             IndexName="GSI1",
             KeyConditionExpression="GSI1PK = :shard",
             ExpressionAttributeValues={":shard": {"S": keys.refresh_pk(shard)}},
@@ -537,7 +537,7 @@ def report(result: dict[str, Any]) -> str:
         "",
         "**Method.** The local moto server (`python -m localcloud.moto_server`) on a free loopback port, the "
         "template's resources created in it by the local cloud's provisioning (`LocalCloud.provision`). "
-        f"Seeding: {seed['items']:,} account items, each built by `BillsTable._account_item` (what "
+        f"Seeding: {seed['items']:,} account items, each built by `Accounts._account_item` (what "
         "`create_account` writes: keys, GSI1 keys, a random 330-byte ciphertext), written 25 per "
         f"`BatchWriteItem` ({seed['seconds']:g} s, {seed['items_per_second']:,} items/s); their link guards, "
         "profiles and bills are left out, as the planner reads none of them. Due accounts became due between "

@@ -335,7 +335,7 @@ def _load_handler(aws_endpoint: str, table: str, path: str) -> tuple[Callable[..
         spec.loader.exec_module(module)
         # The table the HTTP handlers are given (billhub.api.bills_table): one client in this process, as in
         # each Lambda environment; the endpoints are profiled one after another, each clock reset first.
-        client = module.bills_table()._client
+        client = module.bills_table().client
     handler: Callable[..., Any] = module.handler
     return handler, _DynamoDBClock(client)
 

@@ -48,7 +48,7 @@ snapstart.register(
     responses=documented(201, 400, 409, 413, 415, description="The user was created."),
 )
 def register(store: Store, request: users.Credentials) -> tuple[users.Registered, int]:
-    return users.register(store, request, utc_now()), 201
+    return users.register(store.users, request, utc_now()), 201
 
 
 @app.post(
@@ -65,7 +65,7 @@ def login(store: Store, request: users.Credentials) -> users.AccessToken:
 
 @app.get("/me", summary="The caller's profile", tags=["profile"], responses=documented(200, 404))
 def get_me(store: Store, user_id: CallerId) -> users.Profile:
-    return users.get_profile(store, user_id)
+    return users.get_profile(store.users, user_id)
 
 
 @app.patch(

@@ -33,8 +33,8 @@ def insights(
     store: Store, user_id: CallerId, months: Annotated[int, Query(ge=1, le=MAX_INSIGHT_MONTHS)] = 12
 ) -> Insights:
     today = utc_now().date()
-    accounts = store.list_accounts(user_id)
-    bills = store.bills_issued_since(user_id, history_start(today, months))
+    accounts = store.accounts.list_accounts(user_id)
+    bills = store.bills.bills_issued_since(user_id, history_start(today, months))
     return spending_insights(accounts, bills, today, months, settings.UNUSUAL_BILL_THRESHOLD)
 
 

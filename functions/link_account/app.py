@@ -55,7 +55,7 @@ def vault() -> CredentialVault:
 def states() -> OAuthStates:
     # The access tokens' key ring: a state names its key, and verifies with the previous one after a rotation.
     return OAuthStates(
-        bills_table(),
+        bills_table().oauth_states,
         key_ring_from_secret(settings),
         settings.JWT_ISSUER,
         settings.JWT_AUDIENCE,

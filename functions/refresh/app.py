@@ -79,7 +79,7 @@ def start_refresh(
     responses=documented(200, 404),
 )
 def get_job(store: Store, user_id: CallerId, job_id: JobIdPath) -> refresh.JobStatus:
-    return refresh.job_status(store, user_id, job_id)
+    return refresh.job_status(store.jobs, user_id, job_id)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

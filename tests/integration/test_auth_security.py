@@ -243,7 +243,7 @@ def test_a_container_holding_the_old_key_completes_a_link_begun_on_one_holding_t
     rotate(api, "n" * 64)
     assert state_kid(api.oauth_consent(user_id, "sparkgrid", "ada")) == key_id(old_key), "still cached"
     # Another warm container, whose cache expired since, already signs with the new key.
-    newer = OAuthStates(api.link.bills_table(), KeyRing.fixed("n" * 64, old_key), ISSUER, AUDIENCE, 900)
+    newer = OAuthStates(api.link.bills_table().oauth_states, KeyRing.fixed("n" * 64, old_key), ISSUER, AUDIENCE, 900)
     pending = PendingLink(
         user_id=user_id, provider="sparkgrid", redirect_uri=api.link.settings.oauth_callback_url("sparkgrid")
     )

@@ -14,6 +14,8 @@ from billhub import deletion
 from billhub.api import bills_table
 from billhub.models import Account, AccountStatus, AccountSummary, Bill, BillStatus, Category
 from billhub.store import AccountGone, BillsTable
+from billhub.store.bills import Bills
+from billhub.store.deletions import Deletions
 from localcloud.provision import Stack
 from mock_provider.control import Control
 from tests.conftest import Clock
@@ -36,7 +38,7 @@ def linked_account(api: Api, table: BillsTable, email: str = "ada@example.com", 
     user_id = api.user(email)
     status, body = api.link_clearwater(user_id, key)
     assert status == 201, body
-    stored = table.get_account(user_id, body["account_id"])
+    stored = table.accounts.get_account(user_id, body["account_id"])
     assert stored is not None
     return stored.account
 
@@ -65,8 +67,8 @@ def bill(
 
 def stored_state(table: BillsTable, account: Account) -> tuple[dict[str, Bill], Account]:
     """The account's bills by provider bill id, and the account as stored (with its summary)."""
-    bills = {stored.provider_bill_id: stored for stored in table.bills_of_account(account)}
-    current = table.get_account(account.user_id, account.account_id)
+    bills = {stored.provider_bill_id: stored for stored in table.bills.bills_of_account(account)}
+    current = table.accounts.get_account(account.user_id, account.account_id)
     assert current is not None
     return bills, current.account
 
@@ -83,7 +85,7 @@ def test_two_fetches_racing_leave_the_newer_data_whoever_writes_first(api: Api, 
     account = linked_account(api, table)
     held = [bill(account, f"b{month}", issued_on=date(2026, month, 1)) for month in range(4, 10)]
     held[-1] = bill(account, "b9", issued_on=date(2026, 9, 1), status=BillStatus.UNPAID)
-    table.save_fetched_bills(account, held, T0)
+    table.bills.save_fetched_bills(account, held, T0)
     # and two fetches: an older one that saw a new unpaid bill b10, and a newer one that also saw b9
     # paid since and b8 corrected by the provider (revision 2)
     b10 = bill(account, "b10", "51.00", date(2026, 10, 1), BillStatus.UNPAID)
@@ -95,12 +97,12 @@ def test_two_fetches_racing_leave_the_newer_data_whoever_writes_first(api: Api, 
         b10,
     ]
     saves = {
-        "older": lambda: table.save_fetched_bills(account, older, T1),
-        "newer": lambda: table.save_fetched_bills(account, newer, T2),
+        "older": lambda: table.bills.save_fetched_bills(account, older, T1),
+        "newer": lambda: table.bills.save_fetched_bills(account, newer, T2),
     }
     order = [first, "newer" if first == "older" else "older"]
     # When both read the account before either writes, and then write in the given order
-    ReadsBeforeWrites([table._client], [saves[name] for name in order]).run()
+    ReadsBeforeWrites([table.client], [saves[name] for name in order]).run()
     # Then the newer data stands: b8 corrected, b9 paid, b10 once, nothing merged or lost
     bills, current = stored_state(table, account)
     assert sorted(bills) == sorted(["b4", "b5", "b6", "b7", "b8", "b9", "b10"])
@@ -121,19 +123,19 @@ def test_a_bill_pruned_by_a_fetch_never_comes_back_from_an_older_one(api: Api, t
     account = linked_account(api, table)
     old = bill(account, "old", issued_on=date(2022, 10, 15))
     recent = bill(account, "recent", issued_on=date(2026, 10, 1), status=BillStatus.UNPAID)
-    table.save_fetched_bills(account, [old, recent], datetime(2026, 10, 31, 21, 0, tzinfo=UTC))
+    table.bills.save_fetched_bills(account, [old, recent], datetime(2026, 10, 31, 21, 0, tzinfo=UTC))
     # and two fetches that both read the old bill corrected (revision 2): one asked the provider late on
     # 31 October, one on 1 November, when the old bill is past the retention
     corrected = bill(account, "old", "41.00", date(2022, 10, 15), revision=2)
     saves = {
-        "older": lambda: table.save_fetched_bills(
+        "older": lambda: table.bills.save_fetched_bills(
             account, [corrected, recent], datetime(2026, 10, 31, 23, 0, tzinfo=UTC)
         ),
-        "newer": lambda: table.save_fetched_bills(account, [corrected, recent], T0),
+        "newer": lambda: table.bills.save_fetched_bills(account, [corrected, recent], T0),
     }
     order = [first, "newer" if first == "older" else "older"]
     # When both read the account before either writes, and then write in the given order
-    ReadsBeforeWrites([table._client], [saves[name] for name in order]).run()
+    ReadsBeforeWrites([table.client], [saves[name] for name in order]).run()
     # Then the old bill is gone, whoever wrote first, and the summary describes what remains
     bills, current = stored_state(table, account)
     assert sorted(bills) == ["recent"]
@@ -145,9 +147,9 @@ def test_a_bill_pruned_by_a_fetch_never_comes_back_from_an_older_one(api: Api, t
 def test_an_older_fetch_arriving_late_overwrites_nothing(api: Api, table: BillsTable) -> None:
     # Given a fetch at T2 stored that the bill was paid
     account = linked_account(api, table)
-    table.save_fetched_bills(account, [bill(account, "b1", status=BillStatus.PAID)], T2)
+    table.bills.save_fetched_bills(account, [bill(account, "b1", status=BillStatus.PAID)], T2)
     # When a fetch that asked the provider earlier (T1, when it was still unpaid) saves afterwards
-    changed = table.save_fetched_bills(account, [bill(account, "b1", status=BillStatus.UNPAID)], T1)
+    changed = table.bills.save_fetched_bills(account, [bill(account, "b1", status=BillStatus.UNPAID)], T1)
     # Then it changes nothing: neither the bill nor the time of the last success
     bills, current = stored_state(table, account)
     assert changed == 0
@@ -160,11 +162,14 @@ def test_two_fetches_that_changed_nothing_never_move_the_last_success_back(api: 
     # Given an account holding one bill, and two fetches finding it unchanged: one asked at T2, one at T1
     account = linked_account(api, table)
     held = [bill(account, "b1")]
-    table.save_fetched_bills(account, held, T0)
+    table.bills.save_fetched_bills(account, held, T0)
     # When both read the account first, and the newer one writes first
     ReadsBeforeWrites(
-        [table._client],
-        [lambda: table.save_fetched_bills(account, held, T2), lambda: table.save_fetched_bills(account, held, T1)],
+        [table.client],
+        [
+            lambda: table.bills.save_fetched_bills(account, held, T2),
+            lambda: table.bills.save_fetched_bills(account, held, T1),
+        ],
     ).run()
     # Then the account was last refreshed at T2, not at T1
     assert stored_state(table, account)[1].last_success_at == T2
@@ -173,16 +178,16 @@ def test_two_fetches_that_changed_nothing_never_move_the_last_success_back(api: 
 def test_a_success_older_than_a_refusal_keeps_the_account_needing_the_user(api: Api, table: BillsTable) -> None:
     # Given a fetch that asked the provider at T1, and another whose credentials were refused at T2
     account = linked_account(api, table)
-    table.save_fetched_bills(account, [bill(account, "b1")], T0)
-    stored = table.get_account(account.user_id, account.account_id)
+    table.bills.save_fetched_bills(account, [bill(account, "b1")], T0)
+    stored = table.accounts.get_account(account.user_id, account.account_id)
     assert stored is not None
     newer_bill = bill(account, "b2", issued_on=date(2026, 10, 1), status=BillStatus.UNPAID)
     # When the refusal is recorded between the older fetch's read and its write
     ReadsBeforeWrites(
-        [table._client],
+        [table.client],
         [
-            lambda: table.mark_needs_reauth(stored, "refused", T2),
-            lambda: table.save_fetched_bills(account, [bill(account, "b1"), newer_bill], T1),
+            lambda: table.accounts.mark_needs_reauth(stored, "refused", T2),
+            lambda: table.bills.save_fetched_bills(account, [bill(account, "b1"), newer_bill], T1),
         ],
     ).run()
     # Then the bills it read are kept (with the summary), but the account still asks the user to act
@@ -196,10 +201,10 @@ def test_a_success_older_than_a_refusal_keeps_the_account_needing_the_user(api: 
 def test_a_refetch_of_unchanged_bills_writes_no_bill(api: Api, table: BillsTable, stack: Stack) -> None:
     account = linked_account(api, table)
     bills = [bill(account, "b1"), bill(account, "b2", issued_on=date(2026, 10, 1), status=BillStatus.UNPAID)]
-    table.save_fetched_bills(account, bills, T1)
+    table.bills.save_fetched_bills(account, bills, T1)
     before = [item for item in raw_items(stack) if item["SK"]["S"].startswith("BILL#")]
-    with dynamodb_requests(table._client) as sent:
-        changed = table.save_fetched_bills(account, bills, T2)
+    with dynamodb_requests(table.client) as sent:
+        changed = table.bills.save_fetched_bills(account, bills, T2)
     assert changed == 0
     assert [item for item in raw_items(stack) if item["SK"]["S"].startswith("BILL#")] == before
     # Reading what is held, then one conditional update of the account's refresh time: no transaction.
@@ -237,7 +242,7 @@ def test_a_corrected_statement_replaces_the_bill_and_the_totals(
 def test_equal_but_distinct_bills_are_never_merged(api: Api, table: BillsTable) -> None:
     account = linked_account(api, table)
     twins = [bill(account, "INV-1", "30.00"), bill(account, "INV-2", "30.00")]
-    table.save_fetched_bills(account, twins, T1)
+    table.bills.save_fetched_bills(account, twins, T1)
     bills, current = stored_state(table, account)
     assert sorted(bills) == ["INV-1", "INV-2"]
     assert current.summary.bill_count == 2
@@ -250,8 +255,8 @@ def test_a_large_change_keeps_every_transaction_within_the_limit_and_the_summary
     many = [
         bill(account, f"b{index:03}", issued_on=date(2023, 1, 1) + timedelta(days=9 * index)) for index in range(150)
     ]
-    with dynamodb_requests(table._client) as sent:
-        assert table.save_fetched_bills(account, many, T1) == 150
+    with dynamodb_requests(table.client) as sent:
+        assert table.bills.save_fetched_bills(account, many, T1) == 150
     transactions = [len(params["TransactItems"]) for name, params in sent if name == "TransactWriteItems"]
     assert transactions == [100, 52]  # 99 bills + the account, then 51 + the account
     assert_summary_matches_bills(table, account)
@@ -273,11 +278,11 @@ def test_deleting_an_account_with_150_bills_removes_everything_in_batches_of_25(
     many = [
         bill(account, f"b{index:03}", issued_on=date(2023, 1, 1) + timedelta(days=9 * index)) for index in range(150)
     ]
-    table.save_fetched_bills(account, many, T1)
+    table.bills.save_fetched_bills(account, many, T1)
     assert bill_count(stack, account.account_id) == 150
     # When the user deletes it
     # The table the delete function's route is given (its module builds none of its own).
-    with dynamodb_requests(bills_table()._client) as sent:
+    with dynamodb_requests(bills_table().client) as sent:
         status, body = api.delete_account(user_id, account.account_id)
     # Then it is gone with all its bills, its credentials and its link; deletes went 25 at a time
     assert (status, body) == (204, None)
@@ -303,19 +308,19 @@ def test_a_fetch_in_flight_cannot_bring_back_a_deleted_accounts_bills(
 ) -> None:
     # Given an account whose refresh is under way
     account = linked_account(api, table)
-    save = BillsTable.save_fetched_bills
+    save = Bills.save_fetched_bills
 
-    def delete_while_the_provider_answers(self: BillsTable, *args: Any) -> int:
+    def delete_while_the_provider_answers(self: Bills, *args: Any) -> int:
         assert api.delete_account(account.user_id, account.account_id)[0] == 204
         return save(self, *args)
 
-    monkeypatch.setattr(BillsTable, "save_fetched_bills", delete_while_the_provider_answers)
+    monkeypatch.setattr(Bills, "save_fetched_bills", delete_while_the_provider_answers)
     # When the account is deleted after the fetcher read it, before its bills are written
     result = api.refresh_all(account.user_id)
     # Then the fetch ends quietly (nothing to retry) and nothing of the account is left
     assert result == {"batchItemFailures": []}
     assert bill_count(stack, account.account_id) == 0
-    assert table.get_account(account.user_id, account.account_id) is None
+    assert table.accounts.get_account(account.user_id, account.account_id) is None
 
 
 def test_a_deletion_that_lands_between_a_fetchs_read_and_its_write_wins(
@@ -327,14 +332,14 @@ def test_a_deletion_that_lands_between_a_fetchs_read_and_its_write_wins(
 
     def save() -> None:
         try:
-            table.save_fetched_bills(account, [bill(account, "b1")], T1)
+            table.bills.save_fetched_bills(account, [bill(account, "b1")], T1)
             outcome.append("saved")
         except AccountGone:
             outcome.append("gone")
 
     ReadsBeforeWrites(
-        [table._client],
-        [lambda: table.begin_account_deletion(account.user_id, account.account_id, T2), save],
+        [table.client],
+        [lambda: table.account_deletions.begin_account_deletion(account.user_id, account.account_id, T2), save],
     ).run()
     # Then the fetch's transaction is refused (the account is being deleted) and it writes no bill
     assert outcome == ["gone"]
@@ -346,17 +351,17 @@ def test_a_deletion_racing_the_first_fetchs_identity_leaves_no_link_behind(
 ) -> None:
     # Given an account linked while its provider was down (its link guard still a pending one)
     account = linked_account(api, table)
-    stored = table.get_account(account.user_id, account.account_id)
+    stored = table.accounts.get_account(account.user_id, account.account_id)
     assert stored is not None
-    table.relink(stored, f"pending:{account.account_id}", "pending verification", T0)
-    pending = table.get_account(account.user_id, account.account_id)
+    table.accounts.relink(stored, f"pending:{account.account_id}", "pending verification", T0)
+    pending = table.accounts.get_account(account.user_id, account.account_id)
     assert pending is not None
     # When its first fetch confirms whose account it is between the deletion's read and its write
     ReadsBeforeWrites(
-        [table._client],
+        [table.client],
         [
-            lambda: table.relink(pending, "CW-REAL-1", "••••L-1", T1),
-            lambda: table.begin_account_deletion(account.user_id, account.account_id, T2),
+            lambda: table.accounts.relink(pending, "CW-REAL-1", "••••L-1", T1),
+            lambda: table.account_deletions.begin_account_deletion(account.user_id, account.account_id, T2),
         ],
     ).run()
     deletion.delete_account(table, account.user_id, account.account_id, T2)
@@ -374,21 +379,21 @@ def test_a_deletion_that_crashed_half_way_is_hidden_at_once_and_finished_later(
     many = [
         bill(account, f"b{index:03}", issued_on=date(2023, 1, 1) + timedelta(days=20 * index)) for index in range(60)
     ]
-    table.save_fetched_bills(account, many, T1)
-    delete_batch = BillsTable._delete_batch
+    table.bills.save_fetched_bills(account, many, T1)
+    delete_batch = Deletions._delete_batch
     calls = 0
 
-    def crash_after_one_batch(self: BillsTable, keys: list[dict[str, Any]]) -> None:
+    def crash_after_one_batch(self: Deletions, keys: list[dict[str, Any]]) -> None:
         nonlocal calls
         calls += 1
         if calls > 1:
             raise RuntimeError("the function ran out of time")
         delete_batch(self, keys)
 
-    monkeypatch.setattr(BillsTable, "_delete_batch", crash_after_one_batch)
+    monkeypatch.setattr(Deletions, "_delete_batch", crash_after_one_batch)
     status, body = api.delete_account(account.user_id, account.account_id)
     assert (status, body["code"]) == (500, "internal_error")
-    monkeypatch.setattr(BillsTable, "_delete_batch", delete_batch)
+    monkeypatch.setattr(Deletions, "_delete_batch", delete_batch)
     # Then the account is already gone from every read, its credentials destroyed
     assert api.accounts(account.user_id) == []
     status, page, _ = api.call(api.bills, "GET", "/bills", user_id=account.user_id)
@@ -405,20 +410,20 @@ def test_a_deletion_that_crashed_half_way_is_hidden_at_once_and_finished_later(
         assert outcome["deletions_finished"] == 1
     # Then nothing of it is left
     assert bill_count(stack, account.account_id) == 0
-    assert table.account_being_deleted(account.user_id, account.account_id) is None
+    assert table.account_deletions.account_being_deleted(account.user_id, account.account_id) is None
 
 
 def test_the_sweep_leaves_deletions_still_in_progress_alone(api: Api, table: BillsTable, clock: Clock) -> None:
     account = linked_account(api, table)
-    assert table.begin_account_deletion(account.user_id, account.account_id, clock.now) is not None
+    assert table.account_deletions.begin_account_deletion(account.user_id, account.account_id, clock.now) is not None
     outcome = api.planner.handler(scheduled_event(), LambdaContext())
     assert outcome["deletions_finished"] == 0
-    assert table.account_being_deleted(account.user_id, account.account_id) is not None
+    assert table.account_deletions.account_being_deleted(account.user_id, account.account_id) is not None
 
 
 # ------------------------------------------------------------------ reads
 def read_operations(api: Api, module: Any, path: str, user_id: str) -> list[str]:
-    client = module.bills_table()._client
+    client = module.bills_table().client
     with dynamodb_requests(client) as sent:
         status, body, _ = api.call(module, "GET", path, user_id=user_id)
     assert status == 200, body

@@ -29,7 +29,9 @@ def test_a_renewal_to_the_longest_tokens_keeps_the_rotated_refresh_token(
         assert (account["status"], account["last_error"]) == ("active", None)
     # Then the account stayed active: each renewal saved the refresh token it was issued, the one the
     # provider accepted the next time, and that 8 KB pair is what the table holds
-    stored = BillsTable(boto3.client("dynamodb"), stack.refs["BillsTable"]).get_account(user_id, linked["account_id"])
+    stored = BillsTable(boto3.client("dynamodb"), stack.refs["BillsTable"]).accounts.get_account(
+        user_id, linked["account_id"]
+    )
     assert stored is not None
     vault = CredentialVault(boto3.client("kms"), stack.refs["CredentialsKey"])
     tokens = vault.decrypt(user_id, linked["account_id"], stored.credentials_ciphertext)

@@ -243,7 +243,7 @@ def test_an_account_being_deleted_is_left_out(api: Api, stack: Stack) -> None:
     user_id = api.user()
     ids = link_and_fetch(api, user_id, {"gas": ("northgas", NORTHGAS), "broadband": ("fibrelink", FIBRELINK)})
     table = BillsTable(boto3.client("dynamodb"), stack.refs["BillsTable"])
-    assert table.begin_account_deletion(user_id, ids["broadband"], NOW) is not None
+    assert table.account_deletions.begin_account_deletion(user_id, ids["broadband"], NOW) is not None
     # When they ask for insights
     result = get_insights(api, user_id, months="3")
     # Then only the gas bills count

@@ -77,7 +77,7 @@ def due_accounts(api: Api, user_id: str, count: int, now: datetime) -> list[str]
             created_at=now - timedelta(days=1),
             next_refresh_at=now - timedelta(minutes=count - index),
         )
-        api.refresh.bills_table().create_account(account, f"cw-{account.account_id}", b"ciphertext")
+        api.refresh.bills_table().accounts.create_account(account, f"cw-{account.account_id}", b"ciphertext")
         accounts.append(account.account_id)
     return accounts
 
@@ -239,7 +239,7 @@ def test_a_link_racing_a_change_of_preference_takes_the_new_interval(api: Api, c
     switch = partial(change_profile, profiles, user_id, weekly, clock())
     linking = partial(api.link_clearwater, user_id)
     # When the switch (which reschedules the accounts it finds) is written before the new account
-    _, (status, account) = ReadsBeforeWrites([gated, api.link.bills_table()._client], [switch, linking]).run()
+    _, (status, account) = ReadsBeforeWrites([gated, api.link.bills_table().client], [switch, linking]).run()
     # Then the account is linked weekly all the same
     assert status == 201, account
     assert next_refresh_of(api, user_id, account["account_id"]) == ("weekly", clock.at(days=7))
@@ -291,7 +291,7 @@ def test_two_refreshes_at_the_same_moment_start_exactly_one(api: Api, clock: Clo
     account_id = link(api, user_id)
     # When two of their refresh requests have both read everything before either writes
     request = partial(refresh, api, user_id)
-    results = ReadsBeforeWrites([api.refresh.bills_table()._client], [request, request]).run()
+    results = ReadsBeforeWrites([api.refresh.bills_table().client], [request, request]).run()
     # Then one starts and the other is told to wait
     assert sorted(status for status, _, _ in results) == [202, 429]
     started = next(body for status, body, _ in results if status == 202)

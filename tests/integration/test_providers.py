@@ -378,31 +378,31 @@ def test_two_fetches_confirming_one_pending_account_leave_one_link(
     user_id = api.user()
     account_id = api.link_provider(user_id, "fibrelink", FIBRELINK)[1]["account_id"]
     store = table(api)
-    seen = store.get_account(user_id, account_id)
+    seen = store.accounts.get_account(user_id, account_id)
     assert seen is not None and seen.identity_pending
     identity = SandboxAccount.fibrelink("grace").account_number
     now = clock.now
     # When both confirm the same identity, the second learns it lost the race instead of a conflict
-    store.relink(seen, identity, "•••", now)
+    store.accounts.relink(seen, identity, "•••", now)
     with pytest.raises(ConcurrentUpdate):
-        store.relink(seen, identity, "•••", now)
+        store.accounts.relink(seen, identity, "•••", now)
     # And a repair racing with them for another identity cannot leave a second link behind
     with pytest.raises(ConcurrentUpdate):
-        store.relink(seen, "FL-99999999", "•••", now, b"ciphertext")
+        store.accounts.relink(seen, "FL-99999999", "•••", now, b"ciphertext")
     links = [item for item in raw_items(api.stack) if item["SK"]["S"].startswith("LINK#")]
     assert [link["account_id"]["S"] for link in links] == [account_id]
-    assert store.get_account(user_id, account_id).link_key == links[0]["SK"]["S"]  # type: ignore[union-attr]
+    assert store.accounts.get_account(user_id, account_id).link_key == links[0]["SK"]["S"]  # type: ignore[union-attr]
 
 
 def test_a_refusal_of_credentials_replaced_meanwhile_does_not_undo_a_repair(api: Api, clock: Clock) -> None:
     user_id = api.user()
     account_id = api.link_provider(user_id, "fibrelink", FIBRELINK)[1]["account_id"]
     store = table(api)
-    read_by_a_slow_fetch = store.get_account(user_id, account_id)
+    read_by_a_slow_fetch = store.accounts.get_account(user_id, account_id)
     assert read_by_a_slow_fetch is not None
     # The user repairs the account while the slow fetch is still waiting on its refused answer
     assert api.put_credentials(user_id, account_id, FIBRELINK)[0] == 200
-    assert store.mark_needs_reauth(read_by_a_slow_fetch, "refused", clock.now) is False
+    assert store.accounts.mark_needs_reauth(read_by_a_slow_fetch, "refused", clock.now) is False
     assert api.accounts(user_id)[0]["status"] == "active"
 
 
@@ -412,11 +412,11 @@ def test_a_failure_older_than_the_last_success_is_not_recorded(api: Api, clock: 
     started_before_the_success = clock.now
     clock.advance(seconds=1)
     assert api.refresh_all(user_id) == {"batchItemFailures": []}
-    [account] = table(api).list_accounts(user_id)
-    assert table(api).record_fetch_failure(account, "late 429", started_before_the_success) is False
+    [account] = table(api).accounts.list_accounts(user_id)
+    assert table(api).accounts.record_fetch_failure(account, "late 429", started_before_the_success) is False
     assert api.accounts(user_id)[0]["last_error"] is None
     clock.advance(seconds=1)
-    assert table(api).record_fetch_failure(account, "HTTP 503", clock.now) is True
+    assert table(api).accounts.record_fetch_failure(account, "HTTP 503", clock.now) is True
     assert api.accounts(user_id)[0]["last_error"] == "HTTP 503"
 
 
@@ -454,15 +454,15 @@ def test_a_resent_oauth_state_consumption_still_links_and_the_state_still_works_
     # Given a stored link request, and a client that resends each write as after a lost answer
     now = clock.now
     user_id = api.user()
-    table(api).put_oauth_state(
+    table(api).oauth_states.put_oauth_state(
         user_id, "nonce-1", {"user_id": user_id, "provider": "sparkgrid"}, now + timedelta(minutes=10)
     )
     resending = BillsTable(cast(Any, ResendingClient(boto3.client("dynamodb"))), api.stack.refs["BillsTable"])
     # When the callback consumes it through that client
-    link = resending.consume_oauth_state("nonce-1", now)
+    link = resending.oauth_states.consume_oauth_state("nonce-1", now)
     # Then the resend found its own mark: the link is there; and a second callback is refused
     assert link == {"user_id": user_id, "provider": "sparkgrid"}
-    assert table(api).consume_oauth_state("nonce-1", now) is None
+    assert table(api).oauth_states.consume_oauth_state("nonce-1", now) is None
 
 
 def test_an_oauth_state_is_not_an_access_token(api: Api, clock: Clock) -> None:

@@ -46,7 +46,7 @@ def linked_account(api: Api, table: BillsTable, email: str = "ada@example.com") 
     user_id = api.user(email)
     status, body = api.link_clearwater(user_id)
     assert status == 201, body
-    stored = table.get_account(user_id, body["account_id"])
+    stored = table.accounts.get_account(user_id, body["account_id"])
     assert stored is not None
     return stored.account
 
@@ -85,7 +85,7 @@ def test_pages_of_the_largest_bills_stay_under_the_response_budget_and_miss_none
     # Given a user holding 30 bills at the models' maximum size (about 300 KB of JSON each)
     account = linked_account(api, table)
     held = [largest_bill(account, number, date(2024, 1, 1) + timedelta(days=number)) for number in range(30)]
-    table.save_fetched_bills(account, held, clock())
+    table.bills.save_fetched_bills(account, held, clock())
     # When they page through everything with the largest page size
     seen: list[str] = []
     pages = 0
@@ -115,20 +115,20 @@ def test_a_fetch_of_many_of_the_largest_bills_is_saved_in_transactions_under_4_m
     account = linked_account(api, table)
     fetched = [largest_bill(account, number, date(2024, 1, 1) + timedelta(days=number)) for number in range(60)]
     # When it is saved (DynamoDB refuses a transaction of more than 4 MB, as the tests' checks do)
-    with dynamodb_requests(table._client) as sent:
-        assert table.save_fetched_bills(account, fetched, clock()) == 60
+    with dynamodb_requests(table.client) as sent:
+        assert table.bills.save_fetched_bills(account, fetched, clock()) == 60
     # Then it took several transactions (none refused), and every bill is stored once
     assert len([name for name, _ in sent if name == "TransactWriteItems"]) >= 2
-    stored = table.bills_of_account(account)
+    stored = table.bills.bills_of_account(account)
     assert sorted(bill.provider_bill_id for bill in stored) == [bill.provider_bill_id for bill in fetched]
-    current = table.get_account(account.user_id, account.account_id)
+    current = table.accounts.get_account(account.user_id, account.account_id)
     assert current is not None and current.account.summary.bill_count == 60
     # and the same fetch saved again changes nothing
     clock.advance(hours=1)
-    with dynamodb_requests(table._client) as again:
-        assert table.save_fetched_bills(account, fetched, clock()) == 0
+    with dynamodb_requests(table.client) as again:
+        assert table.bills.save_fetched_bills(account, fetched, clock()) == 0
     assert [name for name, _ in again if name == "TransactWriteItems"] == []
-    assert table.bills_of_account(account) == stored
+    assert table.bills.bills_of_account(account) == stored
 
 
 # ------------------------------------------------------------------ an account's open bills
@@ -154,9 +154,9 @@ def test_an_accounts_summary_lists_its_latest_open_bills_and_the_totals_count_ev
     # Given an account with as many unpaid bills as its summary lists, or one more
     account = linked_account(api, table)
     bills = [unpaid_bill(account, number) for number in range(OPEN_BILLS_LISTED + extra)]
-    table.save_fetched_bills(account, bills, clock())
+    table.bills.save_fetched_bills(account, bills, clock())
     # Then its summary lists the latest due of them, and keeps the earlier one only in sums
-    stored = table.get_account(account.user_id, account.account_id)
+    stored = table.accounts.get_account(account.user_id, account.account_id)
     assert stored is not None
     summary = stored.account.summary
     assert [bill.provider_bill_id for bill in summary.open_bills] == [bill.provider_bill_id for bill in bills[extra:]]
@@ -178,7 +178,7 @@ def fill_with_accounts(table: BillsTable, model: Account, count: int) -> None:
     """Links ``count`` more accounts like ``model`` straight through the store (each its own provider account)."""
     for number in range(count):
         account = model.model_copy(update={"account_id": f"{number:032x}"})
-        table.create_account(account, f"CW-FILL-{number}", b"ciphertext")
+        table.accounts.create_account(account, f"CW-FILL-{number}", b"ciphertext")
 
 
 def test_a_user_links_accounts_up_to_the_cap_and_again_after_deleting_one(api: Api, table: BillsTable) -> None:
@@ -191,12 +191,12 @@ def test_a_user_links_accounts_up_to_the_cap_and_again_after_deleting_one(api: A
     # and one more is refused, with the limit, and stores nothing
     status, body = api.link_clearwater(first.user_id, "cw_sandbox_one_too_many")
     assert (status, body["code"], body["details"]) == (409, "too_many_accounts", {"limit": MAX_ACCOUNTS_PER_USER})
-    assert len(table.list_accounts(first.user_id)) == MAX_ACCOUNTS_PER_USER
+    assert len(table.accounts.list_accounts(first.user_id)) == MAX_ACCOUNTS_PER_USER
     # After deleting one, that link succeeds
     assert api.delete_account(first.user_id, first.account_id)[0] == 204
     status, body = api.link_clearwater(first.user_id, "cw_sandbox_one_too_many")
     assert status == 201, body
-    assert len(table.list_accounts(first.user_id)) == MAX_ACCOUNTS_PER_USER
+    assert len(table.accounts.list_accounts(first.user_id)) == MAX_ACCOUNTS_PER_USER
 
 
 def test_a_profile_from_before_the_count_is_counted_at_its_next_link(api: Api, table: BillsTable, stack: Stack) -> None:
@@ -249,14 +249,14 @@ def test_paid_bills_past_48_months_are_pruned_at_the_next_fetch_and_unpaid_ones_
         kept_bill(account, "old-unpaid", first_kept - timedelta(days=730), BillStatus.UNPAID),
         kept_bill(account, "recent", clock.today() - timedelta(days=40)),
     ]
-    assert table.save_fetched_bills(account, fetched, clock.at(days=-31)) == 4
+    assert table.bills.save_fetched_bills(account, fetched, clock.at(days=-31)) == 4
     insights_before = insights_of(api, account.user_id)
     # When the provider lists the same bills at today's fetch
-    assert table.save_fetched_bills(account, fetched, clock()) == 1
+    assert table.bills.save_fetched_bills(account, fetched, clock()) == 1
     # Then only the paid bill past the 48 months is gone, and the summary counts what remains
-    remaining = sorted(table.bills_of_account(account), key=lambda bill: bill.provider_bill_id)
+    remaining = sorted(table.bills.bills_of_account(account), key=lambda bill: bill.provider_bill_id)
     assert [bill.provider_bill_id for bill in remaining] == ["inside", "old-unpaid", "recent"]
-    stored = table.get_account(account.user_id, account.account_id)
+    stored = table.accounts.get_account(account.user_id, account.account_id)
     assert stored is not None and stored.account.summary == AccountSummary.of(remaining)
     # and the bills API shows exactly those, still owing the old unpaid one, and insights are unchanged
     body = response_json(raw_bills_page(api, account.user_id))
@@ -266,10 +266,10 @@ def test_paid_bills_past_48_months_are_pruned_at_the_next_fetch_and_unpaid_ones_
     assert insights_of(api, account.user_id) == insights_before
     # and the next fetch listing it again (within the same day) neither adds it back nor writes anything
     clock.advance(seconds=30)
-    with dynamodb_requests(table._client) as sent:
-        assert table.save_fetched_bills(account, fetched, clock()) == 0
+    with dynamodb_requests(table.client) as sent:
+        assert table.bills.save_fetched_bills(account, fetched, clock()) == 0
     assert [name for name, _ in sent if name == "TransactWriteItems"] == []
-    assert table.bills_of_account(account) == remaining
+    assert table.bills.bills_of_account(account) == remaining
 
 
 def insights_of(api: Api, user_id: str) -> dict[str, Any]:

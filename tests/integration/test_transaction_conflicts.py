@@ -68,7 +68,7 @@ def linked(api: Api, table: BillsTable) -> Any:
     user_id = api.user()
     status, body = api.link_clearwater(user_id)
     assert status == 201, body
-    stored = table.get_account(user_id, body["account_id"])
+    stored = table.accounts.get_account(user_id, body["account_id"])
     assert stored is not None
     return stored
 
@@ -89,9 +89,9 @@ def test_renewed_credentials_that_met_a_transaction_are_stored_once_on_a_retry(
 ) -> None:
     stored = linked(api, table)
     conflicts = Conflicts(client, "UpdateItem", times=1)
-    assert table.save_renewed_credentials(stored, b"rotated") is True
+    assert table.accounts.save_renewed_credentials(stored, b"rotated") is True
     assert conflicts.calls == 2
-    current = table.get_account(stored.account.user_id, stored.account.account_id)
+    current = table.accounts.get_account(stored.account.user_id, stored.account.account_id)
     assert current is not None
     assert (current.credentials_ciphertext, current.credentials_version) == (b"rotated", stored.credentials_version + 1)
 
@@ -102,9 +102,9 @@ def test_renewed_credentials_that_keep_meeting_transactions_raise_concurrent_upd
     stored = linked(api, table)
     conflicts = Conflicts(client, "UpdateItem", times=CONFLICT_ATTEMPTS)
     with pytest.raises(ConcurrentUpdate):
-        table.save_renewed_credentials(stored, b"rotated")
+        table.accounts.save_renewed_credentials(stored, b"rotated")
     assert conflicts.calls == CONFLICT_ATTEMPTS
-    current = table.get_account(stored.account.user_id, stored.account.account_id)
+    current = table.accounts.get_account(stored.account.user_id, stored.account.account_id)
     assert current is not None and current.credentials_version == stored.credentials_version
 
 
@@ -114,16 +114,16 @@ def test_a_reschedule_that_met_a_transaction_lands_on_a_retry(
     stored = linked(api, table)
     account = stored.account
     Conflicts(client, "UpdateItem", times=1)
-    assert table.reschedule(account, now + timedelta(days=3), account.refresh_interval) is True
-    current = table.get_account(account.user_id, account.account_id)
+    assert table.schedule.reschedule(account, now + timedelta(days=3), account.refresh_interval) is True
+    current = table.accounts.get_account(account.user_id, account.account_id)
     assert current is not None and current.account.next_refresh_at == now + timedelta(days=3)
 
 
 def test_a_failed_condition_is_still_a_lost_race_and_not_retried(api: Api, table: BillsTable, client: Any) -> None:
     stored = linked(api, table)
-    assert table.save_renewed_credentials(stored, b"first") is True
+    assert table.accounts.save_renewed_credentials(stored, b"first") is True
     conflicts = Conflicts(client, "UpdateItem", times=0)
-    assert table.save_renewed_credentials(stored, b"stale") is False
+    assert table.accounts.save_renewed_credentials(stored, b"stale") is False
     assert conflicts.calls == 1
 
 
@@ -133,10 +133,10 @@ def test_a_manual_refresh_that_met_a_transaction_starts_once_on_a_retry(
 ) -> None:
     user_id = api.user()
     conflicts = Conflicts(client, "UpdateItem", times=1)
-    assert table.start_manual_refresh(user_id, now, timedelta(minutes=5)) is None
+    assert table.users.start_manual_refresh(user_id, now, timedelta(minutes=5)) is None
     assert conflicts.calls == 2
     # It was recorded: a second one at once is refused with the time of the first.
-    assert table.start_manual_refresh(user_id, now, timedelta(minutes=5)) == now
+    assert table.users.start_manual_refresh(user_id, now, timedelta(minutes=5)) == now
 
 
 def test_a_manual_refresh_that_keeps_meeting_transactions_raises_concurrent_update(
@@ -145,9 +145,9 @@ def test_a_manual_refresh_that_keeps_meeting_transactions_raises_concurrent_upda
     user_id = api.user()
     conflicts = Conflicts(client, "UpdateItem", times=CONFLICT_ATTEMPTS)
     with pytest.raises(ConcurrentUpdate):
-        table.start_manual_refresh(user_id, now, timedelta(minutes=5))
+        table.users.start_manual_refresh(user_id, now, timedelta(minutes=5))
     assert conflicts.calls == CONFLICT_ATTEMPTS
-    assert table.start_manual_refresh(user_id, now, timedelta(minutes=5)) is None  # nothing was recorded
+    assert table.users.start_manual_refresh(user_id, now, timedelta(minutes=5)) is None  # nothing was recorded
 
 
 # ------------------------------------------------------------------ linking
@@ -159,9 +159,9 @@ def test_a_link_that_met_a_transaction_is_stored_once_on_a_retry(api: Api, table
     stored = linked(api, table)
     account = another_account(stored)
     conflicts = Conflicts(client, "TransactWriteItems", times=1)
-    table.create_account(account, "CW-00000002", b"ciphertext")
+    table.accounts.create_account(account, "CW-00000002", b"ciphertext")
     assert conflicts.calls == 2
-    assert table.get_account(account.user_id, account.account_id) is not None
+    assert table.accounts.get_account(account.user_id, account.account_id) is not None
     assert len(links_of(client, api, account.user_id)) == 2
 
 
@@ -172,9 +172,9 @@ def test_a_link_that_keeps_meeting_transactions_raises_concurrent_update(
     account = another_account(stored)
     conflicts = Conflicts(client, "TransactWriteItems", times=CONFLICT_ATTEMPTS)
     with pytest.raises(ConcurrentUpdate):
-        table.create_account(account, "CW-00000002", b"ciphertext")
+        table.accounts.create_account(account, "CW-00000002", b"ciphertext")
     assert conflicts.calls == CONFLICT_ATTEMPTS
-    assert table.get_account(account.user_id, account.account_id) is None
+    assert table.accounts.get_account(account.user_id, account.account_id) is None
     assert len(links_of(client, api, account.user_id)) == 1
 
 
@@ -186,7 +186,7 @@ def test_a_cancellation_naming_a_failed_condition_is_not_retried_as_a_conflict(
         client, "TransactWriteItems", times=1, reasons=["ConditionalCheckFailed", "None", "TransactionConflict"]
     )
     with pytest.raises(Conflict):
-        table.create_account(another_account(stored), "CW-00000002", b"ciphertext")
+        table.accounts.create_account(another_account(stored), "CW-00000002", b"ciphertext")
     assert conflicts.calls == 1
 
 
@@ -196,9 +196,9 @@ def test_a_relink_that_met_a_transaction_moves_the_link_once_on_a_retry(
     stored = linked(api, table)
     account = stored.account
     conflicts = Conflicts(client, "TransactWriteItems", times=1)
-    table.relink(stored, "CW-00000009", "•••", now, b"repaired")
+    table.accounts.relink(stored, "CW-00000009", "•••", now, b"repaired")
     assert conflicts.calls == 2
-    current = table.get_account(account.user_id, account.account_id)
+    current = table.accounts.get_account(account.user_id, account.account_id)
     assert current is not None
     assert current.link_key == link_sk(account.provider, "CW-00000009")
     assert (current.credentials_ciphertext, current.credentials_version) == (
@@ -215,9 +215,9 @@ def test_a_relink_that_keeps_meeting_transactions_raises_concurrent_update(
     account = stored.account
     conflicts = Conflicts(client, "TransactWriteItems", times=CONFLICT_ATTEMPTS)
     with pytest.raises(ConcurrentUpdate):
-        table.relink(stored, "CW-00000009", "•••", now, b"repaired")
+        table.accounts.relink(stored, "CW-00000009", "•••", now, b"repaired")
     assert conflicts.calls == CONFLICT_ATTEMPTS
-    current = table.get_account(account.user_id, account.account_id)
+    current = table.accounts.get_account(account.user_id, account.account_id)
     assert current is not None
     assert (current.link_key, current.credentials_version) == (stored.link_key, stored.credentials_version)
 
@@ -229,12 +229,12 @@ def test_a_user_whose_creation_met_a_transaction_is_created_once_on_a_retry(
     conflicts = Conflicts(client, "TransactWriteItems", times=1)
     user = User(user_id="u-retried", email="retried@example.com", created_at=now)
     # When the user is created, Then it was sent again and stored once, under its email
-    table.create_user(user, "hash")
+    table.users.create_user(user, "hash")
     assert conflicts.calls == 2
-    assert table.user_id_for_email("retried@example.com") == "u-retried"
+    assert table.users.user_id_for_email("retried@example.com") == "u-retried"
     # and an email taken is still a conflict for the caller, not a retry
     with pytest.raises(Conflict):
-        table.create_user(user, "hash")
+        table.users.create_user(user, "hash")
     assert conflicts.calls == 3
 
 
@@ -244,14 +244,14 @@ def test_a_link_in_progress_is_stored_and_redeemed_once_through_conflicts(
     # Given a user starting an OAuth link, its state's transaction first cancelled for a conflict
     user_id = api.user()
     stored = Conflicts(client, "TransactWriteItems", times=1)
-    table.put_oauth_state(user_id, "nonce-1", {"provider": "sparkgrid"}, now + timedelta(minutes=10))
+    table.oauth_states.put_oauth_state(user_id, "nonce-1", {"provider": "sparkgrid"}, now + timedelta(minutes=10))
     assert stored.calls == 2
     # When the callback redeems it and its write first meets a transaction in flight
     redeemed = Conflicts(client, "UpdateItem", times=2)
     # Then the link comes back once, and only once
-    assert table.consume_oauth_state("nonce-1", now) == {"provider": "sparkgrid"}
+    assert table.oauth_states.consume_oauth_state("nonce-1", now) == {"provider": "sparkgrid"}
     assert redeemed.calls == 3
-    assert table.consume_oauth_state("nonce-1", now) is None
+    assert table.oauth_states.consume_oauth_state("nonce-1", now) is None
 
 
 def test_preferences_that_keep_meeting_transactions_raise_concurrent_update(
@@ -260,8 +260,8 @@ def test_preferences_that_keep_meeting_transactions_raise_concurrent_update(
     user_id = api.user()
     conflicts = Conflicts(client, "UpdateItem", times=CONFLICT_ATTEMPTS)
     with pytest.raises(ConcurrentUpdate):
-        table.update_preferences(user_id, Preferences(due_soon_days=3))
+        table.users.update_preferences(user_id, Preferences(due_soon_days=3))
     assert conflicts.calls == CONFLICT_ATTEMPTS
-    assert table.preferences(user_id).due_soon_days == 7  # nothing was written
-    table.update_preferences(user_id, Preferences(due_soon_days=3))
-    assert table.preferences(user_id).due_soon_days == 3
+    assert table.users.preferences(user_id).due_soon_days == 7  # nothing was written
+    table.users.update_preferences(user_id, Preferences(due_soon_days=3))
+    assert table.users.preferences(user_id).due_soon_days == 3

@@ -16,6 +16,8 @@ import pytest
 from billhub.errors import NotFound
 from billhub.models import Account, AccountStatus
 from billhub.store import BillsTable, ConcurrentUpdate
+from billhub.store.bills import Bills
+from billhub.store.deletions import Deletions
 from localcloud.provision import Stack
 from tests.conftest import Clock
 from tests.events import authorizer_event, scheduled_event
@@ -166,7 +168,7 @@ def test_delete_me_removes_the_user_and_everything_of_theirs_and_nothing_else(ap
     token = token_of(api, EMAIL)
     assert authorized(api, token)
     # When they delete themselves, typing their password again
-    with dynamodb_requests(api.auth.bills_table()._client) as sent:
+    with dynamodb_requests(api.auth.bills_table().client) as sent:
         assert api.delete_me(leaver.user_id) == (204, None)
     # Then nothing of theirs is left, and nobody else's item changed
     assert items_of(stack, leaver.user_id, EMAIL) == []
@@ -232,20 +234,20 @@ def test_a_user_deletion_that_crashed_half_way_is_finished_by_a_retry_or_the_swe
     stayer(api)
     others = everyone_else(stack, leaver.user_id, EMAIL)
     token = token_of(api, EMAIL)
-    delete_batch = BillsTable._delete_batch
+    delete_batch = Deletions._delete_batch
     calls = 0
 
-    def crash_after_two_batches(self: BillsTable, keys: list[dict[str, Any]]) -> None:
+    def crash_after_two_batches(self: Deletions, keys: list[dict[str, Any]]) -> None:
         nonlocal calls
         calls += 1
         if calls > 2:
             raise RuntimeError("the function ran out of time")
         delete_batch(self, keys)
 
-    monkeypatch.setattr(BillsTable, "_delete_batch", crash_after_two_batches)
+    monkeypatch.setattr(Deletions, "_delete_batch", crash_after_two_batches)
     status, body = api.delete_me(leaver.user_id)
     assert (status, body["code"]) == (500, "internal_error")
-    monkeypatch.setattr(BillsTable, "_delete_batch", delete_batch)
+    monkeypatch.setattr(Deletions, "_delete_batch", delete_batch)
     # Then some bills are gone, not all; every account is hidden, its credentials destroyed
     held = items_of(stack, leaver.user_id, EMAIL)
     assert kinds(held)["BILL"] == 3 * BILLS_PER_ACCOUNT
@@ -288,13 +290,13 @@ def test_a_fetch_in_flight_cannot_bring_back_a_deleted_users_bills(
     assert api.link_clearwater(user_id, "cw_sandbox_in_flight")[0] == 201
     stayer(api)
     others = everyone_else(stack, user_id, EMAIL)
-    save = BillsTable.save_fetched_bills
+    save = Bills.save_fetched_bills
 
-    def delete_while_the_provider_answers(self: BillsTable, *args: Any) -> int:
+    def delete_while_the_provider_answers(self: Bills, *args: Any) -> int:
         assert api.delete_me(user_id) == (204, None)
         return save(self, *args)
 
-    monkeypatch.setattr(BillsTable, "save_fetched_bills", delete_while_the_provider_answers)
+    monkeypatch.setattr(Bills, "save_fetched_bills", delete_while_the_provider_answers)
     # When the user deletes themselves after the fetcher read the account, before its bills are written
     result = api.refresh_all(user_id)
     # Then the fetch ends quietly (nothing to retry), writing neither bills nor its job's result
@@ -307,8 +309,8 @@ def test_nothing_new_is_linked_to_a_user_whose_deletion_began(api: Api, table: B
     # Given a link that read the user's preferences before their deletion began
     user_id = api.user(EMAIL)
     now = clock.now
-    interval = table.preferred_refresh_interval(user_id)
-    table.begin_user_deletion(user_id, now)
+    interval = table.users.preferred_refresh_interval(user_id)
+    table.user_deletions.begin_user_deletion(user_id, now)
     account = Account(
         account_id="a" * 32,
         user_id=user_id,
@@ -322,9 +324,9 @@ def test_nothing_new_is_linked_to_a_user_whose_deletion_began(api: Api, table: B
     # Then its write is refused (the deletion lists accounts after marking the profile, so an account
     # is either in that list or never stored), and so is a new OAuth2 state, or a read of preferences
     with pytest.raises(ConcurrentUpdate):
-        table.create_account(account, "CW-0042", b"ciphertext")
+        table.accounts.create_account(account, "CW-0042", b"ciphertext")
     with pytest.raises(NotFound):
-        table.put_oauth_state(user_id, "nonce", {"user_id": user_id, "provider": "sparkgrid"}, now)
+        table.oauth_states.put_oauth_state(user_id, "nonce", {"user_id": user_id, "provider": "sparkgrid"}, now)
     with pytest.raises(NotFound):
-        table.preferred_refresh_interval(user_id)
-    assert table.list_accounts(user_id) == []
+        table.users.preferred_refresh_interval(user_id)
+    assert table.accounts.list_accounts(user_id) == []

@@ -20,7 +20,8 @@ from billhub.providers.base import CredentialField, LinkedIdentity, ProviderAdap
 from billhub.providers.errors import ProviderAuthRejected, ProviderError
 from billhub.queue import EnqueueFailed, FetchQueue
 from billhub.refresh import fetch_now
-from billhub.store import BillsTable, ConcurrentUpdate, StoredAccount
+from billhub.store import ConcurrentUpdate, StoredAccount
+from billhub.store.protocols import Repositories
 
 if TYPE_CHECKING:
     # The caller builds these (with httpx) only on the routes that call a provider.
@@ -133,7 +134,7 @@ def list_providers() -> ProviderList:
 
 
 async def link_account(
-    store: BillsTable,
+    store: Repositories,
     queue: FetchQueue,
     vault: CredentialVault,
     connector: ProviderConnector,
@@ -148,7 +149,7 @@ async def link_account(
 
 
 async def replace_credentials(
-    store: BillsTable,
+    store: Repositories,
     queue: FetchQueue,
     vault: CredentialVault,
     connector: ProviderConnector,
@@ -165,7 +166,7 @@ async def replace_credentials(
 
 
 def start_oauth(
-    store: BillsTable,
+    store: Repositories,
     states: OAuthStates,
     directory: ProviderDirectory,
     link: PendingLink,
@@ -187,7 +188,7 @@ def start_oauth(
 
 
 async def complete_oauth(
-    store: BillsTable,
+    store: Repositories,
     queue: FetchQueue,
     vault: CredentialVault,
     states: OAuthStates,
@@ -235,7 +236,7 @@ async def _verify(adapter: ProviderAdapter, connector: ProviderConnector, sessio
 
 
 async def _link_new(
-    store: BillsTable,
+    store: Repositories,
     queue: FetchQueue,
     vault: CredentialVault,
     connector: ProviderConnector,
@@ -272,9 +273,9 @@ async def _link_new(
     external_id = identity.external_id if identity else f"pending:{account.account_id}"
     # A re-read after a lost conditional write, not a retry with backoff (so no tenacity policy).
     for _ in range(2):  # once more if the user changed their refresh interval while this was linking
-        account = account.model_copy(update={"refresh_interval": store.preferred_refresh_interval(user_id)})
+        account = account.model_copy(update={"refresh_interval": store.users.preferred_refresh_interval(user_id)})
         try:
-            store.create_account(account, external_id, ciphertext, identity_pending=identity is None)
+            store.accounts.create_account(account, external_id, ciphertext, identity_pending=identity is None)
         except ConcurrentUpdate:
             continue
         _enqueue_first_fetch(store, queue, account, now)
@@ -283,7 +284,7 @@ async def _link_new(
 
 
 async def _repair(
-    store: BillsTable,
+    store: Repositories,
     queue: FetchQueue,
     vault: CredentialVault,
     connector: ProviderConnector,
@@ -314,7 +315,7 @@ async def _repair(
                 f"than the one linked here ({stored.account.external_ref}); link it as a new account instead."
             )
         try:
-            store.relink(stored, identity.external_id, identity.masked, now, ciphertext)
+            store.accounts.relink(stored, identity.external_id, identity.masked, now, ciphertext)
         except Conflict as error:
             raise DifferentProviderAccount(
                 f"This {adapter.display_name} account ({identity.masked}) is already linked as another account."
@@ -328,7 +329,7 @@ async def _repair(
     raise Conflict("The account changed while it was being repaired; try again.")
 
 
-def _enqueue_first_fetch(store: BillsTable, queue: FetchQueue, account: Account, now: datetime) -> None:
+def _enqueue_first_fetch(store: Repositories, queue: FetchQueue, account: Account, now: datetime) -> None:
     """Fetches a newly linked or repaired account's bills now rather than at the next schedule.
 
     The link stands even if this fails: the account is due now, so the schedule's next run fetches it.
@@ -342,8 +343,8 @@ def _enqueue_first_fetch(store: BillsTable, queue: FetchQueue, account: Account,
         )
 
 
-def _own_account(store: BillsTable, user_id: str, account_id: str) -> StoredAccount:
-    stored = store.get_account(user_id, account_id)
+def _own_account(store: Repositories, user_id: str, account_id: str) -> StoredAccount:
+    stored = store.accounts.get_account(user_id, account_id)
     if stored is None or stored.account.status is AccountStatus.DELETING:
         # Someone else's account is indistinguishable from one that does not exist.
         raise NotFound("No such account.")
@@ -358,6 +359,7 @@ def _authorization_code_grant(adapter: ProviderAdapter) -> AuthorizationCodeGran
     return adapter.auth
 
 
-def list_accounts(store: BillsTable, user_id: str) -> AccountList:
-    accounts = [account for account in store.list_accounts(user_id) if account.status is not AccountStatus.DELETING]
+def list_accounts(store: Repositories, user_id: str) -> AccountList:
+    listed = store.accounts.list_accounts(user_id)
+    accounts = [account for account in listed if account.status is not AccountStatus.DELETING]
     return AccountList(accounts=[AccountView.of(account) for account in accounts])

@@ -28,7 +28,8 @@ from billhub.models import (
     bill_id_of,
 )
 from billhub.money import format_amount, totals_by_currency
-from billhub.store import BillQuery, BillsTable
+from billhub.store import BillQuery
+from billhub.store.protocols import Repositories
 
 # Data is stale once two of its account's refresh intervals have passed without a success.
 STALE_AFTER_INTERVALS = 2
@@ -258,7 +259,7 @@ def _totals(entries: list[tuple[Account, OpenBill]], earlier: list[EarlierOpenBi
 
 
 def read_bills(
-    store: BillsTable, user_id: str, filters: BillFilters, now: datetime, provider: str | None = None
+    store: Repositories, user_id: str, filters: BillFilters, now: datetime, provider: str | None = None
 ) -> BillsPage:
     """``GET /bills`` (or ``/bills/{provider}``): three requests whatever the number of accounts — the
     profile, the accounts (one Query) and one page of bills (one Query on the issue-date index).
@@ -267,8 +268,8 @@ def read_bills(
     linked is ``NotFound``. Accounts being deleted are hidden, and so are their remaining bills.
     """
     adapter = provider_entry(provider) if provider is not None else None
-    preferences = store.preferences(user_id)
-    accounts = store.list_accounts(user_id)
+    preferences = store.users.preferences(user_id)
+    accounts = store.accounts.list_accounts(user_id)
     hidden = frozenset(account.account_id for account in accounts if account.status is AccountStatus.DELETING)
     shown = [
         account
@@ -277,7 +278,7 @@ def read_bills(
     ]
     if adapter is not None and not shown:
         raise NotFound(f"You have no linked {adapter.display_name} account.")
-    bills, next_cursor = store.bills_page(
+    bills, next_cursor = store.bills.bills_page(
         user_id,
         BillQuery(
             today=now.date(),
@@ -295,7 +296,8 @@ def read_bills(
     if taken == len(bills):
         return page
     # The rest waits for the next page, which starts right after the last bill shown.
-    return page.model_copy(update={"bills": page.bills[:taken], "next_cursor": store.cursor_after(bills[taken - 1])})
+    next_cursor = store.bills.cursor_after(bills[taken - 1])
+    return page.model_copy(update={"bills": page.bills[:taken], "next_cursor": next_cursor})
 
 
 def _bills_within_budget(page: BillsPage) -> int:

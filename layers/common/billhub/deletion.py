@@ -19,7 +19,8 @@ from aws_lambda_powertools import Logger
 
 from billhub.errors import Conflict, NotFound, ServiceError
 from billhub.models import Account, User
-from billhub.store import BillsLeftBehind, BillsTable, ConcurrentUpdate
+from billhub.store import BillsLeftBehind, ConcurrentUpdate
+from billhub.store.protocols import Repositories
 
 logger = Logger(child=True)
 
@@ -34,14 +35,14 @@ class DeletionUnfinished(ServiceError):
     code = "deletion_unfinished"
 
 
-def delete_account(store: BillsTable, user_id: str, account_id: str, now: datetime) -> None:
+def delete_account(store: Repositories, user_id: str, account_id: str, now: datetime) -> None:
     """Deletes the caller's account. Deleting again is fine; someone else's account is ``NotFound``."""
     try:
-        account = store.begin_account_deletion(user_id, account_id, now)
+        account = store.account_deletions.begin_account_deletion(user_id, account_id, now)
     except ConcurrentUpdate as error:
         raise Conflict("The account kept changing while it was being deleted; try again.") from error
     if account is None:
-        if store.was_deleted(user_id, account_id):
+        if store.account_deletions.was_deleted(user_id, account_id):
             return
         raise NotFound("No such account.")
     try:
@@ -52,33 +53,33 @@ def delete_account(store: BillsTable, user_id: str, account_id: str, now: dateti
         logger.warning("account deletion left for the sweep", extra={"account_id": account_id})
 
 
-def finish_abandoned_deletions(store: BillsTable, now: datetime) -> int:
+def finish_abandoned_deletions(store: Repositories, now: datetime) -> int:
     """Finishes deletions that started over ``ABANDONED_AFTER`` ago and never completed; returns how many."""
     finished = 0
-    for user_id, account_id in store.unfinished_deletions(now - ABANDONED_AFTER):
-        account = store.account_being_deleted(user_id, account_id)
+    for user_id, account_id in store.account_deletions.unfinished_deletions(now - ABANDONED_AFTER):
+        account = store.account_deletions.account_being_deleted(user_id, account_id)
         if account is not None:
             _finish(store, account, now)
             finished += 1
     return finished
 
 
-def _finish(store: BillsTable, account: Account, now: datetime) -> None:
-    removed = store.remove_account_bills(account)
-    store.finish_account_deletion(account, now)
+def _finish(store: Repositories, account: Account, now: datetime) -> None:
+    removed = store.account_deletions.remove_account_bills(account)
+    store.account_deletions.finish_account_deletion(account, now)
     logger.info(
         "account deleted", extra={"account_id": account.account_id, "provider": account.provider, "bills": removed}
     )
 
 
-def delete_user(store: BillsTable, user: User, now: datetime) -> None:
+def delete_user(store: Repositories, user: User, now: datetime) -> None:
     """Deletes the user and everything of theirs; repeating it finishes a deletion that stopped half-way.
 
     Returns only when nothing of theirs is left: a deletion that keeps meeting throttling or concurrent
     writes raises ``DeletionUnfinished`` (everything of theirs already hidden, the rest left to a retry
     or the planner's sweep), rather than let the caller believe their tokens are dead already.
     """
-    store.begin_user_deletion(user.user_id, now)
+    store.user_deletions.begin_user_deletion(user.user_id, now)
     try:
         _finish_user(store, user, now)
     except (BillsLeftBehind, ConcurrentUpdate) as error:
@@ -90,12 +91,12 @@ def delete_user(store: BillsTable, user: User, now: datetime) -> None:
         ) from error
 
 
-def finish_abandoned_user_deletions(store: BillsTable, now: datetime) -> int:
+def finish_abandoned_user_deletions(store: Repositories, now: datetime) -> int:
     """Finishes user deletions that started over ``ABANDONED_AFTER`` ago and never completed; returns how
     many. One that cannot finish now is left for the next run, and the others still go ahead."""
     finished = 0
-    for user_id in store.unfinished_user_deletions(now - ABANDONED_AFTER):
-        user = store.user_being_deleted(user_id)
+    for user_id in store.user_deletions.unfinished_user_deletions(now - ABANDONED_AFTER):
+        user = store.user_deletions.user_being_deleted(user_id)
         if user is None:
             continue
         try:
@@ -107,15 +108,15 @@ def finish_abandoned_user_deletions(store: BillsTable, now: datetime) -> int:
     return finished
 
 
-def _finish_user(store: BillsTable, user: User, now: datetime) -> None:
+def _finish_user(store: Repositories, user: User, now: datetime) -> None:
     # Every account hidden and its credentials destroyed first, then the bills, account by account.
     accounts = [
-        store.begin_account_deletion(user.user_id, account.account_id, now)
-        for account in store.list_accounts(user.user_id)
+        store.account_deletions.begin_account_deletion(user.user_id, account.account_id, now)
+        for account in store.accounts.list_accounts(user.user_id)
     ]
     for account in accounts:
         if account is not None:
             _finish(store, account, now)
-    removed = store.remove_user_items(user.user_id, user.email)
-    store.finish_user_deletion(user.user_id, user.email)
+    removed = store.user_deletions.remove_user_items(user.user_id, user.email)
+    store.user_deletions.finish_user_deletion(user.user_id, user.email)
     logger.info("user deleted", extra={"user_id": user.user_id, "accounts": len(accounts), "other_items": removed})

@@ -33,7 +33,8 @@ from billhub.metrics import FetchMetrics
 from billhub.models import Account, FetchRequest, JobAccountResult
 from billhub.providers.base import ProviderAdapter
 from billhub.providers.session import ProviderSession
-from billhub.store import AccountGone, BillsTable, StoredAccount
+from billhub.store import AccountGone, StoredAccount
+from billhub.store.protocols import Repositories
 
 logger = Logger(child=True)
 
@@ -55,14 +56,14 @@ def off_loop[**Params, Result](call: Callable[Params, Result]) -> Callable[Param
 class AsyncStore:
     """The bills table's calls a fetch makes, each awaited off the event loop."""
 
-    def __init__(self, store: BillsTable) -> None:
-        self.get_account = off_loop(store.get_account)
-        self.save_renewed_credentials = off_loop(store.save_renewed_credentials)
-        self.relink = off_loop(store.relink)
-        self.save_fetched_bills = off_loop(store.save_fetched_bills)
-        self.record_fetch_failure = off_loop(store.record_fetch_failure)
-        self.mark_needs_reauth = off_loop(store.mark_needs_reauth)
-        self.record_job_result = off_loop(store.record_job_result)
+    def __init__(self, store: Repositories) -> None:
+        self.get_account = off_loop(store.accounts.get_account)
+        self.save_renewed_credentials = off_loop(store.accounts.save_renewed_credentials)
+        self.relink = off_loop(store.accounts.relink)
+        self.save_fetched_bills = off_loop(store.bills.save_fetched_bills)
+        self.record_fetch_failure = off_loop(store.accounts.record_fetch_failure)
+        self.mark_needs_reauth = off_loop(store.accounts.mark_needs_reauth)
+        self.record_job_result = off_loop(store.jobs.record_job_result)
 
 
 @dataclass(frozen=True)

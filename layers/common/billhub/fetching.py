@@ -24,7 +24,8 @@ from billhub.models import AccountStatus, Bill, FetchRequest
 from billhub.providers import REGISTRY
 from billhub.providers.base import ProviderAdapter
 from billhub.providers.session import ProviderConnector, ProviderSession
-from billhub.store import BillsTable, ConcurrentUpdate, StoredAccount
+from billhub.store import ConcurrentUpdate, StoredAccount
+from billhub.store.protocols import Repositories
 
 __all__ = ["DuplicateLink", "FetchFailed", "FetchResult", "Fetcher", "Safeguards", "alert_when_a_circuit_opens"]
 
@@ -76,7 +77,7 @@ class _CredentialsKeeper:
 class Fetcher:
     def __init__(
         self,
-        store: BillsTable,
+        store: Repositories,
         vault: CredentialVault,
         connector: ProviderConnector,
         max_receive_count: int,

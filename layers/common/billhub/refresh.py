@@ -26,8 +26,8 @@ from billhub.models import (
     ResourceId,
 )
 from billhub.queue import SQS_BATCH_LIMIT, EnqueueFailed, FetchQueue
-from billhub.store import BillsTable, DueRefresh
-from billhub.store.protocols import RefreshJobStore, RefreshScheduleStore
+from billhub.store import DueRefresh
+from billhub.store.protocols import RefreshJobStore, RefreshScheduleStore, Repositories
 
 # Attempts at rescheduling one account that planners or refreshes keep changing under us.
 RESCHEDULE_ATTEMPTS = 3
@@ -83,7 +83,7 @@ class RefreshTooSoon(ServiceError):
 
 
 def start_refresh(
-    store: BillsTable,
+    store: Repositories,
     queue: FetchQueue,
     user_id: str,
     request: RefreshRequest,
@@ -97,7 +97,7 @@ def start_refresh(
     """
     accounts = {
         account.account_id: account
-        for account in store.list_accounts(user_id)
+        for account in store.accounts.list_accounts(user_id)
         if account.status is not AccountStatus.DELETING
     }
     if request.account_ids is not None:
@@ -117,19 +117,19 @@ def start_refresh(
     for aid in chosen:
         if accounts[aid].status is AccountStatus.NEEDS_REAUTH:
             job.results[aid] = JobAccountResult(status="failed", error="The account needs to be linked again.")
-    store.create_job(job)
+    store.jobs.create_job(job)
     try:
         fetch_now(store, queue, [accounts[aid] for aid in chosen if aid not in job.results], "manual", now, job.job_id)
     except EnqueueFailed:
         # The refresh did not really start, so the user may try again at once rather than wait.
         if throttled:
-            store.forget_manual_refresh(user_id, now)
+            store.users.forget_manual_refresh(user_id, now)
         raise
     return RefreshStarted(job_id=job.job_id, accounts=chosen)
 
 
-def _take_refresh_turn(store: BillsTable, user_id: str, now: datetime, min_interval: timedelta) -> None:
-    previous = store.start_manual_refresh(user_id, now, min_interval)
+def _take_refresh_turn(store: Repositories, user_id: str, now: datetime, min_interval: timedelta) -> None:
+    previous = store.users.start_manual_refresh(user_id, now, min_interval)
     if previous is None:
         return
     allowed_at = previous + min_interval
@@ -143,7 +143,7 @@ def _take_refresh_turn(store: BillsTable, user_id: str, now: datetime, min_inter
 
 
 def fetch_now(
-    store: BillsTable,
+    store: Repositories,
     queue: FetchQueue,
     accounts: Sequence[Account],
     reason: Literal["link", "manual"],
@@ -164,11 +164,11 @@ def fetch_now(
         ]
     )
     for account in accounts:
-        store.reschedule(account, now + REFRESH_PERIODS[account.refresh_interval], account.refresh_interval)
+        store.schedule.reschedule(account, now + REFRESH_PERIODS[account.refresh_interval], account.refresh_interval)
 
 
-def job_status(store: RefreshJobStore, user_id: str, job_id: str) -> JobStatus:
-    job = store.get_job(user_id, job_id)
+def job_status(jobs: RefreshJobStore, user_id: str, job_id: str) -> JobStatus:
+    job = jobs.get_job(user_id, job_id)
     if job is None:
         raise NotFound("No such refresh job.")
     return JobStatus.of(job)
@@ -184,7 +184,7 @@ class PlannerRun:
 
 
 def plan_due_refreshes(
-    store: BillsTable,
+    store: Repositories,
     queue: FetchQueue,
     now: datetime,
     time_limit: timedelta | None = None,
@@ -208,14 +208,14 @@ def plan_due_refreshes(
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="planner") as pool:
         running: set[Future[int]] = set()
         try:
-            for batch in itertools.batched(store.due_refreshes(now), SQS_BATCH_LIMIT, strict=False):
+            for batch in itertools.batched(store.schedule.due_refreshes(now), SQS_BATCH_LIMIT, strict=False):
                 if deadline is not None and clock() >= deadline:
                     finished = False
                     break
                 if len(running) >= concurrency:
                     done, running = wait(running, return_when=FIRST_COMPLETED)
                     planned += sum(future.result() for future in done)
-                running.add(pool.submit(_plan_batch, store, queue, batch, now))
+                running.add(pool.submit(_plan_batch, store.schedule, queue, batch, now))
         finally:
             # The batches under way finish (sent, or released) before the planner returns or raises.
             done, _ = wait(running)
@@ -223,7 +223,7 @@ def plan_due_refreshes(
     return PlannerRun(planned=planned, finished=finished)
 
 
-def _plan_batch(store: RefreshScheduleStore, queue: FetchQueue, batch: Sequence[DueRefresh], now: datetime) -> int:
+def _plan_batch(schedule: RefreshScheduleStore, queue: FetchQueue, batch: Sequence[DueRefresh], now: datetime) -> int:
     """Claims each account of ``batch``, then sends one fetch per account claimed; returns how many.
 
     What was claimed is sent even if a later claim raised, and what SQS did not take is released.
@@ -231,22 +231,24 @@ def _plan_batch(store: RefreshScheduleStore, queue: FetchQueue, batch: Sequence[
     claimed: list[DueRefresh] = []
     try:
         for due in batch:
-            if store.claim_due_refresh(due, _claimed_until(due, now)):
+            if schedule.claim_due_refresh(due, _claimed_until(due, now)):
                 claimed.append(due)
     finally:
         if claimed:
-            _send_claimed(store, queue, claimed, now)
+            _send_claimed(schedule, queue, claimed, now)
     return len(claimed)
 
 
-def _send_claimed(store: RefreshScheduleStore, queue: FetchQueue, claimed: Sequence[DueRefresh], now: datetime) -> None:
+def _send_claimed(
+    schedule: RefreshScheduleStore, queue: FetchQueue, claimed: Sequence[DueRefresh], now: datetime
+) -> None:
     try:
         queue.send([FetchRequest(user_id=due.user_id, account_id=due.account_id, reason="schedule") for due in claimed])
     except EnqueueFailed as error:
         unsent = {request.account_id for request in error.unsent}
         for due in claimed:
             if due.account_id in unsent:
-                store.release_refresh_claim(due, _claimed_until(due, now))
+                schedule.release_refresh_claim(due, _claimed_until(due, now))
         raise
 
 
@@ -254,19 +256,19 @@ def _claimed_until(due: DueRefresh, now: datetime) -> datetime:
     return now + REFRESH_PERIODS[due.refresh_interval]
 
 
-def apply_refresh_interval(store: BillsTable, user_id: str, interval: RefreshInterval, now: datetime) -> None:
+def apply_refresh_interval(store: Repositories, user_id: str, interval: RefreshInterval, now: datetime) -> None:
     """Gives each of the user's accounts the refresh interval of their preferences.
 
     An account's next refresh becomes one new interval after it was last queued (``next_refresh_at``
     minus the old interval): switching to weekly a day after a refresh waits six more days, switching
     to daily after four days makes it due now. An account already due stays due.
     """
-    for account in store.list_accounts(user_id):
+    for account in store.accounts.list_accounts(user_id):
         if not _reschedule_for_interval(store, account, interval, now):
             raise Conflict("Your accounts kept changing while the new refresh interval was applied; try again.")
 
 
-def _reschedule_for_interval(store: BillsTable, account: Account, interval: RefreshInterval, now: datetime) -> bool:
+def _reschedule_for_interval(store: Repositories, account: Account, interval: RefreshInterval, now: datetime) -> bool:
     current: Account | None = account
     for _ in range(RESCHEDULE_ATTEMPTS):
         if current is None or current.status is AccountStatus.DELETING or current.refresh_interval == interval:
@@ -274,8 +276,8 @@ def _reschedule_for_interval(store: BillsTable, account: Account, interval: Refr
         next_refresh_at = current.next_refresh_at
         if next_refresh_at > now:
             next_refresh_at += REFRESH_PERIODS[interval] - REFRESH_PERIODS[current.refresh_interval]
-        if store.reschedule(current, next_refresh_at, interval):
+        if store.schedule.reschedule(current, next_refresh_at, interval):
             return True
-        stored = store.get_account(current.user_id, current.account_id)
+        stored = store.accounts.get_account(current.user_id, current.account_id)
         current = stored.account if stored else None
     return False

@@ -15,8 +15,7 @@ from billhub.auth import DUMMY_PASSWORD_HASH, TokenService, hash_password, verif
 from billhub.errors import NotFound, ServiceError, Unauthorized
 from billhub.models import CurrencyCode, LoginSubject, Preferences, RefreshInterval, User
 from billhub.refresh import apply_refresh_interval
-from billhub.store import BillsTable
-from billhub.store.protocols import LoginThrottle, UserStore
+from billhub.store.protocols import LoginThrottle, Repositories, UserStore
 
 
 def load_email_validator() -> None:
@@ -103,9 +102,9 @@ class DeletionRequest(BaseModel):
     password: Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
-def register(store: UserStore, request: Credentials, now: datetime) -> Registered:
+def register(users: UserStore, request: Credentials, now: datetime) -> Registered:
     user = User(user_id=uuid.uuid4().hex, email=request.email, created_at=now)
-    store.create_user(user, hash_password(request.password))
+    users.create_user(user, hash_password(request.password))
     return Registered(user_id=user.user_id)
 
 
@@ -127,7 +126,7 @@ class LoginLimits:
 
 
 def login(
-    store: BillsTable,
+    store: Repositories,
     tokens: TokenService,
     request: Credentials,
     source_ip: str,
@@ -141,20 +140,20 @@ def login(
     gives back its IP's attempt. Throttling is keyed by the canonical email, whether or not it has an
     account, so a ``429`` tells nothing about which emails exist; a throttled attempt is not verified.
     """
-    attempt = _take_attempt(store, request.email, source_ip, now, limits)
-    user_id = store.user_id_for_email(request.email)
-    found = store.get_user(user_id) if user_id else None
+    attempt = _take_attempt(store.sign_in, request.email, source_ip, now, limits)
+    user_id = store.users.user_id_for_email(request.email)
+    found = store.users.get_user(user_id) if user_id else None
     password_hash = found[1] if found else DUMMY_PASSWORD_HASH
     # A user being deleted is gone: the same answer as an unknown email.
     if not verify_password(request.password, password_hash) or found is None or found[0].deleting_since is not None:
         raise Unauthorized("Email or password is wrong.")
-    _passed(store, attempt, now)
+    _passed(store.sign_in, attempt, now)
     issued = tokens.issue(found[0].user_id, now)
     return AccessToken(access_token=issued.access_token, expires_in=issued.expires_in)
 
 
 def delete_me(
-    store: BillsTable,
+    store: Repositories,
     user_id: str,
     request: DeletionRequest,
     source_ip: str,
@@ -169,14 +168,14 @@ def delete_me(
     finishes a deletion that stopped half-way. A caller already gone (their token still in the
     authorizer's cache) has nothing left to delete.
     """
-    found = store.get_user(user_id)
+    found = store.users.get_user(user_id)
     if found is None:
         return
     user, password_hash = found
-    attempt = _take_attempt(store, user.email, source_ip, now, limits)
+    attempt = _take_attempt(store.sign_in, user.email, source_ip, now, limits)
     if not verify_password(request.password, password_hash):
         raise Unauthorized("The password is wrong.")
-    _passed(store, attempt, now)
+    _passed(store.sign_in, attempt, now)
     deletion.delete_user(store, user, now)
 
 
@@ -188,37 +187,37 @@ class _Attempt:
     source: LoginSubject
 
 
-def _take_attempt(store: LoginThrottle, email: str, source_ip: str, now: datetime, limits: LoginLimits) -> _Attempt:
+def _take_attempt(throttle: LoginThrottle, email: str, source_ip: str, now: datetime, limits: LoginLimits) -> _Attempt:
     attempt = _Attempt(LoginSubject.email(email), LoginSubject.source(source_ip))
-    retry_after = store.take_login_attempt(attempt.account, limits.per_account, limits.window, now)
+    retry_after = throttle.take_login_attempt(attempt.account, limits.per_account, limits.window, now)
     if retry_after is not None:
         raise TooManyAttempts(retry_after)
-    retry_after = store.take_login_attempt(attempt.source, limits.per_source, limits.window, now)
+    retry_after = throttle.take_login_attempt(attempt.source, limits.per_source, limits.window, now)
     if retry_after is not None:
-        store.refund_login_attempt(attempt.account, now)  # no password was tried
+        throttle.refund_login_attempt(attempt.account, now)  # no password was tried
         raise TooManyAttempts(retry_after)
     return attempt
 
 
-def _passed(store: LoginThrottle, attempt: _Attempt, now: datetime) -> None:
+def _passed(throttle: LoginThrottle, attempt: _Attempt, now: datetime) -> None:
     """The password was right: the email's count is cleared, the IP's attempt given back."""
-    store.clear_login_attempts(attempt.account)
+    throttle.clear_login_attempts(attempt.account)
     # Given back, not cleared: clearing would let one good account reset its IP's count of failures.
-    store.refund_login_attempt(attempt.source, now)
+    throttle.refund_login_attempt(attempt.source, now)
 
 
-def get_profile(store: UserStore, user_id: str) -> Profile:
-    found = store.get_user(user_id)
+def get_profile(users: UserStore, user_id: str) -> Profile:
+    found = users.get_user(user_id)
     if found is None or found[0].deleting_since is not None:
         raise NotFound("No such user.")
     return Profile.model_validate(found[0].model_dump())
 
 
-def change_profile(store: BillsTable, user_id: str, change: ProfileChange, now: datetime) -> Profile:
-    profile = get_profile(store, user_id)
+def change_profile(store: Repositories, user_id: str, change: ProfileChange, now: datetime) -> Profile:
+    profile = get_profile(store.users, user_id)
     updates = change.preferences.model_dump(exclude_none=True)
     preferences = profile.preferences.model_copy(update=updates)
-    store.update_preferences(user_id, preferences)
+    store.users.update_preferences(user_id, preferences)
     if change.preferences.refresh_interval is not None:
         # Each account keeps its own copy for the planner. Applied even when the preference did not
         # change, so repeating the request completes one that failed half-way.

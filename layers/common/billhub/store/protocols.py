@@ -1,16 +1,27 @@
 """What the domain needs of each repository, as ``Protocol``s: a domain function that uses one part of
-the table names that part, so it can be given the repository itself (or a fake) rather than all of it.
-``BillsTable`` still provides every one of them while the domain moves over."""
+the table names that part, so it can be given the repository itself (or a fake) rather than all of it;
+one that spans several takes ``Repositories``, which ``BillsTable`` is."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import datetime, timedelta
+from collections.abc import Iterator, Sequence
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from billhub.models import Account, JobAccountResult, LoginSubject, Preferences, RefreshInterval, RefreshJob, User
+from billhub.models import (
+    Account,
+    Bill,
+    JobAccountResult,
+    LoginSubject,
+    Preferences,
+    RefreshInterval,
+    RefreshJob,
+    User,
+)
 
 if TYPE_CHECKING:
+    from billhub.store.accounts import StoredAccount
+    from billhub.store.bills import BillQuery
     from billhub.store.schedule import DueRefresh
 
 
@@ -72,3 +83,105 @@ class RefreshScheduleStore(Protocol):
     def reschedule(self, account: Account, next_refresh_at: datetime, refresh_interval: RefreshInterval) -> bool: ...
 
     def due_refreshes(self, now: datetime) -> Iterator[DueRefresh]: ...
+
+
+class AccountStore(Protocol):
+    """Linked accounts and their link guards (``billhub.store.accounts.Accounts``)."""
+
+    def create_account(
+        self, account: Account, external_id: str, credentials_ciphertext: bytes, identity_pending: bool = False
+    ) -> None: ...
+
+    def get_account(self, user_id: str, account_id: str) -> StoredAccount | None: ...
+
+    def list_accounts(self, user_id: str) -> list[Account]: ...
+
+    def save_renewed_credentials(self, stored: StoredAccount, credentials_ciphertext: bytes) -> bool: ...
+
+    def relink(
+        self,
+        stored: StoredAccount,
+        external_id: str,
+        external_ref: str,
+        now: datetime,
+        credentials_ciphertext: bytes | None = None,
+    ) -> None: ...
+
+    def record_fetch_failure(self, account: Account, error: str, attempted_at: datetime) -> bool: ...
+
+    def mark_needs_reauth(self, stored: StoredAccount, error: str, attempted_at: datetime) -> bool: ...
+
+
+class BillStore(Protocol):
+    """Bills and their revisions (``billhub.store.bills.Bills``)."""
+
+    def bills_of_account(self, account: Account) -> list[Bill]: ...
+
+    def save_fetched_bills(self, account: Account, fetched: Sequence[Bill], as_of: datetime) -> int: ...
+
+    def bills_page(self, user_id: str, query: BillQuery) -> tuple[list[Bill], str | None]: ...
+
+    def cursor_after(self, bill: Bill) -> str: ...
+
+    def bills_issued_since(self, user_id: str, since: date) -> list[Bill]: ...
+
+
+class AccountDeletionStore(Protocol):
+    """Deleting an account (``billhub.store.deletions.AccountDeletions``)."""
+
+    def begin_account_deletion(self, user_id: str, account_id: str, now: datetime) -> Account | None: ...
+
+    def remove_account_bills(self, account: Account) -> int: ...
+
+    def finish_account_deletion(self, account: Account, now: datetime) -> None: ...
+
+    def was_deleted(self, user_id: str, account_id: str) -> bool: ...
+
+    def unfinished_deletions(self, started_before: datetime) -> Iterator[tuple[str, str]]: ...
+
+    def account_being_deleted(self, user_id: str, account_id: str) -> Account | None: ...
+
+
+class UserDeletionStore(Protocol):
+    """Deleting a user (``billhub.store.deletions.UserDeletions``)."""
+
+    def begin_user_deletion(self, user_id: str, now: datetime) -> None: ...
+
+    def remove_user_items(self, user_id: str, email: str) -> int: ...
+
+    def finish_user_deletion(self, user_id: str, email: str) -> None: ...
+
+    def unfinished_user_deletions(self, started_before: datetime) -> Iterator[str]: ...
+
+    def user_being_deleted(self, user_id: str) -> User | None: ...
+
+
+class Repositories(Protocol):
+    """Every repository, for the domain functions that span several (``billhub.store.BillsTable``)."""
+
+    @property
+    def users(self) -> UserStore: ...
+
+    @property
+    def sign_in(self) -> LoginThrottle: ...
+
+    @property
+    def accounts(self) -> AccountStore: ...
+
+    @property
+    def schedule(self) -> RefreshScheduleStore: ...
+
+    @property
+    def bills(self) -> BillStore: ...
+
+    @property
+    def jobs(self) -> RefreshJobStore: ...
+
+    @property
+    def oauth_states(self) -> OAuthStateStore: ...
+
+    @property
+    def account_deletions(self) -> AccountDeletionStore: ...
+
+    @property
+    def user_deletions(self) -> UserDeletionStore: ...
