@@ -17,9 +17,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from billhub.store.accounts import Accounts, StoredAccount
-from billhub.store.base import BATCH_WRITE_LIMIT, CONFLICT_ATTEMPTS, AccountGone, BillsLeftBehind, ConcurrentUpdate
+from billhub.store.base import BATCH_WRITE_LIMIT, CONFLICT_ATTEMPTS
 from billhub.store.bills import BillQuery, Bills, StoredBill
 from billhub.store.deletions import AccountDeletions, UserDeletions
+from billhub.store.errors import AccountGone, BillsLeftBehind, ConcurrentUpdate
 from billhub.store.jobs import RefreshJobs
 from billhub.store.oauth_states import LinksInProgress
 from billhub.store.schedule import DueRefresh, RefreshSchedule

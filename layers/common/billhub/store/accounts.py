@@ -17,7 +17,6 @@ from billhub import keys
 from billhub.errors import Conflict, NotFound, TooManyAccounts
 from billhub.models import MAX_ACCOUNTS_PER_USER, Account, AccountStatus
 from billhub.store.base import (
-    ConcurrentUpdate,
     Table,
     _condition_failed_at,
     _is_conditional_failure,
@@ -25,6 +24,7 @@ from billhub.store.base import (
     _retrying_conflicts,
     _to_item,
 )
+from billhub.store.errors import ConcurrentUpdate
 from billhub.store.schedule import _schedule_unchanged
 
 

@@ -13,6 +13,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from billhub import keys
+from billhub.store.errors import ConcurrentUpdate
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -112,19 +113,6 @@ def _is_conditional_failure(error: ClientError) -> bool:
         reasons = error.response.get("CancellationReasons", [])
         return any(reason.get("Code") == "ConditionalCheckFailed" for reason in reasons)
     return False
-
-
-class ConcurrentUpdate(Exception):
-    """Someone else changed the same items first; the caller retries from a fresh read."""
-
-
-class BillsLeftBehind(Exception):
-    """DynamoDB kept throttling a deletion's batch deletes; the account is hidden, its bills wait for the
-    next attempt (a repeated DELETE, or the planner's sweep)."""
-
-
-class AccountGone(Exception):
-    """The account was deleted (or is being deleted) meanwhile; nothing of it may be written."""
 
 
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:

@@ -23,8 +23,6 @@ from billhub import keys
 from billhub.errors import InvalidCursor
 from billhub.models import Account, AccountStatus, AccountSummary, Bill, BillStatus, kept_on, retention_cutoff
 from billhub.store.base import (
-    AccountGone,
-    ConcurrentUpdate,
     Table,
     _back_off,
     _from_item,
@@ -33,6 +31,7 @@ from billhub.store.base import (
     _iso,
     _to_item,
 )
+from billhub.store.errors import AccountGone, ConcurrentUpdate
 
 TRANSACTION_LIMIT = 100
 # DynamoDB refuses a transaction whose items add up to more than 4 MB, and a bill at the models' largest

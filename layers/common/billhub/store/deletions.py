@@ -19,8 +19,6 @@ from billhub import keys
 from billhub.models import Account, AccountStatus, LoginSubject, User
 from billhub.store.base import (
     BATCH_WRITE_LIMIT,
-    BillsLeftBehind,
-    ConcurrentUpdate,
     Table,
     _back_off,
     _chunks,
@@ -31,6 +29,7 @@ from billhub.store.base import (
     _iso,
     _to_item,
 )
+from billhub.store.errors import BillsLeftBehind, ConcurrentUpdate
 from billhub.store.sign_in import login_attempts_key
 
 BATCH_ATTEMPTS = 8

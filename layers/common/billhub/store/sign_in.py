@@ -13,7 +13,8 @@ from botocore.exceptions import ClientError
 
 from billhub import keys
 from billhub.models import LoginSubject
-from billhub.store.base import ConcurrentUpdate, Table, _from_item, _is_conditional_failure, _to_item
+from billhub.store.base import Table, _from_item, _is_conditional_failure, _to_item
+from billhub.store.errors import ConcurrentUpdate
 
 _LOGIN_WRITE_ATTEMPTS = 3
 
