@@ -6,12 +6,22 @@ from collections import defaultdict
 from collections.abc import Iterable
 from decimal import ROUND_HALF_EVEN, Decimal
 
-# ISO 4217 minor units that differ from the usual two decimals.
-_MINOR_UNITS = {"JPY": 0, "KRW": 0, "ISK": 0, "CLP": 0, "VND": 0, "BHD": 3, "KWD": 3, "JOD": 3, "OMR": 3, "TND": 3}
+# Every ISO 4217 currency whose minor units are not the usual two, as the standard's table has them (a
+# unit test compares this with the ``iso4217`` package's copy of it). Written out rather than imported:
+# that package parses its XML table on import, 30-40 ms of every cold start, for these 26 numbers.
+# fmt: off
+_MINOR_UNITS_NOT_TWO = {
+    "BIF": 0, "CLP": 0, "DJF": 0, "GNF": 0, "ISK": 0, "JPY": 0, "KMF": 0, "KRW": 0, "PYG": 0,
+    "RWF": 0, "UGX": 0, "UYI": 0, "VND": 0, "VUV": 0, "XAF": 0, "XOF": 0, "XPF": 0,
+    "BHD": 3, "IQD": 3, "JOD": 3, "KWD": 3, "LYD": 3, "OMR": 3, "TND": 3,
+    "CLF": 4, "UYW": 4,
+}
+# fmt: on
 
 
 def minor_units(currency: str) -> int:
-    return _MINOR_UNITS.get(currency, 2)
+    """The currency's decimals: ISO 4217's minor units, two where the standard has none (gold, SDRs)."""
+    return _MINOR_UNITS_NOT_TWO.get(currency, 2)
 
 
 def format_amount(amount: Decimal, currency: str) -> str:
