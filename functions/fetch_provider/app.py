@@ -30,6 +30,7 @@ from billhub.ratelimit import ProviderRateLimiter
 from billhub.runtime import aws_client, utc_now
 from billhub.settings import FetchSettings
 from billhub.store import BillsTable
+from billhub.store.service_records import AlertMarkers, RequestBudgets
 
 logger = Logger()
 settings = FetchSettings.from_environ(os.environ)
@@ -54,13 +55,14 @@ def vault() -> CredentialVault:
 @cache
 def rate_limiter() -> ProviderRateLimiter:
     return ProviderRateLimiter.for_registered_providers(
-        aws_client("dynamodb"), settings.TABLE_NAME, agreed_limits=settings.PROVIDER_RATE_LIMITS
+        RequestBudgets(aws_client("dynamodb"), settings.TABLE_NAME), agreed_limits=settings.PROVIDER_RATE_LIMITS
     )
 
 
 @cache
 def alerts() -> AdminAlerts:
-    return AdminAlerts(aws_client("sns"), settings.ALERTS_TOPIC_ARN, aws_client("dynamodb"), settings.TABLE_NAME)
+    markers = AlertMarkers(aws_client("dynamodb"), settings.TABLE_NAME)
+    return AdminAlerts(aws_client("sns"), settings.ALERTS_TOPIC_ARN, markers)
 
 
 @cache

@@ -26,6 +26,7 @@ from billhub.queue import FetchQueue
 from billhub.ratelimit import ProviderRateLimiter
 from billhub.runtime import aws_client, utc_now
 from billhub.settings import LinkSettings
+from billhub.store.service_records import RequestBudgets
 
 if TYPE_CHECKING:
     from billhub.providers.http import RetryPolicy
@@ -90,9 +91,8 @@ def idempotency() -> IdempotentRoutes:
 @cache
 def rate_limiter() -> ProviderRateLimiter:
     # The same budget the fetchers share; a user waits at most a second for a slot, else the link is pending.
-    return ProviderRateLimiter.for_registered_providers(
-        aws_client("dynamodb"), settings.TABLE_NAME, 1.0, agreed_limits=settings.PROVIDER_RATE_LIMITS
-    )
+    budgets = RequestBudgets(aws_client("dynamodb"), settings.TABLE_NAME)
+    return ProviderRateLimiter.for_registered_providers(budgets, 1.0, agreed_limits=settings.PROVIDER_RATE_LIMITS)
 
 
 def _import_provider_plumbing() -> None:

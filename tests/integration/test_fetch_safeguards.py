@@ -31,6 +31,7 @@ from billhub.providers.session import ProviderConnector
 from billhub.ratelimit import ProviderRateLimiter
 from billhub.settings import ProviderSettings
 from billhub.store import BillsTable
+from billhub.store.service_records import AlertMarkers, RequestBudgets
 from localcloud.provision import Stack
 from mock_provider.control import Control
 from mock_provider.registry import service_endpoints
@@ -57,11 +58,13 @@ class FakeTime:
         self.now = max(self.now, wake_at)
 
 
+def budgets(stack: Stack) -> RequestBudgets:
+    return RequestBudgets(boto3.client("dynamodb"), stack.refs["BillsTable"])
+
+
 def limiter(stack: Stack, limits: dict[str, int], time: FakeTime | None = None, max_wait: float = 2.0) -> Any:
     clock = time or FakeTime()
-    return ProviderRateLimiter(
-        boto3.client("dynamodb"), stack.refs["BillsTable"], limits, max_wait, clock=clock, sleep=clock.sleep
-    )
+    return ProviderRateLimiter(budgets(stack), limits, max_wait, clock=clock, sleep=clock.sleep)
 
 
 def alert_subscription(stack: Stack) -> Callable[[], list[dict[str, Any]]]:
@@ -79,9 +82,8 @@ def alert_subscription(stack: Stack) -> Callable[[], list[dict[str, Any]]]:
 
 
 def admin_alerts(stack: Stack) -> AdminAlerts:
-    return AdminAlerts(
-        boto3.client("sns"), stack.refs["AdminAlerts"], boto3.client("dynamodb"), stack.refs["BillsTable"]
-    )
+    markers = AlertMarkers(boto3.client("dynamodb"), stack.refs["BillsTable"])
+    return AdminAlerts(boto3.client("sns"), stack.refs["AdminAlerts"], markers)
 
 
 def circuit_store(stack: Stack) -> CircuitBreakerDynamoDBPersistence:
@@ -137,9 +139,7 @@ def test_a_limit_agreed_with_a_provider_replaces_the_published_one(stack: Stack)
     }
     settings = ProviderSettings.from_environ(environ)
     time = FakeTime()
-    gate = ProviderRateLimiter.for_registered_providers(
-        boto3.client("dynamodb"), stack.refs["BillsTable"], agreed_limits=settings.PROVIDER_RATE_LIMITS
-    )
+    gate = ProviderRateLimiter.for_registered_providers(budgets(stack), agreed_limits=settings.PROVIDER_RATE_LIMITS)
     gate._clock, gate._sleep = time, time.sleep
 
     async def seven() -> list[int]:
@@ -195,7 +195,7 @@ def test_fetching_many_accounts_at_once_stays_under_the_providers_limit(
 ) -> None:
     # Given twelve NorthGas accounts (three pages each), NorthGas allowing 10 requests a second
     adapter = REGISTRY["northgas"]
-    gate = ProviderRateLimiter(boto3.client("dynamodb"), stack.refs["BillsTable"], {"northgas": 10}, 5.0)
+    gate = ProviderRateLimiter(budgets(stack), {"northgas": 10}, 5.0)
     clients = {"northgas": SANDBOX_CLIENTS["northgas"]}
     sent: list[int] = []
     urls: list[str] = []

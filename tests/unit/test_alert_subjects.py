@@ -21,8 +21,13 @@ class _RecordingSns:
 
 
 class _FirstRaiserWins:
-    def put_item(self, **request: Any) -> dict[str, Any]:
-        return {}
+    """Alert markers where every incident is new and every burst at its first event."""
+
+    def claim_incident(self, incident: str, now: int, quiet_seconds: int) -> bool:
+        return True
+
+    def count_event(self, burst: str, window: int, expires_at: int) -> int:
+        return 1
 
 
 def _acceptable_to_sns(subject: str) -> bool:
@@ -31,7 +36,7 @@ def _acceptable_to_sns(subject: str) -> bool:
 
 def test_a_subject_naming_a_200_character_non_ascii_provider_is_published_under_100_ascii_characters() -> None:
     sns = _RecordingSns()
-    alerts = AdminAlerts(sns, "arn:aws:sns:us-east-1:123456789012:alerts", _FirstRaiserWins(), "t", clock=lambda: 0)  # type: ignore[arg-type]
+    alerts = AdminAlerts(sns, "arn:aws:sns:us-east-1:123456789012:alerts", _FirstRaiserWins(), clock=lambda: 0)  # type: ignore[arg-type]
     provider = "Énergie Électrique du Québec " * 7  # 203 characters, some of them not ASCII
     subject = f"Credential failures at {provider[:200]}"
     assert alerts.raise_once("credentials#eeq", subject, {"provider": "eeq"})

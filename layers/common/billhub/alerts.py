@@ -1,7 +1,8 @@
 """Alerts to the operators on SNS ``AdminAlerts``: one per incident, not one per message.
 
-An incident has a key (``circuit-open#sparkgrid``); the first raiser wins a conditional write on
-``ALERT#<key>`` that lasts the incident's quiet period, and only the winner publishes. Bursts (many
+An incident has a key (``circuit-open#sparkgrid``); the first raiser wins a conditional write of its
+marker (``store.service_records.AlertMarkers``) that lasts the incident's quiet period, and only the
+winner publishes. Bursts (many
 credential failures at one provider) are counted per time window, and the event that reaches the
 threshold raises the incident, once.
 """
@@ -14,12 +15,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from botocore.exceptions import ClientError
-
-from billhub import keys
+from billhub.store.protocols import AlertMarkerStore
 
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_sns import SNSClient
 
 # SNS refuses a Subject of 100 characters or more, or one that is not printable ASCII, starts with
@@ -42,36 +40,18 @@ class AdminAlerts:
         self,
         sns: SNSClient,
         topic_arn: str,
-        dynamodb: DynamoDBClient,
-        table_name: str,
+        markers: AlertMarkerStore,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._sns = sns
         self._topic = topic_arn
-        self._dynamodb = dynamodb
-        self._table = table_name
+        self._markers = markers
         self._clock = clock
 
     def raise_once(self, incident: str, subject: str, details: dict[str, object], quiet_seconds: int = 3600) -> bool:
         """Publishes unless the same incident was raised within ``quiet_seconds``; True if published."""
-        now = int(self._clock())
-        try:
-            self._dynamodb.put_item(
-                TableName=self._table,
-                Item={
-                    "PK": {"S": keys.alert_pk(incident)},
-                    "SK": {"S": keys.ALERT_SK},
-                    "raised_at": {"N": str(now)},
-                    "expires_at": {"N": str(now + quiet_seconds)},
-                },
-                # TTL deletion lags by hours, so an expired marker is checked, not trusted to be gone.
-                ConditionExpression="attribute_not_exists(PK) OR expires_at <= :now",
-                ExpressionAttributeValues={":now": {"N": str(now)}},
-            )
-        except ClientError as error:
-            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
+        if not self._markers.claim_incident(incident, int(self._clock()), quiet_seconds):
+            return False
         self._sns.publish(
             TopicArn=self._topic,
             Subject=sns_subject(subject),
@@ -84,14 +64,4 @@ class AdminAlerts:
         """Counts one event of a burst in the current window; True for exactly the event that
         reaches ``threshold`` (the caller then raises the incident)."""
         window = math.floor(self._clock() / window_seconds)
-        response = self._dynamodb.update_item(
-            TableName=self._table,
-            Key={"PK": {"S": keys.burst_pk(burst)}, "SK": {"S": keys.burst_sk(window)}},
-            UpdateExpression="ADD events :one SET expires_at = :expires",
-            ExpressionAttributeValues={
-                ":one": {"N": "1"},
-                ":expires": {"N": str((window + 2) * window_seconds)},
-            },
-            ReturnValues="UPDATED_NEW",
-        )
-        return int(response["Attributes"]["events"]["N"]) == threshold
+        return self._markers.count_event(burst, window, expires_at=(window + 2) * window_seconds) == threshold

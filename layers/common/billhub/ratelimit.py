@@ -1,10 +1,10 @@
-"""A per-provider request budget shared by every fetcher and linker, in DynamoDB.
+"""A per-provider request budget shared by every fetcher and linker, in the table.
 
-Providers count requests per second; so does this: one counter item per provider per wall-clock
-second, raised with a conditional ``ADD`` that refuses to pass the budget. That is one write per
-provider request, no read, and no coordination between Lambdas beyond the table. The budget is the
-provider's whole limit (published, or agreed at deploy); a slot taken too late in its second to arrive
-within it is given up.
+Providers count requests per second; so does this: one counter per provider per wall-clock second
+(``store.service_records.RequestBudgets``), raised by a conditional write that refuses to pass the
+budget. That is one write per provider request, no read, and no coordination between Lambdas beyond
+the table. The budget is the provider's whole limit (published, or agreed at deploy); a slot taken too
+late in its second to arrive within it is given up.
 """
 
 from __future__ import annotations
@@ -13,35 +13,26 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING
 
-from botocore.exceptions import ClientError
-
-from billhub import keys
 from billhub.providers.errors import ProviderBusy
-
-if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
+from billhub.store.protocols import RequestBudgetStore
 
 # A slot taken this close to the end of its second is given up for one in the next second: the request
 # it allows would likely arrive after the boundary, counted in a second whose budget it did not take.
 # This margin, not a share held back from the limit, is what keeps each second within the limit.
 SEND_MARGIN_SECONDS = 0.25
-WINDOW_TTL_SECONDS = 120
 
 
 class ProviderRateLimiter:
     def __init__(
         self,
-        dynamodb: DynamoDBClient,
-        table_name: str,
+        budgets: RequestBudgetStore,
         limits: Mapping[str, int],
         max_wait_seconds: float = 2.0,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self._dynamodb = dynamodb
-        self._table = table_name
+        self._counters = budgets
         self._budgets = dict(limits)
         self._max_wait = max_wait_seconds
         self._clock = clock
@@ -50,8 +41,7 @@ class ProviderRateLimiter:
     @classmethod
     def for_registered_providers(
         cls,
-        dynamodb: DynamoDBClient,
-        table_name: str,
+        budgets: RequestBudgetStore,
         max_wait_seconds: float = 2.0,
         agreed_limits: Mapping[str, int] | None = None,
     ) -> ProviderRateLimiter:
@@ -61,7 +51,7 @@ class ProviderRateLimiter:
 
         agreed = agreed_limits or {}
         limits = {name: agreed.get(name, adapter.requests_per_second) for name, adapter in REGISTRY.items()}
-        return cls(dynamodb, table_name, limits, max_wait_seconds)
+        return cls(budgets, limits, max_wait_seconds)
 
     async def acquire(self, provider: str) -> None:
         """Takes one request slot, waiting for the next second if this one is full; ``ProviderBusy``
@@ -69,7 +59,7 @@ class ProviderRateLimiter:
         deadline = self._clock() + self._max_wait
         while True:
             second = math.floor(self._clock())
-            if await asyncio.to_thread(self._take, provider, second):
+            if await asyncio.to_thread(self._counters.take, provider, second, self._budgets[provider]):
                 if self._clock() < second + 1 - SEND_MARGIN_SECONDS:
                     return
                 # The write (nearly) outlasted its second: the request would land in the next one,
@@ -80,22 +70,3 @@ class ProviderRateLimiter:
             if next_second > deadline:
                 raise ProviderBusy(f"The request budget for {provider} is spent for now.", retry_after=1.0)
             await self._sleep(max(next_second - self._clock(), 0.0))
-
-    def _take(self, provider: str, second: int) -> bool:
-        try:
-            self._dynamodb.update_item(
-                TableName=self._table,
-                Key={"PK": {"S": keys.rate_pk(provider)}, "SK": {"S": keys.rate_sk(second)}},
-                UpdateExpression="ADD requests :one SET expires_at = :expires",
-                ConditionExpression="attribute_not_exists(requests) OR requests < :budget",
-                ExpressionAttributeValues={
-                    ":one": {"N": "1"},
-                    ":budget": {"N": str(self._budgets[provider])},
-                    ":expires": {"N": str(second + WINDOW_TTL_SECONDS)},
-                },
-            )
-        except ClientError as error:
-            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True

@@ -185,3 +185,17 @@ class Repositories(Protocol):
 
     @property
     def user_deletions(self) -> UserDeletionStore: ...
+
+
+class RequestBudgetStore(Protocol):
+    """The providers' per-second request counters (``billhub.store.service_records.RequestBudgets``)."""
+
+    def take(self, provider: str, second: int, budget: int) -> bool: ...
+
+
+class AlertMarkerStore(Protocol):
+    """Incidents raised and burst counts (``billhub.store.service_records.AlertMarkers``)."""
+
+    def claim_incident(self, incident: str, now: int, quiet_seconds: int) -> bool: ...
+
+    def count_event(self, burst: str, window: int, expires_at: int) -> int: ...

@@ -1,0 +1,75 @@
+"""The service's own records, beside the users' data: the providers' request budgets (one counter per
+provider per second) and the alert markers (one per incident while it is quiet, one counter per burst
+window). Each expires by TTL; reads never trust an expired one to be gone."""
+
+from __future__ import annotations
+
+from botocore.exceptions import ClientError
+
+from billhub import keys
+from billhub.store.base import Table, _is_conditional_failure, _to_item
+
+# A second's counter outlives its second by this much, then TTL removes it.
+BUDGET_WINDOW_TTL_SECONDS = 120
+
+
+class RequestBudgets(Table):
+    """Requests sent to each provider, counted per wall-clock second."""
+
+    def take(self, provider: str, second: int, budget: int) -> bool:
+        """Counts one request in ``second`` unless ``budget`` were counted already (then False): a
+        conditional ``ADD``, so concurrent takers never pass the budget together."""
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=_to_item({"PK": keys.rate_pk(provider), "SK": keys.rate_sk(second)}),
+                UpdateExpression="ADD requests :one SET expires_at = :expires",
+                ConditionExpression="attribute_not_exists(requests) OR requests < :budget",
+                ExpressionAttributeValues=_to_item(
+                    {":one": 1, ":budget": budget, ":expires": second + BUDGET_WINDOW_TTL_SECONDS}
+                ),
+            )
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                return False
+            raise
+        return True
+
+
+class AlertMarkers(Table):
+    """Which incidents were raised lately, and how many events each burst window counted."""
+
+    def claim_incident(self, incident: str, now: int, quiet_seconds: int) -> bool:
+        """True for the first raiser of ``incident`` since its last quiet period ended; False while
+        another's marker holds."""
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item=_to_item(
+                    {
+                        "PK": keys.alert_pk(incident),
+                        "SK": keys.ALERT_SK,
+                        "raised_at": now,
+                        "expires_at": now + quiet_seconds,
+                    }
+                ),
+                # TTL deletion lags by hours, so an expired marker is checked, not trusted to be gone.
+                ConditionExpression="attribute_not_exists(PK) OR expires_at <= :now",
+                ExpressionAttributeValues=_to_item({":now": now}),
+            )
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                return False
+            raise
+        return True
+
+    def count_event(self, burst: str, window: int, expires_at: int) -> int:
+        """Counts one event of ``burst`` in its ``window``; returns the window's count, this one included."""
+        response = self._client.update_item(
+            TableName=self._table,
+            Key=_to_item({"PK": keys.burst_pk(burst), "SK": keys.burst_sk(window)}),
+            UpdateExpression="ADD events :one SET expires_at = :expires",
+            ExpressionAttributeValues=_to_item({":one": 1, ":expires": expires_at}),
+            ReturnValues="UPDATED_NEW",
+        )
+        return int(response["Attributes"]["events"]["N"])
