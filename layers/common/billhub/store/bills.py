@@ -20,7 +20,6 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from billhub import keys
-from billhub.errors import InvalidCursor
 from billhub.models import Account, AccountStatus, AccountSummary, Bill, BillStatus, kept_on, retention_cutoff
 from billhub.store.base import (
     Table,
@@ -31,7 +30,7 @@ from billhub.store.base import (
     _iso,
     _to_item,
 )
-from billhub.store.errors import AccountGone, ConcurrentUpdate
+from billhub.store.errors import AccountGone, ConcurrentUpdate, MalformedCursor
 
 TRANSACTION_LIMIT = 100
 # DynamoDB refuses a transaction whose items add up to more than 4 MB, and a bill at the models' largest
@@ -52,17 +51,18 @@ def _cursor_of(item: dict[str, Any]) -> str:
 
 
 def _cursor_key(user_id: str, cursor: str) -> dict[str, Any]:
+    """Where the page after ``cursor`` starts; ``MalformedCursor`` if no page of bills ends there."""
     try:
         issue_key, sort_key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, TypeError, binascii.Error) as error:
-        raise InvalidCursor() from error
+        raise MalformedCursor() from error
     if not (
         isinstance(issue_key, str)
         and isinstance(sort_key, str)
         and keys.is_bill_issue_sk(issue_key)
         and keys.is_bill_sk(sort_key)
     ):
-        raise InvalidCursor()
+        raise MalformedCursor()
     return _to_item({"PK": keys.user_pk(user_id), "SK": sort_key, "LSI1SK": issue_key})
 
 
@@ -326,6 +326,7 @@ class Bills(Table):
 
         One Query on LSI1 (bills only, ordered by issue date); filters the key cannot express are
         applied by DynamoDB, and the Query continues until the page is full or the bills run out.
+        ``MalformedCursor`` for a cursor this listing never handed out.
         """
         names: dict[str, str] = {}
         values: dict[str, Any] = {":pk": keys.user_pk(user_id)}
@@ -388,7 +389,7 @@ class Bills(Table):
             except ClientError as error:
                 message = error.response["Error"].get("Message", "").lower()
                 if query.cursor and error.response["Error"]["Code"] == "ValidationException" and "start" in message:
-                    raise InvalidCursor() from error
+                    raise MalformedCursor() from error
                 raise
             taken.extend(_from_item(item) for item in response["Items"])
             start = response.get("LastEvaluatedKey")
