@@ -251,6 +251,14 @@ class Bill(BaseModel):
         """True when ``other`` carries exactly what this bill does (a re-fetch that changed nothing)."""
         return self.model_dump() == other.model_dump()
 
+    def supersedes(self, held: Bill, held_read_at: datetime, read_at: datetime) -> bool:
+        """Whether this bill, read from the provider at ``read_at``, replaces ``held`` (read at
+        ``held_read_at``): a higher revision, or the same revision changed (paid since) and read later.
+        Never an older revision, never an older read, never an identical statement."""
+        if held.revision > self.revision or held.same_statement(self):
+            return False
+        return held.revision < self.revision or held_read_at < read_at
+
 
 class JobAccountResult(BaseModel):
     status: Literal["succeeded", "retrying", "failed"]

@@ -76,17 +76,6 @@ def _distinct(bills: Sequence[Bill]) -> list[Bill]:
     return list(latest.values())
 
 
-def _replaces(bill: Bill, held: StoredBill | None, as_of: datetime) -> bool:
-    """Whether a bill read at ``as_of`` should replace the one held: a new bill, a higher revision, or
-    the same revision changed (paid since) and read later than the held one. Never an older revision,
-    never a read older than what is held, never an identical statement."""
-    if held is None:
-        return True
-    if held.bill.revision > bill.revision or held.bill.same_statement(bill):
-        return False
-    return held.bill.revision < bill.revision or datetime.fromisoformat(held.fetched_at) < as_of
-
-
 def _bill_bytes(item: dict[str, Any]) -> int:
     """A bill item's size, at least as DynamoDB counts it: the UTF-8 JSON of its typed attributes holds
     every name and value DynamoDB counts (a number's digits at one byte each, not two to a byte), plus
@@ -118,6 +107,10 @@ class StoredBill:
     bill: Bill
     # When the fetch that stored it read it from the provider (ISO 8601).
     fetched_at: str
+
+    def replaced_by(self, bill: Bill, as_of: datetime) -> bool:
+        """Whether ``bill``, read at ``as_of``, takes this one's place (``Bill.supersedes``)."""
+        return bill.supersedes(self.bill, datetime.fromisoformat(self.fetched_at), as_of)
 
 
 @dataclass(frozen=True)
@@ -269,16 +262,17 @@ class Bills(Table):
     def _changes(
         self, account: Account, held: dict[str, StoredBill], fetched: Sequence[Bill], as_of: datetime
     ) -> list[_BillWrite]:
-        """What a fetch read at ``as_of`` changes among the ``held`` bills: a put of each bill it replaces
-        (``_replaces``) and a delete of each bill then paid and past the retention. A fetched bill paid and
-        past it is not written at all, so it is not added back and pruned again at every fetch. A delete is
-        conditional on exactly the bill read, as a put is: a concurrent save makes this one start over."""
+        """What a fetch read at ``as_of`` changes among the ``held`` bills: a put of each bill new or
+        superseding the one held (``Bill.supersedes``) and a delete of each bill then paid and past the
+        retention. A fetched bill paid and past it is not written at all, so it is not added back and pruned
+        again at every fetch. A delete is conditional on exactly the bill read, as a put is: a concurrent
+        save makes this one start over."""
         cutoff = retention_cutoff(as_of.date())
         writes: list[_BillWrite] = []
         replaced: set[str] = set()
         for bill in _distinct(fetched):
             previous = held.get(bill.provider_bill_id)
-            if not _replaces(bill, previous, as_of):
+            if previous is not None and not previous.replaced_by(bill, as_of):
                 continue
             if kept_on(bill, cutoff):
                 writes.append(self._bill_put(account, bill, previous, as_of))
