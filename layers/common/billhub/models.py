@@ -251,6 +251,17 @@ class Bill(BaseModel):
         """True when ``other`` carries exactly what this bill does (a re-fetch that changed nothing)."""
         return self.model_dump() == other.model_dump()
 
+    @staticmethod
+    def latest_revisions(bills: Iterable[Bill]) -> list[Bill]:
+        """One bill per provider bill id (the highest revision; of two alike, the later), should paging
+        at the provider have shown one twice."""
+        latest: dict[str, Bill] = {}
+        for bill in bills:
+            seen = latest.get(bill.provider_bill_id)
+            if seen is None or bill.revision >= seen.revision:
+                latest[bill.provider_bill_id] = bill
+        return list(latest.values())
+
     def supersedes(self, held: Bill, held_read_at: datetime, read_at: datetime) -> bool:
         """Whether this bill, read from the provider at ``read_at``, replaces ``held`` (read at
         ``held_read_at``): a higher revision, or the same revision changed (paid since) and read later.

@@ -66,16 +66,6 @@ def _cursor_key(user_id: str, cursor: str) -> dict[str, Any]:
     return _to_item({"PK": keys.user_pk(user_id), "SK": sort_key, "LSI1SK": issue_key})
 
 
-def _distinct(bills: Sequence[Bill]) -> list[Bill]:
-    """One bill per provider bill id (the highest revision), should paging have shown one twice."""
-    latest: dict[str, Bill] = {}
-    for bill in bills:
-        seen = latest.get(bill.provider_bill_id)
-        if seen is None or bill.revision >= seen.revision:
-            latest[bill.provider_bill_id] = bill
-    return list(latest.values())
-
-
 def _bill_bytes(item: dict[str, Any]) -> int:
     """A bill item's size, at least as DynamoDB counts it: the UTF-8 JSON of its typed attributes holds
     every name and value DynamoDB counts (a number's digits at one byte each, not two to a byte), plus
@@ -270,7 +260,7 @@ class Bills(Table):
         cutoff = retention_cutoff(as_of.date())
         writes: list[_BillWrite] = []
         replaced: set[str] = set()
-        for bill in _distinct(fetched):
+        for bill in Bill.latest_revisions(fetched):
             previous = held.get(bill.provider_bill_id)
             if previous is not None and not previous.replaced_by(bill, as_of):
                 continue
