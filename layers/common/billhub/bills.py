@@ -149,10 +149,8 @@ class BillsPage(BaseModel):
 
 
 def effective_status(bill: Bill | OpenBill, today: date) -> BillStatus:
-    """A bill still unpaid after its due date is overdue, whatever the provider calls it."""
-    if bill.status is BillStatus.UNPAID and bill.due_on < today:
-        return BillStatus.OVERDUE
-    return bill.status
+    """A bill still unpaid after its due date is overdue, whatever the provider calls it (``BillStatus.shown``)."""
+    return bill.status.shown(past_due=bill.due_on < today)
 
 
 def freshness(account: Account, now: datetime) -> AccountFreshness:

@@ -58,6 +58,12 @@ class BillStatus(StrEnum):
     UNPAID = "unpaid"
     OVERDUE = "overdue"
 
+    def shown(self, past_due: bool) -> BillStatus:
+        """The status shown for a bill stored with this one: still unpaid after its due date, it is overdue,
+        whatever the provider calls it. Nothing else counts, so the store derives its status filter from
+        this (``store.bills._shown_with``) and the two cannot disagree."""
+        return BillStatus.OVERDUE if self is BillStatus.UNPAID and past_due else self
+
 
 class AccountStatus(StrEnum):
     PENDING = "pending"

@@ -51,7 +51,6 @@ def _cursor_of(item: dict[str, Any]) -> str:
 
 
 def _cursor_key(user_id: str, cursor: str) -> dict[str, Any]:
-    """Where the page after ``cursor`` starts; ``MalformedCursor`` if no page of bills ends there."""
     try:
         issue_key, sort_key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, TypeError, binascii.Error) as error:
@@ -64,6 +63,24 @@ def _cursor_key(user_id: str, cursor: str) -> dict[str, Any]:
     ):
         raise MalformedCursor()
     return _to_item({"PK": keys.user_pk(user_id), "SK": sort_key, "LSI1SK": issue_key})
+
+
+def _shown_with(status: BillStatus, today: date, values: dict[str, Any]) -> str:
+    """The filter of the bills shown with ``status`` on ``today``, derived from ``BillStatus.shown``
+    itself (each stored status, past due or not), so that the filter and what is shown never drift apart."""
+    terms = []
+    for stored in BillStatus:
+        when = [past_due for past_due in (False, True) if stored.shown(past_due) is status]
+        if not when:
+            continue
+        values[f":{stored.value}"] = stored.value
+        term = f"#status = :{stored.value}"
+        if len(when) == 1:  # shown with ``status`` only when past due, or only when not
+            # Past due is ``due_on < today``, as in ``bills.effective_status`` (ISO dates order as strings).
+            term = f"({term} AND due_on {'<' if when[0] else '>='} :today)"
+            values[":today"] = today.isoformat()
+        terms.append(term)
+    return terms[0] if len(terms) == 1 else f"({' OR '.join(terms)})"
 
 
 def _bill_bytes(item: dict[str, Any]) -> int:
@@ -332,22 +349,7 @@ class Bills(Table):
             values.update(names_in)
         if query.status is not None:
             names["#status"] = "status"
-            # As shown: an unpaid bill past its due date is overdue, whatever the provider says.
-            if query.status is BillStatus.PAID:
-                filters.append("#status = :paid")
-                values[":paid"] = BillStatus.PAID.value
-            elif query.status is BillStatus.UNPAID:
-                filters.append("(#status = :unpaid AND due_on >= :today)")
-                values.update({":unpaid": BillStatus.UNPAID.value, ":today": query.today.isoformat()})
-            else:
-                filters.append("(#status = :overdue OR (#status = :unpaid AND due_on < :today))")
-                values.update(
-                    {
-                        ":overdue": BillStatus.OVERDUE.value,
-                        ":unpaid": BillStatus.UNPAID.value,
-                        ":today": query.today.isoformat(),
-                    }
-                )
+            filters.append(_shown_with(query.status, query.today, values))
         arguments: dict[str, Any] = {
             "TableName": self._table,
             "IndexName": "LSI1",
