@@ -8,10 +8,16 @@ import json
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from itertools import product
 from typing import Any
 
+import boto3
 import pytest
 
+from billhub.bills import effective_status
+from billhub.models import Bill, BillStatus, Category
+from billhub.store import BillQuery, BillsTable
+from localcloud.provision import Stack
 from mock_provider.sandbox import SandboxBill
 from tests.conftest import Clock
 from tests.integration.harness import Api
@@ -183,6 +189,37 @@ def test_the_status_filter_uses_the_status_shown(
     assert bills == expected
     # After the 22nd, November's unpaid bills count as overdue: none is merely unpaid any more.
     assert (len(bills) == 0) is (status_filter == "unpaid")
+
+
+def test_the_stores_status_filter_finds_exactly_the_bills_shown_with_that_status(api: Api, stack: Stack) -> None:
+    # Given a bill of each stored status due the day before, the day of and the day after the reading
+    table = BillsTable(boto3.client("dynamodb"), stack.refs["BillsTable"])
+    user_id = api.user()
+    status, body = api.link_clearwater(user_id, "cw_sandbox_a")
+    assert status == 201, body
+    stored = table.accounts.get_account(user_id, body["account_id"])
+    assert stored is not None
+    today = date(2026, 11, 20)
+    bills = [
+        Bill(
+            provider="clearwater",
+            account_id=stored.account.account_id,
+            provider_bill_id=f"{stored_status.value}-{days:+d}",
+            category=Category.WATER,
+            amount=Decimal("10.00"),
+            currency="USD",
+            issued_on=date(2026, 11, 1),
+            due_on=today + timedelta(days=days),
+            status=stored_status,
+        )
+        for stored_status, days in product(BillStatus, (-1, 0, 1))
+    ]
+    table.bills.save_fetched_bills(stored.account, bills, datetime(2026, 11, 15, 9, 0, tzinfo=UTC))
+    # Then the store's filter for each status returns exactly the bills ``effective_status`` shows with it
+    for shown in BillStatus:
+        page, _ = table.bills.bills_page(user_id, BillQuery(today=today, limit=50, status=shown))
+        expected = {bill.provider_bill_id for bill in bills if effective_status(bill, today) is shown}
+        assert {bill.provider_bill_id for bill in page} == expected, shown
 
 
 def test_an_issue_date_range_and_one_provider(

@@ -119,3 +119,19 @@ def test_summary_keeps_open_bills_count_and_last_issue_date() -> None:
     assert summary.bill_count == 3
     assert [bill.provider_bill_id for bill in summary.open_bills] == ["late", "next"]
     assert summary.last_issued_on == date(2026, 11, 8)
+
+
+def test_a_bill_supersedes_the_one_held_only_when_newer_and_different() -> None:
+    held = make_bill("b1", "10", date(2026, 11, 21), BillStatus.UNPAID)
+    paid = held.model_copy(update={"status": BillStatus.PAID})
+    corrected = held.model_copy(update={"amount": Decimal("12"), "revision": 2})
+    earlier, later = NOW - timedelta(hours=1), NOW
+    # A higher revision wins, even when read earlier; an older revision never does.
+    assert corrected.supersedes(held, held_read_at=later, read_at=earlier)
+    assert not held.supersedes(corrected, held_read_at=earlier, read_at=later)
+    # The same revision changed (paid since) wins only when read later than the one held.
+    assert paid.supersedes(held, held_read_at=earlier, read_at=later)
+    assert not paid.supersedes(held, held_read_at=later, read_at=earlier)
+    assert not paid.supersedes(held, held_read_at=later, read_at=later)
+    # An identical statement never replaces the one held, however much later it was read.
+    assert not held.supersedes(held, held_read_at=earlier, read_at=later)

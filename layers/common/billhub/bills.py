@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from billhub.catalog import CATALOG, provider_entry
-from billhub.errors import NotFound
+from billhub.errors import InvalidCursor, NotFound
 from billhub.models import (
     OPEN_BILLS_LISTED,
     REFRESH_PERIODS,
@@ -29,6 +29,7 @@ from billhub.models import (
 )
 from billhub.money import format_amount, totals_by_currency
 from billhub.store import BillQuery
+from billhub.store.errors import MalformedCursor
 from billhub.store.protocols import Repositories
 
 # Data is stale once two of its account's refresh intervals have passed without a success.
@@ -148,10 +149,8 @@ class BillsPage(BaseModel):
 
 
 def effective_status(bill: Bill | OpenBill, today: date) -> BillStatus:
-    """A bill still unpaid after its due date is overdue, whatever the provider calls it."""
-    if bill.status is BillStatus.UNPAID and bill.due_on < today:
-        return BillStatus.OVERDUE
-    return bill.status
+    """A bill still unpaid after its due date is overdue, whatever the provider calls it (``BillStatus.shown``)."""
+    return bill.status.shown(past_due=bill.due_on < today)
 
 
 def freshness(account: Account, now: datetime) -> AccountFreshness:
@@ -265,7 +264,8 @@ def read_bills(
     profile, the accounts (one Query) and one page of bills (one Query on the issue-date index).
 
     ``provider`` must be a registered name (``UnknownProvider`` otherwise); a provider the user has not
-    linked is ``NotFound``. Accounts being deleted are hidden, and so are their remaining bills.
+    linked is ``NotFound``; a cursor the listing never handed out is ``InvalidCursor``. Accounts being
+    deleted are hidden, and so are their remaining bills.
     """
     adapter = provider_entry(provider) if provider is not None else None
     preferences = store.users.preferences(user_id)
@@ -278,19 +278,20 @@ def read_bills(
     ]
     if adapter is not None and not shown:
         raise NotFound(f"You have no linked {adapter.display_name} account.")
-    bills, next_cursor = store.bills.bills_page(
-        user_id,
-        BillQuery(
-            today=now.date(),
-            limit=filters.limit,
-            provider=adapter.name if adapter else None,
-            status=filters.status,
-            issued_from=filters.issued_from,
-            issued_to=filters.issued_to,
-            cursor=filters.cursor,
-            hidden_accounts=hidden,
-        ),
+    query = BillQuery(
+        today=now.date(),
+        limit=filters.limit,
+        provider=adapter.name if adapter else None,
+        status=filters.status,
+        issued_from=filters.issued_from,
+        issued_to=filters.issued_to,
+        cursor=filters.cursor,
+        hidden_accounts=hidden,
     )
+    try:
+        bills, next_cursor = store.bills.bills_page(user_id, query)
+    except MalformedCursor as error:
+        raise InvalidCursor() from error
     page = bills_page(shown, bills, preferences.due_soon_days, now, next_cursor)
     taken = _bills_within_budget(page)
     if taken == len(bills):

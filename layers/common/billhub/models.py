@@ -58,6 +58,12 @@ class BillStatus(StrEnum):
     UNPAID = "unpaid"
     OVERDUE = "overdue"
 
+    def shown(self, past_due: bool) -> BillStatus:
+        """The status shown for a bill stored with this one: still unpaid after its due date, it is overdue,
+        whatever the provider calls it. Nothing else counts, so the store derives its status filter from
+        this (``store.bills._shown_with``) and the two cannot disagree."""
+        return BillStatus.OVERDUE if self is BillStatus.UNPAID and past_due else self
+
 
 class AccountStatus(StrEnum):
     PENDING = "pending"
@@ -250,6 +256,25 @@ class Bill(BaseModel):
     def same_statement(self, other: Bill) -> bool:
         """True when ``other`` carries exactly what this bill does (a re-fetch that changed nothing)."""
         return self.model_dump() == other.model_dump()
+
+    @staticmethod
+    def latest_revisions(bills: Iterable[Bill]) -> list[Bill]:
+        """One bill per provider bill id (the highest revision; of two alike, the later), should paging
+        at the provider have shown one twice."""
+        latest: dict[str, Bill] = {}
+        for bill in bills:
+            seen = latest.get(bill.provider_bill_id)
+            if seen is None or bill.revision >= seen.revision:
+                latest[bill.provider_bill_id] = bill
+        return list(latest.values())
+
+    def supersedes(self, held: Bill, held_read_at: datetime, read_at: datetime) -> bool:
+        """Whether this bill, read from the provider at ``read_at``, replaces ``held`` (read at
+        ``held_read_at``): a higher revision, or the same revision changed (paid since) and read later.
+        Never an older revision, never an older read, never an identical statement."""
+        if held.revision > self.revision or held.same_statement(self):
+            return False
+        return held.revision < self.revision or held_read_at < read_at
 
 
 class JobAccountResult(BaseModel):

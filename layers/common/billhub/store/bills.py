@@ -20,7 +20,6 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from billhub import keys
-from billhub.errors import InvalidCursor
 from billhub.models import Account, AccountStatus, AccountSummary, Bill, BillStatus, kept_on, retention_cutoff
 from billhub.store.base import (
     Table,
@@ -31,7 +30,7 @@ from billhub.store.base import (
     _iso,
     _to_item,
 )
-from billhub.store.errors import AccountGone, ConcurrentUpdate
+from billhub.store.errors import AccountGone, ConcurrentUpdate, MalformedCursor
 
 TRANSACTION_LIMIT = 100
 # DynamoDB refuses a transaction whose items add up to more than 4 MB, and a bill at the models' largest
@@ -55,36 +54,33 @@ def _cursor_key(user_id: str, cursor: str) -> dict[str, Any]:
     try:
         issue_key, sort_key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, TypeError, binascii.Error) as error:
-        raise InvalidCursor() from error
+        raise MalformedCursor() from error
     if not (
         isinstance(issue_key, str)
         and isinstance(sort_key, str)
         and keys.is_bill_issue_sk(issue_key)
         and keys.is_bill_sk(sort_key)
     ):
-        raise InvalidCursor()
+        raise MalformedCursor()
     return _to_item({"PK": keys.user_pk(user_id), "SK": sort_key, "LSI1SK": issue_key})
 
 
-def _distinct(bills: Sequence[Bill]) -> list[Bill]:
-    """One bill per provider bill id (the highest revision), should paging have shown one twice."""
-    latest: dict[str, Bill] = {}
-    for bill in bills:
-        seen = latest.get(bill.provider_bill_id)
-        if seen is None or bill.revision >= seen.revision:
-            latest[bill.provider_bill_id] = bill
-    return list(latest.values())
-
-
-def _replaces(bill: Bill, held: StoredBill | None, as_of: datetime) -> bool:
-    """Whether a bill read at ``as_of`` should replace the one held: a new bill, a higher revision, or
-    the same revision changed (paid since) and read later than the held one. Never an older revision,
-    never a read older than what is held, never an identical statement."""
-    if held is None:
-        return True
-    if held.bill.revision > bill.revision or held.bill.same_statement(bill):
-        return False
-    return held.bill.revision < bill.revision or datetime.fromisoformat(held.fetched_at) < as_of
+def _shown_with(status: BillStatus, today: date, values: dict[str, Any]) -> str:
+    """The filter of the bills shown with ``status`` on ``today``, derived from ``BillStatus.shown``
+    itself (each stored status, past due or not), so that the filter and what is shown never drift apart."""
+    terms = []
+    for stored in BillStatus:
+        when = [past_due for past_due in (False, True) if stored.shown(past_due) is status]
+        if not when:
+            continue
+        values[f":{stored.value}"] = stored.value
+        term = f"#status = :{stored.value}"
+        if len(when) == 1:  # shown with ``status`` only when past due, or only when not
+            # Past due is ``due_on < today``, as in ``bills.effective_status`` (ISO dates order as strings).
+            term = f"({term} AND due_on {'<' if when[0] else '>='} :today)"
+            values[":today"] = today.isoformat()
+        terms.append(term)
+    return terms[0] if len(terms) == 1 else f"({' OR '.join(terms)})"
 
 
 def _bill_bytes(item: dict[str, Any]) -> int:
@@ -118,6 +114,10 @@ class StoredBill:
     bill: Bill
     # When the fetch that stored it read it from the provider (ISO 8601).
     fetched_at: str
+
+    def replaced_by(self, bill: Bill, as_of: datetime) -> bool:
+        """Whether ``bill``, read at ``as_of``, takes this one's place (``Bill.supersedes``)."""
+        return bill.supersedes(self.bill, datetime.fromisoformat(self.fetched_at), as_of)
 
 
 @dataclass(frozen=True)
@@ -269,16 +269,17 @@ class Bills(Table):
     def _changes(
         self, account: Account, held: dict[str, StoredBill], fetched: Sequence[Bill], as_of: datetime
     ) -> list[_BillWrite]:
-        """What a fetch read at ``as_of`` changes among the ``held`` bills: a put of each bill it replaces
-        (``_replaces``) and a delete of each bill then paid and past the retention. A fetched bill paid and
-        past it is not written at all, so it is not added back and pruned again at every fetch. A delete is
-        conditional on exactly the bill read, as a put is: a concurrent save makes this one start over."""
+        """What a fetch read at ``as_of`` changes among the ``held`` bills: a put of each bill new or
+        superseding the one held (``Bill.supersedes``) and a delete of each bill then paid and past the
+        retention. A fetched bill paid and past it is not written at all, so it is not added back and pruned
+        again at every fetch. A delete is conditional on exactly the bill read, as a put is: a concurrent
+        save makes this one start over."""
         cutoff = retention_cutoff(as_of.date())
         writes: list[_BillWrite] = []
         replaced: set[str] = set()
-        for bill in _distinct(fetched):
+        for bill in Bill.latest_revisions(fetched):
             previous = held.get(bill.provider_bill_id)
-            if not _replaces(bill, previous, as_of):
+            if previous is not None and not previous.replaced_by(bill, as_of):
                 continue
             if kept_on(bill, cutoff):
                 writes.append(self._bill_put(account, bill, previous, as_of))
@@ -326,6 +327,7 @@ class Bills(Table):
 
         One Query on LSI1 (bills only, ordered by issue date); filters the key cannot express are
         applied by DynamoDB, and the Query continues until the page is full or the bills run out.
+        ``MalformedCursor`` for a cursor this listing never handed out.
         """
         names: dict[str, str] = {}
         values: dict[str, Any] = {":pk": keys.user_pk(user_id)}
@@ -347,22 +349,7 @@ class Bills(Table):
             values.update(names_in)
         if query.status is not None:
             names["#status"] = "status"
-            # As shown: an unpaid bill past its due date is overdue, whatever the provider says.
-            if query.status is BillStatus.PAID:
-                filters.append("#status = :paid")
-                values[":paid"] = BillStatus.PAID.value
-            elif query.status is BillStatus.UNPAID:
-                filters.append("(#status = :unpaid AND due_on >= :today)")
-                values.update({":unpaid": BillStatus.UNPAID.value, ":today": query.today.isoformat()})
-            else:
-                filters.append("(#status = :overdue OR (#status = :unpaid AND due_on < :today))")
-                values.update(
-                    {
-                        ":overdue": BillStatus.OVERDUE.value,
-                        ":unpaid": BillStatus.UNPAID.value,
-                        ":today": query.today.isoformat(),
-                    }
-                )
+            filters.append(_shown_with(query.status, query.today, values))
         arguments: dict[str, Any] = {
             "TableName": self._table,
             "IndexName": "LSI1",
@@ -388,7 +375,7 @@ class Bills(Table):
             except ClientError as error:
                 message = error.response["Error"].get("Message", "").lower()
                 if query.cursor and error.response["Error"]["Code"] == "ValidationException" and "start" in message:
-                    raise InvalidCursor() from error
+                    raise MalformedCursor() from error
                 raise
             taken.extend(_from_item(item) for item in response["Items"])
             start = response.get("LastEvaluatedKey")
