@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import unicodedata
 import uuid
 from dataclasses import dataclass
@@ -193,14 +194,19 @@ class _Attempt:
 
 def _take_attempt(throttle: LoginThrottle, email: str, source_ip: str, now: datetime, limits: LoginLimits) -> _Attempt:
     attempt = _Attempt(LoginSubject.email(email), LoginSubject.source(source_ip))
-    retry_after = throttle.take_login_attempt(attempt.account, limits.per_account, limits.window, now)
-    if retry_after is not None:
-        raise TooManyAttempts(retry_after)
-    retry_after = throttle.take_login_attempt(attempt.source, limits.per_source, limits.window, now)
-    if retry_after is not None:
+    window_ends = throttle.take_login_attempt(attempt.account, limits.per_account, limits.window, now)
+    if window_ends is not None:
+        raise TooManyAttempts(_seconds_until(window_ends, now))
+    window_ends = throttle.take_login_attempt(attempt.source, limits.per_source, limits.window, now)
+    if window_ends is not None:
         throttle.refund_login_attempt(attempt.account, now)  # no password was tried
-        raise TooManyAttempts(retry_after)
+        raise TooManyAttempts(_seconds_until(window_ends, now))
     return attempt
+
+
+def _seconds_until(window_ends: datetime, now: datetime) -> int:
+    """Whole seconds, rounded up and never 0: a client that waits them finds the window over."""
+    return max(1, math.ceil((window_ends - now).total_seconds()))
 
 
 def _passed(throttle: LoginThrottle, attempt: _Attempt, now: datetime) -> None:
