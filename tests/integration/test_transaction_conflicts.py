@@ -16,6 +16,7 @@ from billhub.errors import Conflict
 from billhub.keys import link_sk, user_pk
 from billhub.models import Account, Preferences, User
 from billhub.store import CONFLICT_ATTEMPTS, BillsTable, ConcurrentUpdate
+from billhub.store.errors import AlreadyExists
 from tests.conftest import Clock
 from tests.integration.harness import Api
 
@@ -233,7 +234,7 @@ def test_a_user_whose_creation_met_a_transaction_is_created_once_on_a_retry(
     assert conflicts.calls == 2
     assert table.users.user_id_for_email("retried@example.com") == "u-retried"
     # and an email taken is still a conflict for the caller, not a retry
-    with pytest.raises(Conflict):
+    with pytest.raises(AlreadyExists):
         table.users.create_user(user, "hash")
     assert conflicts.calls == 3
 

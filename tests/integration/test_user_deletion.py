@@ -13,11 +13,11 @@ from typing import Any
 import boto3
 import pytest
 
-from billhub.errors import NotFound
 from billhub.models import Account, AccountStatus
 from billhub.store import BillsTable, ConcurrentUpdate
 from billhub.store.bills import Bills
 from billhub.store.deletions import Deletions
+from billhub.store.errors import ItemMissing
 from localcloud.provision import Stack
 from tests.conftest import Clock
 from tests.events import authorizer_event, scheduled_event
@@ -325,8 +325,8 @@ def test_nothing_new_is_linked_to_a_user_whose_deletion_began(api: Api, table: B
     # is either in that list or never stored), and so is a new OAuth2 state, or a read of preferences
     with pytest.raises(ConcurrentUpdate):
         table.accounts.create_account(account, "CW-0042", b"ciphertext")
-    with pytest.raises(NotFound):
+    with pytest.raises(ItemMissing):
         table.oauth_states.put_oauth_state(user_id, "nonce", {"user_id": user_id, "provider": "sparkgrid"}, now)
-    with pytest.raises(NotFound):
+    with pytest.raises(ItemMissing):
         table.users.preferred_refresh_interval(user_id)
     assert table.accounts.list_accounts(user_id) == []

@@ -21,6 +21,7 @@ from billhub.providers.errors import ProviderAuthRejected, ProviderError
 from billhub.queue import EnqueueFailed, FetchQueue
 from billhub.refresh import fetch_now
 from billhub.store import ConcurrentUpdate, StoredAccount
+from billhub.store.errors import ItemMissing
 from billhub.store.protocols import Repositories
 
 if TYPE_CHECKING:
@@ -273,7 +274,11 @@ async def _link_new(
     external_id = identity.external_id if identity else f"pending:{account.account_id}"
     # A re-read after a lost conditional write, not a retry with backoff (so no tenacity policy).
     for _ in range(2):  # once more if the user changed their refresh interval while this was linking
-        account = account.model_copy(update={"refresh_interval": store.users.preferred_refresh_interval(user_id)})
+        try:
+            interval = store.users.preferred_refresh_interval(user_id)
+        except ItemMissing as error:  # deleted (or being deleted) while this was linking
+            raise NotFound("No such user.") from error
+        account = account.model_copy(update={"refresh_interval": interval})
         try:
             store.accounts.create_account(account, external_id, ciphertext, identity_pending=identity is None)
         except ConcurrentUpdate:

@@ -29,7 +29,7 @@ from billhub.models import (
 )
 from billhub.money import format_amount, totals_by_currency
 from billhub.store import BillQuery
-from billhub.store.errors import MalformedCursor
+from billhub.store.errors import ItemMissing, MalformedCursor
 from billhub.store.protocols import Repositories
 
 # Data is stale once two of its account's refresh intervals have passed without a success.
@@ -268,7 +268,10 @@ def read_bills(
     deleted are hidden, and so are their remaining bills.
     """
     adapter = provider_entry(provider) if provider is not None else None
-    preferences = store.users.preferences(user_id)
+    try:
+        preferences = store.users.preferences(user_id)
+    except ItemMissing as error:
+        raise NotFound("No such user.") from error
     accounts = store.accounts.list_accounts(user_id)
     hidden = frozenset(account.account_id for account in accounts if account.status is AccountStatus.DELETING)
     shown = [

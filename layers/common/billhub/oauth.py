@@ -17,7 +17,8 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel, ValidationError
 
 from billhub.auth import InvalidJwt, KeyRing, RingJwt
-from billhub.errors import ServiceError
+from billhub.errors import NotFound, ServiceError
+from billhub.store.errors import ItemMissing
 from billhub.store.protocols import OAuthStateStore
 
 STATE_TTL = timedelta(minutes=10)
@@ -54,9 +55,13 @@ class OAuthStates:
         self._jwt.forget()
 
     def issue(self, link: PendingLink, now: datetime) -> str:
+        """A state for ``link``; ``NotFound`` if its user is gone or being deleted."""
         nonce = secrets.token_urlsafe(18)
         expires_at = now + STATE_TTL
-        self._store.put_oauth_state(link.user_id, nonce, link.model_dump(exclude_none=True), expires_at)
+        try:
+            self._store.put_oauth_state(link.user_id, nonce, link.model_dump(exclude_none=True), expires_at)
+        except ItemMissing as error:
+            raise NotFound("No such user.") from error
         return self._jwt.sign({"iat": now, "exp": expires_at, "jti": nonce})
 
     def redeem(self, state: str, provider: str, now: datetime) -> PendingLink:

@@ -27,6 +27,7 @@ from billhub.models import (
 )
 from billhub.queue import SQS_BATCH_LIMIT, EnqueueFailed, FetchQueue
 from billhub.store import DueRefresh
+from billhub.store.errors import ItemMissing
 from billhub.store.protocols import RefreshJobStore, RefreshScheduleStore, Repositories
 
 # Attempts at rescheduling one account that planners or refreshes keep changing under us.
@@ -129,7 +130,10 @@ def start_refresh(
 
 
 def _take_refresh_turn(store: Repositories, user_id: str, now: datetime, min_interval: timedelta) -> None:
-    previous = store.users.start_manual_refresh(user_id, now, min_interval)
+    try:
+        previous = store.users.start_manual_refresh(user_id, now, min_interval)
+    except ItemMissing as error:
+        raise NotFound("No such user.") from error
     if previous is None:
         return
     allowed_at = previous + min_interval

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import unicodedata
 import uuid
 from dataclasses import dataclass
@@ -12,9 +13,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from billhub import deletion
 from billhub.auth import DUMMY_PASSWORD_HASH, TokenService, hash_password, verify_password
-from billhub.errors import NotFound, ServiceError, Unauthorized
+from billhub.errors import Conflict, NotFound, ServiceError, Unauthorized
 from billhub.models import CurrencyCode, LoginSubject, Preferences, RefreshInterval, User
 from billhub.refresh import apply_refresh_interval
+from billhub.store.errors import AlreadyExists, ItemMissing
 from billhub.store.protocols import LoginThrottle, Repositories, UserStore
 
 
@@ -104,7 +106,10 @@ class DeletionRequest(BaseModel):
 
 def register(users: UserStore, request: Credentials, now: datetime) -> Registered:
     user = User(user_id=uuid.uuid4().hex, email=request.email, created_at=now)
-    users.create_user(user, hash_password(request.password))
+    try:
+        users.create_user(user, hash_password(request.password))
+    except AlreadyExists as error:
+        raise Conflict("An account with this email already exists.") from error
     return Registered(user_id=user.user_id)
 
 
@@ -189,14 +194,19 @@ class _Attempt:
 
 def _take_attempt(throttle: LoginThrottle, email: str, source_ip: str, now: datetime, limits: LoginLimits) -> _Attempt:
     attempt = _Attempt(LoginSubject.email(email), LoginSubject.source(source_ip))
-    retry_after = throttle.take_login_attempt(attempt.account, limits.per_account, limits.window, now)
-    if retry_after is not None:
-        raise TooManyAttempts(retry_after)
-    retry_after = throttle.take_login_attempt(attempt.source, limits.per_source, limits.window, now)
-    if retry_after is not None:
+    window_ends = throttle.take_login_attempt(attempt.account, limits.per_account, limits.window, now)
+    if window_ends is not None:
+        raise TooManyAttempts(_seconds_until(window_ends, now))
+    window_ends = throttle.take_login_attempt(attempt.source, limits.per_source, limits.window, now)
+    if window_ends is not None:
         throttle.refund_login_attempt(attempt.account, now)  # no password was tried
-        raise TooManyAttempts(retry_after)
+        raise TooManyAttempts(_seconds_until(window_ends, now))
     return attempt
+
+
+def _seconds_until(window_ends: datetime, now: datetime) -> int:
+    """Whole seconds, rounded up and never 0: a client that waits them finds the window over."""
+    return max(1, math.ceil((window_ends - now).total_seconds()))
 
 
 def _passed(throttle: LoginThrottle, attempt: _Attempt, now: datetime) -> None:
@@ -217,7 +227,10 @@ def change_profile(store: Repositories, user_id: str, change: ProfileChange, now
     profile = get_profile(store.users, user_id)
     updates = change.preferences.model_dump(exclude_none=True)
     preferences = profile.preferences.model_copy(update=updates)
-    store.users.update_preferences(user_id, preferences)
+    try:
+        store.users.update_preferences(user_id, preferences)
+    except ItemMissing as error:  # deleted since it was read
+        raise NotFound("No such user.") from error
     if change.preferences.refresh_interval is not None:
         # Each account keeps its own copy for the planner. Applied even when the preference did not
         # change, so repeating the request completes one that failed half-way.

@@ -9,8 +9,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from billhub import keys
-from billhub.errors import NotFound
 from billhub.store.base import Table, _condition_failed_at, _from_item, _is_conditional_failure, _to_item
+from billhub.store.errors import ItemMissing
 
 
 class LinksInProgress(Table):
@@ -20,7 +20,7 @@ class LinksInProgress(Table):
         """Stores a link in progress under its nonce, and a pointer to it in the user's partition (their
         deletion finds their states by it), in one transaction checking the user still exists and is not
         being deleted: their deletion lists pointers after marking the profile, so a state is either in
-        that list or never stored. ``NotFound`` if the user is gone or being deleted."""
+        that list or never stored. ``ItemMissing`` if the user is gone or being deleted."""
         expiry = int(expires_at.timestamp())
         pointer = {"PK": keys.user_pk(user_id), "SK": keys.oauth_state_pointer_sk(nonce), "type": "oauth_state_ref"}
         state = {"PK": keys.oauth_state_pk(nonce), "SK": keys.OAUTH_STATE_SK, "type": "oauth_state", "link": link}
@@ -46,7 +46,7 @@ class LinksInProgress(Table):
             )
         except ClientError as error:
             if _condition_failed_at(error, 2):
-                raise NotFound("No such user.") from error
+                raise ItemMissing(f"user {user_id}") from error
             raise
 
     def consume_oauth_state(self, nonce: str, now: datetime) -> dict[str, Any] | None:

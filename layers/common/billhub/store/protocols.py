@@ -46,7 +46,9 @@ class OAuthStateStore(Protocol):
 class LoginThrottle(Protocol):
     """The failed sign-in counters (``billhub.store.sign_in.SignInChecks``)."""
 
-    def take_login_attempt(self, subject: LoginSubject, limit: int, window: timedelta, now: datetime) -> int | None: ...
+    def take_login_attempt(
+        self, subject: LoginSubject, limit: int, window: timedelta, now: datetime
+    ) -> datetime | None: ...
 
     def refund_login_attempt(self, subject: LoginSubject, now: datetime) -> None: ...
 

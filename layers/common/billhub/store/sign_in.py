@@ -6,7 +6,7 @@ expiring by TTL; reads ignore an expired one, since DynamoDB deletes expired ite
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from botocore.exceptions import ClientError
@@ -27,15 +27,20 @@ def login_attempts_key(subject: LoginSubject) -> dict[str, Any]:
 class SignInChecks(Table):
     """The failed sign-in counters of emails and source IPs, and the authorizer's check of a profile."""
 
-    def take_login_attempt(self, subject: LoginSubject, limit: int, window: timedelta, now: datetime) -> int | None:
+    def take_login_attempt(
+        self, subject: LoginSubject, limit: int, window: timedelta, now: datetime
+    ) -> datetime | None:
         """Counts one login attempt against ``subject`` (the email typed, or the caller's source IP),
         unless ``limit`` attempts were counted in its current window: then nothing is counted and the
-        seconds until that window ends are returned. A subject's window opens at its first attempt.
+        moment that window ends is returned. An attempt after a window ended (or the first) opens one
+        of ``window``.
 
         Conditional writes only, so concurrent attempts can never exceed the limit together.
         """
         key = login_attempts_key(subject)
         moment = int(now.timestamp())
+        # Not a retry with backoff (nothing transient to wait out, so no tenacity policy): a pass ends
+        # only when a conditional write lost a race to another attempt, and the next acts on what it left.
         for _ in range(_LOGIN_WRITE_ATTEMPTS):
             try:
                 self._client.update_item(
@@ -51,8 +56,10 @@ class SignInChecks(Table):
                 if not _is_conditional_failure(error):
                     raise
                 held = cast("dict[str, Any]", error.response).get("Item")
-                if held is not None and int(_from_item(held)["expires_at"]) > moment:
-                    return max(1, int(_from_item(held)["expires_at"]) - moment)
+                if held is not None:
+                    window_ends = int(_from_item(held)["expires_at"])
+                    if window_ends > moment:
+                        return datetime.fromtimestamp(window_ends, UTC)
             try:  # no window yet, or it is over: this attempt opens a new one
                 self._client.put_item(
                     TableName=self._table,

@@ -9,15 +9,16 @@ from typing import Any, cast
 from botocore.exceptions import ClientError
 
 from billhub import keys
-from billhub.errors import Conflict, NotFound
 from billhub.models import Preferences, RefreshInterval, User
 from billhub.store.base import Table, _from_item, _is_conditional_failure, _iso, _retrying_conflicts, _to_item
+from billhub.store.errors import AlreadyExists, ItemMissing
 
 
 class Users(Table):
     """Profiles and email guards: who may sign in, and what they prefer."""
 
     def create_user(self, user: User, password_hash: str) -> None:
+        """``AlreadyExists`` if the email is another user's (or the user id is taken)."""
         profile = _to_item(
             {
                 "PK": keys.user_pk(user.user_id),
@@ -56,7 +57,7 @@ class Users(Table):
             )
         except ClientError as error:
             if _is_conditional_failure(error):
-                raise Conflict("An account with this email already exists.") from error
+                raise AlreadyExists(f"email of user {user.user_id} is registered already") from error
             raise
 
     def user_id_for_email(self, email: str) -> str | None:
@@ -72,7 +73,7 @@ class Users(Table):
         return User.model_validate(item), str(item["password_hash"])
 
     def update_preferences(self, user_id: str, preferences: Preferences) -> None:
-        """``NotFound`` once the user is gone or being deleted."""
+        """``ItemMissing`` once the user is gone or being deleted."""
         try:
             self._retried.update_item(
                 TableName=self._table,
@@ -83,12 +84,12 @@ class Users(Table):
             )
         except ClientError as error:
             if _is_conditional_failure(error):
-                raise NotFound("No such user.") from error
+                raise ItemMissing(f"user {user_id}") from error
             raise
 
     def preferences(self, user_id: str) -> Preferences:
-        """The user's preferences (and nothing else of the profile); ``NotFound`` once the user is gone
-        or being deleted (so is every route that reads them)."""
+        """The user's preferences (and nothing else of the profile); ``ItemMissing`` once the user is
+        gone or being deleted."""
         response = self._client.get_item(
             TableName=self._table,
             Key=_to_item({"PK": keys.user_pk(user_id), "SK": keys.PROFILE_SK}),
@@ -97,7 +98,7 @@ class Users(Table):
         )
         item = _from_item(response["Item"]) if "Item" in response else None
         if item is None or "deleting_since" in item:
-            raise NotFound("No such user.")
+            raise ItemMissing(f"user {user_id}")
         return Preferences.model_validate(item["preferences"])
 
     def preferred_refresh_interval(self, user_id: str) -> RefreshInterval:
@@ -106,6 +107,7 @@ class Users(Table):
     def start_manual_refresh(self, user_id: str, now: datetime, min_interval: timedelta) -> datetime | None:
         """Records that the user starts a manual refresh at ``now``, unless their previous one was less
         than ``min_interval`` ago: then nothing is recorded and the time of that previous one returned.
+        ``ItemMissing`` once the user is gone or being deleted.
 
         One conditional write, so of two requests at the same moment only one can start.
         """
@@ -128,7 +130,7 @@ class Users(Table):
             # The profile as it was, which ReturnValuesOnConditionCheckFailure puts beside the error.
             profile = cast("dict[str, Any]", error.response).get("Item")
             if profile is None or "deleting_since" in profile:
-                raise NotFound("No such user.") from error
+                raise ItemMissing(f"user {user_id}") from error
             return datetime.fromisoformat(str(_from_item(profile)["last_manual_refresh_at"]))
         return None
 
