@@ -12,7 +12,6 @@ from typing import Any
 import boto3
 import pytest
 
-from billhub.errors import Conflict
 from billhub.keys import link_sk, user_pk
 from billhub.models import Account, Preferences, User
 from billhub.store import CONFLICT_ATTEMPTS, BillsTable, ConcurrentUpdate
@@ -186,7 +185,7 @@ def test_a_cancellation_naming_a_failed_condition_is_not_retried_as_a_conflict(
     conflicts = Conflicts(
         client, "TransactWriteItems", times=1, reasons=["ConditionalCheckFailed", "None", "TransactionConflict"]
     )
-    with pytest.raises(Conflict):
+    with pytest.raises(AlreadyExists):
         table.accounts.create_account(another_account(stored), "CW-00000002", b"ciphertext")
     assert conflicts.calls == 1
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from billhub.catalog import ProviderName
 from billhub.credentials import CredentialVault
-from billhub.errors import Conflict, CredentialsRejected, NotFound, ProviderDown, ServiceError
+from billhub.errors import Conflict, CredentialsRejected, NotFound, ProviderDown, ServiceError, TooManyAccounts
 from billhub.models import Account, AccountStatus, Category, PrintableText, RefreshInterval, Visible
 from billhub.oauth import STATE_TTL, OAuthStates, PendingLink
 from billhub.providers import REGISTRY, get_adapter
@@ -21,7 +21,7 @@ from billhub.providers.errors import ProviderAuthRejected, ProviderError
 from billhub.queue import EnqueueFailed, FetchQueue
 from billhub.refresh import fetch_now
 from billhub.store import ConcurrentUpdate, StoredAccount
-from billhub.store.errors import ItemMissing
+from billhub.store.errors import AlreadyExists, CapReached, ItemMissing
 from billhub.store.protocols import Repositories
 
 if TYPE_CHECKING:
@@ -281,6 +281,12 @@ async def _link_new(
         account = account.model_copy(update={"refresh_interval": interval})
         try:
             store.accounts.create_account(account, external_id, ciphertext, identity_pending=identity is None)
+        except AlreadyExists as error:
+            raise Conflict(
+                f"This {account.provider} account is already linked.", details={"provider": account.provider}
+            ) from error
+        except CapReached as error:
+            raise TooManyAccounts(error.limit) from error
         except ConcurrentUpdate:
             continue
         _enqueue_first_fetch(store, queue, account, now)
@@ -321,10 +327,12 @@ async def _repair(
             )
         try:
             store.accounts.relink(stored, identity.external_id, identity.masked, now, ciphertext)
-        except Conflict as error:
+        except AlreadyExists as error:
             raise DifferentProviderAccount(
                 f"This {adapter.display_name} account ({identity.masked}) is already linked as another account."
             ) from error
+        except ItemMissing as error:
+            raise NotFound("No such account.") from error
         except ConcurrentUpdate:
             stored = _own_account(store, stored.account.user_id, stored.account.account_id)
             continue

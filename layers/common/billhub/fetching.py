@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from billhub.alerts import AdminAlerts
 from billhub.circuit import Transition
 from billhub.credentials import CredentialVault
-from billhub.errors import Conflict
+from billhub.errors import NotFound
 from billhub.fetch_outcomes import AwaitingReauth, DuplicateLink, FetchFailed, FetchResult, Gone, classify
 from billhub.fetch_recorder import AsyncStore, Attempt, OutcomeRecorder, Safeguards, off_loop, raise_alert
 from billhub.models import AccountStatus, Bill, FetchRequest
@@ -25,6 +25,7 @@ from billhub.providers import REGISTRY
 from billhub.providers.base import ProviderAdapter
 from billhub.providers.session import ProviderConnector, ProviderSession
 from billhub.store import ConcurrentUpdate, StoredAccount
+from billhub.store.errors import AlreadyExists, ItemMissing
 from billhub.store.protocols import Repositories
 
 __all__ = ["DuplicateLink", "FetchFailed", "FetchResult", "Fetcher", "Safeguards", "alert_when_a_circuit_opens"]
@@ -162,14 +163,20 @@ class Fetcher:
         identity = await adapter.verify(session)
         try:
             await self._store.relink(stored, identity.external_id, identity.masked, self._clock())
-        except Conflict as error:
+        except AlreadyExists as error:
             raise DuplicateLink(
                 f"This {adapter.display_name} account ({identity.masked}) is already linked as another "
                 "account; remove this one."
             ) from error
-        except ConcurrentUpdate:
-            # Another fetch or a repair confirmed it first; their identity stands.
-            logger.info("identity confirmed elsewhere", extra={"account_id": stored.account.account_id})
+        except ItemMissing as error:
+            raise NotFound("No such account.") from error
+        except ConcurrentUpdate as error:
+            # Another fetch or a repair confirmed it first (their identity stands), or the write kept
+            # meeting other transactions (the next fetch confirms it): the reason tells which.
+            logger.info(
+                "identity not confirmed by this fetch: confirmed elsewhere, or kept meeting other transactions",
+                extra={"account_id": stored.account.account_id, "reason": str(error)},
+            )
 
 
 def alert_when_a_circuit_opens(alerts: AdminAlerts) -> Callable[[Transition], Awaitable[None]]:

@@ -14,7 +14,6 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from billhub import keys
-from billhub.errors import Conflict, NotFound, TooManyAccounts
 from billhub.models import MAX_ACCOUNTS_PER_USER, Account, AccountStatus
 from billhub.store.base import (
     Table,
@@ -24,7 +23,7 @@ from billhub.store.base import (
     _retrying_conflicts,
     _to_item,
 )
-from billhub.store.errors import ConcurrentUpdate
+from billhub.store.errors import AlreadyExists, CapReached, ConcurrentUpdate, ItemMissing
 from billhub.store.schedule import _schedule_unchanged
 
 
@@ -48,8 +47,8 @@ class Accounts(Table):
     def create_account(
         self, account: Account, external_id: str, credentials_ciphertext: bytes, identity_pending: bool = False
     ) -> None:
-        """Stores a new linked account; ``Conflict`` if this user already linked that provider account,
-        ``TooManyAccounts`` if they have ``MAX_ACCOUNTS_PER_USER`` (counted on the profile in the same
+        """Stores a new linked account; ``AlreadyExists`` if this user already linked that provider account,
+        ``CapReached`` if they have ``MAX_ACCOUNTS_PER_USER`` (counted on the profile in the same
         transaction; the deletion of an account counts it down).
 
         The account's ``refresh_interval`` must still be the owner's preference: a change of preference
@@ -88,6 +87,7 @@ class Accounts(Table):
                 }
             },
         ]
+        # A second pass only after counting an uncounted profile: a re-read, not a retry with backoff.
         for counted in (True, False):
             try:
                 _retrying_conflicts(
@@ -101,13 +101,11 @@ class Accounts(Table):
                 if _condition_failed_at(error, 2) and not _condition_failed_at(error, 0):
                     count = self._account_count(account.user_id)
                     if count is not None and count >= MAX_ACCOUNTS_PER_USER:
-                        raise TooManyAccounts(MAX_ACCOUNTS_PER_USER) from error
+                        raise CapReached(MAX_ACCOUNTS_PER_USER) from error
                     if count is None and counted and self._start_account_count(account.user_id):
                         continue  # a profile from before the count: counted now, linked again
                     raise ConcurrentUpdate(f"user {account.user_id} changed their refresh interval") from error
-                raise Conflict(
-                    f"This {account.provider} account is already linked.", details={"provider": account.provider}
-                ) from error
+                raise AlreadyExists(f"link {link_key} of user {account.user_id}") from error
 
     def _account_count(self, user_id: str) -> int | None:
         """The profile's count of linked accounts; None without one (or without a profile)."""
@@ -207,9 +205,9 @@ class Accounts(Table):
         When the identity differs from the one linked (a pending account verified for the first
         time), the one-link-per-provider-account item moves with it in the same transaction.
         Everything is conditional on the account's link being the one ``stored`` saw:
-        ``Conflict`` if the user already linked that provider account as another account,
-        ``ConcurrentUpdate`` if the account's link (or, for a repair, its schedule) changed meanwhile,
-        ``NotFound`` if it is gone.
+        ``AlreadyExists`` if the user already linked that provider account as another account,
+        ``ConcurrentUpdate`` if the account's link (or, for a repair, its schedule) changed meanwhile
+        (or the write kept meeting other transactions in flight), ``ItemMissing`` if it is gone.
         """
         account = stored.account
         link_key = keys.link_sk(account.provider, external_id)
@@ -282,12 +280,10 @@ class Accounts(Table):
             if not _is_conditional_failure(error):
                 raise
             if moves and _condition_failed_at(error, 0):
-                raise Conflict(
-                    f"This {account.provider} account is already linked.", details={"provider": account.provider}
-                ) from error
+                raise AlreadyExists(f"link {link_key} of user {account.user_id}") from error
             current = self.get_account(account.user_id, account.account_id)
             if current is None or current.account.status is AccountStatus.DELETING:
-                raise NotFound("No such account.") from error
+                raise ItemMissing(f"account {account.account_id}") from error
             raise ConcurrentUpdate(f"account {account.account_id} was relinked meanwhile") from error
 
     def list_accounts(self, user_id: str) -> list[Account]:

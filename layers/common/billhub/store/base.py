@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from billhub import keys
 from billhub.store.errors import ConcurrentUpdate
@@ -47,8 +48,13 @@ def _is_transaction_conflict(error: ClientError) -> bool:
     return code == "TransactionCanceledException" and any(r.get("Code") == "TransactionConflict" for r in reasons)
 
 
+# Pauses of up to 50 ms, 100 ms, ... drawn at random, so retrying writers spread out.
+_JITTERED_BACK_OFF = wait_random_exponential(multiplier=0.05)
+
+
 def _back_off(attempt: int) -> None:
-    time.sleep(random.uniform(0, 0.05 * 2**attempt))  # jitter, so retrying writers spread out
+    """``_JITTERED_BACK_OFF``'s pause after ``attempt`` (from 0), for a loop that is not tenacity's."""
+    time.sleep(random.uniform(0, 0.05 * 2**attempt))
 
 
 def _only_a_transaction_conflict(error: ClientError) -> bool:
@@ -69,17 +75,21 @@ def _retrying_conflicts[T](write: Callable[[], T], concurrent: str) -> T:
     """``write()``, sent again (after a jittered pause) while it only met another transaction in flight,
     which botocore does not retry; ``ConcurrentUpdate(concurrent)`` once ``CONFLICT_ATTEMPTS`` ran out.
     Any other error, a failed condition included, is raised as it is."""
-    conflict: ClientError | None = None
-    for attempt in range(CONFLICT_ATTEMPTS):
-        try:
-            return write()
-        except ClientError as error:
-            if not _only_a_transaction_conflict(error):
-                raise
-            conflict = error
-            if attempt + 1 < CONFLICT_ATTEMPTS:
-                _back_off(attempt)
-    raise ConcurrentUpdate(concurrent) from conflict
+    try:
+        return Retrying(
+            stop=stop_after_attempt(CONFLICT_ATTEMPTS),
+            wait=_JITTERED_BACK_OFF,
+            retry=retry_if_exception(_is_only_a_transaction_conflict),
+            reraise=True,
+        )(write)
+    except ClientError as error:
+        if not _only_a_transaction_conflict(error):
+            raise
+        raise ConcurrentUpdate(concurrent) from error
+
+
+def _is_only_a_transaction_conflict(error: BaseException) -> bool:
+    return isinstance(error, ClientError) and _only_a_transaction_conflict(error)
 
 
 class _ConflictsRetried:

@@ -8,19 +8,26 @@ themselves has their profile at GSI1PK=DELETING_USERS, GSI1SK=<deleting_since>#<
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
-from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_exponential
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from billhub import keys
 from billhub.models import Account, AccountStatus, LoginSubject, User
 from billhub.store.base import (
+    _JITTERED_BACK_OFF,
     BATCH_WRITE_LIMIT,
     Table,
-    _back_off,
     _chunks,
     _condition_failed_at,
     _from_item,
@@ -35,6 +42,35 @@ from billhub.store.sign_in import login_attempts_key
 BATCH_ATTEMPTS = 8
 DELETE_ATTEMPTS = 3
 DELETED_MARKER_TTL_SECONDS = 7 * 24 * 3600
+
+
+class _LostRace(Exception):
+    """An attempt lost to a concurrent change (its cause says which) and may be sent again; ``at_once``
+    when it already adjusted to that change, so nothing is to be waited for."""
+
+    def __init__(self, at_once: bool = False) -> None:
+        super().__init__()
+        self.at_once = at_once
+
+
+def _retrying_deletion[T](attempt: Callable[[], T], gave_up: str) -> T:
+    """``attempt()``, sent again while it raises ``_LostRace`` (after a jittered pause, unless at once);
+    ``ConcurrentUpdate(gave_up)`` from the last race's cause once ``DELETE_ATTEMPTS`` ran out. Any
+    other error is raised as it is."""
+
+    def pause(state: RetryCallState) -> float:
+        lost = state.outcome.exception() if state.outcome else None
+        return 0 if isinstance(lost, _LostRace) and lost.at_once else _JITTERED_BACK_OFF(state)
+
+    try:
+        return Retrying(
+            stop=stop_after_attempt(DELETE_ATTEMPTS),
+            wait=pause,
+            retry=retry_if_exception_type(_LostRace),
+            reraise=True,
+        )(attempt)
+    except _LostRace as lost:
+        raise ConcurrentUpdate(gave_up) from lost.__cause__
 
 
 class Deletions(Table):
@@ -82,7 +118,8 @@ class AccountDeletions(Deletions):
         bills (a fetch in flight included) is refused from then on. Returns the account, or None if it
         is not the user's (or is already gone). Safe to repeat: an account already being deleted is
         returned as it is."""
-        for attempt in range(DELETE_ATTEMPTS):
+
+        def begin() -> Account | None:
             key = {"PK": keys.user_pk(user_id), "SK": keys.account_sk(account_id)}
             item = self._get(key["PK"], key["SK"], consistent=True)
             if item is None:
@@ -130,10 +167,10 @@ class AccountDeletions(Deletions):
                 if not (_is_conditional_failure(error) or _is_transaction_conflict(error)):
                     raise
                 # Changed (or deleted) by a concurrent request between the read and the write.
-                _back_off(attempt)
-                continue
+                raise _LostRace from error
             return account.model_copy(update={"status": AccountStatus.DELETING})
-        raise ConcurrentUpdate(f"account {account_id} kept changing while its deletion began")
+
+        return _retrying_deletion(begin, f"account {account_id} kept changing while its deletion began")
 
     def remove_account_bills(self, account: Account) -> int:
         """Deletes every bill of an account being deleted, 25 per batch (DynamoDB's limit); returns how
@@ -183,20 +220,22 @@ class AccountDeletions(Deletions):
                 }
             },
         ]
-        for attempt in range(DELETE_ATTEMPTS):
+
+        def remove() -> None:
+            nonlocal writes
             try:
                 self._client.transact_write_items(TransactItems=writes)
-                return
             except ClientError as error:
                 if _condition_failed_at(error, 0):
                     return  # another attempt finished it first
                 if _condition_failed_at(error, 2):
                     writes = writes[:2]  # a profile from before the count (or gone): nothing to count down
-                    continue
+                    raise _LostRace(at_once=True) from error
                 if not _is_transaction_conflict(error):
                     raise
-                _back_off(attempt)
-        raise ConcurrentUpdate(f"account {account.account_id} could not be removed; the next attempt finishes it")
+                raise _LostRace from error
+
+        _retrying_deletion(remove, f"account {account.account_id} could not be removed; the next attempt finishes it")
 
     def was_deleted(self, user_id: str, account_id: str) -> bool:
         return self._get(keys.user_pk(user_id), keys.deleted_sk(account_id), consistent=True) is not None
@@ -295,10 +334,10 @@ class UserDeletions(Deletions):
                 "ExpressionAttributeValues": _to_item({":user": user_id}),
             }
         }
-        for attempt in range(DELETE_ATTEMPTS):
+
+        def remove() -> None:
             try:
                 self._client.transact_write_items(TransactItems=[profile, guard])
-                return
             except ClientError as error:
                 if _condition_failed_at(error, 0):
                     return  # another attempt finished it first
@@ -308,8 +347,9 @@ class UserDeletions(Deletions):
                     return
                 if not _is_transaction_conflict(error):
                     raise
-                _back_off(attempt)
-        raise ConcurrentUpdate(f"user {user_id} could not be removed; the next attempt finishes it")
+                raise _LostRace from error
+
+        _retrying_deletion(remove, f"user {user_id} could not be removed; the next attempt finishes it")
 
     def _delete_profile_being_deleted(self, user_id: str) -> None:
         try:
