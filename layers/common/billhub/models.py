@@ -61,7 +61,7 @@ class BillStatus(StrEnum):
     def shown(self, past_due: bool) -> BillStatus:
         """The status shown for a bill stored with this one: still unpaid after its due date, it is overdue,
         whatever the provider calls it. Nothing else counts, so the store derives its status filter from
-        this (``store.bills._shown_with``) and the two cannot disagree."""
+        this (``store.bill_queries.status_filter``) and the two cannot disagree."""
         return BillStatus.OVERDUE if self is BillStatus.UNPAID and past_due else self
 
 

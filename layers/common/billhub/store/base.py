@@ -3,8 +3,6 @@ conditions and of transactions met in flight, and ``Table``, their access to the
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -50,11 +48,6 @@ def _is_transaction_conflict(error: ClientError) -> bool:
 
 # Pauses of up to 50 ms, 100 ms, ... drawn at random, so retrying writers spread out.
 _JITTERED_BACK_OFF = wait_random_exponential(multiplier=0.05)
-
-
-def _back_off(attempt: int) -> None:
-    """``_JITTERED_BACK_OFF``'s pause after ``attempt`` (from 0), for a loop that is not tenacity's."""
-    time.sleep(random.uniform(0, 0.05 * 2**attempt))
 
 
 def _only_a_transaction_conflict(error: ClientError) -> bool:

@@ -9,8 +9,6 @@ account's paid bills issued before ``models.retention_cutoff`` (48 months), in t
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -18,18 +16,20 @@ from datetime import date, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 from billhub import keys
 from billhub.models import Account, AccountStatus, AccountSummary, Bill, BillStatus, kept_on, retention_cutoff
 from billhub.store.base import (
+    _JITTERED_BACK_OFF,
     Table,
-    _back_off,
     _from_item,
     _is_conditional_failure,
     _is_transaction_conflict,
     _iso,
     _to_item,
 )
+from billhub.store.bill_queries import cursor_of, start_key_of, status_filter
 from billhub.store.errors import AccountGone, ConcurrentUpdate, MalformedCursor
 
 TRANSACTION_LIMIT = 100
@@ -41,46 +41,6 @@ TRANSACTION_BILL_BYTES = 3 * 1024 * 1024
 # A fetch that finds its account's bills changed under it starts over from a fresh read, this often.
 SAVE_ATTEMPTS = 3
 FILTER_IN_LIMIT = 100
-
-
-def _cursor_of(item: dict[str, Any]) -> str:
-    """An opaque cursor: where the page ended in LSI1. The partition is never in it; it is the caller's."""
-    # UTF-8 rather than \u escapes, so a cursor stays within ``bills.MAX_CURSOR_LENGTH`` whatever the ids.
-    raw = json.dumps([item["LSI1SK"], item["SK"]], separators=(",", ":"), ensure_ascii=False).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _cursor_key(user_id: str, cursor: str) -> dict[str, Any]:
-    try:
-        issue_key, sort_key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, TypeError, binascii.Error) as error:
-        raise MalformedCursor() from error
-    if not (
-        isinstance(issue_key, str)
-        and isinstance(sort_key, str)
-        and keys.is_bill_issue_sk(issue_key)
-        and keys.is_bill_sk(sort_key)
-    ):
-        raise MalformedCursor()
-    return _to_item({"PK": keys.user_pk(user_id), "SK": sort_key, "LSI1SK": issue_key})
-
-
-def _shown_with(status: BillStatus, today: date, values: dict[str, Any]) -> str:
-    """The filter of the bills shown with ``status`` on ``today``, derived from ``BillStatus.shown``
-    itself (each stored status, past due or not), so that the filter and what is shown never drift apart."""
-    terms = []
-    for stored in BillStatus:
-        when = [past_due for past_due in (False, True) if stored.shown(past_due) is status]
-        if not when:
-            continue
-        values[f":{stored.value}"] = stored.value
-        term = f"#status = :{stored.value}"
-        if len(when) == 1:  # shown with ``status`` only when past due, or only when not
-            # Past due is ``due_on < today``, as in ``bills.effective_status`` (ISO dates order as strings).
-            term = f"({term} AND due_on {'<' if when[0] else '>='} :today)"
-            values[":today"] = today.isoformat()
-        terms.append(term)
-    return terms[0] if len(terms) == 1 else f"({' OR '.join(terms)})"
 
 
 def _bill_bytes(item: dict[str, Any]) -> int:
@@ -177,12 +137,15 @@ class Bills(Table):
         success stores nothing (its data is older than what is held). ``AccountGone`` if the account
         is deleted or being deleted.
         """
-        for attempt in range(SAVE_ATTEMPTS):
-            try:
-                return self._save_fetched_bills_once(account, fetched, as_of)
-            except ConcurrentUpdate:
-                _back_off(attempt)
-        raise ConcurrentUpdate(f"account {account.account_id} kept changing while its bills were saved")
+        try:
+            return Retrying(
+                stop=stop_after_attempt(SAVE_ATTEMPTS),
+                wait=_JITTERED_BACK_OFF,
+                retry=retry_if_exception_type(ConcurrentUpdate),
+                reraise=True,
+            )(self._save_fetched_bills_once, account, fetched, as_of)
+        except ConcurrentUpdate as error:
+            raise ConcurrentUpdate(f"account {account.account_id} kept changing while its bills were saved") from error
 
     def _save_fetched_bills_once(self, account: Account, fetched: Sequence[Bill], as_of: datetime) -> int:
         key = {"PK": keys.user_pk(account.user_id), "SK": keys.account_sk(account.account_id)}
@@ -349,7 +312,7 @@ class Bills(Table):
             values.update(names_in)
         if query.status is not None:
             names["#status"] = "status"
-            filters.append(_shown_with(query.status, query.today, values))
+            filters.append(status_filter(query.status, query.today, values))
         arguments: dict[str, Any] = {
             "TableName": self._table,
             "IndexName": "LSI1",
@@ -364,7 +327,7 @@ class Bills(Table):
         if names:
             arguments["ExpressionAttributeNames"] = names
         arguments["ExpressionAttributeValues"] = _to_item(values)
-        start = _cursor_key(user_id, query.cursor) if query.cursor else None
+        start = start_key_of(user_id, query.cursor) if query.cursor else None
         taken: list[dict[str, Any]] = []
         more = True
         while more and len(taken) < query.limit:
@@ -381,13 +344,13 @@ class Bills(Table):
             start = response.get("LastEvaluatedKey")
             more = start is not None
         page = taken[: query.limit]
-        next_cursor = _cursor_of(page[-1]) if page and (more or len(taken) > query.limit) else None
+        next_cursor = cursor_of(page[-1]) if page and (more or len(taken) > query.limit) else None
         return [Bill.model_validate(item) for item in page], next_cursor
 
     @staticmethod
     def cursor_after(bill: Bill) -> str:
         """The cursor of a page that ends with ``bill`` (one cut short of what ``bills_page`` read)."""
-        return _cursor_of({"LSI1SK": keys.bill_issue_sk(bill), "SK": keys.bill_sk(bill)})
+        return cursor_of({"LSI1SK": keys.bill_issue_sk(bill), "SK": keys.bill_sk(bill)})
 
     def bills_issued_since(self, user_id: str, since: date) -> list[Bill]:
         """The user's bills issued on or after ``since``: one paginated Query on LSI1. Eventually
