@@ -318,7 +318,8 @@ def test_fetching_many_accounts_at_once_stays_under_the_providers_limit(
 ) -> None:
     # Given twelve NorthGas accounts (three pages each), NorthGas allowing 10 requests a second
     adapter = REGISTRY["northgas"]
-    gate = ProviderRateLimiter(budgets(stack), {"northgas": 10}, 5.0)
+    store = budgets(stack)
+    gate = ProviderRateLimiter(store, {"northgas": 10}, 5.0)
     clients = {"northgas": SANDBOX_CLIENTS["northgas"]}
     sent: list[int] = []
     urls: list[str] = []
@@ -347,12 +348,15 @@ def test_fetching_many_accounts_at_once_stays_under_the_providers_limit(
             return [len(bills) for bills in found]
 
     # When all twelve are fetched at once
-    assert asyncio.run(fetch_all()) == [24] * 12
+    with dynamodb_requests(store._client) as budget_requests:
+        assert asyncio.run(fetch_all()) == [24] * 12
     # Then no more than the limit went out in any second, each request once (the fault campaign checks
     # the provider's own count, with the sandbox in a process of its own)
     assert len(sent) == 2 + 12 * 3, f"sent again: {sorted({url for url in urls if urls.count(url) > 1})}"
     assert max(sent.count(second) for second in set(sent)) <= 10
     assert httpx.get(f"{mock_provider[0]}/_admin/stats").json()["northgas"]["requests"] == len(sent)
+    # and the budget cost about one lease a second, not a write (or more, with refusals) per request
+    assert budget_writes(budget_requests) / len(sent) <= 0.5
 
 
 def _account() -> Account:
