@@ -60,8 +60,8 @@ class FakeTime:
         self.now = max(self.now, wake_at)
 
 
-def budgets(stack: Stack) -> RequestBudgets:
-    return RequestBudgets(boto3.client("dynamodb"), stack.refs["BillsTable"])
+def budgets(stack: Stack, client: Any = None) -> RequestBudgets:
+    return RequestBudgets(client or boto3.client("dynamodb"), stack.refs["BillsTable"])
 
 
 def limiter(
@@ -165,10 +165,11 @@ def circuits(stack: Stack, time: FakeTime, on_transition: Any = None) -> Provide
 def test_concurrent_requests_never_exceed_the_budget_in_any_second(stack: Stack) -> None:
     # Given one environment's limiter, NorthGas allowing 10 requests a second
     time = FakeTime()
-    store = budgets(stack)
+    client = boto3.client("dynamodb")
+    store = budgets(stack, client)
     gate = limiter(stack, {"northgas": 10}, time, store=store)
     # When 25 of its requests want a slot at once
-    with dynamodb_requests(store._client) as sent:
+    with dynamodb_requests(client) as sent:
         seconds = asyncio.run(acquire_together(gate, time, 25))
     # Then each second lets the whole limit go, never more, and the table counted exactly those
     assert [seconds.count(second) for second in sorted(set(seconds))] == [10, 10, 5]
@@ -182,7 +183,8 @@ def test_concurrent_requests_never_exceed_the_budget_in_any_second(stack: Stack)
 def test_two_environments_sharing_the_budget_never_exceed_it_together(stack: Stack) -> None:
     # Given two environments' limiters on the one table, NorthGas allowing 10 requests a second
     time = FakeTime()
-    store = budgets(stack)
+    client = boto3.client("dynamodb")
+    store = budgets(stack, client)
     first, second = (
         limiter(stack, {"northgas": 10}, time, store=store),
         limiter(stack, {"northgas": 10}, time, store=store),
@@ -193,7 +195,7 @@ def test_two_environments_sharing_the_budget_never_exceed_it_together(stack: Sta
         return [*seconds[0], *seconds[1]]
 
     # When each has 15 requests waiting at once
-    with dynamodb_requests(store._client) as sent:
+    with dynamodb_requests(client) as sent:
         seconds = asyncio.run(both())
     # Then all 30 go, never more than 10 in a second between them, nor counted more in the table
     assert len(seconds) == 30
@@ -205,17 +207,18 @@ def test_two_environments_sharing_the_budget_never_exceed_it_together(stack: Sta
 
 def test_a_lease_that_finds_the_second_partly_taken_gets_exactly_the_rest(stack: Stack) -> None:
     # Given a second in which another environment leased 7 of NorthGas's 10 slots
-    store = budgets(stack)
+    client = boto3.client("dynamodb")
+    store = budgets(stack, client)
     assert store.lease("northgas", 1_800_000_000, 10, 7) == (7, 7)
     # When a lease asks for 5 of them
-    with dynamodb_requests(store._client) as sent:
+    with dynamodb_requests(client) as sent:
         lease = store.lease("northgas", 1_800_000_000, 10, 5)
     # Then it gets the 3 left (the refusal said how many were taken, so only one more write), none over
     assert lease == (3, 10)
     assert budget_writes(sent) == 2
     assert counters(stack, "northgas") == {"1800000000": 10}
     # and once the second is full, a lease is refused in one write, knowing it full
-    with dynamodb_requests(store._client) as sent:
+    with dynamodb_requests(client) as sent:
         assert store.lease("northgas", 1_800_000_000, 10, 4) == (0, 10)
     assert budget_writes(sent) == 1
 
@@ -318,7 +321,8 @@ def test_fetching_many_accounts_at_once_stays_under_the_providers_limit(
 ) -> None:
     # Given twelve NorthGas accounts (three pages each), NorthGas allowing 10 requests a second
     adapter = REGISTRY["northgas"]
-    store = budgets(stack)
+    client = boto3.client("dynamodb")
+    store = budgets(stack, client)
     gate = ProviderRateLimiter(store, {"northgas": 10}, 5.0)
     clients = {"northgas": SANDBOX_CLIENTS["northgas"]}
     sent: list[int] = []
@@ -348,7 +352,7 @@ def test_fetching_many_accounts_at_once_stays_under_the_providers_limit(
             return [len(bills) for bills in found]
 
     # When all twelve are fetched at once
-    with dynamodb_requests(store._client) as budget_requests:
+    with dynamodb_requests(client) as budget_requests:
         assert asyncio.run(fetch_all()) == [24] * 12
     # Then no more than the limit went out in any second, each request once (the fault campaign checks
     # the provider's own count, with the sandbox in a process of its own)

@@ -121,7 +121,8 @@ class ProviderRateLimiter:
         try:
             granted, taken = await asyncio.to_thread(self._counters.lease, provider, second, budget, wanted)
         finally:
-            slots.leasing = None
+            if slots.leasing is asyncio.current_task():
+                slots.leasing = None
         if slots.second != second or self._clock() >= second + 1 - SEND_MARGIN_SECONDS:
             # The write (nearly) outlasted its second: its requests would land in the next one,
             # uncounted. Its slots are given up (never over the budget, at worst under it).
