@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -31,12 +32,13 @@ from billhub.providers.session import ProviderConnector
 from billhub.ratelimit import ProviderRateLimiter
 from billhub.settings import ProviderSettings
 from billhub.store import BillsTable
-from billhub.store.service_records import AlertMarkers, RequestBudgets
+from billhub.store.protocols import RequestBudgetStore
+from billhub.store.service_records import AlertMarkers, RequestBudgets, SecondLease
 from localcloud.provision import Stack
 from mock_provider.control import Control
 from mock_provider.registry import service_endpoints
 from tests.events import sqs_event
-from tests.integration.harness import Api, LambdaContext, receive_all
+from tests.integration.harness import Api, LambdaContext, dynamodb_requests, receive_all
 from tests.sandbox import SANDBOX_CLIENTS, sandbox_admin, sandbox_directory
 
 FAST = RetryPolicy(attempts=2, initial_wait=0.01, max_wait=0.02, max_retry_after=0.05, read_timeout=1.0)
@@ -58,13 +60,63 @@ class FakeTime:
         self.now = max(self.now, wake_at)
 
 
-def budgets(stack: Stack) -> RequestBudgets:
-    return RequestBudgets(boto3.client("dynamodb"), stack.refs["BillsTable"])
+def budgets(stack: Stack, client: Any = None) -> RequestBudgets:
+    return RequestBudgets(client or boto3.client("dynamodb"), stack.refs["BillsTable"])
 
 
-def limiter(stack: Stack, limits: dict[str, int], time: FakeTime | None = None, max_wait: float = 2.0) -> Any:
+def limiter(
+    stack: Stack,
+    limits: dict[str, int],
+    time: FakeTime | None = None,
+    max_wait: float = 2.0,
+    store: RequestBudgetStore | None = None,
+) -> Any:
     clock = time or FakeTime()
-    return ProviderRateLimiter(budgets(stack), limits, max_wait, clock=clock, sleep=clock.sleep)
+    return ProviderRateLimiter(store or budgets(stack), limits, max_wait, clock=clock, sleep=clock.sleep)
+
+
+def counters(stack: Stack, provider: str) -> dict[str, int]:
+    """The table's request count per second for ``provider``, as every environment took them."""
+    items = boto3.client("dynamodb").query(
+        TableName=stack.refs["BillsTable"],
+        KeyConditionExpression="PK = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"RATE#{provider}"}},
+    )["Items"]
+    return {item["SK"]["S"].removeprefix("SECOND#"): int(item["requests"]["N"]) for item in items}
+
+
+def budget_writes(sent: list[tuple[str, dict[str, Any]]]) -> int:
+    return sum(
+        1 for operation, params in sent if operation == "UpdateItem" and params["Key"]["PK"]["S"] == "RATE#northgas"
+    )
+
+
+async def acquire_together(gate: ProviderRateLimiter, time: FakeTime, count: int) -> list[int]:
+    """``count`` acquirers at once on one loop, as one environment's fetches: the second each got its slot."""
+    taken: list[int] = []
+
+    async def one() -> None:
+        await gate.acquire("northgas")
+        taken.append(int(time()))
+
+    await asyncio.gather(*(one() for _ in range(count)))
+    return taken
+
+
+class PausedLeases:
+    """The table's budgets, each lease held until the test lets it go (so it can act meanwhile), or made
+    to last ``takes_seconds`` of a FakeTime."""
+
+    def __init__(self, inner: RequestBudgets, time: FakeTime, takes_seconds: float = 0.0) -> None:
+        self.inner, self.time, self.takes_seconds = inner, time, takes_seconds
+        self.started, self.released = threading.Event(), threading.Event()
+        self.released.set()
+
+    def lease(self, provider: str, second: int, budget: int, wanted: int) -> SecondLease:
+        self.started.set()
+        self.released.wait(10)
+        self.time.now += self.takes_seconds
+        return self.inner.lease(provider, second, budget, wanted)
 
 
 def alert_subscription(stack: Stack) -> Callable[[], list[dict[str, Any]]]:
@@ -111,22 +163,89 @@ def circuits(stack: Stack, time: FakeTime, on_transition: Any = None) -> Provide
 
 # ------------------------------------------------------------------ the shared request budget
 def test_concurrent_requests_never_exceed_the_budget_in_any_second(stack: Stack) -> None:
+    # Given one environment's limiter, NorthGas allowing 10 requests a second
     time = FakeTime()
-    gate = limiter(stack, {"northgas": 10}, time)
+    client = boto3.client("dynamodb")
+    store = budgets(stack, client)
+    gate = limiter(stack, {"northgas": 10}, time, store=store)
+    # When 25 of its requests want a slot at once
+    with dynamodb_requests(client) as sent:
+        seconds = asyncio.run(acquire_together(gate, time, 25))
+    # Then each second lets the whole limit go, never more, and the table counted exactly those
+    assert [seconds.count(second) for second in sorted(set(seconds))] == [10, 10, 5]
+    assert sorted(counters(stack, "northgas").values(), reverse=True) == [10, 10, 5]
+    # and one lease a second paid for them: one write per slot (as one take per request was) fails this
+    writes = budget_writes(sent)
+    assert writes == 3
+    assert writes / len(seconds) <= 0.2
 
-    async def burst() -> list[int]:
-        taken: list[int] = []
 
-        async def one() -> None:
-            await gate.acquire("northgas")
-            taken.append(int(time()))
+def test_two_environments_sharing_the_budget_never_exceed_it_together(stack: Stack) -> None:
+    # Given two environments' limiters on the one table, NorthGas allowing 10 requests a second
+    time = FakeTime()
+    client = boto3.client("dynamodb")
+    store = budgets(stack, client)
+    first, second = (
+        limiter(stack, {"northgas": 10}, time, store=store),
+        limiter(stack, {"northgas": 10}, time, store=store),
+    )
 
-        await asyncio.gather(*(one() for _ in range(25)))
-        return taken
+    async def both() -> list[int]:
+        seconds = await asyncio.gather(acquire_together(first, time, 15), acquire_together(second, time, 15))
+        return [*seconds[0], *seconds[1]]
 
-    seconds = asyncio.run(burst())
-    per_second = {second: seconds.count(second) for second in set(seconds)}
-    assert sorted(per_second.values(), reverse=True) == [10, 10, 5]  # the whole limit, never more
+    # When each has 15 requests waiting at once
+    with dynamodb_requests(client) as sent:
+        seconds = asyncio.run(both())
+    # Then all 30 go, never more than 10 in a second between them, nor counted more in the table
+    assert len(seconds) == 30
+    assert max(seconds.count(second) for second in set(seconds)) <= 10
+    assert max(counters(stack, "northgas").values()) <= 10
+    # and the two still pay well under a write per slot
+    assert budget_writes(sent) / len(seconds) <= 0.5
+
+
+def test_a_lease_that_finds_the_second_partly_taken_gets_exactly_the_rest(stack: Stack) -> None:
+    # Given a second in which another environment leased 7 of NorthGas's 10 slots
+    client = boto3.client("dynamodb")
+    store = budgets(stack, client)
+    assert store.lease("northgas", 1_800_000_000, 10, 7) == (7, 7)
+    # When a lease asks for 5 of them
+    with dynamodb_requests(client) as sent:
+        lease = store.lease("northgas", 1_800_000_000, 10, 5)
+    # Then it gets the 3 left (the refusal said how many were taken, so only one more write), none over
+    assert lease == (3, 10)
+    assert budget_writes(sent) == 2
+    assert counters(stack, "northgas") == {"1800000000": 10}
+    # and once the second is full, a lease is refused in one write, knowing it full
+    with dynamodb_requests(client) as sent:
+        assert store.lease("northgas", 1_800_000_000, 10, 4) == (0, 10)
+    assert budget_writes(sent) == 1
+
+
+def test_slots_leased_but_not_used_are_not_carried_into_the_next_second(stack: Stack) -> None:
+    # Given an environment whose lease for 4 waiting requests is on its way to the table
+    time = FakeTime()
+    paused = PausedLeases(budgets(stack), time)
+    paused.released.clear()
+    gate = limiter(stack, {"northgas": 10}, time, store=paused)
+
+    async def scenario() -> list[int]:
+        waiting = [asyncio.create_task(gate.acquire("northgas")) for _ in range(4)]
+        await asyncio.to_thread(paused.started.wait, 10)
+        # When two of them are given up on meanwhile (their fetch's deadline), leaving 2 slots unused
+        for task in waiting[:2]:
+            task.cancel()
+        paused.released.set()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        # and 11 requests want a slot in the next second
+        time.now += 1
+        return await acquire_together(gate, time, 11)
+
+    seconds = asyncio.run(scenario())
+    # Then the next second lets 10 go, its own budget, not 12 with the 2 left over
+    assert [seconds.count(second) for second in sorted(set(seconds))] == [10, 1]
+    assert counters(stack, "northgas") == {"1800000000": 4, "1800000001": 10, "1800000002": 1}
 
 
 def test_a_limit_agreed_with_a_provider_replaces_the_published_one(stack: Stack) -> None:
@@ -159,22 +278,29 @@ def test_a_limit_agreed_with_a_provider_replaces_the_published_one(stack: Stack)
         ProviderSettings.from_environ({**environ, "PROVIDER_RATE_LIMITS": '{"northgas": 0}'})
 
 
-def test_a_slot_taken_too_late_in_its_second_is_given_up_for_the_next_second(stack: Stack) -> None:
+def test_no_slot_is_leased_too_late_in_its_second(stack: Stack) -> None:
     # Given a clock 50 ms before a second boundary: a request sent now would likely arrive after it
     time = FakeTime(start=1_800_000_000.95)
     gate = limiter(stack, {"northgas": 10}, time)
-    # When a request takes its slot
+    # When a request wants a slot
     asyncio.run(gate.acquire("northgas"))
-    # Then it is let go only in the next second, whose budget it took too
+    # Then it is let go only in the next second, whose budget it took, and nothing of this one is leased
     assert int(time()) == 1_800_000_001
-    counters = boto3.client("dynamodb").query(
-        TableName=stack.refs["BillsTable"],
-        KeyConditionExpression="PK = :pk",
-        ExpressionAttributeValues={":pk": {"S": "RATE#northgas"}},
-    )["Items"]
-    assert {item["SK"]["S"]: item["requests"]["N"] for item in counters} == {
-        "SECOND#1800000000": "1",  # the slot given up: at worst under the limit, never over it
-        "SECOND#1800000001": "1",
+    assert counters(stack, "northgas") == {"1800000001": 1}
+
+
+def test_a_lease_that_outlasts_its_second_is_given_up_for_the_next_second(stack: Stack) -> None:
+    # Given a lease written early in its second whose write takes 0.6 s, ending 150 ms before the boundary
+    time = FakeTime(start=1_800_000_000.25)
+    gate = limiter(stack, {"northgas": 10}, time, store=PausedLeases(budgets(stack), time, takes_seconds=0.6))
+    # When two requests want a slot at once
+    seconds = asyncio.run(acquire_together(gate, time, 2))
+    # Then the slots it got are given up (their requests would land in the next second, uncounted) and
+    # the next second's lease lets them go
+    assert seconds == [1_800_000_001, 1_800_000_001]
+    assert counters(stack, "northgas") == {
+        "1800000000": 2,  # given up: at worst under the limit, never over it
+        "1800000001": 2,
     }
 
 
@@ -195,7 +321,9 @@ def test_fetching_many_accounts_at_once_stays_under_the_providers_limit(
 ) -> None:
     # Given twelve NorthGas accounts (three pages each), NorthGas allowing 10 requests a second
     adapter = REGISTRY["northgas"]
-    gate = ProviderRateLimiter(budgets(stack), {"northgas": 10}, 5.0)
+    client = boto3.client("dynamodb")
+    store = budgets(stack, client)
+    gate = ProviderRateLimiter(store, {"northgas": 10}, 5.0)
     clients = {"northgas": SANDBOX_CLIENTS["northgas"]}
     sent: list[int] = []
     urls: list[str] = []
@@ -224,12 +352,15 @@ def test_fetching_many_accounts_at_once_stays_under_the_providers_limit(
             return [len(bills) for bills in found]
 
     # When all twelve are fetched at once
-    assert asyncio.run(fetch_all()) == [24] * 12
+    with dynamodb_requests(client) as budget_requests:
+        assert asyncio.run(fetch_all()) == [24] * 12
     # Then no more than the limit went out in any second, each request once (the fault campaign checks
     # the provider's own count, with the sandbox in a process of its own)
     assert len(sent) == 2 + 12 * 3, f"sent again: {sorted({url for url in urls if urls.count(url) > 1})}"
     assert max(sent.count(second) for second in set(sent)) <= 10
     assert httpx.get(f"{mock_provider[0]}/_admin/stats").json()["northgas"]["requests"] == len(sent)
+    # and the budget cost about one lease a second, not a write (or more, with refusals) per request
+    assert budget_writes(budget_requests) / len(sent) <= 0.5
 
 
 def _account() -> Account:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from billhub.store.accounts import StoredAccount
     from billhub.store.bills import BillQuery
     from billhub.store.schedule import DueRefresh
+    from billhub.store.service_records import SecondLease
 
 
 class RefreshJobStore(Protocol):
@@ -192,7 +193,7 @@ class Repositories(Protocol):
 class RequestBudgetStore(Protocol):
     """The providers' per-second request counters (``billhub.store.service_records.RequestBudgets``)."""
 
-    def take(self, provider: str, second: int, budget: int) -> bool: ...
+    def lease(self, provider: str, second: int, budget: int, wanted: int) -> SecondLease: ...
 
 
 class AlertMarkerStore(Protocol):

@@ -1,39 +1,68 @@
 """The service's own records, beside the users' data: the providers' request budgets (one counter per
-provider per second) and the alert markers (one per incident while it is quiet, one counter per burst
-window). Each expires by TTL; reads never trust an expired one to be gone."""
+provider per second, leased several slots at a time) and the alert markers (one per incident while
+it is quiet, one counter per burst window). Each expires by TTL; reads never trust an expired one to be gone."""
 
 from __future__ import annotations
+
+from typing import Any, NamedTuple, cast
 
 from botocore.exceptions import ClientError
 
 from billhub import keys
-from billhub.store.base import Table, _is_conditional_failure, _to_item
+from billhub.store.base import Table, _from_item, _is_conditional_failure, _to_item
 
 # A second's counter outlives its second by this much, then TTL removes it.
 BUDGET_WINDOW_TTL_SECONDS = 120
 
 
+class SecondLease(NamedTuple):
+    """What a lease got: ``granted`` slots of its second, and ``taken``, the second's count after it
+    (every environment's slots), so a caller knows the second is full without another write."""
+
+    granted: int
+    taken: int
+
+
 class RequestBudgets(Table):
     """Requests sent to each provider, counted per wall-clock second."""
 
-    def take(self, provider: str, second: int, budget: int) -> bool:
-        """Counts one request in ``second`` unless ``budget`` were counted already (then False): a
-        conditional ``ADD``, so concurrent takers never pass the budget together."""
-        try:
-            self._client.update_item(
-                TableName=self._table,
-                Key=_to_item({"PK": keys.rate_pk(provider), "SK": keys.rate_sk(second)}),
-                UpdateExpression="ADD requests :one SET expires_at = :expires",
-                ConditionExpression="attribute_not_exists(requests) OR requests < :budget",
-                ExpressionAttributeValues=_to_item(
-                    {":one": 1, ":budget": budget, ":expires": second + BUDGET_WINDOW_TTL_SECONDS}
-                ),
-            )
-        except ClientError as error:
-            if _is_conditional_failure(error):
-                return False
-            raise
-        return True
+    def lease(self, provider: str, second: int, budget: int, wanted: int) -> SecondLease:
+        """Counts up to ``wanted`` requests in ``second``, never past ``budget``: a conditional ``ADD`` of
+        all of them, so concurrent leasers never pass the budget together. When they would not all
+        fit, the refusal carries the count as it was (``ALL_OLD``) and exactly the rest is leased, if
+        any is left; each refusal shrinks the next lease, so this ends."""
+        if wanted < 1:
+            raise ValueError(f"a lease takes at least one slot, not {wanted}")
+        wanted = min(wanted, budget)
+        while True:
+            try:
+                response = self._client.update_item(
+                    TableName=self._table,
+                    Key=_to_item({"PK": keys.rate_pk(provider), "SK": keys.rate_sk(second)}),
+                    UpdateExpression="ADD requests :wanted SET expires_at = :expires",
+                    ConditionExpression="attribute_not_exists(requests) OR requests <= :most_before",
+                    ExpressionAttributeValues=_to_item(
+                        {
+                            ":wanted": wanted,
+                            ":most_before": budget - wanted,
+                            ":expires": second + BUDGET_WINDOW_TTL_SECONDS,
+                        }
+                    ),
+                    ReturnValues="UPDATED_NEW",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+            except ClientError as error:
+                if not _is_conditional_failure(error):
+                    raise
+                counter = cast("dict[str, Any]", error.response).get("Item")
+                if counter is None:  # the count unknown: taken as full, so at worst under the budget
+                    return SecondLease(0, budget)
+                taken = int(_from_item(counter).get("requests", 0))
+                wanted = budget - taken
+                if wanted <= 0:
+                    return SecondLease(0, taken)
+                continue
+            return SecondLease(wanted, int(response["Attributes"]["requests"]["N"]))
 
 
 class AlertMarkers(Table):
