@@ -73,7 +73,7 @@ def receive_plan_work(api: Api) -> list[dict[str, Any]]:
     while received := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
         for message in received:
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-        messages.extend(received)
+        messages.extend(dict(message) for message in received)
     return messages
 
 
