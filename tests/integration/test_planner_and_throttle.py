@@ -104,7 +104,8 @@ def plan_queue(api: Api) -> PlanQueue:
 
 
 def account_in_shard(shard: int) -> str:
-    """A new account id that ``keys.refresh_shard`` files under ``shard``."""
+    """A new account id that ``keys.refresh_shard`` files under ``shard`` (of today's count)."""
+    assert shard < keys.REFRESH_SHARDS, "no account is filed under a shard beyond the count"
     while keys.refresh_shard(account_id := uuid.uuid4().hex) != keys.refresh_pk(shard):
         pass
     return account_id
@@ -131,18 +132,24 @@ def due_accounts(api: Api, user_id: str, count: int, now: datetime, shard: int |
     them, due one minute apart (the first due longest), the last one minute before ``now``."""
     accounts = []
     for index in range(count):
-        account = Account(
-            account_id=uuid.uuid4().hex if shard is None else account_in_shard(shard),
-            user_id=user_id,
-            provider="clearwater",
-            external_ref="****0000",
-            status=AccountStatus.ACTIVE,
-            created_at=now - timedelta(days=1),
-            next_refresh_at=now - timedelta(minutes=count - index),
-        )
-        api.refresh.bills_table().accounts.create_account(account, f"cw-{account.account_id}", b"ciphertext")
-        accounts.append(account.account_id)
+        account_id = uuid.uuid4().hex if shard is None else account_in_shard(shard)
+        store_account(api, user_id, account_id, now, now - timedelta(minutes=count - index))
+        accounts.append(account_id)
     return accounts
+
+
+def store_account(api: Api, user_id: str, account_id: str, now: datetime, next_refresh_at: datetime) -> None:
+    """A ClearWater account of the user, stored as a link stores it (filed under its shard of today's count)."""
+    account = Account(
+        account_id=account_id,
+        user_id=user_id,
+        provider="clearwater",
+        external_ref="****0000",
+        status=AccountStatus.ACTIVE,
+        created_at=now - timedelta(days=1),
+        next_refresh_at=next_refresh_at,
+    )
+    api.refresh.bills_table().accounts.create_account(account, f"cw-{account.account_id}", b"ciphertext")
 
 
 def next_refresh_of(api: Api, user_id: str, account_id: str) -> tuple[str, datetime]:
@@ -344,6 +351,26 @@ def test_accounts_filed_under_fewer_shards_are_planned_after_the_count_grows(
     (new,) = due_accounts(api, api.user("new@example.com"), 1, clock())
     assert filed_shards(api, [new]) == {new: keys.refresh_shard(new)}
     assert run_planner(api) == [new]
+
+
+def test_an_account_rescheduled_after_the_count_grows_moves_to_its_shard_of_the_new_count(
+    api: Api, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an account whose shard of 8 is shard 5, filed while there was only one shard, not due yet
+    account_id = account_in_shard(5)
+    monkeypatch.setattr(keys, "REFRESH_SHARDS", 1)
+    user_id = api.user()
+    store_account(api, user_id, account_id, clock(), clock.at(hours=1))
+    assert filed_shards(api, [account_id]) == {account_id: keys.refresh_pk(0)}
+    # When the count has grown to 8 and the account is rescheduled (a manual refresh, a new interval)
+    monkeypatch.setattr(keys, "REFRESH_SHARDS", 8)
+    stored = api.refresh.bills_table().accounts.get_account(user_id, account_id)
+    assert stored is not None
+    assert api.refresh.bills_table().schedule.reschedule(stored.account, clock.at(days=1), "daily")
+    # Then it is filed under shard 5, and planned there once due
+    assert filed_shards(api, [account_id]) == {account_id: keys.refresh_pk(5)}
+    clock.advance(days=1, minutes=1)
+    assert run_planner(api) == [account_id]
 
 
 def test_a_planner_run_after_another_finds_nothing_left_to_enqueue(api: Api, clock: Clock) -> None:
