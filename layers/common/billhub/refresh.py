@@ -283,8 +283,8 @@ class PlanQueue:
 
 def dispatch_shard_work(plan_queue: PlanQueue) -> int:
     """The scheduled run's planning: one unit of work per shard on the PlanQueue, for the shard workers
-    to plan in parallel; returns how many shards. (Every shard below the count, including those only
-    accounts filed under a smaller count are still in.)"""
+    to plan in parallel; returns how many shards. Every shard below the count is dispatched, so the
+    shards of any smaller count before it, where accounts not yet moved still are, are too."""
     shards = list(keys.refresh_shards())
     plan_queue.send(shards)
     return len(shards)
