@@ -1,24 +1,29 @@
-"""Planner scale (issue 7, benchmark 4): accounts planned per second, and the SQS and DynamoDB requests
-the scheduled planner makes per 10,000 due accounts.
+"""Planner scale (issue 7, benchmark 4; issue 17, target 1): the planner fanned out per refresh shard.
+What one shard worker plans per second and what it costs per account planned (client CPU, DynamoDB and
+SQS requests), several shard workers at once, and a model from those to 10 M accounts on AWS.
 
 The local moto server (``python -m localcloud.moto_server``) on a free loopback port, the template's
 resources created in it by the local cloud's own provisioning, and 10,000 due accounts (2,500 users x 4
 providers, half daily and half weekly, due between a minute and six days ago) plus 2,000 not yet due,
-each item built by ``Accounts._account_item`` (what ``create_account`` writes) and sent 25 at a time
-with ``BatchWriteItem``. Then the real ``billhub.refresh.plan_due_refreshes`` runs in this process with
-the clients ``billhub.runtime.aws_client`` builds for a Lambda (same timeouts, retries and connection
-pool), over HTTP to the moto server: one batch at a time for a while, then as deployed for as long, then
-as deployed for the rest, while another process takes the messages off the queue as the fetchers would.
-Requests are counted by the server (``GET /_localcloud/requests``, per ``X-Amz-Target``) around each run.
-Afterwards every due account must have had exactly one message and be scheduled one interval on, every
-other account must be untouched and the queue empty; one more run (nothing due) gives the cost of an
-idle run.
+each item built by ``Accounts._account_item`` (what ``create_account`` writes, filed under its shard by
+``keys.refresh_shard``) and sent 25 at a time with ``BatchWriteItem``. Then the scheduled run's real
+``billhub.refresh.dispatch_shard_work`` puts one unit of work per shard on the PlanQueue, and the
+benchmark takes those messages as Lambda's event source mapping would and runs the real
+``billhub.refresh.plan_shard`` for each in this process, with the clients ``billhub.runtime.aws_client``
+builds for a Lambda (each worker its own), over HTTP to the moto server: one worker alone (with a short
+time limit, so it queues a continuation of its shard, which is then taken and run), then two workers at
+once, then the other five at once; meanwhile another process takes the fetch messages off the FetchQueue
+as the fetchers would. Requests are counted by the server (``GET /_localcloud/requests``, per
+``X-Amz-Target``) around each phase. Afterwards every due account must have had exactly one message and
+be scheduled one interval on, every other account must be untouched and both queues empty; one more
+scheduled run and its workers (nothing due) give the cost of an idle run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import multiprocessing
 import os
 import random
@@ -31,6 +36,7 @@ import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -64,7 +70,6 @@ PLANNER = "PlannerFunction"
 LATENCY_SAMPLES = 200
 # The size of a KMS ciphertext of a small credentials document with its encryption context.
 CIPHERTEXT_BYTES = 330
-PER = 10_000
 # Typical single-call latencies from a Lambda in the same region (assumed for the estimates, not measured).
 ASSUMED_UPDATE_ITEM_MS = 5.0
 ASSUMED_SEND_MESSAGE_BATCH_MS = 15.0
@@ -72,8 +77,18 @@ ASSUMED_SEND_MESSAGE_BATCH_MS = 15.0
 FULL_VCPU_MB = 1769
 # How long the planner runs one batch at a time, then as deployed, before it plans the rest as deployed.
 WINDOW_SECONDS = 20
-# What the drainer (standing in for the fetchers) asks of SQS, not the planner.
-DRAINER_OPERATIONS = frozenset({"ReceiveMessage", "DeleteMessageBatch"})
+# What the drainer (standing in for the fetchers) and the event source mapping (taking the PlanQueue's
+# messages) ask of SQS, not the planner.
+NOT_THE_PLANNERS = frozenset({"ReceiveMessage", "DeleteMessageBatch", "DeleteMessage"})
+# The lone worker's time limit: it stops with most of its shard still due, and queues a continuation.
+SINGLE_TIME_LIMIT_SECONDS = 5
+# DynamoDB's write units a second per partition, and those a claim costs in GSI1 (its keys change: a
+# delete and a put of the index entry).
+GSI_PARTITION_WRITES_PER_SECOND = 1000
+GSI_WRITES_PER_CLAIM = 2
+TEN_MILLION = 10_000_000
+# Issue 17: three times the due rate of 10 M accounts refreshed daily.
+TARGET_ACCOUNTS_PER_SECOND = 350
 # Enough for the queue to stay short while the planner sends (moto's SQS calls slow down with its depth).
 DRAINERS = 2
 QUEUE_DEPTH = ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible")
@@ -85,110 +100,173 @@ def run(workdir: Path) -> dict[str, Any]:
         cloud = LocalCloud(CloudConfig(moto_port=port, log_dir=workdir / "logs", seed_demo=False))
         stack = cloud.provision()
         spec = next(spec for spec in cloud.specs if spec.logical_id == PLANNER)
+        (binding,) = spec.queues
         environment = function_environment(stack, spec, cloud.aws_environment())
         with support.environment(cloud.aws_environment()):
             # The clients a Lambda execution environment builds (AWS_ENDPOINT_URL points them at moto).
             store = BillsTable(aws_client("dynamodb"), environment["TABLE_NAME"])
-            queue = FetchQueue(aws_client("sqs"), environment["FETCH_QUEUE_URL"])
-            sqs = aws_client("sqs")
-            result = _measure(store, queue, sqs, environment["FETCH_QUEUE_URL"], f"http://{HOST}:{port}", spec.timeout)
+            queues = Queues(environment["FETCH_QUEUE_URL"], environment["PLAN_QUEUE_URL"])
+            result = _measure(store, queues, f"http://{HOST}:{port}", spec.timeout)
     result["lambda_memory_mb"] = spec.memory_mb
+    result["max_concurrent_workers"] = binding.maximum_concurrency
     result["estimates"] = _estimates(result)
+    result["capacity_accounts_per_second"] = result["estimates"]["capacity_accounts_per_second"]
     return result
 
 
-def _measure(
-    store: BillsTable, queue: FetchQueue, sqs: Any, queue_url: str, endpoint: str, timeout_seconds: int
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Queues:
+    fetch_url: str
+    plan_url: str
+
+    def fetch(self) -> FetchQueue:
+        return FetchQueue(aws_client("sqs"), self.fetch_url)
+
+    def plan(self) -> refresh.PlanQueue:
+        return refresh.PlanQueue(aws_client("sqs"), self.plan_url)
+
+
+def _measure(store: BillsTable, queues: Queues, endpoint: str, timeout_seconds: int) -> dict[str, Any]:
     now = datetime.now(UTC)
     due, not_due = _accounts(now, random.Random(4))
     seed = _seed(store, due + not_due, endpoint)
-    latency = _latencies(store, sqs, queue_url)
+    sqs = aws_client("sqs")
+    latency = _latencies(store, sqs, queues.fetch_url)
+    due_by_shard = Counter(keys.refresh_shard(account.account_id) for account in due)
 
     # Fetchers take the messages off the queue while the planner sends, as in production; moto's queue
     # must stay short anyway, as its SendMessage takes time in proportion to the messages already queued.
-    with _drained(queue_url) as drained:
-        # The same stretch of time one batch at a time (as the planner worked before it took several at
-        # once), then as deployed; both runs stop at their time limit. Then the rest, as deployed.
-        window = timedelta(seconds=WINDOW_SECONDS)
-        sequential = _planner_run(store, queue, now, endpoint, 1, window)
-        concurrent = _planner_run(store, queue, now, endpoint, refresh.PLANNER_CONCURRENCY, window)
-        rest = _planner_run(store, queue, now, endpoint, refresh.PLANNER_CONCURRENCY, None)
-    runs = (sequential, concurrent, rest)
-    left = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
+    with _drained(queues.fetch_url) as drained:
+        dispatch = _dispatch(queues, endpoint)
+        work = _take_plan_work(sqs, queues.plan_url)
+        if work != list(keys.refresh_shards()):
+            raise RuntimeError(f"the scheduled run queued the work of shards {work}, not one per shard")
+        first, second, rest = work[:1], work[1:3], work[3:]
+        # One worker alone, stopped early so that it leaves a continuation, which is then run.
+        single = _phase(store, queues, now, endpoint, first, timedelta(seconds=SINGLE_TIME_LIMIT_SECONDS))
+        continuation = _take_plan_work(sqs, queues.plan_url)
+        single_rest = _phase(store, queues, now, endpoint, continuation, None)
+        pair = _phase(store, queues, now, endpoint, second, None)
+        many = _phase(store, queues, now, endpoint, rest, None)
+        left_plan_work = _take_plan_work(sqs, queues.plan_url)
+    phases = {"one_worker": single, "its_continuation": single_rest, "two_workers": pair, "five_workers": many}
+    left = sqs.get_queue_attributes(QueueUrl=queues.fetch_url, AttributeNames=["All"])["Attributes"]
     check = _check(store, now, due, not_due, list(drained.received.values()))
     check["left_in_queue"] = sum(int(left[name]) for name in QUEUE_DEPTH)
+    check["continuation_queued"] = continuation == first and not single["finished"]
+    check["plan_work_left"] = len(left_plan_work)
     check["passed"] = (
         check["passed"]
         and check["left_in_queue"] == 0
-        and [run["finished"] for run in runs] == [False, False, True]
-        and sum(run["planned"] for run in runs) == len(due)
+        and check["continuation_queued"]
+        and not left_plan_work
+        and all(phase["finished"] for phase in (single_rest, pair, many))
+        and sum(phase["planned"] for phase in phases.values()) == len(due)
     )
-    idle = _planner_run(store, queue, now, endpoint, refresh.PLANNER_CONCURRENCY, None)
+    idle_dispatch = _dispatch(queues, endpoint)
+    idle = _phase(store, queues, now, endpoint, _take_plan_work(sqs, queues.plan_url), None)
 
-    planned = sum(run["planned"] for run in runs)
-    requests = sum((Counter(run["requests"]) for run in runs), Counter[str]())
-    deployed_planned = concurrent["planned"] + rest["planned"]
-    deployed_rate = deployed_planned / (concurrent["seconds"] + rest["seconds"])
-    deployed_cpu_ms = (concurrent["cpu_seconds"] + rest["cpu_seconds"]) * 1000 / deployed_planned
-    per_invocation = deployed_rate * timeout_seconds * refresh.PLANNING_SHARE
+    planned = sum(phase["planned"] for phase in phases.values())
+    requests = sum((Counter(phase["requests"]) for phase in phases.values()), Counter[str]())
+    requests.update(dispatch["requests"])
+    # One worker's rate and cost, from its two runs (the continuation included), nothing else running.
+    worker_planned = single["planned"] + single_rest["planned"]
+    worker_seconds = single["seconds"] + single_rest["seconds"]
+    worker_cpu_ms = (single["cpu_seconds"] + single_rest["cpu_seconds"]) * 1000 / worker_planned
     return {
         "due_accounts": len(due),
         "not_due_accounts": len(not_due),
         "users": DUE_USERS + NOT_DUE_USERS,
+        "shards": keys.REFRESH_SHARDS,
+        "due_by_shard": dict(sorted(due_by_shard.items())),
         "seed": seed,
+        "dispatch": dispatch,
+        "phases": phases,
         "planned": planned,
         "requests": dict(requests),
-        "requests_per_10000": {name: round(count * PER / planned, 1) for name, count in sorted(requests.items())},
-        "runs": {"sequential": sequential, "concurrent": concurrent, "rest": rest},
-        "speedup": round(concurrent["accounts_per_second"] / sequential["accounts_per_second"], 2),
-        "accounts_per_second": round(deployed_rate, 1),
-        "client_cpu_ms_per_account": round(deployed_cpu_ms, 2),
+        "requests_per_account": {name: round(count / planned, 4) for name, count in sorted(requests.items())},
+        "worker_accounts_per_second": round(worker_planned / worker_seconds, 1),
+        "client_cpu_ms_per_account": round(worker_cpu_ms, 2),
+        "accounts_per_second": round(planned / sum(phase["seconds"] for phase in phases.values()), 1),
         "check": check,
         "received_messages": len(drained.received),
         "drainer_requests": drained.requests,
-        "idle_run": idle,
+        "idle_run": {"dispatch": idle_dispatch, "workers": idle},
         "latency": latency,
         "lambda_timeout_seconds": timeout_seconds,
         "planning_share": refresh.PLANNING_SHARE,
-        "accounts_per_invocation": int(per_invocation),
+        "worker_concurrency": refresh.PLANNER_CONCURRENCY,
     }
 
 
-def _planner_run(
+def _dispatch(queues: Queues, endpoint: str) -> dict[str, Any]:
+    """The scheduled run's planning: one unit of work per shard on the PlanQueue."""
+    before = _request_counts(endpoint)
+    began = time.perf_counter()
+    shards = refresh.dispatch_shard_work(queues.plan())
+    return {
+        "shards": shards,
+        "seconds": round(time.perf_counter() - began, 2),
+        "requests": _difference(_request_counts(endpoint), before),
+    }
+
+
+def _take_plan_work(sqs: Any, plan_url: str) -> list[int]:
+    """The shards whose work is on the PlanQueue, taken off it as Lambda's event source mapping would."""
+    shards = []
+    while messages := sqs.receive_message(QueueUrl=plan_url, MaxNumberOfMessages=10).get("Messages", []):
+        for message in messages:
+            shards.append(refresh.ShardWork.model_validate_json(message["Body"]).shard)
+            sqs.delete_message(QueueUrl=plan_url, ReceiptHandle=message["ReceiptHandle"])
+    return sorted(shards)
+
+
+def _phase(
     store: BillsTable,
-    queue: FetchQueue,
+    queues: Queues,
     now: datetime,
     endpoint: str,
-    concurrency: int,
+    shards: list[int],
     time_limit: timedelta | None,
 ) -> dict[str, Any]:
-    """One run of the real planner: what it planned, how fast, and the requests it made."""
+    """Shard workers for ``shards``, all at once (each with its own clients, as separate Lambdas):
+    what they planned, how fast, at what client CPU, and the requests they made."""
+
+    def worker(shard: int) -> refresh.ShardRun:
+        own = BillsTable(aws_client("dynamodb"), store.table_name)
+        work = refresh.ShardWork(shard=shard)
+        return refresh.plan_shard(own, queues.fetch(), queues.plan(), work, now, time_limit)
+
     before = _request_counts(endpoint)
     cpu_began, began = time.process_time(), time.perf_counter()
-    run = refresh.plan_due_refreshes(store, queue, now, time_limit, concurrency)
+    with ThreadPoolExecutor(max_workers=max(1, len(shards)), thread_name_prefix="shard-worker") as pool:
+        runs = list(pool.map(worker, shards))
     seconds = time.perf_counter() - began
     cpu_seconds = time.process_time() - cpu_began
     counted = _difference(_request_counts(endpoint), before)
+    planned = sum(run.planned for run in runs)
     return {
-        "concurrency": concurrency,
+        "workers": len(shards),
+        "shards": shards,
         "time_limit_seconds": time_limit and time_limit.total_seconds(),
-        "planned": run.planned,
-        "finished": run.finished,
+        "planned": planned,
+        "finished": all(run.finished for run in runs),
         "seconds": round(seconds, 2),
-        "accounts_per_second": round(run.planned / seconds, 1),
+        "accounts_per_second": round(planned / seconds, 1),
+        "per_worker_accounts_per_second": round(planned / seconds / max(1, len(shards)), 1),
         "cpu_seconds": round(cpu_seconds, 2),
-        "client_cpu_ms_per_account": round(cpu_seconds * 1000 / run.planned, 2) if run.planned else None,
-        "requests": {name: count for name, count in counted.items() if name not in DRAINER_OPERATIONS},
+        "client_cpu_ms_per_account": round(cpu_seconds * 1000 / planned, 2) if planned else None,
+        "requests": {name: count for name, count in counted.items() if name not in NOT_THE_PLANNERS},
     }
 
 
 def _estimates(result: dict[str, Any]) -> dict[str, Any]:
-    """Accounts per second and per invocation on AWS, from the client CPU measured here and typical AWS
-    latencies (assumed, not measured): one planner at a time and as deployed, at the planner's memory
-    size and at the size that gives a whole vCPU."""
+    """A shard worker's accounts per second on AWS, from the client CPU per account measured here and
+    typical AWS latencies (assumed, not measured), at the planner's memory size and at a whole vCPU; then
+    the capacity of the shards' workers at once, against the due rate of 10 M accounts a day."""
     cpu_ms = result["client_cpu_ms_per_account"]
     waiting_ms = ASSUMED_UPDATE_ITEM_MS + ASSUMED_SEND_MESSAGE_BATCH_MS / SQS_BATCH_LIMIT
+    usable = result["lambda_timeout_seconds"] * result["planning_share"]
     estimates: dict[str, Any] = {
         "assumed_update_item_ms": ASSUMED_UPDATE_ITEM_MS,
         "assumed_send_message_batch_ms": ASSUMED_SEND_MESSAGE_BATCH_MS,
@@ -196,18 +274,39 @@ def _estimates(result: dict[str, Any]) -> dict[str, Any]:
         "by_memory_mb": {},
     }
     for memory_mb in sorted({result["lambda_memory_mb"], FULL_VCPU_MB}):
-        # Lambda gives CPU in proportion to memory, a whole vCPU at FULL_VCPU_MB; the GIL uses one.
+        # Lambda gives CPU in proportion to memory, a whole vCPU at FULL_VCPU_MB; the GIL uses one. A
+        # worker's batches wait on the network at once, so it is bound by its CPU or by its waits shared.
         cpu = cpu_ms * max(1.0, FULL_VCPU_MB / memory_mb)
-        one_at_a_time = 1000 / (cpu + waiting_ms)
-        deployed = 1000 / max(cpu, (cpu + waiting_ms) / result["runs"]["rest"]["concurrency"])
-        usable = result["lambda_timeout_seconds"] * result["planning_share"]
+        per_worker = 1000 / max(cpu, (cpu + waiting_ms) / result["worker_concurrency"])
         estimates["by_memory_mb"][str(memory_mb)] = {
             "cpu_ms_per_account": round(cpu, 2),
-            "one_at_a_time_per_second": round(one_at_a_time),
-            "one_at_a_time_per_invocation": round(one_at_a_time * result["lambda_timeout_seconds"]),
-            "deployed_per_second": round(deployed),
-            "deployed_per_invocation": round(deployed * usable),
+            "worker_per_second": round(per_worker),
+            "worker_per_invocation": round(per_worker * usable),
         }
+    deployed = estimates["by_memory_mb"][str(result["lambda_memory_mb"])]["worker_per_second"]
+    # Each claim rewrites the account's GSI1 keys: a delete and a put in the index (keys only, under
+    # 1 KB each), both in its shard's partition, which takes 1,000 write units a second.
+    gsi_ceiling = GSI_PARTITION_WRITES_PER_SECOND / GSI_WRITES_PER_CLAIM
+    per_shard = min(deployed, gsi_ceiling)
+    workers = min(result["shards"], result["max_concurrent_workers"])
+    capacity = workers * per_shard
+    due_rate = TEN_MILLION / 86_400
+    estimates.update(
+        {
+            "gsi_partition_ceiling_per_shard": round(gsi_ceiling),
+            "per_shard_per_second": round(per_shard),
+            "concurrent_workers": workers,
+            "capacity_accounts_per_second": round(capacity),
+            "target_accounts_per_second": TARGET_ACCOUNTS_PER_SECOND,
+            "meets_target": capacity >= TARGET_ACCOUNTS_PER_SECOND,
+            "ten_million_daily_due_per_second": round(due_rate, 1),
+            "capacity_over_due_rate": round(capacity / due_rate, 1),
+            # Hourly runs: a day's 10 M accounts fall due over 24 runs; how long one run's share takes.
+            "ten_million_run_minutes": round(TEN_MILLION / 24 / capacity / 60, 1),
+            # The count at which the target needs no more than the shards' workers.
+            "shards_for_target": math.ceil(TARGET_ACCOUNTS_PER_SECOND / per_shard),
+        }
+    )
     return estimates
 
 
@@ -396,7 +495,7 @@ def _schedules(store: BillsTable) -> dict[str, str]:
     """Every account's GSI1SK, read from the refresh index."""
     paginator = store.client.get_paginator("query")
     found: dict[str, str] = {}
-    for shard in range(keys.REFRESH_SHARDS):
+    for shard in keys.refresh_shards():
         for page in paginator.paginate(
             TableName=store.table_name,
             IndexName="GSI1",
@@ -468,117 +567,150 @@ def _answers(port: int) -> bool:
 
 # ------------------------------------------------------------------ the report
 def report(result: dict[str, Any]) -> str:
-    runs, check, latency = result["runs"], result["check"], result["latency"]
-    sequential, concurrent, rest = runs["sequential"], runs["concurrent"], runs["rest"]
-    per = result["requests_per_10000"]
+    phases, check, latency, estimates = result["phases"], result["check"], result["latency"], result["estimates"]
+    per = result["requests_per_account"]
     idle = result["idle_run"]
-    timeout = result["lambda_timeout_seconds"]
-    usable = timeout * result["planning_share"]
+    deployed = estimates["by_memory_mb"][str(result["lambda_memory_mb"])]
+    dispatch = result["dispatch"]
     lines = [
         f"{result['due_accounts']:,} due accounts ({result['users'] - NOT_DUE_USERS:,} users x "
-        f"{len(PROVIDERS)} providers, daily and weekly) and {result['not_due_accounts']:,} not due.",
+        f"{len(PROVIDERS)} providers, daily and weekly) and {result['not_due_accounts']:,} not due, over "
+        f"{result['shards']} refresh shards ({min(result['due_by_shard'].values()):,} to "
+        f"{max(result['due_by_shard'].values()):,} due each). The scheduled run queued one unit of work per "
+        f"shard ({dispatch['shards']} messages: {_breakdown(dispatch['requests'], SQS_OPERATIONS)}); then:",
         "",
-        "| run | batches at once | time limit | planned | seconds | accounts/s | client CPU ms/account | requests |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| phase | workers at once | shards | time limit | planned | seconds | accounts/s | per worker /s "
+        "| client CPU ms/account | requests |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
-    for name, run in (
-        ("one batch at a time", sequential),
-        ("as deployed", concurrent),
-        ("as deployed, the rest", rest),
-    ):
-        limit = f"{run['time_limit_seconds']:g} s" if run["time_limit_seconds"] else "none"
+    names = {
+        "one_worker": "one worker",
+        "its_continuation": "its continuation",
+        "two_workers": "two workers",
+        "five_workers": "five workers",
+    }
+    for key, name in names.items():
+        phase = phases[key]
+        limit = f"{phase['time_limit_seconds']:g} s" if phase["time_limit_seconds"] else "none"
         lines.append(
-            f"| {name} | {run['concurrency']} | {limit} | {run['planned']:,} | {run['seconds']:.1f} "
-            f"| {run['accounts_per_second']:.1f} | {run['client_cpu_ms_per_account']} "
-            f"| {_breakdown(run['requests'], DYNAMODB_OPERATIONS | SQS_OPERATIONS)} |"
+            f"| {name} | {phase['workers']} | {', '.join(map(str, phase['shards']))} | {limit} "
+            f"| {phase['planned']:,} | {phase['seconds']:.1f} | {phase['accounts_per_second']:.1f} "
+            f"| {phase['per_worker_accounts_per_second']:.1f} "
+            f"| {phase['client_cpu_ms_per_account']} "
+            f"| {_breakdown(phase['requests'], DYNAMODB_OPERATIONS | SQS_OPERATIONS)} |"
         )
+    lines += [
+        "",
+        "| cost per account planned (measured) | value |",
+        "| --- | ---: |",
+        f"| client CPU ms, one worker alone (botocore's signing, serialising, parsing; this machine) "
+        f"| **{result['client_cpu_ms_per_account']:g}** |",
+        f"| DynamoDB requests, over every phase | **{_per(per, DYNAMODB_OPERATIONS)}**: "
+        f"{_per_breakdown(per, DYNAMODB_OPERATIONS)} |",
+        f"| SQS requests, the dispatch's included | **{_per(per, SQS_OPERATIONS)}**: "
+        f"{_per_breakdown(per, SQS_OPERATIONS)} |",
+        f"| accounts per second, one worker alone, against local moto | {result['worker_accounts_per_second']:.1f} |",
+        "",
+        f"**Model on AWS** (the client CPU per account above, scaled to Lambda's share of a vCPU at "
+        f"{result['lambda_memory_mb']} MB, plus an assumed {estimates['assumed_update_item_ms']:g} ms per "
+        f"`UpdateItem` and {estimates['assumed_send_message_batch_ms']:g} ms per `SendMessageBatch`; a worker "
+        f"runs {result['worker_concurrency']} batches at once, one thread runs Python at a time):",
+        "",
+        "| memory | CPU ms/account | one worker: accounts/s | per invocation (plans for "
+        f"{result['lambda_timeout_seconds'] * result['planning_share']:g} s) |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
+    for memory, estimate in estimates["by_memory_mb"].items():
+        deployed_memory = " (deployed)" if int(memory) == result["lambda_memory_mb"] else ""
+        lines.append(
+            f"| {memory} MB{deployed_memory} | {estimate['cpu_ms_per_account']:g} "
+            f"| {estimate['worker_per_second']:,} | {estimate['worker_per_invocation']:,} |"
+        )
+    met = "met" if estimates["meets_target"] else "**missed**"
     lines += [
         "",
         "| figure | value |",
         "| --- | ---: |",
-        f"| accounts planned per second, as deployed ({concurrent['planned'] + rest['planned']:,} accounts) "
-        f"| **{result['accounts_per_second']:.1f}** |",
-        f"| speed-up of {concurrent['concurrency']} batches at once over one at a time "
-        f"(same {sequential['time_limit_seconds']:g} s) "
-        f"| {result['speedup']:g}x |",
-        f"| SQS requests per 10,000 due accounts | **{_count(per, SQS_OPERATIONS)}**: "
-        f"{_breakdown(per, SQS_OPERATIONS)} |",
-        f"| DynamoDB requests per 10,000 due accounts | **{_count(per, CLAIMS)}** `UpdateItem`, and a `Query` "
-        f"per shard and run ({_count(per, frozenset({'Query'}))} over the three runs here) |",
-        f"| a run with nothing due | {_breakdown(idle['requests'], DYNAMODB_OPERATIONS | SQS_OPERATIONS) or 'none'}, "
-        f"{idle['seconds']:.1f} s |",
+        f"| one worker at {result['lambda_memory_mb']} MB, accounts/s | {deployed['worker_per_second']:,} |",
+        f"| a shard's GSI1 partition, claims/s at most (1,000 write units/s, {GSI_WRITES_PER_CLAIM} per claim) "
+        f"| {estimates['gsi_partition_ceiling_per_shard']:,} |",
+        f"| workers at once: {result['shards']} shards, MaximumConcurrency {result['max_concurrent_workers']} "
+        f"| {estimates['concurrent_workers']} |",
+        f"| **capacity, accounts planned/s** (workers x min(worker, partition)) "
+        f"| **{estimates['capacity_accounts_per_second']:,}** |",
+        f"| target (3x the due rate of 10 M accounts daily) | {estimates['target_accounts_per_second']} /s: {met} |",
+        f"| due rate of 10 M accounts daily | {estimates['ten_million_daily_due_per_second']:g} /s "
+        f"({estimates['capacity_over_due_rate']:g}x under capacity) |",
+        f"| an hourly run's share of 10 M accounts (416,667) planned in | "
+        f"{estimates['ten_million_run_minutes']:g} min |",
+        f"| shards the target needs at this per-shard rate | {estimates['shards_for_target']} |",
+        "",
+        "| also measured | value |",
+        "| --- | ---: |",
+        f"| a scheduled run with nothing due, and its workers | "
+        f"{_breakdown(idle['dispatch']['requests'], SQS_OPERATIONS)}; "
+        f"{_breakdown(idle['workers']['requests'], DYNAMODB_OPERATIONS | SQS_OPERATIONS) or 'none'} "
+        f"({idle['workers']['seconds']:.1f} s) |",
         f"| moto, bare `GetItem` / `UpdateItem` / SQS call, median (p95) ms "
         f"| {_latency_text(latency['dynamodb_get_item_ms'])} / {_latency_text(latency['dynamodb_update_item_ms'])} "
         f"/ {_latency_text(latency['sqs_get_queue_attributes_ms'])} |",
-        f"| due accounts one invocation plans (timeout {timeout} s, plans for {usable:g} s), at this rate "
-        f"| {result['accounts_per_invocation']:,} |",
-        f"| check: one message per due account, due ones moved on, others untouched, queue empty after "
+        f"| check: one message per due account, due ones moved on, others untouched, a continuation queued "
+        f"by the worker out of time, both queues empty after "
         f"| {'passed' if check['passed'] else '**failed**'} ({result['received_messages']:,} messages; "
         f"{check['due_rescheduled']:,} moved, {check['not_due_untouched']:,} untouched, "
-        f"{check['left_in_queue']} left) |",
-        "",
-        "On AWS (estimated: the client CPU per account measured here, scaled to Lambda's share of a vCPU, "
-        f"plus an assumed {result['estimates']['assumed_update_item_ms']:g} ms per `UpdateItem` and "
-        f"{result['estimates']['assumed_send_message_batch_ms']:g} ms per `SendMessageBatch`; one planner thread "
-        "runs Python at a time):",
-        "",
-        "| memory | CPU ms/account | one batch at a time: /s, per invocation | as deployed: /s, per invocation |",
-        "| ---: | ---: | ---: | ---: |",
+        f"{check['left_in_queue']} fetches and {check['plan_work_left']} shards' work left) |",
     ]
-    for memory, estimate in result["estimates"]["by_memory_mb"].items():
-        deployed_memory = " (deployed)" if int(memory) == result["lambda_memory_mb"] else ""
-        lines.append(
-            f"| {memory} MB{deployed_memory} | {estimate['cpu_ms_per_account']:g} "
-            f"| {estimate['one_at_a_time_per_second']:,}, {estimate['one_at_a_time_per_invocation']:,} "
-            f"| {estimate['deployed_per_second']:,}, {estimate['deployed_per_invocation']:,} |"
-        )
     seed = result["seed"]
     lines += [
         "",
         "**Method.** The local moto server (`python -m localcloud.moto_server`) on a free loopback port, the "
         "template's resources created in it by the local cloud's provisioning (`LocalCloud.provision`). "
         f"Seeding: {seed['items']:,} account items, each built by `Accounts._account_item` (what "
-        "`create_account` writes: keys, GSI1 keys, a random 330-byte ciphertext), written 25 per "
-        f"`BatchWriteItem` ({seed['seconds']:g} s, {seed['items_per_second']:,} items/s); their link guards, "
-        "profiles and bills are left out, as the planner reads none of them. Due accounts became due between "
-        "a minute and six days ago, the others are due within their interval. The real "
-        "`billhub.refresh.plan_due_refreshes` then runs in the benchmark's process with the clients "
-        "`billhub.runtime.aws_client` builds in a Lambda, over HTTP to moto: first one batch at a time (as the "
-        f"planner worked before) for {sequential['time_limit_seconds']:g} s, then as deployed for as long, "
-        "then as deployed for the rest; both limited runs stop at their limit and leave the rest due. Requests "
-        "per operation are diffed from the server's counter (`/_localcloud/requests`) around each run; client "
-        "CPU is the benchmark process's (moto runs in its own). While the planner sends, another process "
-        "receives and deletes the messages (long polls) as the fetchers would; it also keeps moto's queue "
-        "short, whose `SendMessage` otherwise slows in proportion to the messages already queued (10,000 "
-        "queued messages take minutes to send). Afterwards every message must name a distinct due account "
-        "(all of them), every due account's GSI1 key must be one interval after the planner's `now`, every "
-        "other account's must be unchanged, and the queue must be empty. Latencies: "
-        f"{latency['dynamodb_get_item_ms']['samples']} sequential bare calls each with the planner's clients, "
-        "just before.",
+        "`create_account` writes: keys, GSI1 keys under the account's shard, a random 330-byte ciphertext), "
+        f"written 25 per `BatchWriteItem` ({seed['seconds']:g} s, {seed['items_per_second']:,} items/s); their "
+        "link guards, profiles and bills are left out, as the planner reads none of them. Due accounts became "
+        "due between a minute and six days ago, the others are due within their interval. The scheduled run's "
+        "`billhub.refresh.dispatch_shard_work` queues the shards' work on the PlanQueue; the benchmark takes "
+        "the messages off it as Lambda's event source mapping would, and runs the real "
+        "`billhub.refresh.plan_shard` for each, each worker with its own clients as `billhub.runtime.aws_client` "
+        "builds them in a Lambda, over HTTP to moto, in threads of this process: one worker alone with a "
+        f"{SINGLE_TIME_LIMIT_SECONDS} s limit (it stops and queues its shard again), the continuation taken "
+        "off the queue and run, then two workers at once, then the other five at once. Requests per "
+        "operation are diffed from the server's counter (`/_localcloud/requests`) around each phase, without "
+        "the receives and deletes that stand in for the event source mapping and the fetchers; client CPU is "
+        "this process's (moto runs in its own). The cost per account is the lone worker's (its two runs, "
+        "nothing else running). While the workers send, another process receives and deletes the fetch "
+        "messages as the fetchers would, keeping moto's queue short. Afterwards every message must name a "
+        "distinct due account (all of them), every due account's GSI1 key must be one interval after the "
+        "planner's `now`, every other account's must be unchanged, and both queues must be empty.",
         "",
-        "**What the figures mean.** The planner's requests are fixed by its design and are the same on AWS: "
-        "one conditional `UpdateItem` per due account (the claim; `BatchWriteItem` takes no conditions), one "
-        "`SendMessageBatch` per 10 accounts, and a `Query` per shard of GSI1 and run (keys only, so nothing "
-        "else is read); a run with nothing due costs one `Query` per shard. moto sizes its 1 MB pages by whole "
-        "items, not the keys-only projection, so a shard of more than about 1,000 due accounts takes a second "
-        "page here; DynamoDB fits several thousand keys in one. The time is moto's: it "
-        "handles one DynamoDB request at a time and shares this 2-core machine with the planner, so several "
-        "batches at once gain little here. On AWS each call waits on the network, so the planner as deployed "
-        "is bound by its client CPU (botocore's signing, serialising and parsing: about "
-        f"{result['client_cpu_ms_per_account']:g} ms per account here), which a 512 MB Lambda gets under a "
-        "third of a vCPU for. A run that stops at its time limit leaves the rest due, and the next scheduled run "
-        "plans them first (the longest due first).",
+        "**What the figures mean.** A worker's requests are fixed by its design and are the same on AWS: one "
+        "conditional `UpdateItem` per due account (the claim, which also files the account under its shard of "
+        "today's count), one `SendMessageBatch` per 10 accounts, and a `Query` per page of its shard (keys "
+        "only; moto sizes its pages by whole items, so more pages here than on DynamoDB). Local parallel "
+        "speed-up is bounded by moto, not by the planner: moto serves one DynamoDB request at a time (about "
+        f"{1000 / latency['dynamodb_update_item_ms']['median']:.0f} bare `UpdateItem`s a second here), so "
+        "two or five workers at once plan about as many accounts a second together as one alone, and each "
+        "gets its share; on AWS every worker is a Lambda of its own with its own CPU and DynamoDB serves "
+        "them in parallel, so the capacity is the workers' count times one worker's rate, below each shard "
+        "partition's write ceiling. Shards grow without a migration: `keys.REFRESH_SHARDS` may only grow, "
+        "every shard below it is dispatched, and accounts move to their shard of the new count when next "
+        "claimed. A worker out of time queues its own shard again, so one run's backlog is not capped by "
+        "one invocation.",
     ]
     return "\n".join(lines)
 
 
 SQS_OPERATIONS = frozenset({"SendMessageBatch", "SendMessage"})
-CLAIMS = frozenset({"UpdateItem"})
 DYNAMODB_OPERATIONS = frozenset({"Query", "UpdateItem", "GetItem", "PutItem", "TransactWriteItems", "BatchWriteItem"})
 
 
-def _count(requests: dict[str, float], operations: frozenset[str]) -> str:
-    return f"{sum(count for name, count in requests.items() if name in operations):,.0f}"
+def _per(requests: dict[str, float], operations: frozenset[str]) -> str:
+    return f"{sum(count for name, count in requests.items() if name in operations):.3g}"
+
+
+def _per_breakdown(requests: dict[str, float], operations: frozenset[str]) -> str:
+    return ", ".join(f"{count:.3g} `{name}`" for name, count in sorted(requests.items()) if name in operations)
 
 
 def _breakdown(requests: dict[str, float], operations: frozenset[str]) -> str:

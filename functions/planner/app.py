@@ -1,5 +1,7 @@
-"""The planner the EventBridge schedule runs: a fetch enqueued for every account whose refresh is due,
-then the deletions a crash left unfinished (users with everything of theirs, and single accounts)."""
+"""The planner, two events in one function. The EventBridge schedule's run puts one unit of work per
+refresh shard on the PlanQueue, then finishes the deletions a crash left unfinished (users with everything
+of theirs, and single accounts). Each PlanQueue message (one a batch) is a shard worker's: it enqueues a
+fetch for every due account of its shard, and queues its shard again if its time ran out first."""
 
 from __future__ import annotations
 
@@ -10,9 +12,10 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import ValidationError
 
 from billhub import deletion, refresh
-from billhub.queue import FetchQueue
+from billhub.queue import EnqueueFailed, FetchQueue
 from billhub.runtime import aws_client, utc_now
 from billhub.settings import PlannerSettings
 from billhub.store import BillsTable
@@ -31,30 +34,54 @@ def queue() -> FetchQueue:
     return FetchQueue(aws_client("sqs"), settings.FETCH_QUEUE_URL)
 
 
+@cache
+def plan_queue() -> refresh.PlanQueue:
+    return refresh.PlanQueue(aws_client("sqs"), settings.PLAN_QUEUE_URL)
+
+
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """One run, whatever the event (the schedule's, or an invocation by hand): plans for a share of the
-    time left, then sweeps; accounts still due after the time limit are the next run's, first in line."""
+    """A PlanQueue batch (``Records``) is shard work; any other event (the schedule's, or an invocation
+    by hand) is a scheduled run."""
+    if "Records" in event:
+        return _plan_shards(event["Records"], context)
+    return _scheduled_run()
+
+
+def _scheduled_run() -> dict[str, Any]:
     now = utc_now()
-    time_limit = timedelta(milliseconds=context.get_remaining_time_in_millis() * refresh.PLANNING_SHARE)
-    run = refresh.plan_due_refreshes(store(), queue(), now, time_limit)
+    shards = refresh.dispatch_shard_work(plan_queue())
     # Users first: theirs include their accounts' deletions; then accounts deleted on their own.
     users_finished = deletion.finish_abandoned_user_deletions(store(), now)
     finished = deletion.finish_abandoned_deletions(store(), now)
     logger.info(
-        "planned refreshes",
+        "dispatched the shards' planning",
         extra={
-            "accounts": run.planned,
-            "all_due_planned": run.finished,
+            "shards": shards,
             "abandoned_deletions_finished": finished,
             "abandoned_user_deletions_finished": users_finished,
         },
     )
-    if not run.finished:
-        logger.warning("the planner ran out of time; the next run plans the accounts still due")
-    return {
-        "planned": run.planned,
-        "all_due_planned": run.finished,
-        "deletions_finished": finished,
-        "user_deletions_finished": users_finished,
-    }
+    return {"shards_dispatched": shards, "deletions_finished": finished, "user_deletions_finished": users_finished}
+
+
+def _plan_shards(records: list[dict[str, Any]], context: LambdaContext) -> dict[str, Any]:
+    """Plans each record's shard (the mapping's BatchSize is 1) for a share of the time left; a record
+    that fails comes back through the queue, and after its last delivery lands in PlanDLQ."""
+    failures = []
+    for record in records:
+        try:
+            work = refresh.ShardWork.model_validate_json(record["body"])
+            time_limit = timedelta(milliseconds=context.get_remaining_time_in_millis() * refresh.PLANNING_SHARE)
+            run = refresh.plan_shard(store(), queue(), plan_queue(), work, utc_now(), time_limit)
+        except (ValidationError, refresh.DispatchFailed, EnqueueFailed):
+            logger.exception("a shard's planning failed; its message comes back", extra={"body": record["body"]})
+            failures.append({"itemIdentifier": record["messageId"]})
+            continue
+        logger.info(
+            "planned a shard",
+            extra={"shard": run.shard, "accounts": run.planned, "all_due_planned": run.finished},
+        )
+        if not run.finished:
+            logger.info("the shard's worker ran out of time; a continuation plans the rest", extra={"shard": run.shard})
+    return {"batchItemFailures": failures}

@@ -1,5 +1,7 @@
 """The refresh pipeline's schedule through the handlers, against moto and the mock provider over HTTP:
-the planner honours each owner's daily or weekly interval and never enqueues an account twice, a manual
+the scheduled run fans the planning out to one worker per shard, which continues its own shard when its
+time runs out, and the shard count grows without stranding accounts filed under a smaller one; the
+planner honours each owner's daily or weekly interval and never enqueues an account twice, a manual
 refresh and a link move the schedule on, users cannot refresh faster than the configured interval, and
 linking enqueues the account's first fetch. Time is driven through the handlers' clock."""
 
@@ -17,13 +19,14 @@ from typing import Any, cast
 import boto3
 import pytest
 
+from billhub import keys
 from billhub.models import Account, AccountStatus, FetchRequest
 from billhub.queue import EnqueueFailed, FetchQueue
-from billhub.refresh import PlannerRun, plan_due_refreshes
+from billhub.refresh import PlannerRun, PlanQueue, ShardRun, ShardWork, plan_due_refreshes, plan_shard
 from billhub.store import BillsTable
 from billhub.users import ProfileChange, change_profile
 from tests.conftest import Clock
-from tests.events import scheduled_event
+from tests.events import scheduled_event, sqs_event
 from tests.integration.harness import API_KEY, Api, LambdaContext, ReadsBeforeWrites
 
 FIBRELINK = {"username": "grace", "password": "pass_good"}
@@ -51,35 +54,102 @@ def refresh(api: Api, user_id: str) -> tuple[int, Any, dict[str, str]]:
 
 
 def run_planner(api: Api) -> list[str]:
-    """One scheduled run of the planner: the accounts it enqueued, each checked to be enqueued once."""
+    """One scheduled run of the planner, its shards' work done by the planner's workers: the accounts
+    they enqueued, each checked to be enqueued once."""
     result = api.planner.handler(scheduled_event(), LambdaContext())
-    assert result["all_due_planned"]
+    assert result["shards_dispatched"] == keys.REFRESH_SHARDS
+    work_through_plan_queue(api)
     requests = api.take_fetch_requests()
-    assert [request.reason for request in requests] == ["schedule"] * result["planned"]
-    return sorted(request.account_id for request in requests)
+    assert all(request.reason == "schedule" for request in requests)
+    account_ids = [request.account_id for request in requests]
+    assert len(set(account_ids)) == len(account_ids), "an account was enqueued twice"
+    return sorted(account_ids)
+
+
+def receive_plan_work(api: Api) -> list[dict[str, Any]]:
+    """Every message on the PlanQueue, taken off it (received and deleted)."""
+    sqs, url = boto3.client("sqs"), api.stack.refs["PlanQueue"]
+    messages: list[dict[str, Any]] = []
+    while received := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        for message in received:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        messages.extend(dict(message) for message in received)
+    return messages
+
+
+def deliver_plan_work(api: Api, message: dict[str, Any]) -> dict[str, Any]:
+    """One PlanQueue message delivered to the planner as its event source mapping would (BatchSize 1)."""
+    result: dict[str, Any] = api.planner.handler(
+        sqs_event([message], api.stack.attributes["PlanQueue"]["Arn"]), LambdaContext()
+    )
+    return result
+
+
+def work_through_plan_queue(api: Api) -> int:
+    """Delivers the PlanQueue's messages, continuations included, until it is empty: how many."""
+    delivered = 0
+    while messages := receive_plan_work(api):
+        for message in messages:
+            assert deliver_plan_work(api, message) == {"batchItemFailures": []}
+            delivered += 1
+    return delivered
+
+
+def shards_of_plan_work(messages: list[dict[str, Any]]) -> list[int]:
+    return sorted(ShardWork.model_validate_json(message["Body"]).shard for message in messages)
+
+
+def plan_queue(api: Api) -> PlanQueue:
+    return PlanQueue(boto3.client("sqs"), api.stack.refs["PlanQueue"])
+
+
+def account_in_shard(shard: int) -> str:
+    """A new account id that ``keys.refresh_shard`` files under ``shard`` (of today's count)."""
+    assert shard < keys.REFRESH_SHARDS, "no account is filed under a shard beyond the count"
+    while keys.refresh_shard(account_id := uuid.uuid4().hex) != keys.refresh_pk(shard):
+        pass
+    return account_id
+
+
+def filed_shards(api: Api, account_ids: list[str]) -> dict[str, str]:
+    """Each account's GSI1PK as stored: the shard it is filed under."""
+    client = boto3.client("dynamodb")
+    found: dict[str, str] = {}
+    for page in client.get_paginator("scan").paginate(TableName=api.stack.refs["BillsTable"]):
+        for item in page["Items"]:
+            account_id = keys.account_id_of(item["SK"]["S"])
+            if account_id in account_ids:
+                found[account_id] = item["GSI1PK"]["S"]
+    return found
 
 
 def table(api: Api, client: Any) -> BillsTable:
     return BillsTable(client, api.stack.refs["BillsTable"])
 
 
-def due_accounts(api: Api, user_id: str, count: int, now: datetime) -> list[str]:
-    """``count`` ClearWater accounts of the user, stored as a link stores them, due one minute apart
-    (the first due longest), the last one minute before ``now``."""
+def due_accounts(api: Api, user_id: str, count: int, now: datetime, shard: int | None = None) -> list[str]:
+    """``count`` ClearWater accounts of the user (all in ``shard`` if given), stored as a link stores
+    them, due one minute apart (the first due longest), the last one minute before ``now``."""
     accounts = []
     for index in range(count):
-        account = Account(
-            account_id=uuid.uuid4().hex,
-            user_id=user_id,
-            provider="clearwater",
-            external_ref="****0000",
-            status=AccountStatus.ACTIVE,
-            created_at=now - timedelta(days=1),
-            next_refresh_at=now - timedelta(minutes=count - index),
-        )
-        api.refresh.bills_table().accounts.create_account(account, f"cw-{account.account_id}", b"ciphertext")
-        accounts.append(account.account_id)
+        account_id = uuid.uuid4().hex if shard is None else account_in_shard(shard)
+        store_account(api, user_id, account_id, now, now - timedelta(minutes=count - index))
+        accounts.append(account_id)
     return accounts
+
+
+def store_account(api: Api, user_id: str, account_id: str, now: datetime, next_refresh_at: datetime) -> None:
+    """A ClearWater account of the user, stored as a link stores it (filed under its shard of today's count)."""
+    account = Account(
+        account_id=account_id,
+        user_id=user_id,
+        provider="clearwater",
+        external_ref="****0000",
+        status=AccountStatus.ACTIVE,
+        created_at=now - timedelta(days=1),
+        next_refresh_at=next_refresh_at,
+    )
+    api.refresh.bills_table().accounts.create_account(account, f"cw-{account.account_id}", b"ciphertext")
 
 
 def next_refresh_of(api: Api, user_id: str, account_id: str) -> tuple[str, datetime]:
@@ -96,20 +166,20 @@ def test_two_planners_that_both_found_the_accounts_due_enqueue_each_once(api: Ap
     # When one planner has read the due accounts, and another runs from start to end before the first
     # claims any of them
     first_client = boto3.client("dynamodb")
-    second: list[dict[str, Any]] = []
+    second: list[list[str]] = []
     second_runs_first = threading.Lock()
 
     def run_the_second_planner_first(**_: Any) -> None:
         with second_runs_first:
             if not second:
-                second.append(api.planner.handler(scheduled_event(), LambdaContext()))
+                second.append(run_planner(api))
 
     first_client.meta.events.register("before-call.dynamodb.UpdateItem", run_the_second_planner_first)
     first = plan_due_refreshes(table(api, first_client), api.planner.queue(), clock())
-    # Then each account is enqueued exactly once, by the planner that claimed it first
-    requests = api.take_fetch_requests()
-    assert sorted(request.account_id for request in requests) == sorted(accounts)
-    assert (first.planned, second[0]["planned"]) == (0, 3)
+    # Then each account is enqueued exactly once, by the planner that claimed it first (the second's
+    # were taken off the queue as it ran)
+    assert api.take_fetch_requests() == []
+    assert (first.planned, second[0]) == (0, sorted(accounts))
 
 
 def test_two_planners_running_at_once_enqueue_each_due_account_once(api: Api, clock: Clock) -> None:
@@ -179,6 +249,128 @@ def test_an_account_sqs_refused_stays_due_and_the_rest_of_its_batch_is_enqueued(
     # Then the other two are enqueued, and the next run enqueues the refused one
     assert sorted(request.account_id for request in api.take_fetch_requests()) == sorted([accounts[0], accounts[2]])
     assert run_planner(api) == [accounts[1]]
+
+
+# ------------------------------------------------------------------ the planner fanned out per shard
+def test_the_scheduled_run_dispatches_one_unit_of_work_per_shard_and_plans_nothing_itself(
+    api: Api, clock: Clock
+) -> None:
+    # Given due accounts
+    due_accounts(api, api.user(), 12, clock())
+    # When the schedule runs the planner
+    outcome = api.planner.handler(scheduled_event(), LambdaContext())
+    # Then the PlanQueue holds one unit of work per shard, and no fetch is enqueued yet
+    assert outcome["shards_dispatched"] == keys.REFRESH_SHARDS
+    assert shards_of_plan_work(receive_plan_work(api)) == list(range(keys.REFRESH_SHARDS))
+    assert api.take_fetch_requests() == []
+
+
+def test_a_shard_worker_plans_the_due_accounts_of_its_shard_only(api: Api, clock: Clock) -> None:
+    # Given due accounts in shard 3 and in shard 5
+    user_id = api.user()
+    in_three = due_accounts(api, user_id, 4, clock(), shard=3)
+    in_five = due_accounts(api, user_id, 3, clock(), shard=5)
+    # When a worker takes shard 3's work
+    plan_queue(api).send([3])
+    (message,) = receive_plan_work(api)
+    assert deliver_plan_work(api, message) == {"batchItemFailures": []}
+    # Then it enqueued shard 3's accounts, finished (no continuation), and left shard 5's due
+    assert sorted(request.account_id for request in api.take_fetch_requests()) == sorted(in_three)
+    assert receive_plan_work(api) == []
+    assert run_planner(api) == sorted(in_five)
+
+
+def test_a_shard_worker_out_of_time_continues_its_shard_through_the_queue(api: Api, clock: Clock) -> None:
+    # Given 25 due accounts in shard 2, each due a minute after the one before
+    accounts = due_accounts(api, api.user(), 25, clock(), shard=2)
+    # When its worker's time runs out once it has started two batches of ten
+    seconds = itertools.chain([0.0, 0.0, 0.0], itertools.repeat(2.0))  # its start, then before each batch
+    run = plan_shard(
+        api.planner.store(),
+        api.planner.queue(),
+        plan_queue(api),
+        ShardWork(shard=2),
+        clock(),
+        timedelta(seconds=1),
+        clock=lambda: next(seconds),
+    )
+    # Then it enqueued the twenty due longest and queued shard 2's work again
+    assert run == ShardRun(shard=2, planned=20, finished=False)
+    assert sorted(request.account_id for request in api.take_fetch_requests()) == sorted(accounts[:20])
+    continuation = receive_plan_work(api)
+    assert shards_of_plan_work(continuation) == [2]
+    # And the continuation's worker enqueues the other five, and leaves no work behind
+    (message,) = continuation
+    assert deliver_plan_work(api, message) == {"batchItemFailures": []}
+    assert sorted(request.account_id for request in api.take_fetch_requests()) == sorted(accounts[20:])
+    assert receive_plan_work(api) == []
+
+
+def test_two_workers_on_the_same_shard_enqueue_each_due_account_once(api: Api, clock: Clock) -> None:
+    # Given 45 due accounts in shard 4
+    accounts = due_accounts(api, api.user(), 45, clock(), shard=4)
+
+    # When two workers plan shard 4 at the same time (a continuation beside the next run's work), each
+    # with its own clients and several batches at once
+    def worker() -> ShardRun:
+        fetch_queue = FetchQueue(boto3.client("sqs"), api.stack.refs["FetchQueue"])
+        store = table(api, boto3.client("dynamodb"))
+        return plan_shard(store, fetch_queue, plan_queue(api), ShardWork(shard=4), clock())
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = [pool.submit(worker) for _ in range(2)]
+    # Then between them they enqueued every account exactly once
+    requests = api.take_fetch_requests()
+    assert sorted(request.account_id for request in requests) == sorted(accounts)
+    assert sum(run.result().planned for run in runs) == 45
+
+
+def test_a_shard_worker_given_a_message_it_cannot_read_reports_it_failed(api: Api) -> None:
+    # When the planner is given a PlanQueue message that names no shard
+    message = {"MessageId": "m-1", "ReceiptHandle": "r-1", "Body": '{"shard": -1}'}
+    # Then it reports that record failed, so it comes back and, after its last delivery, is parked
+    assert deliver_plan_work(api, message) == {"batchItemFailures": [{"itemIdentifier": "m-1"}]}
+
+
+def test_accounts_filed_under_fewer_shards_are_planned_after_the_count_grows(
+    api: Api, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given 24 due accounts, linked while there were only 2 shards
+    monkeypatch.setattr(keys, "REFRESH_SHARDS", 2)
+    accounts = due_accounts(api, api.user(), 24, clock())
+    assert set(filed_shards(api, accounts).values()) == {keys.refresh_pk(0), keys.refresh_pk(1)}
+    # When the count has grown to 8 and the planner runs
+    monkeypatch.setattr(keys, "REFRESH_SHARDS", 8)
+    planned = run_planner(api)
+    # Then every one of them is planned, once, and each claim filed its account under its shard of 8
+    assert planned == sorted(accounts)
+    filed = filed_shards(api, accounts)
+    assert filed == {account_id: keys.refresh_shard(account_id) for account_id in accounts}
+    assert len(set(filed.values())) > 2
+    # And an account linked now is filed among the 8 at once
+    (new,) = due_accounts(api, api.user("new@example.com"), 1, clock())
+    assert filed_shards(api, [new]) == {new: keys.refresh_shard(new)}
+    assert run_planner(api) == [new]
+
+
+def test_an_account_rescheduled_after_the_count_grows_moves_to_its_shard_of_the_new_count(
+    api: Api, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an account whose shard of 8 is shard 5, filed while there was only one shard, not due yet
+    account_id = account_in_shard(5)
+    monkeypatch.setattr(keys, "REFRESH_SHARDS", 1)
+    user_id = api.user()
+    store_account(api, user_id, account_id, clock(), clock.at(hours=1))
+    assert filed_shards(api, [account_id]) == {account_id: keys.refresh_pk(0)}
+    # When the count has grown to 8 and the account is rescheduled (a manual refresh, a new interval)
+    monkeypatch.setattr(keys, "REFRESH_SHARDS", 8)
+    stored = api.refresh.bills_table().accounts.get_account(user_id, account_id)
+    assert stored is not None
+    assert api.refresh.bills_table().schedule.reschedule(stored.account, clock.at(days=1), "daily")
+    # Then it is filed under shard 5, and planned there once due
+    assert filed_shards(api, [account_id]) == {account_id: keys.refresh_pk(5)}
+    clock.advance(days=1, minutes=1)
+    assert run_planner(api) == [account_id]
 
 
 def test_a_planner_run_after_another_finds_nothing_left_to_enqueue(api: Api, clock: Clock) -> None:

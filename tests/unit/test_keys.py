@@ -63,8 +63,20 @@ def test_the_keys_of_a_bill_in_the_table_and_in_lsi1() -> None:
     assert keys.issued_since(date(2021, 11, 1)) == "2021-11-01"
 
 
+# Every shard count ever deployed, in order: append a grown count here, never lower one. Accounts keep
+# the shard they were filed under until they are next claimed, so a smaller count would strand them.
+DEPLOYED_REFRESH_SHARD_COUNTS = (8,)
+
+
+def test_the_refresh_shard_count_only_grows() -> None:
+    assert DEPLOYED_REFRESH_SHARD_COUNTS[-1] == keys.REFRESH_SHARDS
+    assert list(DEPLOYED_REFRESH_SHARD_COUNTS) == sorted(DEPLOYED_REFRESH_SHARD_COUNTS)
+    assert keys.REFRESH_SHARDS <= keys.MAX_REFRESH_SHARDS
+    # Planners plan every shard below the count: each index of every count before it.
+    assert all(set(range(count)) <= set(keys.refresh_shards()) for count in DEPLOYED_REFRESH_SHARD_COUNTS)
+
+
 def test_the_refresh_schedule_in_gsi1() -> None:
-    assert keys.REFRESH_SHARDS == 8
     assert keys.refresh_shard(ACCOUNT) == "REFRESH#6"
     assert keys.refresh_pk(3) == "REFRESH#3"
     refresh_key = keys.refresh_sk(ACCOUNT, SINCE, "weekly")

@@ -1,4 +1,4 @@
-"""Operations in template.yaml: each dead-lettered fetch notifies the admins, even while older ones are
+"""Operations in template.yaml: each dead-lettered message notifies the admins, even while older ones are
 still parked, and the alerts topic has an email subscription when the deploy names an admin."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def alarms_on(template: dict[str, Any], queue: str) -> list[dict[str, Any]]:
 
 def test_every_dead_letter_queue_alarms_on_each_new_arrival_not_on_its_depth(template: dict[str, Any]) -> None:
     queues = dead_letter_queues(template)
-    assert queues == {"FetchDLQ"}
+    assert queues == {"FetchDLQ", "PlanDLQ"}
     for queue in queues:
         (alarm,) = alarms_on(template, queue)
         # Not the depth (in ALARM as long as one old message stays, so a second incident is silent), and

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from billhub import keys
 from localcloud.provision import MissingParameters, parameter_values, provision
 from localcloud.template import ROOT, authorizer_function, function_specs, infrastructure
 from mock_provider import northgas
@@ -66,12 +67,26 @@ def test_the_schedule_runs_the_planner_a_function_of_its_own(template: dict[str,
     scheduled = [spec for spec in function_specs(template) if spec.schedules]
     assert [spec.logical_id for spec in scheduled] == ["PlannerFunction"]
     (planner,) = scheduled
-    (event,) = template["Resources"]["PlannerFunction"]["Properties"]["Events"].values()
+    events = template["Resources"]["PlannerFunction"]["Properties"]["Events"].values()
+    (event,) = [event for event in events if event["Type"] == "Schedule"]
     assert event["Properties"]["Schedule"] == {"Ref": "RefreshSchedule"}
-    # No route and no queue: nothing waits on it, so it is sized for planning, not for the gateway.
-    assert planner.routes == [] and planner.queues == []
+    # No route: nothing waits on it, so it is sized for planning, not for the gateway.
+    assert planner.routes == []
     assert planner.timeout > HTTP_API_INTEGRATION_TIMEOUT_SECONDS
     assert planner.memory_mb > template["Globals"]["Function"]["MemorySize"]
+
+
+def test_the_planner_works_its_shards_from_the_plan_queue_all_at_once(template: dict[str, Any]) -> None:
+    (planner,) = [spec for spec in function_specs(template) if spec.logical_id == "PlannerFunction"]
+    (binding,) = planner.queues
+    # One shard per invocation, failures reported per record, and a worker for every shard at once.
+    assert (binding.queue_logical_id, binding.batch_size, binding.report_batch_item_failures) == ("PlanQueue", 1, True)
+    assert binding.maximum_concurrency >= keys.REFRESH_SHARDS
+    queue = template["Resources"]["PlanQueue"]["Properties"]
+    # A message stays hidden while its worker may still run (Lambda's SQS integration advises 6x).
+    assert int(queue["VisibilityTimeout"]) >= 6 * planner.timeout
+    assert queue["SqsManagedSseEnabled"] is True
+    assert template["Resources"]["PlanDLQ"]["Properties"]["SqsManagedSseEnabled"] is True
 
 
 def test_only_register_login_and_oauth_callback_skip_the_authorizer(template: dict[str, Any]) -> None:

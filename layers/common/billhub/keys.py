@@ -102,7 +102,13 @@ FIXED_KEYS = (
     DELETING_USERS,
 )
 
+# The refresh schedule's shards (GSI1PK REFRESH#<n>), each planned by a worker of its own. The count may
+# only ever grow, never shrink: an account keeps the shard it was filed under until it is next claimed
+# or rescheduled (then it moves to its shard under the count of the day), and planners plan every index
+# below the count, so accounts filed under a smaller count are still found, without a migration.
 REFRESH_SHARDS = 8
+# A shard is one byte of the account id's digest, modulo the count.
+MAX_REFRESH_SHARDS = 256
 
 
 def _iso(moment: datetime) -> str:
@@ -169,9 +175,15 @@ def refresh_pk(shard: int) -> str:
 
 
 def refresh_shard(account_id: str) -> str:
-    """The GSI1PK of the account's refresh schedule: one of ``REFRESH_SHARDS``, by a digest of its id."""
+    """The GSI1PK of the account's refresh schedule: one of ``REFRESH_SHARDS`` (read at each call, so a
+    grown count files accounts anew), by a digest of its id."""
     digest = hashlib.sha256(account_id.encode()).digest()
     return refresh_pk(digest[0] % REFRESH_SHARDS)
+
+
+def refresh_shards() -> range:
+    """Every shard a planner plans: all below the count, which covers every smaller count before it."""
+    return range(REFRESH_SHARDS)
 
 
 def refresh_sk(account_id: str, next_refresh_at: datetime, refresh_interval: RefreshInterval) -> str:

@@ -1,4 +1,5 @@
-"""Refreshing bills: on-demand jobs for one user, and the scheduled planner for everyone."""
+"""Refreshing bills: on-demand jobs for one user, and the scheduled planner for everyone, fanned out
+one worker per shard of the refresh schedule."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field
 
+from billhub import keys
 from billhub.errors import Conflict, NotFound, ServiceError
 from billhub.models import (
     REFRESH_PERIODS,
@@ -29,6 +32,9 @@ from billhub.queue import SQS_BATCH_LIMIT, EnqueueFailed, FetchQueue
 from billhub.store import DueRefresh
 from billhub.store.errors import ItemMissing
 from billhub.store.protocols import RefreshJobStore, RefreshScheduleStore, Repositories
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
 
 # Attempts at rescheduling one account that planners or refreshes keep changing under us.
 RESCHEDULE_ATTEMPTS = 3
@@ -194,8 +200,10 @@ def plan_due_refreshes(
     time_limit: timedelta | None = None,
     concurrency: int = PLANNER_CONCURRENCY,
     clock: Callable[[], float] = time.monotonic,
+    shards: Sequence[int] | None = None,
 ) -> PlannerRun:
-    """Enqueues a fetch for every account whose next refresh has come, the longest due first.
+    """Enqueues a fetch for every account whose next refresh has come (of the ``shards`` given, every
+    shard by default), the longest due first.
 
     Each account is first claimed by moving its ``next_refresh_at`` one interval (its owner's daily
     or weekly) forward with a conditional write, so two planners running at once never enqueue the
@@ -212,7 +220,7 @@ def plan_due_refreshes(
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="planner") as pool:
         running: set[Future[int]] = set()
         try:
-            for batch in itertools.batched(store.schedule.due_refreshes(now), SQS_BATCH_LIMIT, strict=False):
+            for batch in itertools.batched(store.schedule.due_refreshes(now, shards), SQS_BATCH_LIMIT, strict=False):
                 if deadline is not None and clock() >= deadline:
                     finished = False
                     break
@@ -225,6 +233,94 @@ def plan_due_refreshes(
             done, _ = wait(running)
         planned += sum(future.result() for future in done)
     return PlannerRun(planned=planned, finished=finished)
+
+
+class ShardWork(BaseModel):
+    """One shard worker's unit of work, a PlanQueue message: plan the due accounts of this shard."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    shard: int = Field(ge=0, lt=keys.MAX_REFRESH_SHARDS)
+
+
+class DispatchFailed(RuntimeError):
+    """SQS did not take every shard's unit of work (the shards named were not queued)."""
+
+    def __init__(self, message: str, unsent: Sequence[int]) -> None:
+        super().__init__(message)
+        self.unsent = list(unsent)
+
+
+class PlanQueue:
+    """The PlanQueue: units of planning work, one message per shard, that shard workers take."""
+
+    def __init__(self, sqs: SQSClient, queue_url: str) -> None:
+        self._sqs = sqs
+        self._url = queue_url
+
+    def send(self, shards: Sequence[int]) -> None:
+        """One message per shard, 10 a request; ``DispatchFailed`` unless SQS took them all."""
+        for start in range(0, len(shards), SQS_BATCH_LIMIT):
+            batch = shards[start : start + SQS_BATCH_LIMIT]
+            try:
+                response = self._sqs.send_message_batch(
+                    QueueUrl=self._url,
+                    Entries=[
+                        {"Id": str(index), "MessageBody": ShardWork(shard=shard).model_dump_json()}
+                        for index, shard in enumerate(batch)
+                    ],
+                )
+            except (BotoCoreError, ClientError) as error:
+                raise DispatchFailed(
+                    f"SQS could not take {len(batch)} shards' work: {error}", shards[start:]
+                ) from error
+            if response.get("Failed"):
+                refused = [batch[int(failure["Id"])] for failure in response["Failed"]]
+                raise DispatchFailed(
+                    f"SQS refused the work of shards {refused}", refused + list(shards[start + SQS_BATCH_LIMIT :])
+                )
+
+
+def dispatch_shard_work(plan_queue: PlanQueue) -> int:
+    """The scheduled run's planning: one unit of work per shard on the PlanQueue, for the shard workers
+    to plan in parallel; returns how many shards. Every shard below the count is dispatched, so the
+    shards of any smaller count before it, where accounts not yet moved still are, are too."""
+    shards = list(keys.refresh_shards())
+    plan_queue.send(shards)
+    return len(shards)
+
+
+@dataclass(frozen=True)
+class ShardRun:
+    """What one shard worker did."""
+
+    shard: int
+    planned: int
+    # False when it stopped at its time limit with accounts still due; then it queued a continuation.
+    finished: bool
+
+
+def plan_shard(
+    store: Repositories,
+    fetch_queue: FetchQueue,
+    plan_queue: PlanQueue,
+    work: ShardWork,
+    now: datetime,
+    time_limit: timedelta | None = None,
+    concurrency: int = PLANNER_CONCURRENCY,
+    clock: Callable[[], float] = time.monotonic,
+) -> ShardRun:
+    """A shard worker: plans the due accounts of ``work.shard`` as ``plan_due_refreshes`` does. Out of
+    time with accounts still due, it queues the same shard's work again, so a backlog goes on at once
+    with the next worker rather than waiting for the next scheduled run, however long it is.
+
+    Two workers on one shard (a continuation beside the next run's work, a redelivery) are safe: each
+    account's claim is conditional, so each is enqueued once.
+    """
+    run = plan_due_refreshes(store, fetch_queue, now, time_limit, concurrency, clock, shards=[work.shard])
+    if not run.finished:
+        plan_queue.send([work.shard])
+    return ShardRun(shard=work.shard, planned=run.planned, finished=run.finished)
 
 
 def _plan_batch(schedule: RefreshScheduleStore, queue: FetchQueue, batch: Sequence[DueRefresh], now: datetime) -> int:

@@ -145,6 +145,8 @@ class LinkSettings(TableSettings, ProviderSettings, JwtSettings):
 
 class PlannerSettings(TableSettings):
     FETCH_QUEUE_URL: str
+    # The scheduled run puts one unit of work per refresh shard here; the planner's shard workers take them.
+    PLAN_QUEUE_URL: str
 
 
 class RefreshSettings(TableSettings):

@@ -4,7 +4,7 @@ one that spans several takes ``Repositories``, which ``BillsTable`` is."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -85,7 +85,7 @@ class RefreshScheduleStore(Protocol):
 
     def reschedule(self, account: Account, next_refresh_at: datetime, refresh_interval: RefreshInterval) -> bool: ...
 
-    def due_refreshes(self, now: datetime) -> Iterator[DueRefresh]: ...
+    def due_refreshes(self, now: datetime, shards: Iterable[int] | None = None) -> Iterator[DueRefresh]: ...
 
 
 class AccountStore(Protocol):

@@ -4,12 +4,16 @@ Accounts carry GSI1PK=REFRESH#<shard>, GSI1SK=<next_refresh_at>#<aid>#<refresh_i
 planner finds due accounts without a scan, and learns each one's interval from the (keys-only) index
 without reading the account or its owner's profile. An account's ``refresh_interval`` attribute and the
 one in its GSI1SK are always written together (here, and by ``BillsTable``'s link, repair and deletion).
+
+A claim or a reschedule also files the account under its shard of today's ``keys.REFRESH_SHARDS`` (in
+the same write), so after the count has grown the accounts spread over the new shards as they come
+due, while those not yet moved are still found below the old count.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,6 +32,10 @@ def _schedule_unchanged(account: Account) -> tuple[str, dict[str, Any]]:
     # Keys written before intervals were kept end at the account id: those accounts are daily.
     values[":seen_old_key"] = keys.daily_refresh_sk_before_intervals(account.account_id, account.next_refresh_at)
     return "(GSI1SK = :seen_key OR GSI1SK = :seen_old_key)", values
+
+
+# A new next refresh and interval, and the account filed under its shard of today's shard count.
+_NEW_SCHEDULE = "SET next_refresh_at = :next, GSI1PK = :shard, GSI1SK = :next_key, refresh_interval = :interval"
 
 
 @dataclass(frozen=True)
@@ -56,12 +64,13 @@ class RefreshSchedule(Table):
             due.user_id,
             due.account_id,
             # The interval is set too: accounts linked before intervals were kept get theirs here.
-            UpdateExpression="SET next_refresh_at = :next, GSI1SK = :next_key, refresh_interval = :interval",
+            UpdateExpression=_NEW_SCHEDULE,
             ConditionExpression="GSI1SK = :due_key AND #status <> :deleting",
             ExpressionAttributeNames={"#status": "status"},
             ExpressionAttributeValues=_to_item(
                 {
                     ":next": _iso(next_refresh_at),
+                    ":shard": keys.refresh_shard(due.account_id),
                     ":next_key": keys.refresh_sk(due.account_id, next_refresh_at, due.refresh_interval),
                     ":interval": due.refresh_interval,
                     ":due_key": due.refresh_key,
@@ -94,12 +103,13 @@ class RefreshSchedule(Table):
         return self._update_account(
             account.user_id,
             account.account_id,
-            UpdateExpression="SET next_refresh_at = :next, GSI1SK = :next_key, refresh_interval = :interval",
+            UpdateExpression=_NEW_SCHEDULE,
             ConditionExpression=f"attribute_exists(PK) AND #status <> :deleting AND {schedule}",
             ExpressionAttributeNames={"#status": "status"},
             ExpressionAttributeValues=_to_item(
                 {
                     ":next": _iso(next_refresh_at),
+                    ":shard": keys.refresh_shard(account.account_id),
                     ":next_key": keys.refresh_sk(account.account_id, next_refresh_at, refresh_interval),
                     ":interval": refresh_interval,
                     ":deleting": AccountStatus.DELETING.value,
@@ -108,14 +118,16 @@ class RefreshSchedule(Table):
             ),
         )
 
-    def due_refreshes(self, now: datetime) -> Iterator[DueRefresh]:
-        """Accounts whose next refresh is at or before ``now``, of every shard, the longest due first.
+    def due_refreshes(self, now: datetime, shards: Iterable[int] | None = None) -> Iterator[DueRefresh]:
+        """Accounts whose next refresh is at or before ``now``, of the ``shards`` given (every shard by
+        default), the longest due first.
 
         Each shard's index is already in that order (its GSI1SK starts with the next refresh time), so
         merging them reads one page of each shard ahead and the rest as the caller gets to it.
         """
-        shards = [self.due_for_refresh(shard, now) for shard in range(keys.REFRESH_SHARDS)]
-        return heapq.merge(*shards, key=lambda due: due.refresh_key)
+        chosen = keys.refresh_shards() if shards is None else shards
+        due = [self.due_for_refresh(shard, now) for shard in chosen]
+        return heapq.merge(*due, key=lambda found: found.refresh_key)
 
     def due_for_refresh(self, shard: int, now: datetime) -> Iterator[DueRefresh]:
         """Accounts in ``shard`` whose next refresh is at or before ``now``, the longest due first."""
