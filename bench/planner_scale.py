@@ -7,9 +7,9 @@ resources created in it by the local cloud's own provisioning, and 10,000 due ac
 providers, half daily and half weekly, due between a minute and six days ago) plus 2,000 not yet due,
 each item built by ``Accounts._account_item`` (what ``create_account`` writes, filed under its shard by
 ``keys.refresh_shard``) and sent 25 at a time with ``BatchWriteItem``. Then the scheduled run's real
-``billhub.refresh.dispatch_shard_work`` puts one unit of work per shard on the PlanQueue, and the
+``billhub.planning.dispatch_shard_work`` puts one unit of work per shard on the PlanQueue, and the
 benchmark takes those messages as Lambda's event source mapping would and runs the real
-``billhub.refresh.plan_shard`` for each in this process, with the clients ``billhub.runtime.aws_client``
+``billhub.planning.plan_shard`` for each in this process, with the clients ``billhub.runtime.aws_client``
 builds for a Lambda (each worker its own), over HTTP to the moto server: one worker alone (with a short
 time limit, so it queues a continuation of its shard, which is then taken and run), then two workers at
 once, then the other five at once; meanwhile another process takes the fetch messages off the FetchQueue
@@ -55,9 +55,9 @@ from localcloud.template import ROOT
 if str(LAYER_DIR) not in sys.path:
     sys.path.insert(0, str(LAYER_DIR))
 
-from billhub import keys, refresh
+from billhub import keys, planning
 from billhub.models import REFRESH_PERIODS, Account, AccountStatus, FetchRequest, RefreshInterval
-from billhub.queue import SQS_BATCH_LIMIT, FetchQueue
+from billhub.queue import SQS_BATCH_LIMIT, FetchQueue, PlanQueue, ShardWork
 from billhub.runtime import aws_client
 from billhub.store import BATCH_WRITE_LIMIT, BillsTable
 
@@ -122,8 +122,8 @@ class Queues:
     def fetch(self) -> FetchQueue:
         return FetchQueue(aws_client("sqs"), self.fetch_url)
 
-    def plan(self) -> refresh.PlanQueue:
-        return refresh.PlanQueue(aws_client("sqs"), self.plan_url)
+    def plan(self) -> PlanQueue:
+        return PlanQueue(aws_client("sqs"), self.plan_url)
 
 
 def _measure(store: BillsTable, queues: Queues, endpoint: str, timeout_seconds: int) -> dict[str, Any]:
@@ -194,8 +194,8 @@ def _measure(store: BillsTable, queues: Queues, endpoint: str, timeout_seconds: 
         "idle_run": {"dispatch": idle_dispatch, "workers": idle},
         "latency": latency,
         "lambda_timeout_seconds": timeout_seconds,
-        "planning_share": refresh.PLANNING_SHARE,
-        "worker_concurrency": refresh.PLANNER_CONCURRENCY,
+        "planning_share": planning.PLANNING_SHARE,
+        "worker_concurrency": planning.PLANNER_CONCURRENCY,
     }
 
 
@@ -203,7 +203,7 @@ def _dispatch(queues: Queues, endpoint: str) -> dict[str, Any]:
     """The scheduled run's planning: one unit of work per shard on the PlanQueue."""
     before = _request_counts(endpoint)
     began = time.perf_counter()
-    shards = refresh.dispatch_shard_work(queues.plan())
+    shards = planning.dispatch_shard_work(queues.plan())
     return {
         "shards": shards,
         "seconds": round(time.perf_counter() - began, 2),
@@ -216,7 +216,7 @@ def _take_plan_work(sqs: Any, plan_url: str) -> list[int]:
     shards = []
     while messages := sqs.receive_message(QueueUrl=plan_url, MaxNumberOfMessages=10).get("Messages", []):
         for message in messages:
-            shards.append(refresh.ShardWork.model_validate_json(message["Body"]).shard)
+            shards.append(ShardWork.model_validate_json(message["Body"]).shard)
             sqs.delete_message(QueueUrl=plan_url, ReceiptHandle=message["ReceiptHandle"])
     return sorted(shards)
 
@@ -232,10 +232,10 @@ def _phase(
     """Shard workers for ``shards``, all at once (each with its own clients, as separate Lambdas):
     what they planned, how fast, at what client CPU, and the requests they made."""
 
-    def worker(shard: int) -> refresh.ShardRun:
+    def worker(shard: int) -> planning.ShardRun:
         own = BillsTable(aws_client("dynamodb"), store.table_name)
-        work = refresh.ShardWork(shard=shard)
-        return refresh.plan_shard(own, queues.fetch(), queues.plan(), work, now, time_limit)
+        work = ShardWork(shard=shard)
+        return planning.plan_shard(own, queues.fetch(), queues.plan(), work, now, time_limit)
 
     before = _request_counts(endpoint)
     cpu_began, began = time.process_time(), time.perf_counter()
@@ -670,9 +670,9 @@ def report(result: dict[str, Any]) -> str:
         f"written 25 per `BatchWriteItem` ({seed['seconds']:g} s, {seed['items_per_second']:,} items/s); their "
         "link guards, profiles and bills are left out, as the planner reads none of them. Due accounts became "
         "due between a minute and six days ago, the others are due within their interval. The scheduled run's "
-        "`billhub.refresh.dispatch_shard_work` queues the shards' work on the PlanQueue; the benchmark takes "
+        "`billhub.planning.dispatch_shard_work` queues the shards' work on the PlanQueue; the benchmark takes "
         "the messages off it as Lambda's event source mapping would, and runs the real "
-        "`billhub.refresh.plan_shard` for each, each worker with its own clients as `billhub.runtime.aws_client` "
+        "`billhub.planning.plan_shard` for each, each worker with its own clients as `billhub.runtime.aws_client` "
         "builds them in a Lambda, over HTTP to moto, in threads of this process: one worker alone with a "
         f"{SINGLE_TIME_LIMIT_SECONDS} s limit (it stops and queues its shard again), the continuation taken "
         "off the queue and run, then two workers at once, then the other five at once. Requests per "

@@ -14,8 +14,8 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
-from billhub import deletion, refresh
-from billhub.queue import EnqueueFailed, FetchQueue
+from billhub import deletion, planning
+from billhub.queue import DispatchFailed, EnqueueFailed, FetchQueue, PlanQueue, ShardWork
 from billhub.runtime import aws_client, utc_now
 from billhub.settings import PlannerSettings
 from billhub.store import BillsTable
@@ -35,8 +35,8 @@ def queue() -> FetchQueue:
 
 
 @cache
-def plan_queue() -> refresh.PlanQueue:
-    return refresh.PlanQueue(aws_client("sqs"), settings.PLAN_QUEUE_URL)
+def plan_queue() -> PlanQueue:
+    return PlanQueue(aws_client("sqs"), settings.PLAN_QUEUE_URL)
 
 
 @logger.inject_lambda_context
@@ -50,7 +50,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 
 def _scheduled_run() -> dict[str, Any]:
     now = utc_now()
-    shards = refresh.dispatch_shard_work(plan_queue())
+    shards = planning.dispatch_shard_work(plan_queue())
     # Users first: theirs include their accounts' deletions; then accounts deleted on their own.
     users_finished = deletion.finish_abandoned_user_deletions(store(), now)
     finished = deletion.finish_abandoned_deletions(store(), now)
@@ -71,10 +71,10 @@ def _plan_shards(records: list[dict[str, Any]], context: LambdaContext) -> dict[
     failures = []
     for record in records:
         try:
-            work = refresh.ShardWork.model_validate_json(record["body"])
-            time_limit = timedelta(milliseconds=context.get_remaining_time_in_millis() * refresh.PLANNING_SHARE)
-            run = refresh.plan_shard(store(), queue(), plan_queue(), work, utc_now(), time_limit)
-        except (ValidationError, refresh.DispatchFailed, EnqueueFailed):
+            work = ShardWork.model_validate_json(record["body"])
+            time_limit = timedelta(milliseconds=context.get_remaining_time_in_millis() * planning.PLANNING_SHARE)
+            run = planning.plan_shard(store(), queue(), plan_queue(), work, utc_now(), time_limit)
+        except (ValidationError, DispatchFailed, EnqueueFailed):
             logger.exception("a shard's planning failed; its message comes back", extra={"body": record["body"]})
             failures.append({"itemIdentifier": record["messageId"]})
             continue

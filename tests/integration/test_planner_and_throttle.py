@@ -21,8 +21,8 @@ import pytest
 
 from billhub import keys
 from billhub.models import Account, AccountStatus, FetchRequest
-from billhub.queue import EnqueueFailed, FetchQueue
-from billhub.refresh import PlannerRun, PlanQueue, ShardRun, ShardWork, plan_due_refreshes, plan_shard
+from billhub.planning import PlannerRun, ShardRun, plan_due_refreshes, plan_shard
+from billhub.queue import EnqueueFailed, FetchQueue, PlanQueue, ShardWork
 from billhub.store import BillsTable
 from billhub.users import ProfileChange, change_profile
 from tests.conftest import Clock
