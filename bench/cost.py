@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from bench.planner_scale import ASSUMED_UPDATE_ITEM_MS, FULL_VCPU_MB
 from localcloud.template import load_template
 
 # List prices, USD (us-east-1, as published in 2025-2026).
@@ -43,6 +44,9 @@ FUNCTION_GB = 0.5
 # A provider across the internet answers in ~300 ms, not the sandbox's 40-80 ms; the fetcher's Lambda
 # time grows with it (its requests are sequential per account, concurrent across the batch).
 REAL_PROVIDER_LATENCY_SECONDS = 0.3
+# An AWS request from Lambda in its region (DynamoDB, KMS, SQS) answers in a few ms: the planner
+# benchmark's assumed UpdateItem latency, for every AWS request the fetcher makes.
+AWS_REQUEST_SECONDS = ASSUMED_UPDATE_ITEM_MS / 1000
 # DynamoDB units per request: items are under 1 KB (writes) / 4 KB (reads) except an account's bills,
 # read as one Query when a fetch compares what changed (24 bills of ~0.8 KB: 5 units).
 WRITE_UNITS = {"PutItem": 1, "UpdateItem": 1, "DeleteItem": 1, "TransactWriteItems": 4, "BatchWriteItem": 25}
@@ -75,17 +79,22 @@ def estimate(benchmarks: dict[str, Any]) -> dict[str, Any]:
     read_units = sum(READ_UNITS.get(op, 1) * n for op, n in dynamodb.items() if op in READ_UNITS)
     provider_requests = refresh["provider_requests_per_account"]
     fetcher = refresh["fetcher"]
-    # Lambda time: what was measured locally, plus the extra provider latency per request, spread over
-    # the ten accounts a batch fetches at once.
-    extra_latency = provider_requests * max(REAL_PROVIDER_LATENCY_SECONDS - refresh["mean_provider_latency_s"], 0)
-    fetch_seconds = fetcher["duration_seconds_per_account"] + extra_latency / 10
+    fetcher_mb = _fetcher_memory_mb()
+    lambda_time = fetcher_seconds_on_aws(refresh, fetcher_mb)
     lines = [
         Line(
             "Lambda: fetcher",
-            fetches * fetch_seconds * FUNCTION_GB * LAMBDA_GB_SECOND_ARM
-            + fetches / 10 * LAMBDA_PER_MILLION_REQUESTS / 1e6,
-            f"{fetcher['duration_seconds_per_account']} s measured per account + "
-            f"{extra_latency / 10:.3f} s for {REAL_PROVIDER_LATENCY_SECONDS * 1000:.0f} ms providers; batches of 10",
+            fetches * lambda_time["seconds_per_account"] * fetcher_mb / 1024 * LAMBDA_GB_SECOND_ARM
+            + fetches / lambda_time["accounts_per_invocation"] * LAMBDA_PER_MILLION_REQUESTS / 1e6,
+            f"{lambda_time['seconds_per_account']:.3f} s per account at {fetcher_mb} MB = its own CPU, "
+            f"{fetcher['cpu_seconds_per_account']} s measured here x {lambda_time['cpu_scale']:.2f} "
+            f"({FULL_VCPU_MB} MB / {fetcher_mb} MB of a vCPU): {lambda_time['cpu_seconds']:.3f} s, + waits shared by "
+            f"the {lambda_time['accounts_per_invocation']:g} accounts of a batch (measured): "
+            f"{provider_requests} provider requests x {REAL_PROVIDER_LATENCY_SECONDS * 1000:.0f} ms (assumed) + "
+            f"{lambda_time['aws_requests']:.1f} AWS requests x {AWS_REQUEST_SECONDS * 1000:g} ms (assumed): "
+            f"{lambda_time['wait_seconds']:.3f} s; added, not overlapped (an upper bound). Not the "
+            f"{fetcher['duration_seconds_per_account']} s wall time measured here (moto's waits), nor waits for "
+            "budget slots (fetches assumed to arrive within the providers' limits)",
         ),
         Line(
             "Lambda: API handlers + authorizer",
@@ -138,12 +147,45 @@ def estimate(benchmarks: dict[str, Any]) -> dict[str, Any]:
     return {
         "accounts": ACCOUNTS,
         "fetches_per_month": fetches,
+        "fetcher_lambda": {name: round(value, 4) for name, value in lambda_time.items()},
         "lines": [
             {"service": x.service, "monthly_usd": round(x.monthly_usd, 2), "rests_on": x.rests_on} for x in lines
         ],
-        "total_usd": round(total, 2),
+        "total_usd_per_month": round(total, 2),
         "per_account_cents": round(total / ACCOUNTS * 100, 3),
     }
+
+
+def fetcher_seconds_on_aws(refresh: dict[str, Any], memory_mb: int) -> dict[str, float]:
+    """The fetcher's Lambda time per account as AWS would bill it: its own CPU measured here, scaled to
+    the vCPU share its memory gets (Lambda gives CPU in proportion to memory, a whole vCPU at
+    ``FULL_VCPU_MB``; the GIL uses one, as in the planner benchmark's estimates), plus the waits AWS would
+    see (real providers' latency, AWS requests), each account's sequential, shared by the accounts one
+    invocation fetches at once. The local wait on moto is left out: it is this machine's, not AWS's."""
+    fetcher = refresh["fetcher"]
+    cpu_scale = max(1.0, FULL_VCPU_MB / memory_mb)
+    cpu_seconds = fetcher["cpu_seconds_per_account"] * cpu_scale
+    aws_requests = sum(refresh["aws_requests_per_account"].values())
+    waits = (
+        refresh["provider_requests_per_account"] * REAL_PROVIDER_LATENCY_SECONDS + aws_requests * AWS_REQUEST_SECONDS
+    )
+    at_once = fetcher["accounts_per_invocation"]
+    return {
+        "measured_wall_seconds": fetcher["duration_seconds_per_account"],
+        "measured_cpu_seconds": fetcher["cpu_seconds_per_account"],
+        "cpu_scale": cpu_scale,
+        "cpu_seconds": cpu_seconds,
+        "aws_requests": aws_requests,
+        "wait_seconds": waits / at_once,
+        "accounts_per_invocation": at_once,
+        "seconds_per_account": cpu_seconds + waits / at_once,
+    }
+
+
+def _fetcher_memory_mb() -> int:
+    template = load_template()
+    default_mb = template.get("Globals", {}).get("Function", {}).get("MemorySize", 128)
+    return int(template["Resources"]["FetchProviderFunction"]["Properties"].get("MemorySize", default_mb))
 
 
 def _template_fixed_costs() -> tuple[int, float]:
@@ -163,7 +205,9 @@ def _template_fixed_costs() -> tuple[int, float]:
 def report(cost: dict[str, Any]) -> str:
     rows = ["| service | USD per month | rests on |", "| --- | ---: | --- |"]
     rows += [f"| {x['service']} | {x['monthly_usd']:,.2f} | {x['rests_on']} |" for x in cost["lines"]]
-    rows.append(f"| **total** | **{cost['total_usd']:,.2f}** | {cost['per_account_cents']} cents per account |")
+    rows.append(
+        f"| **total** | **{cost['total_usd_per_month']:,.2f}** | {cost['per_account_cents']} cents per account |"
+    )
     return "\n".join(
         [
             f"{cost['accounts']:,} linked accounts refreshed daily ({math.ceil(cost['fetches_per_month']):,} fetches "

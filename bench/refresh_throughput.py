@@ -41,6 +41,8 @@ FETCH_METRICS = ("FetchSucceeded", "FetchFailed", "FetchDeferred", "FetchRetries
 TARGET_SHARE = 0.9
 FETCH_QUEUE = "billhub-local-FetchQueue"
 REPORT_DURATION = re.compile(r"^REPORT RequestId: \S+\tDuration: ([\d.]+) ms", re.MULTILINE)
+# The local runtime's own field on the same line: the invocation's CPU, without its waits.
+REPORT_CPU = re.compile(r"^REPORT RequestId: .*\tCPU Time: ([\d.]+) ms", re.MULTILINE)
 LINKERS = 4
 PASSWORD = "bench-password-1"  # noqa: S105 - a throwaway local user
 
@@ -83,6 +85,7 @@ def run(workdir: Path) -> dict[str, Any]:
             written = log.read().decode(errors="replace")
         log_bytes = len(written.encode())
         durations = [float(m) for m in REPORT_DURATION.findall(written)]
+        cpu_times = [float(m) for m in REPORT_CPU.findall(written)]
 
     outcome = {
         "succeeded": sum(job["succeeded"] for job in finished),
@@ -112,6 +115,10 @@ def run(workdir: Path) -> dict[str, Any]:
             "mean_duration_ms": round(statistics.fmean(durations), 1) if durations else None,
             "p95_duration_ms": round(_percentile(durations, 95), 1) if durations else None,
             "duration_seconds_per_account": round(sum(durations) / 1000 / accounts, 3),
+            # The fetcher's own CPU (every thread of its environment), on this machine's cores.
+            "cpu_seconds_per_account": round(sum(cpu_times) / 1000 / accounts, 4),
+            "mean_cpu_ms": round(statistics.fmean(cpu_times), 1) if cpu_times else None,
+            "accounts_per_invocation": round(accounts / len(durations), 2) if durations else None,
             "log_bytes_per_account": round(log_bytes / accounts),
         },
         "users": USERS,
@@ -297,8 +304,11 @@ def report(result: dict[str, Any]) -> str:
             "moto server serves one at a time; ~80 a second is its ceiling on this machine).",
             f"- Fetcher: {fetcher['invocations']} invocations (batches of up to 10), "
             f"mean {fetcher['mean_duration_ms']} ms, "
-            f"p95 {fetcher['p95_duration_ms']} ms; {fetcher['duration_seconds_per_account']} s of Lambda time per "
-            f"account refreshed; {fetcher['log_bytes_per_account']} bytes of log per account.",
+            f"p95 {fetcher['p95_duration_ms']} ms; {fetcher['duration_seconds_per_account']} s of Lambda time (wall) "
+            "per account refreshed; its own CPU (every thread of its environment, on this machine) "
+            f"{fetcher['cpu_seconds_per_account']} s per account, mean {fetcher['mean_cpu_ms']} ms per invocation: "
+            "the rest of the wall time is waiting on moto, the providers and the budget; "
+            f"{fetcher['log_bytes_per_account']} bytes of log per account.",
             "- AWS requests per account refreshed (the cost model in `docs/cost.md` rests on these): "
             + ", ".join(f"{name} {count}" for name, count in result["aws_requests_per_account"].items())
             + ".",

@@ -1,0 +1,48 @@
+"""The cost model bills the fetcher's own CPU and AWS's waits, never the local wall time spent on moto."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from bench import cost
+
+REFRESH: dict[str, Any] = {
+    "aws_requests_per_account": {"DynamoDB.UpdateItem": 3.0, "DynamoDB.GetItem": 2.0, "KMS.Decrypt": 0.1},
+    "provider_requests_per_account": 2.5,
+    "fetcher": {
+        "duration_seconds_per_account": 0.4,
+        "cpu_seconds_per_account": 0.02,
+        "accounts_per_invocation": 10.0,
+        "log_bytes_per_account": 800,
+    },
+}
+
+
+def fetcher_line(refresh: dict[str, Any]) -> dict[str, Any]:
+    estimate = cost.estimate({"refresh_throughput": refresh})
+    (line,) = [line for line in estimate["lines"] if line["service"] == "Lambda: fetcher"]
+    return dict(line)
+
+
+def test_the_fetcher_is_billed_its_cpu_at_its_vcpu_share_plus_waits_shared_by_the_batch() -> None:
+    estimate = cost.estimate({"refresh_throughput": REFRESH})
+    # At 512 MB a function gets 512/1769 of a vCPU: the CPU measured here takes 1769/512 as long there
+    cpu = 0.02 * 1769 / 512
+    waits = (2.5 * cost.REAL_PROVIDER_LATENCY_SECONDS + 5.1 * cost.AWS_REQUEST_SECONDS) / 10
+    assert estimate["fetcher_lambda"]["seconds_per_account"] == pytest.approx(cpu + waits, abs=1e-4)
+    assert estimate["total_usd_per_month"] == pytest.approx(sum(x["monthly_usd"] for x in estimate["lines"]), abs=0.05)
+    assert "total_usd" not in estimate
+
+
+def test_the_local_wall_time_does_not_move_the_fetchers_bill() -> None:
+    slower_moto = copy.deepcopy(REFRESH)
+    slower_moto["fetcher"]["duration_seconds_per_account"] = 4.0
+    more_cpu = copy.deepcopy(REFRESH)
+    more_cpu["fetcher"]["cpu_seconds_per_account"] = 0.04
+    assert fetcher_line(slower_moto)["monthly_usd"] == fetcher_line(REFRESH)["monthly_usd"]
+    assert fetcher_line(more_cpu)["monthly_usd"] > fetcher_line(REFRESH)["monthly_usd"]
+    # and the line says what it rests on
+    assert "0.02 s measured here" in fetcher_line(REFRESH)["rests_on"]
