@@ -310,9 +310,9 @@ def test_a_fetch_in_flight_cannot_bring_back_a_deleted_accounts_bills(
     account = linked_account(api, table)
     save = Bills.save_fetched_bills
 
-    def delete_while_the_provider_answers(self: Bills, *args: Any) -> int:
+    def delete_while_the_provider_answers(self: Bills, *args: Any, **kwargs: Any) -> int:
         assert api.delete_account(account.user_id, account.account_id)[0] == 204
-        return save(self, *args)
+        return save(self, *args, **kwargs)
 
     monkeypatch.setattr(Bills, "save_fetched_bills", delete_while_the_provider_answers)
     # When the account is deleted after the fetcher read it, before its bills are written

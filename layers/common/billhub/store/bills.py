@@ -20,6 +20,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 from billhub import keys
 from billhub.models import Account, AccountStatus, AccountSummary, Bill, BillStatus, kept_on, retention_cutoff
+from billhub.store.accounts import StoredAccount
 from billhub.store.base import (
     _JITTERED_BACK_OFF,
     Table,
@@ -67,6 +68,26 @@ def _within(items: Sequence[tuple[Any, int]], count: int, budget: int) -> Iterat
 
 def _unchanged_bills(version: int) -> str:
     return "bills_version = :version" if version else "attribute_not_exists(bills_version)"
+
+
+@dataclass(frozen=True)
+class _AccountAsRead:
+    """What a save goes by of its account; ``last_attempt_at`` as stored, which a condition compares."""
+
+    bills_version: int
+    last_success_at: datetime | None
+    last_attempt_at: str | None
+
+    @classmethod
+    def of_item(cls, item: dict[str, Any]) -> _AccountAsRead:
+        success, attempt = item.get("last_success_at"), item.get("last_attempt_at")
+        success_at = datetime.fromisoformat(str(success)) if success is not None else None
+        return cls(int(item.get("bills_version", 0)), success_at, str(attempt) if attempt is not None else None)
+
+    @classmethod
+    def of_stored(cls, stored: StoredAccount) -> _AccountAsRead:
+        # Stored as ``_iso`` writes it, which the parsed time's isoformat gives back.
+        return cls(stored.bills_version, stored.account.last_success_at, _iso(stored.account.last_attempt_at))
 
 
 @dataclass(frozen=True)
@@ -126,7 +147,9 @@ class Bills(Table):
         items = self._query_prefix(account.user_id, keys.account_bills_prefix(account.provider, account.account_id))
         return [StoredBill(Bill.model_validate(item), str(item["fetched_at"])) for item in items]
 
-    def save_fetched_bills(self, account: Account, fetched: Sequence[Bill], as_of: datetime) -> int:
+    def save_fetched_bills(
+        self, account: Account, fetched: Sequence[Bill], as_of: datetime, *, seen: StoredAccount | None = None
+    ) -> int:
         """Stores what one fetch read from the provider at ``as_of``; returns how many bills changed.
 
         New bills are added, changed ones replaced (a higher revision, or the same revision read later),
@@ -136,26 +159,39 @@ class Bills(Table):
         fetch makes this one start over from a fresh read, and a fetch older than the account's last
         success stores nothing (its data is older than what is held). ``AccountGone`` if the account
         is deleted or being deleted.
+
+        ``seen``, the account as the fetch read it (consistently), spares the first attempt a read: the
+        conditions pin all it is read for, so had it changed since, nothing is written and the save
+        starts over from a fresh read.
         """
+        if seen is not None:
+            try:
+                return self._save_fetched_bills_once(account, fetched, as_of, _AccountAsRead.of_stored(seen))
+            except ConcurrentUpdate:
+                pass  # changed since the fetch read it: the attempts below read it afresh
         try:
             return Retrying(
                 stop=stop_after_attempt(SAVE_ATTEMPTS),
                 wait=_JITTERED_BACK_OFF,
                 retry=retry_if_exception_type(ConcurrentUpdate),
                 reraise=True,
-            )(self._save_fetched_bills_once, account, fetched, as_of)
+            )(self._save_after_reading_account, account, fetched, as_of)
         except ConcurrentUpdate as error:
             raise ConcurrentUpdate(f"account {account.account_id} kept changing while its bills were saved") from error
 
-    def _save_fetched_bills_once(self, account: Account, fetched: Sequence[Bill], as_of: datetime) -> int:
-        key = {"PK": keys.user_pk(account.user_id), "SK": keys.account_sk(account.account_id)}
-        current = self._get(key["PK"], key["SK"], consistent=True)
+    def _save_after_reading_account(self, account: Account, fetched: Sequence[Bill], as_of: datetime) -> int:
+        current = self._get(keys.user_pk(account.user_id), keys.account_sk(account.account_id), consistent=True)
         if current is None or current["status"] == AccountStatus.DELETING.value:
             raise AccountGone(account.account_id)
-        last_success = current.get("last_success_at")
-        if last_success is not None and datetime.fromisoformat(str(last_success)) > as_of:
+        return self._save_fetched_bills_once(account, fetched, as_of, _AccountAsRead.of_item(current))
+
+    def _save_fetched_bills_once(
+        self, account: Account, fetched: Sequence[Bill], as_of: datetime, current: _AccountAsRead
+    ) -> int:
+        key = {"PK": keys.user_pk(account.user_id), "SK": keys.account_sk(account.account_id)}
+        if current.last_success_at is not None and current.last_success_at > as_of:
             return 0  # a fetch that started later has already stored newer data
-        version = int(current.get("bills_version", 0))
+        version = current.bills_version
         held = {stored.bill.provider_bill_id: stored for stored in self._stored_bills(account)}
         writes = self._changes(account, held, fetched, as_of)
         values: dict[str, Any] = {":at": _iso(as_of), ":deleting": AccountStatus.DELETING.value}
@@ -167,8 +203,8 @@ class Bills(Table):
             _unchanged_bills(version),
             "(attribute_not_exists(last_success_at) OR last_success_at <= :at)",
         ]
-        last_attempt = current.get("last_attempt_at")
-        if last_attempt is not None and datetime.fromisoformat(str(last_attempt)) > as_of:
+        last_attempt = current.last_attempt_at
+        if last_attempt is not None and datetime.fromisoformat(last_attempt) > as_of:
             # An attempt that began after this fetch failed, or found the credentials refused: its
             # verdict on the account stands; this fetch only adds its bills and when they were read.
             assignments, removals = "SET last_success_at = :at", ""
