@@ -21,7 +21,7 @@ from billhub.models import (
 
 if TYPE_CHECKING:
     from billhub.store.accounts import StoredAccount
-    from billhub.store.bills import BillQuery
+    from billhub.store.bill_queries import BillQuery
     from billhub.store.schedule import DueRefresh
     from billhub.store.service_records import SecondLease
 
