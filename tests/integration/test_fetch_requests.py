@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from datetime import date, timedelta
 from types import ModuleType
 from typing import Any
 
@@ -119,12 +120,12 @@ def test_a_scheduled_fetch_makes_only_the_requests_it_needs(
     # When it is fetched again, its bills unchanged at the provider
     every_dynamodb_request.clear()
     scheduled_fetch(api, load_handler, user_id, account_id)
-    # Then the fetch reads the account once (the save goes by that read), the circuit's state once (cold),
-    # its bills once, and writes the account once: no transaction, no bill, no job result (no job)
+    # Then the fetch reads the account once (the save goes by that read) and the circuit's state once
+    # (cold), and writes the account once: its bills are what the last saved fetch read, so they are
+    # not read again; no transaction, no bill, no job result (no job)
     assert requests_of_the_fetch(every_dynamodb_request, user_id, account_id) == {
         ("GetItem", keys.ACCOUNT): 1,
         ("GetItem", keys.CIRCUIT_PK): 1,
-        ("Query", keys.BILL): 1,
         ("UpdateItem", keys.ACCOUNT): 1,
     }
 
@@ -132,7 +133,7 @@ def test_a_scheduled_fetch_makes_only_the_requests_it_needs(
     clock.advance(days=1)
     every_dynamodb_request.clear()
     scheduled_fetch(api, load_handler, user_id, account_id)
-    # Then the same reads, and one transaction writes the new bill with the account's summary
+    # Then its bills are read too, and one transaction writes the new bill with the account's summary
     assert requests_of_the_fetch(every_dynamodb_request, user_id, account_id) == {
         ("GetItem", keys.ACCOUNT): 1,
         ("GetItem", keys.CIRCUIT_PK): 1,
@@ -194,3 +195,65 @@ def test_a_save_whose_read_went_stale_keeps_a_later_refusal(api: Api, table: Bil
     # Then the account still asks its user to act, and records the success
     current = stored_state(table, account)[1]
     assert (current.status, current.last_attempt_at, current.last_success_at) == (AccountStatus.NEEDS_REAUTH, T2, T1)
+
+
+# ------------------------------------------------------------------ skipping the read of the bills
+def account_item(stack: Stack, account: Any) -> dict[str, Any]:
+    key = {"PK": {"S": keys.user_pk(account.user_id)}, "SK": {"S": keys.account_sk(account.account_id)}}
+    return boto3.client("dynamodb").get_item(TableName=stack.refs["BillsTable"], Key=key)["Item"]
+
+
+def test_the_same_bills_again_are_read_again_once_the_retention_would_prune_one(api: Api, table: BillsTable) -> None:
+    # Given a paid bill kept on T0 (issued after the cutoff of November 2026) but not a month later
+    account = linked_account(api, table)
+    fetched = [bill(account, "old", issued_on=date(2022, 11, 15)), bill(account, "b1")]
+    table.bills.save_fetched_bills(account, fetched, T0)
+    # When the provider still lists both in December
+    later = T0 + timedelta(days=31)
+    seen = read_now(table, account.user_id, account.account_id)
+    with dynamodb_requests(table.client) as sent:
+        changed = table.bills.save_fetched_bills(account, fetched, later, seen=seen)
+    # Then the bills are read, and the old one is pruned with the summary
+    assert [name for name, _ in sent] == ["Query", "TransactWriteItems"]
+    assert changed == 1
+    assert sorted(stored_state(table, account)[0]) == ["b1"]
+    assert_summary_matches_bills(table, account)
+
+
+def test_a_save_cut_short_between_its_transactions_counts_as_no_saved_fetch(
+    api: Api, table: BillsTable, stack: Stack
+) -> None:
+    # Given an account whose fetch of 10 bills was saved, then a save of 150 that stops after its first
+    # transaction (99 bills), as a Lambda timing out
+    account = linked_account(api, table)
+    many = [
+        bill(account, f"b{index:03}", issued_on=date(2023, 1, 1) + timedelta(days=9 * index)) for index in range(150)
+    ]
+    table.bills.save_fetched_bills(account, many[-10:], T0)
+    assert "last_fetch" in account_item(stack, account)
+    transactions = 0
+
+    def cut_short(**_: Any) -> None:
+        nonlocal transactions
+        transactions += 1
+        if transactions == 2:
+            raise TimeoutError("the function timed out")
+
+    table.client.meta.events.register("before-call.dynamodb.TransactWriteItems", cut_short)
+    with pytest.raises(TimeoutError):
+        table.bills.save_fetched_bills(account, many, T1)
+    table.client.meta.events.unregister("before-call.dynamodb.TransactWriteItems", cut_short)
+    # Then the account names no fetch as saved: the one before is no longer what its bills are
+    assert "last_fetch" not in account_item(stack, account)
+    # When the same bills are fetched again
+    seen = read_now(table, account.user_id, account.account_id)
+    with dynamodb_requests(table.client) as sent:
+        changed = table.bills.save_fetched_bills(account, many, T2, seen=seen)
+    # Then they are read and the rest saved; the next fetch of the same bills reads none
+    assert [name for name, _ in sent] == ["Query", "TransactWriteItems"]
+    assert changed == 41
+    assert_summary_matches_bills(table, account)
+    seen = read_now(table, account.user_id, account.account_id)
+    with dynamodb_requests(table.client) as sent:
+        table.bills.save_fetched_bills(account, many, T2 + timedelta(hours=1), seen=seen)
+    assert [name for name, _ in sent] == ["UpdateItem"]
