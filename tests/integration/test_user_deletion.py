@@ -292,9 +292,9 @@ def test_a_fetch_in_flight_cannot_bring_back_a_deleted_users_bills(
     others = everyone_else(stack, user_id, EMAIL)
     save = Bills.save_fetched_bills
 
-    def delete_while_the_provider_answers(self: Bills, *args: Any) -> int:
+    def delete_while_the_provider_answers(self: Bills, *args: Any, **kwargs: Any) -> int:
         assert api.delete_me(user_id) == (204, None)
-        return save(self, *args)
+        return save(self, *args, **kwargs)
 
     monkeypatch.setattr(Bills, "save_fetched_bills", delete_while_the_provider_answers)
     # When the user deletes themselves after the fetcher read the account, before its bills are written

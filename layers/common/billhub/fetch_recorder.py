@@ -128,7 +128,10 @@ class OutcomeRecorder:
         account = attempt.account
         try:
             # As of when the provider was asked: a slower, older fetch can then never overwrite this one.
-            changed = await self._store.save_fetched_bills(account, outcome.bills, attempt.attempted_at)
+            # The account as this fetch read it spares the save a read of its own (its conditions catch a change).
+            changed = await self._store.save_fetched_bills(
+                account, outcome.bills, attempt.attempted_at, seen=attempt.current
+            )
         except AccountGone:
             # Deleted while the provider answered: its bills must not come back.
             return await self.skipped(Gone())

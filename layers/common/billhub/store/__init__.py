@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 
 from billhub.store.accounts import Accounts, StoredAccount
 from billhub.store.base import BATCH_WRITE_LIMIT, CONFLICT_ATTEMPTS
-from billhub.store.bills import BillQuery, Bills, StoredBill
+from billhub.store.bill_queries import BillQuery
+from billhub.store.bills import Bills, StoredBill
 from billhub.store.deletions import AccountDeletions, UserDeletions
 from billhub.store.errors import AccountGone, BillsLeftBehind, ConcurrentUpdate
 from billhub.store.jobs import RefreshJobs

@@ -35,6 +35,10 @@ class StoredAccount:
     link_key: str
     # True until the provider has said whose account the credentials open (linked while it was down).
     identity_pending: bool
+    # Counts the saves that changed its bills: a save conditional on it knows the bills it read are current.
+    bills_version: int = 0
+    # The last fetch saved in full (``store.last_fetch``), as stored.
+    last_fetch: str | None = None
 
     def is_link_of(self, provider: str, external_id: str) -> bool:
         """Whether the account is linked as that provider account (its link guard is that one's)."""
@@ -167,6 +171,8 @@ class Accounts(Table):
             credentials_version=int(item["credentials_version"]),
             link_key=str(item["link_key"]),
             identity_pending=bool(item.get("identity_pending")),
+            bills_version=int(item.get("bills_version", 0)),
+            last_fetch=str(item["last_fetch"]) if item.get("last_fetch") is not None else None,
         )
 
     def save_renewed_credentials(self, stored: StoredAccount, credentials_ciphertext: bytes) -> bool:

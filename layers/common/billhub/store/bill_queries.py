@@ -1,11 +1,12 @@
-"""How a page of bills is asked for: its opaque cursor (where the last page ended in LSI1) and the
-status filter, derived from the rule of what status a bill shows."""
+"""How a page of bills is asked for: the query, its opaque cursor (where the last page ended in LSI1) and
+the status filter, derived from the rule of what status a bill shows."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -13,6 +14,21 @@ from billhub import keys
 from billhub.models import BillStatus
 from billhub.store.base import _to_item
 from billhub.store.errors import MalformedCursor
+
+
+@dataclass(frozen=True)
+class BillQuery:
+    """What ``GET /bills`` asks for: filters, the page size and where the previous page ended."""
+
+    today: date
+    limit: int
+    provider: str | None = None
+    status: BillStatus | None = None
+    issued_from: date | None = None
+    issued_to: date | None = None
+    cursor: str | None = None
+    # Accounts being deleted, whose bills are still being removed.
+    hidden_accounts: frozenset[str] = frozenset()
 
 
 def cursor_of(item: dict[str, Any]) -> str:

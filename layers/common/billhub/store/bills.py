@@ -19,7 +19,8 @@ from botocore.exceptions import ClientError
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 from billhub import keys
-from billhub.models import Account, AccountStatus, AccountSummary, Bill, BillStatus, kept_on, retention_cutoff
+from billhub.models import Account, AccountStatus, AccountSummary, Bill, kept_on, retention_cutoff
+from billhub.store.accounts import StoredAccount
 from billhub.store.base import (
     _JITTERED_BACK_OFF,
     Table,
@@ -29,8 +30,9 @@ from billhub.store.base import (
     _iso,
     _to_item,
 )
-from billhub.store.bill_queries import cursor_of, start_key_of, status_filter
+from billhub.store.bill_queries import BillQuery, cursor_of, start_key_of, status_filter
 from billhub.store.errors import AccountGone, ConcurrentUpdate, MalformedCursor
+from billhub.store.last_fetch import AccountAsRead, last_fetch_of
 
 TRANSACTION_LIMIT = 100
 # DynamoDB refuses a transaction whose items add up to more than 4 MB, and a bill at the models' largest
@@ -69,6 +71,10 @@ def _unchanged_bills(version: int) -> str:
     return "bills_version = :version" if version else "attribute_not_exists(bills_version)"
 
 
+def _update_expression(sets: list[str], removes: list[str]) -> str:
+    return f"SET {', '.join(sets)}" + (f" REMOVE {', '.join(removes)}" if removes else "")
+
+
 @dataclass(frozen=True)
 class StoredBill:
     bill: Bill
@@ -101,21 +107,6 @@ def _exactly(stored: StoredBill) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
-class BillQuery:
-    """What ``GET /bills`` asks for: filters, the page size and where the previous page ended."""
-
-    today: date
-    limit: int
-    provider: str | None = None
-    status: BillStatus | None = None
-    issued_from: date | None = None
-    issued_to: date | None = None
-    cursor: str | None = None
-    # Accounts being deleted, whose bills are still being removed.
-    hidden_accounts: frozenset[str] = frozenset()
-
-
 class Bills(Table):
     """The bills of every account of the table, each in its user's partition (and LSI1)."""
 
@@ -126,7 +117,9 @@ class Bills(Table):
         items = self._query_prefix(account.user_id, keys.account_bills_prefix(account.provider, account.account_id))
         return [StoredBill(Bill.model_validate(item), str(item["fetched_at"])) for item in items]
 
-    def save_fetched_bills(self, account: Account, fetched: Sequence[Bill], as_of: datetime) -> int:
+    def save_fetched_bills(
+        self, account: Account, fetched: Sequence[Bill], as_of: datetime, *, seen: StoredAccount | None = None
+    ) -> int:
         """Stores what one fetch read from the provider at ``as_of``; returns how many bills changed.
 
         New bills are added, changed ones replaced (a higher revision, or the same revision read later),
@@ -136,28 +129,42 @@ class Bills(Table):
         fetch makes this one start over from a fresh read, and a fetch older than the account's last
         success stores nothing (its data is older than what is held). ``AccountGone`` if the account
         is deleted or being deleted.
+
+        ``seen``, the account as the fetch read it (consistently), spares the first attempt a read: the
+        conditions pin all it is read for, so had it changed since, nothing is written and the save
+        starts over from a fresh read. When the fetch read what the last saved one did, the bills are
+        not read either (``store.last_fetch``).
         """
+        if seen is not None:
+            read = AccountAsRead.of_account(seen.account, seen.bills_version, seen.last_fetch)
+            try:
+                return self._save_fetched_bills_once(account, fetched, as_of, read)
+            except ConcurrentUpdate:
+                pass  # changed since the fetch read it: the attempts below read it afresh
         try:
             return Retrying(
                 stop=stop_after_attempt(SAVE_ATTEMPTS),
                 wait=_JITTERED_BACK_OFF,
                 retry=retry_if_exception_type(ConcurrentUpdate),
                 reraise=True,
-            )(self._save_fetched_bills_once, account, fetched, as_of)
+            )(self._save_after_reading_account, account, fetched, as_of)
         except ConcurrentUpdate as error:
             raise ConcurrentUpdate(f"account {account.account_id} kept changing while its bills were saved") from error
 
-    def _save_fetched_bills_once(self, account: Account, fetched: Sequence[Bill], as_of: datetime) -> int:
-        key = {"PK": keys.user_pk(account.user_id), "SK": keys.account_sk(account.account_id)}
-        current = self._get(key["PK"], key["SK"], consistent=True)
+    def _save_after_reading_account(self, account: Account, fetched: Sequence[Bill], as_of: datetime) -> int:
+        current = self._get(keys.user_pk(account.user_id), keys.account_sk(account.account_id), consistent=True)
         if current is None or current["status"] == AccountStatus.DELETING.value:
             raise AccountGone(account.account_id)
-        last_success = current.get("last_success_at")
-        if last_success is not None and datetime.fromisoformat(str(last_success)) > as_of:
+        return self._save_fetched_bills_once(account, fetched, as_of, AccountAsRead.of_item(current))
+
+    def _save_fetched_bills_once(
+        self, account: Account, fetched: Sequence[Bill], as_of: datetime, current: AccountAsRead
+    ) -> int:
+        key = {"PK": keys.user_pk(account.user_id), "SK": keys.account_sk(account.account_id)}
+        if current.last_success_at is not None and current.last_success_at > as_of:
             return 0  # a fetch that started later has already stored newer data
-        version = int(current.get("bills_version", 0))
-        held = {stored.bill.provider_bill_id: stored for stored in self._stored_bills(account)}
-        writes = self._changes(account, held, fetched, as_of)
+        version = current.bills_version
+        latest = Bill.latest_revisions(fetched)
         values: dict[str, Any] = {":at": _iso(as_of), ":deleting": AccountStatus.DELETING.value}
         if version:
             values[":version"] = version
@@ -167,37 +174,34 @@ class Bills(Table):
             _unchanged_bills(version),
             "(attribute_not_exists(last_success_at) OR last_success_at <= :at)",
         ]
-        last_attempt = current.get("last_attempt_at")
-        if last_attempt is not None and datetime.fromisoformat(str(last_attempt)) > as_of:
+        sets, removes = ["last_success_at = :at"], []
+        last_attempt = current.last_attempt_at
+        if last_attempt is not None and datetime.fromisoformat(last_attempt) > as_of:
             # An attempt that began after this fetch failed, or found the credentials refused: its
             # verdict on the account stands; this fetch only adds its bills and when they were read.
-            assignments, removals = "SET last_success_at = :at", ""
             conditions.append("last_attempt_at = :seen_attempt")
             values[":seen_attempt"] = last_attempt
         else:
-            assignments = "SET last_success_at = :at, last_attempt_at = :at, #status = :active"
-            removals = " REMOVE last_error"
+            sets += ["last_attempt_at = :at", "#status = :active"]
+            removes.append("last_error")
             conditions.append("(attribute_not_exists(last_attempt_at) OR last_attempt_at <= :at)")
             values[":active"] = AccountStatus.ACTIVE.value
-        condition = " AND ".join(conditions)
+        if current.saved_in_full(latest, retention_cutoff(as_of.date())):
+            # What the last saved fetch read, its bills untouched since: nothing to compare them with.
+            conditions.append("last_fetch = :seen_fetch")
+            values[":seen_fetch"] = current.last_fetch
+            return self._record_success(account, sets, removes, conditions, values)
+        held = {stored.bill.provider_bill_id: stored for stored in self._stored_bills(account)}
+        writes = self._changes(account, held, latest, as_of)
         if not writes:
-            # Nothing changed at the provider: one conditional update, not a transaction (half the cost).
-            # A conflict that outlasts its retries raises ``ConcurrentUpdate`` too.
-            updated = self._update_account(
-                account.user_id,
-                account.account_id,
-                UpdateExpression=assignments + removals,
-                ConditionExpression=condition,
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues=_to_item(values),
-            )
-            if not updated:
-                raise ConcurrentUpdate(f"account {account.account_id} changed while its bills were saved")
-            return 0
+            sets.append("last_fetch = :last_fetch")
+            values[":last_fetch"] = last_fetch_of(version, [stored.bill for stored in held.values()], latest)
+            return self._record_success(account, sets, removes, conditions, values)
         bills = {provider_bill_id: stored.bill for provider_bill_id, stored in held.items()}
         # Each transaction carries the account's summary as of its own bills, so at no moment do the
         # stored bills and the summary disagree, however many transactions a large change needs.
-        for chunk in _within([(write, write.size) for write in writes], TRANSACTION_LIMIT - 1, TRANSACTION_BILL_BYTES):
+        chunks = list(_within([(write, write.size) for write in writes], TRANSACTION_LIMIT - 1, TRANSACTION_BILL_BYTES))
+        for index, chunk in enumerate(chunks):
             for write in chunk:
                 if write.bill is None:
                     bills.pop(write.provider_bill_id)
@@ -205,12 +209,20 @@ class Bills(Table):
                     bills[write.provider_bill_id] = write.bill
             values[":summary"] = AccountSummary.of(bills.values()).model_dump(mode="json")
             values[":next"] = version + 1
+            # Only the last transaction has saved the whole fetch: until then no fetch counts as saved.
+            if index == len(chunks) - 1:
+                chunk_sets, chunk_removes = [*sets, "last_fetch = :last_fetch"], removes
+                values[":last_fetch"] = last_fetch_of(version + 1, list(bills.values()), latest)
+            else:
+                chunk_sets, chunk_removes = sets, [*removes, "last_fetch"]
             account_update: Any = {
                 "Update": {
                     "TableName": self._table,
                     "Key": _to_item(key),
-                    "UpdateExpression": f"{assignments}, summary = :summary, bills_version = :next{removals}",
-                    "ConditionExpression": condition,
+                    "UpdateExpression": _update_expression(
+                        [*chunk_sets, "summary = :summary", "bills_version = :next"], chunk_removes
+                    ),
+                    "ConditionExpression": " AND ".join(conditions),
                     "ExpressionAttributeNames": {"#status": "status"},
                     "ExpressionAttributeValues": _to_item(values),
                 }
@@ -226,8 +238,22 @@ class Bills(Table):
             conditions[2] = _unchanged_bills(version + 1)
             version += 1
             values[":version"] = version
-            condition = " AND ".join(conditions)
         return len(writes)
+
+    def _record_success(
+        self, account: Account, sets: list[str], removes: list[str], conditions: list[str], values: dict[str, Any]
+    ) -> int:
+        """A save that changes no bill: one conditional update of the account, not a transaction."""
+        if not self._update_account(
+            account.user_id,
+            account.account_id,
+            UpdateExpression=_update_expression(sets, removes),
+            ConditionExpression=" AND ".join(conditions),
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=_to_item(values),
+        ):
+            raise ConcurrentUpdate(f"account {account.account_id} changed while its bills were saved")
+        return 0
 
     def _changes(
         self, account: Account, held: dict[str, StoredBill], fetched: Sequence[Bill], as_of: datetime

@@ -21,7 +21,7 @@ from billhub.models import (
 
 if TYPE_CHECKING:
     from billhub.store.accounts import StoredAccount
-    from billhub.store.bills import BillQuery
+    from billhub.store.bill_queries import BillQuery
     from billhub.store.schedule import DueRefresh
     from billhub.store.service_records import SecondLease
 
@@ -120,7 +120,9 @@ class BillStore(Protocol):
 
     def bills_of_account(self, account: Account) -> list[Bill]: ...
 
-    def save_fetched_bills(self, account: Account, fetched: Sequence[Bill], as_of: datetime) -> int: ...
+    def save_fetched_bills(
+        self, account: Account, fetched: Sequence[Bill], as_of: datetime, *, seen: StoredAccount | None = None
+    ) -> int: ...
 
     def bills_page(self, user_id: str, query: BillQuery) -> tuple[list[Bill], str | None]: ...
 
