@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import ModuleType
@@ -189,6 +190,27 @@ class Api:
             sqs_event(messages, self.stack.attributes["FetchQueue"]["Arn"]), LambdaContext()
         )
         return result
+
+    def deliver_until_settled(self, within_seconds: float = 15) -> None:
+        """Delivers queued fetches, and the ones deferred meanwhile (sent back delayed, when a provider's
+        budget was spent on a loaded machine), until none is queued or delayed; fails after
+        ``within_seconds``. Each round's partial failures must be none."""
+        sqs = boto3.client("sqs")
+        deadline = time.monotonic() + within_seconds
+        while True:
+            assert self.deliver() == {"batchItemFailures": []}
+            counts = sqs.get_queue_attributes(
+                QueueUrl=self.stack.refs["FetchQueue"],
+                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed"],
+            )["Attributes"]
+            if not any(int(count) for count in counts.values()):
+                return
+            while int(counts["ApproximateNumberOfMessages"]) == 0:  # a deferred fetch's delay runs out
+                assert time.monotonic() < deadline, f"fetches still queued after {within_seconds} s: {counts}"
+                time.sleep(0.1)
+                counts = sqs.get_queue_attributes(
+                    QueueUrl=self.stack.refs["FetchQueue"], AttributeNames=["ApproximateNumberOfMessages"]
+                )["Attributes"]
 
 
 def user_items(stack: Stack) -> list[dict[str, Any]]:

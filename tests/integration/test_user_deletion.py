@@ -126,7 +126,7 @@ def leaver_with_everything(api: Api) -> Leaver:
         api.refresh, "POST", "/bills/refresh", user_id=user_id, headers={"Idempotency-Key": "leaving-soon"}
     )
     assert status == 202, body
-    assert api.deliver() == {"batchItemFailures": []}
+    api.deliver_until_settled()
     assert api.oauth_start(user_id, "sparkgrid")[0] == 200
     wrong = {"email": EMAIL, "password": "not-the-password"}
     assert api.call(api.auth, "POST", "/auth/login", body=wrong)[0] == 401
