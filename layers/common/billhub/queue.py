@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,6 +29,33 @@ class EnqueueFailed(RuntimeError):
         self.unsent = list(unsent)
 
 
+class _NotAllSent(Exception):
+    def __init__(self, reason: str, unsent: list[Any]) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.unsent = unsent
+
+
+def _send_in_batches[Item](sqs: SQSClient, queue_url: str, items: Sequence[Item], body: Callable[[Item], str]) -> None:
+    """One message per item, 10 a request, in order; ``_NotAllSent`` with the items that may not be
+    queued (those SQS refused or that the failed call carried, and every later one) unless SQS took all."""
+    for start in range(0, len(items), SQS_BATCH_LIMIT):
+        batch = items[start : start + SQS_BATCH_LIMIT]
+        later = list(items[start + SQS_BATCH_LIMIT :])
+        try:
+            response = sqs.send_message_batch(
+                QueueUrl=queue_url,
+                Entries=[{"Id": str(index), "MessageBody": body(item)} for index, item in enumerate(batch)],
+            )
+        except (BotoCoreError, ClientError) as error:
+            raise _NotAllSent(f"SQS could not take {len(batch)} messages: {error}", [*batch, *later]) from error
+        if response.get("Failed"):
+            codes = sorted({failure["Code"] for failure in response["Failed"]})
+            refused = sorted(int(failure["Id"]) for failure in response["Failed"])
+            unsent = [batch[index] for index in refused] + later
+            raise _NotAllSent(f"SQS refused {len(refused)} messages: {codes}", unsent)
+
+
 class FetchQueue:
     def __init__(self, sqs: SQSClient, queue_url: str) -> None:
         self._sqs = sqs
@@ -37,25 +64,10 @@ class FetchQueue:
     def send(self, requests: Sequence[FetchRequest]) -> None:
         """Sends in batches of 10; raises ``EnqueueFailed`` unless SQS took every request, so the caller
         can answer honestly (batches before the failing one were sent)."""
-        for start in range(0, len(requests), SQS_BATCH_LIMIT):
-            batch = requests[start : start + SQS_BATCH_LIMIT]
-            try:
-                response = self._sqs.send_message_batch(
-                    QueueUrl=self._url,
-                    Entries=[
-                        {"Id": str(index), "MessageBody": request.model_dump_json()}
-                        for index, request in enumerate(batch)
-                    ],
-                )
-            except (BotoCoreError, ClientError) as error:
-                raise EnqueueFailed(
-                    f"SQS could not take {len(batch)} fetch requests: {error}", requests[start:]
-                ) from error
-            if response.get("Failed"):
-                codes = sorted({failure["Code"] for failure in response["Failed"]})
-                refused = sorted(int(failure["Id"]) for failure in response["Failed"])
-                unsent = [batch[index] for index in refused] + list(requests[start + SQS_BATCH_LIMIT :])
-                raise EnqueueFailed(f"SQS refused {len(refused)} fetch requests: {codes}", unsent)
+        try:
+            _send_in_batches(self._sqs, self._url, requests, FetchRequest.model_dump_json)
+        except _NotAllSent as failure:
+            raise EnqueueFailed(f"fetch requests: {failure.reason}", failure.unsent) from failure
 
 
 class ShardWork(BaseModel):
@@ -83,22 +95,7 @@ class PlanQueue:
 
     def send(self, shards: Sequence[int]) -> None:
         """One message per shard, 10 a request; ``DispatchFailed`` unless SQS took them all."""
-        for start in range(0, len(shards), SQS_BATCH_LIMIT):
-            batch = shards[start : start + SQS_BATCH_LIMIT]
-            try:
-                response = self._sqs.send_message_batch(
-                    QueueUrl=self._url,
-                    Entries=[
-                        {"Id": str(index), "MessageBody": ShardWork(shard=shard).model_dump_json()}
-                        for index, shard in enumerate(batch)
-                    ],
-                )
-            except (BotoCoreError, ClientError) as error:
-                raise DispatchFailed(
-                    f"SQS could not take {len(batch)} shards' work: {error}", shards[start:]
-                ) from error
-            if response.get("Failed"):
-                refused = [batch[int(failure["Id"])] for failure in response["Failed"]]
-                raise DispatchFailed(
-                    f"SQS refused the work of shards {refused}", refused + list(shards[start + SQS_BATCH_LIMIT :])
-                )
+        try:
+            _send_in_batches(self._sqs, self._url, shards, lambda shard: ShardWork(shard=shard).model_dump_json())
+        except _NotAllSent as failure:
+            raise DispatchFailed(f"shards' work: {failure.reason}", failure.unsent) from failure
