@@ -180,21 +180,10 @@ class Accounts(Table):
 
         False when another writer got there first: what it stored is at least as fresh.
         """
-        account = stored.account
-        return self._update_account(
-            account.user_id,
-            account.account_id,
-            UpdateExpression="SET credentials = :credentials, credentials_version = :next",
-            ConditionExpression="credentials_version = :seen AND #status <> :deleting",
-            ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues=_to_item(
-                {
-                    ":credentials": credentials_ciphertext,
-                    ":next": stored.credentials_version + 1,
-                    ":seen": stored.credentials_version,
-                    ":deleting": AccountStatus.DELETING.value,
-                }
-            ),
+        return self._update_while_credentials_held(
+            stored,
+            "SET credentials = :credentials, credentials_version = :next",
+            {":credentials": credentials_ciphertext, ":next": stored.credentials_version + 1},
         )
 
     def relink(
@@ -315,20 +304,23 @@ class Accounts(Table):
     def mark_needs_reauth(self, stored: StoredAccount, error: str, attempted_at: datetime) -> bool:
         """Asks the user to act, unless the credentials changed since ``stored`` was read (a repair or
         a renewal happened meanwhile, and the refusal was of credentials no longer held): then False."""
+        return self._update_while_credentials_held(
+            stored,
+            "SET last_attempt_at = :at, last_error = :error, #status = :needs_reauth",
+            {":at": _iso(attempted_at), ":error": error, ":needs_reauth": AccountStatus.NEEDS_REAUTH.value},
+        )
+
+    def _update_while_credentials_held(self, stored: StoredAccount, update: str, values: dict[str, Any]) -> bool:
+        """``update`` of the account, unless its credentials changed since ``stored`` was read (or it is
+        being deleted): False then. ``#status`` names the status attribute in ``update`` too."""
         account = stored.account
         return self._update_account(
             account.user_id,
             account.account_id,
-            UpdateExpression="SET last_attempt_at = :at, last_error = :error, #status = :needs_reauth",
+            UpdateExpression=update,
             ConditionExpression="credentials_version = :seen AND #status <> :deleting",
             ExpressionAttributeNames={"#status": "status"},
             ExpressionAttributeValues=_to_item(
-                {
-                    ":at": _iso(attempted_at),
-                    ":error": error,
-                    ":needs_reauth": AccountStatus.NEEDS_REAUTH.value,
-                    ":seen": stored.credentials_version,
-                    ":deleting": AccountStatus.DELETING.value,
-                }
+                {**values, ":seen": stored.credentials_version, ":deleting": AccountStatus.DELETING.value}
             ),
         )

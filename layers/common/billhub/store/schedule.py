@@ -3,7 +3,8 @@
 Accounts carry GSI1PK=REFRESH#<shard>, GSI1SK=<next_refresh_at>#<aid>#<refresh_interval> so the
 planner finds due accounts without a scan, and learns each one's interval from the (keys-only) index
 without reading the account or its owner's profile. An account's ``refresh_interval`` attribute and the
-one in its GSI1SK are always written together (here, and by ``BillsTable``'s link, repair and deletion).
+one in its GSI1SK are always written together (here, by ``store.accounts``' link and repair, and by
+``store.deletions``).
 
 A claim or a reschedule also files the account under its shard of today's ``keys.REFRESH_SHARDS`` (in
 the same write), so after the count has grown the accounts spread over the new shards as they come
