@@ -129,6 +129,13 @@ def function_specs(template: dict[str, Any]) -> list[FunctionSpec]:
     return specs
 
 
+def queues_bound_to(template: dict[str, Any], function_logical_id: str) -> list[str]:
+    """The logical ids of the queues whose SQS events invoke the function, in the template's order
+    (the fetcher's: FetchQueue, then each provider's fetch lane)."""
+    (spec,) = [spec for spec in function_specs(template) if spec.logical_id == function_logical_id]
+    return [binding.queue_logical_id for binding in spec.queues]
+
+
 def _default_authorizer(template: dict[str, Any]) -> str | None:
     for resource in template["Resources"].values():
         if resource["Type"] == "AWS::Serverless::HttpApi":

@@ -1,4 +1,5 @@
-"""Consumes FetchQueue batches: fetches the batch's accounts concurrently, reports only failed records."""
+"""Consumes the fetch lanes' batches (each provider's lane, and the default FetchQueue): fetches the
+batch's accounts concurrently, reports only failed records."""
 
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ def safeguards() -> Safeguards:
         handled_exceptions=CIRCUIT_DEFAULTS.handled_exceptions,
     )
     circuits = ProviderCircuits(persistence, config, on_transition=alert_when_a_circuit_opens(alerts()))
-    deferrals = FetchDeferrals(aws_client("sqs"), settings.FETCH_QUEUE_URL)
+    deferrals = FetchDeferrals(aws_client("sqs"), settings.FETCH_QUEUE_URL, lanes=settings.FETCH_QUEUE_URLS)
     return Safeguards(circuits=circuits, deferrals=deferrals, alerts=alerts(), metrics=metrics)
 
 

@@ -44,7 +44,7 @@ OAUTH_VALUE = r"^[\x21-\x7e]+$"  # printable ASCII without spaces, as accounts.O
 
 @cache
 def queue() -> FetchQueue:
-    return FetchQueue(aws_client("sqs"), settings.FETCH_QUEUE_URL)
+    return FetchQueue(aws_client("sqs"), settings.FETCH_QUEUE_URL, settings.FETCH_QUEUE_URLS)
 
 
 @cache

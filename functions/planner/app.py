@@ -31,7 +31,7 @@ def store() -> BillsTable:
 
 @cache
 def queue() -> FetchQueue:
-    return FetchQueue(aws_client("sqs"), settings.FETCH_QUEUE_URL)
+    return FetchQueue(aws_client("sqs"), settings.FETCH_QUEUE_URL, settings.FETCH_QUEUE_URLS)
 
 
 @cache

@@ -30,7 +30,7 @@ JobIdPath = Annotated[str, Path(pattern=r"^[a-f0-9]{32}$")]
 
 @cache
 def queue() -> FetchQueue:
-    return FetchQueue(aws_client("sqs"), settings.FETCH_QUEUE_URL)
+    return FetchQueue(aws_client("sqs"), settings.FETCH_QUEUE_URL, settings.FETCH_QUEUE_URLS)
 
 
 @cache

@@ -16,6 +16,7 @@ import pydantic
 
 from billhub.models import FetchRequest
 from localcloud.provision import Stack
+from localcloud.template import load_template, queues_bound_to
 from tests.events import http_event, response_json, sqs_event
 
 API_KEY = "cw_sandbox_integration"
@@ -85,12 +86,11 @@ class Api:
         assert len(taken) == 1, taken
 
     def take_fetch_requests(self, wanted: Callable[[FetchRequest], bool] = lambda _: True) -> list[FetchRequest]:
-        """Takes the wanted fetch requests off the FetchQueue (as a fetcher that succeeded would);
+        """Takes the wanted fetch requests off every fetch lane (as a fetcher that succeeded would);
         leaves the others there, visible."""
         sqs = boto3.client("sqs")
-        url = self.stack.refs["FetchQueue"]
         taken: list[FetchRequest] = []
-        others: list[str] = []
+        others: list[dict[str, Any]] = []
         while messages := receive_all(self.stack):
             for message in messages:
                 try:
@@ -99,11 +99,13 @@ class Api:
                     request = None
                 if request is not None and wanted(request):
                     taken.append(request)
-                    sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+                    sqs.delete_message(QueueUrl=message[LANE_URL], ReceiptHandle=message["ReceiptHandle"])
                 else:
-                    others.append(message["ReceiptHandle"])
-        for receipt in others:
-            sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=receipt, VisibilityTimeout=0)
+                    others.append(message)
+        for message in others:
+            sqs.change_message_visibility(
+                QueueUrl=message[LANE_URL], ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+            )
         return taken
 
     def link_clearwater(self, user_id: str, api_key: str = API_KEY) -> tuple[int, Any]:
@@ -195,22 +197,16 @@ class Api:
         """Delivers queued fetches, and the ones deferred meanwhile (sent back delayed, when a provider's
         budget was spent on a loaded machine), until none is queued or delayed; fails after
         ``within_seconds``. Each round's partial failures must be none."""
-        sqs = boto3.client("sqs")
         deadline = time.monotonic() + within_seconds
         while True:
             assert self.deliver() == {"batchItemFailures": []}
-            counts = sqs.get_queue_attributes(
-                QueueUrl=self.stack.refs["FetchQueue"],
-                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed"],
-            )["Attributes"]
-            if not any(int(count) for count in counts.values()):
+            counts = fetch_lane_counts(self.stack, "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed")
+            if not any(counts.values()):
                 return
-            while int(counts["ApproximateNumberOfMessages"]) == 0:  # a deferred fetch's delay runs out
+            while counts["ApproximateNumberOfMessages"] == 0:  # a deferred fetch's delay runs out
                 assert time.monotonic() < deadline, f"fetches still queued after {within_seconds} s: {counts}"
                 time.sleep(0.1)
-                counts = sqs.get_queue_attributes(
-                    QueueUrl=self.stack.refs["FetchQueue"], AttributeNames=["ApproximateNumberOfMessages"]
-                )["Attributes"]
+                counts = fetch_lane_counts(self.stack, "ApproximateNumberOfMessages")
 
 
 def user_items(stack: Stack) -> list[dict[str, Any]]:
@@ -223,11 +219,32 @@ def raw_items(stack: Stack) -> list[dict[str, Any]]:
     return boto3.client("dynamodb").scan(TableName=stack.refs["BillsTable"])["Items"]
 
 
+# The fetch lanes: every queue the template binds to the fetcher (FetchQueue, then each provider's).
+FETCH_LANES = tuple(queues_bound_to(load_template(), "FetchProviderFunction"))
+# The key ``receive_all`` adds to each message: the URL of the lane it came from.
+LANE_URL = "QueueUrl"
+
+
 def receive_all(stack: Stack) -> list[dict[str, Any]]:
-    response = boto3.client("sqs").receive_message(
-        QueueUrl=stack.refs["FetchQueue"], MaxNumberOfMessages=10, MessageSystemAttributeNames=["All"]
-    )
-    return [dict(message) for message in response.get("Messages", [])]
+    """Up to 10 messages of each fetch lane, each with the ``LANE_URL`` it came from."""
+    sqs = boto3.client("sqs")
+    messages: list[dict[str, Any]] = []
+    for lane in FETCH_LANES:
+        url = stack.refs[lane]
+        response = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, MessageSystemAttributeNames=["All"])
+        messages.extend({**message, LANE_URL: url} for message in response.get("Messages", []))
+    return messages
+
+
+def fetch_lane_counts(stack: Stack, *attributes: str) -> dict[str, int]:
+    """Each of the queue ``attributes`` (``ApproximateNumberOfMessages``, ...), summed over the fetch lanes."""
+    sqs: Any = boto3.client("sqs")  # the attributes' names are any of SQS's, not the stubs' literals
+    totals = dict.fromkeys(attributes, 0)
+    for lane in FETCH_LANES:
+        counts = sqs.get_queue_attributes(QueueUrl=stack.refs[lane], AttributeNames=list(attributes))["Attributes"]
+        for name in attributes:
+            totals[name] += int(counts[name])
+    return totals
 
 
 WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem"})

@@ -38,7 +38,7 @@ from localcloud.provision import Stack
 from mock_provider.control import Control
 from mock_provider.registry import service_endpoints
 from tests.events import sqs_event
-from tests.integration.harness import Api, LambdaContext, dynamodb_requests, receive_all
+from tests.integration.harness import LANE_URL, Api, LambdaContext, dynamodb_requests, fetch_lane_counts, receive_all
 from tests.sandbox import SANDBOX_CLIENTS, sandbox_admin, sandbox_directory
 
 FAST = RetryPolicy(attempts=2, initial_wait=0.01, max_wait=0.02, max_retry_after=0.05, read_timeout=1.0)
@@ -382,7 +382,8 @@ def _now() -> datetime:
 # ------------------------------------------------------------------ deferral
 @pytest.fixture
 def busy_fibrelink(api: Api, stack: Stack) -> Iterator[tuple[Fetcher, FetchRequest, str]]:
-    """A FibreLink account whose request budget is spent for longer than a fetch may wait."""
+    """A FibreLink account whose request budget is spent for longer than a fetch may wait, its scheduled
+    fetch, and FibreLink's fetch lane."""
     user_id = api.user()
     account_id = api.link_provider(user_id, "fibrelink", {"username": "grace", "password": "pass_good"})[1][
         "account_id"
@@ -392,14 +393,16 @@ def busy_fibrelink(api: Api, stack: Stack) -> Iterator[tuple[Fetcher, FetchReque
     asyncio.run(gate.acquire("fibrelink"))  # the only slot of this second
     store = BillsTable(boto3.client("dynamodb"), stack.refs["BillsTable"])
     vault = CredentialVault(boto3.client("kms"), stack.refs["CredentialsKey"])
-    deferrals = FetchDeferrals(boto3.client("sqs"), stack.refs["FetchQueue"])
+    # The fetcher's own lanes: a deferred fetch goes back to its account's provider's.
+    deferrals = FetchDeferrals(boto3.client("sqs"), stack.refs["FetchQueue"], lanes=api.fetch.settings.FETCH_QUEUE_URLS)
 
     client = httpx.AsyncClient()
     connector = ProviderConnector(client, sandbox_directory("http://127.0.0.1:9", {}), _now, FAST, rate_limiter=gate)
     yield (
         Fetcher(store, vault, connector, 3, Safeguards(deferrals=deferrals)),
+        # As the planner sends it, naming no provider.
         FetchRequest(user_id=user_id, account_id=account_id, reason="schedule"),
-        stack.refs["FetchQueue"],
+        stack.refs["FibreLinkFetchQueue"],
     )
     asyncio.run(client.aclose())
 
@@ -414,9 +417,11 @@ def test_a_fetch_without_budget_is_sent_again_later_and_fails_nothing(
     result = asyncio.run(fetcher.fetch(request, receive_count=1))
     # Then it is deferred: reported done (so the queue never counts it towards the DLQ) ...
     assert result.outcome == "deferred"
-    # ... sent again as a new message, delayed, counting the deferral ...
+    # ... sent again as a new message, delayed, counting the deferral, in FibreLink's lane (the request,
+    # as the planner sent it, named no provider: the fetcher knows it from the account) ...
     attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessagesDelayed"])
     assert attributes["Attributes"]["ApproximateNumberOfMessagesDelayed"] == "1"
+    assert fetches_delayed(api) == "1"
     # ... and the account shows no failure
     [account] = api.accounts(request.user_id)
     assert account["last_error"] is None
@@ -512,10 +517,12 @@ def on_its_last_receive(api: Api, user_id: str) -> tuple[dict[str, Any], str]:
     (``FetchMaxReceiveCount`` is 3: received twice before and let go), and the job's id."""
     status, started, _ = api.call(api.refresh, "POST", "/bills/refresh", user_id=user_id)
     assert status == 202, started
-    sqs, url = boto3.client("sqs"), api.stack.refs["FetchQueue"]
+    sqs = boto3.client("sqs")
     for _ in range(2):
         for message in receive_all(api.stack):
-            sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
+            sqs.change_message_visibility(
+                QueueUrl=message[LANE_URL], ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+            )
     [message] = receive_all(api.stack)
     assert message["Attributes"]["ApproximateReceiveCount"] == "3"
     return message, str(started["job_id"])
@@ -544,10 +551,8 @@ def job_of(api: Api, user_id: str, job_id: str) -> dict[str, Any]:
 
 
 def fetches_delayed(api: Api) -> str:
-    attributes = boto3.client("sqs").get_queue_attributes(
-        QueueUrl=api.stack.refs["FetchQueue"], AttributeNames=["ApproximateNumberOfMessagesDelayed"]
-    )
-    return str(attributes["Attributes"]["ApproximateNumberOfMessagesDelayed"])
+    """Fetches put off, over every fetch lane (a deferred fetch goes back to its provider's)."""
+    return str(fetch_lane_counts(api.stack, "ApproximateNumberOfMessagesDelayed")["ApproximateNumberOfMessagesDelayed"])
 
 
 def assert_put_off(api: Api, user_id: str, job_id: str, result: dict[str, Any]) -> None:

@@ -80,7 +80,9 @@ def test_a_retried_link_gets_the_first_answer_and_links_once(
     # And the provider was not asked again, one account exists, and one first fetch was enqueued
     assert clearwater_requests(mock_provider) == 1
     assert [account["account_id"] for account in api.accounts(user_id)] == [first["account_id"]]
-    assert api.take_fetch_requests() == [FetchRequest(user_id=user_id, account_id=first["account_id"], reason="link")]
+    assert api.take_fetch_requests() == [
+        FetchRequest(user_id=user_id, account_id=first["account_id"], reason="link", provider="clearwater")
+    ]
 
 
 @THROTTLED
@@ -96,7 +98,9 @@ def test_a_retried_refresh_gets_the_same_job_not_a_second_one_nor_a_429(api: Api
     # And one job exists, with one fetch enqueued for it
     assert [job["SK"]["S"] for job in jobs(stack)] == [f"JOB#{first['job_id']}"]
     assert api.take_fetch_requests() == [
-        FetchRequest(user_id=user_id, account_id=account_id, job_id=first["job_id"], reason="manual")
+        FetchRequest(
+            user_id=user_id, account_id=account_id, job_id=first["job_id"], reason="manual", provider="clearwater"
+        )
     ]
     # While a new request (another key) is still held back by the throttle
     status, body, _ = post(api, api.refresh, REFRESH, user_id, key=f"{KEY}-2")

@@ -488,7 +488,9 @@ def test_two_refreshes_at_the_same_moment_start_exactly_one(api: Api, clock: Clo
     assert sorted(status for status, _, _ in results) == [202, 429]
     started = next(body for status, body, _ in results if status == 202)
     assert api.take_fetch_requests() == [
-        FetchRequest(user_id=user_id, account_id=account_id, job_id=started["job_id"], reason="manual")
+        FetchRequest(
+            user_id=user_id, account_id=account_id, job_id=started["job_id"], reason="manual", provider="clearwater"
+        )
     ]
 
 
@@ -558,13 +560,36 @@ def test_linking_or_repairing_enqueues_exactly_one_first_fetch(
     user_id = api.user()
     # When they link an account (or repair one)
     status, account = how(api, user_id)
-    # Then exactly one fetch of it is enqueued, for the link
+    # Then exactly one fetch of it is enqueued, for the link, naming its provider
     assert status == expected_status, account
-    assert api.take_fetch_requests() == [FetchRequest(user_id=user_id, account_id=account["account_id"], reason="link")]
+    assert api.take_fetch_requests() == [
+        FetchRequest(user_id=user_id, account_id=account["account_id"], reason="link", provider=account["provider"])
+    ]
     # And the schedule does not fetch it again until its interval has passed
     assert run_planner(api) == []
     clock.advance(days=1, minutes=1)
     assert run_planner(api) == [account["account_id"]]
+
+
+@pytest.mark.parametrize(
+    ("how", "lane"),
+    [(link_with_credentials, "ClearWaterFetchQueue"), (link_with_oauth, "SparkGridFetchQueue")],
+    ids=["clearwater", "sparkgrid"],
+)
+def test_a_links_first_fetch_lands_in_its_providers_lane(
+    api: Api, clock: Clock, how: Callable[[Api, str], tuple[int, Any]], lane: str
+) -> None:
+    # Given a user
+    user_id = api.user()
+    # When they link an account
+    status, account = how(api, user_id)
+    assert status == 201, account
+    # Then its first fetch is in its provider's lane, and in no other
+    sqs = boto3.client("sqs")
+    [message] = sqs.receive_message(QueueUrl=api.stack.refs[lane], MaxNumberOfMessages=10)["Messages"]
+    assert FetchRequest.model_validate_json(message["Body"]).account_id == account["account_id"]
+    sqs.delete_message(QueueUrl=api.stack.refs[lane], ReceiptHandle=message["ReceiptHandle"])
+    assert api.take_fetch_requests() == []
 
 
 def test_a_link_whose_first_fetch_cannot_be_enqueued_still_succeeds_and_the_schedule_fetches_it(

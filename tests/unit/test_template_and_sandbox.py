@@ -102,12 +102,14 @@ def test_only_register_login_and_oauth_callback_skip_the_authorizer(template: di
 
 def test_fetcher_reports_partial_batch_failures_and_queue_outlives_it(template: dict[str, Any]) -> None:
     fetcher = next(spec for spec in function_specs(template) if spec.logical_id == "FetchProviderFunction")
-    (binding,) = fetcher.queues
-    assert binding.report_batch_item_failures
-    assert binding.batch_size == 10
-    queue = template["Resources"][binding.queue_logical_id]["Properties"]
-    assert queue["VisibilityTimeout"] >= 6 * fetcher.timeout
-    assert "deadLetterTargetArn" in queue["RedrivePolicy"]
+    # FetchQueue and each provider's fetch lane (tests/unit/test_fetch_lanes.py)
+    assert len(fetcher.queues) > 1
+    for binding in fetcher.queues:
+        assert binding.report_batch_item_failures
+        assert binding.batch_size == 10
+        queue = template["Resources"][binding.queue_logical_id]["Properties"]
+        assert queue["VisibilityTimeout"] >= 6 * fetcher.timeout
+        assert "deadLetterTargetArn" in queue["RedrivePolicy"]
 
 
 def test_local_cloud_creates_plain_resources_only(template: dict[str, Any]) -> None:

@@ -9,9 +9,11 @@ function dies between the two, the fetch runs twice, which the conditional write
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from billhub.models import FetchRequest
+from billhub.queue import FetchLanes
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -23,9 +25,18 @@ MAX_DEFERRALS = 30
 
 
 class FetchDeferrals:
-    def __init__(self, sqs: SQSClient, queue_url: str, rng: random.Random | None = None) -> None:
+    """Sends a deferred fetch back to its provider's lane (``FetchLanes``), or the default FetchQueue
+    when the request names no provider."""
+
+    def __init__(
+        self,
+        sqs: SQSClient,
+        queue_url: str,
+        rng: random.Random | None = None,
+        lanes: Mapping[str, str] | None = None,
+    ) -> None:
         self._sqs = sqs
-        self._queue_url = queue_url
+        self._lanes = FetchLanes(queue_url, lanes)
         self._random = rng or random.Random()  # jitter, not secrecy
 
     def defer(self, request: FetchRequest, wait_seconds: float) -> bool:
@@ -36,5 +47,7 @@ class FetchDeferrals:
         jitter = self._random.uniform(0, max(wait_seconds, MIN_DELAY_SECONDS))
         delay = int(min(max(wait_seconds, MIN_DELAY_SECONDS) + jitter, MAX_DELAY_SECONDS))
         later = request.model_copy(update={"deferrals": request.deferrals + 1})
-        self._sqs.send_message(QueueUrl=self._queue_url, MessageBody=later.model_dump_json(), DelaySeconds=delay)
+        self._sqs.send_message(
+            QueueUrl=self._lanes.url_for(later.provider), MessageBody=later.model_dump_json(), DelaySeconds=delay
+        )
         return True

@@ -153,7 +153,9 @@ class OutcomeRecorder:
         """Puts the fetch off: a new delayed message, the original done, nothing counted as failed."""
         account, reason = attempt.account, outcome.reason
         deferrals = self._guards.deferrals
-        if deferrals is not None and await off_loop(deferrals.defer)(self._request, outcome.wait_seconds):
+        # Back to its provider's lane, which a request the planner sent before it knew providers did not name.
+        later = self._request.model_copy(update={"provider": account.provider})
+        if deferrals is not None and await off_loop(deferrals.defer)(later, outcome.wait_seconds):
             await self._report(JobAccountResult(status="retrying", error=reason))
             logger.info("fetch deferred", extra={"account_id": account.account_id, "reason": reason})
             return FetchResult(account.account_id, "deferred")

@@ -319,5 +319,8 @@ class FetchRequest(BaseModel):
     account_id: str
     job_id: str | None = None
     reason: Literal["link", "manual", "schedule"]
+    # The account's provider, when the sender knows it: the request then goes to that provider's fetch
+    # lane (billhub.queue.FetchQueue), so each provider's fetches are batched only with their own.
+    provider: str | None = None
     # Times this fetch was put off (provider budget spent, circuit open); deferrals never count as failures.
     deferrals: int = Field(default=0, ge=0)

@@ -1,8 +1,9 @@
-"""Sending fetch requests to the FetchQueue, and shard workers' units of planning to the PlanQueue."""
+"""Sending fetch requests to their provider's fetch lane (or the default FetchQueue), and shard
+workers' units of planning to the PlanQueue."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -20,8 +21,9 @@ SQS_BATCH_LIMIT = 10
 class EnqueueFailed(RuntimeError):
     """SQS did not take every fetch request: it refused some, or could not be reached.
 
-    ``unsent``: the requests that may not be queued (those SQS refused or that the failed call
-    carried, and every later one), in order; the ones before them were queued.
+    ``unsent``: the requests that may not be queued, in the order they were given; every other one was
+    queued. Within one lane these are the ones SQS refused or the failed call carried, and every later
+    one of that lane; another lane's requests are sent whatever became of this one's.
     """
 
     def __init__(self, message: str, unsent: Sequence[FetchRequest] = ()) -> None:
@@ -56,18 +58,50 @@ def _send_in_batches[Item](sqs: SQSClient, queue_url: str, items: Sequence[Item]
             raise _NotAllSent(f"SQS refused {len(refused)} messages: {codes}", unsent)
 
 
+class FetchLanes:
+    """Which queue a fetch goes to: its provider's lane, or the default FetchQueue.
+
+    One lane per provider, because a batch of fetches takes as long as its slowest provider's: mixed in
+    one queue, a provider with spare budget waits on the busiest one's rate limit. The default lane
+    takes what names no provider, or one without a lane (messages sent before the lanes existed, a
+    provider added to the registry before the template).
+    """
+
+    def __init__(self, default_url: str, lanes: Mapping[str, str] | None = None) -> None:
+        self.default_url = default_url
+        self.lanes = dict(lanes or {})
+
+    def url_for(self, provider: str | None) -> str:
+        return self.lanes.get(provider, self.default_url) if provider is not None else self.default_url
+
+
 class FetchQueue:
-    def __init__(self, sqs: SQSClient, queue_url: str) -> None:
+    """The fetch lanes, as one sender: each request to its provider's lane (``FetchLanes``)."""
+
+    def __init__(self, sqs: SQSClient, queue_url: str, lanes: Mapping[str, str] | None = None) -> None:
         self._sqs = sqs
-        self._url = queue_url
+        self._lanes = FetchLanes(queue_url, lanes)
 
     def send(self, requests: Sequence[FetchRequest]) -> None:
-        """Sends in batches of 10; raises ``EnqueueFailed`` unless SQS took every request, so the caller
-        can answer honestly (batches before the failing one were sent)."""
-        try:
-            _send_in_batches(self._sqs, self._url, requests, FetchRequest.model_dump_json)
-        except _NotAllSent as failure:
-            raise EnqueueFailed(f"fetch requests: {failure.reason}", failure.unsent) from failure
+        """Sends each lane's requests in batches of 10; raises ``EnqueueFailed`` unless SQS took every
+        request, naming exactly the ones it may not have queued, so the caller can answer honestly.
+
+        A lane that fails does not stop the others: their requests are queued still, and so are not
+        among ``unsent``.
+        """
+        by_lane: dict[str, list[int]] = {}
+        for index, request in enumerate(requests):
+            by_lane.setdefault(self._lanes.url_for(request.provider), []).append(index)
+        failures: list[_NotAllSent] = []
+        for url, indexes in by_lane.items():
+            try:
+                _send_in_batches(self._sqs, url, indexes, lambda index: requests[index].model_dump_json())
+            except _NotAllSent as failure:
+                failures.append(failure)
+        if failures:
+            unsent = sorted(index for failure in failures for index in failure.unsent)
+            reasons = "; ".join(failure.reason for failure in failures)
+            raise EnqueueFailed(f"fetch requests: {reasons}", [requests[index] for index in unsent]) from failures[0]
 
 
 class ShardWork(BaseModel):

@@ -147,8 +147,8 @@ def fetch_now(
     now: datetime,
     job_id: str | None = None,
 ) -> None:
-    """Enqueues one fetch per account, then moves each one's next scheduled refresh a full interval past
-    ``now``, so the planner does not fetch it again soon after.
+    """Enqueues one fetch per account, in its provider's lane, then moves each one's next scheduled
+    refresh a full interval past ``now``, so the planner does not fetch it again soon after.
 
     Sent first and moved after: if sending fails (``EnqueueFailed``) the schedule is as it was and the
     planner still fetches the accounts. A move that finds the schedule changed meanwhile (a planner
@@ -156,7 +156,13 @@ def fetch_now(
     """
     queue.send(
         [
-            FetchRequest(user_id=account.user_id, account_id=account.account_id, job_id=job_id, reason=reason)
+            FetchRequest(
+                user_id=account.user_id,
+                account_id=account.account_id,
+                job_id=job_id,
+                reason=reason,
+                provider=account.provider,
+            )
             for account in accounts
         ]
     )

@@ -131,9 +131,16 @@ def _public_base_url(value: HttpUrl) -> str:
 PublicBaseUrl = Annotated[HttpUrl, AfterValidator(_public_base_url)]
 
 
-class LinkSettings(TableSettings, ProviderSettings, JwtSettings):
-    # A linked (or repaired) account's first fetch is enqueued at once.
+class FetchLaneSettings(_EnvSettings):
+    # The default fetch lane: requests that name no provider, or one without a lane of its own.
     FETCH_QUEUE_URL: str
+    # Each provider's fetch lane, as JSON ({"<provider>": URL}); an environment from before the lanes has
+    # none, and every fetch then goes to FETCH_QUEUE_URL.
+    FETCH_QUEUE_URLS: Json[dict[ProviderName, str]] = Field(default_factory=dict)
+
+
+class LinkSettings(TableSettings, ProviderSettings, JwtSettings, FetchLaneSettings):
+    # A linked (or repaired) account's first fetch is enqueued at once (FetchLaneSettings).
     # The OAuth2 redirect_uri registered at each provider is <PUBLIC_BASE_URL>/accounts/oauth/<provider>/callback:
     # configured, not read from the request, which behind a custom domain or CloudFront names another host
     # or misses the base path.
@@ -143,23 +150,20 @@ class LinkSettings(TableSettings, ProviderSettings, JwtSettings):
         return f"{self.PUBLIC_BASE_URL}/accounts/oauth/{provider}/callback"
 
 
-class PlannerSettings(TableSettings):
-    FETCH_QUEUE_URL: str
+class PlannerSettings(TableSettings, FetchLaneSettings):
     # The scheduled run puts one unit of work per refresh shard here; the planner's shard workers take them.
     PLAN_QUEUE_URL: str
 
 
-class RefreshSettings(TableSettings):
-    FETCH_QUEUE_URL: str
+class RefreshSettings(TableSettings, FetchLaneSettings):
     # A user starts at most one POST /bills/refresh per this many seconds; 0 turns the limit off.
     MANUAL_REFRESH_MIN_INTERVAL_SECONDS: int = Field(default=300, ge=0)
 
 
-class FetchSettings(TableSettings, ProviderSettings):
+class FetchSettings(TableSettings, ProviderSettings, FetchLaneSettings):
+    # Deferred fetches go back to their provider's lane (FetchLaneSettings) as new, delayed messages.
     ALERTS_TOPIC_ARN: str
     FETCH_MAX_RECEIVE_COUNT: int = Field(ge=1)
-    # Deferred fetches go back on their own queue as new, delayed messages.
-    FETCH_QUEUE_URL: str
     PROVIDER_READ_TIMEOUT_SECONDS: float = Field(default=5.0, gt=0, le=20)
     # A provider failing this many fetches in a row has its circuit opened for this long. The circuit's
     # defaults: billhub.circuit.DEFAULT_CONFIG reads them here, the template's CircuitRecoverySeconds
