@@ -27,11 +27,12 @@ from localcloud.moto_faults import FaultSettings
 from localcloud.moto_state import STATE_PATH
 from localcloud.poller import QueuePoller, Schedule
 from localcloud.provision import Stack, provision
-from localcloud.runtime import FunctionRuntime
+from localcloud.runtime import DEFAULT_MAX_WORKERS, FunctionRuntime
 from localcloud.stopping import join_within, shut_down
 from localcloud.template import (
     ROOT,
     FunctionSpec,
+    QueueBinding,
     authorizer_cache_seconds,
     authorizer_function,
     function_specs,
@@ -252,7 +253,10 @@ class LocalCloud:
 
         for spec in self.specs:
             self.runtimes[spec.logical_id] = FunctionRuntime(
-                spec, function_environment(self.stack, spec, environment), self.config.log_dir
+                spec,
+                function_environment(self.stack, spec, environment),
+                self.config.log_dir,
+                max_workers=max(DEFAULT_MAX_WORKERS, sum(_pollers(binding) for binding in spec.queues)),
             )
         # Cold-start every function once, in parallel, before taking traffic.
         warmers = [threading.Thread(target=runtime.warm) for runtime in self.runtimes.values()]
@@ -263,7 +267,7 @@ class LocalCloud:
 
         for spec in self.specs:
             for binding in spec.queues:
-                for _ in range(min(binding.maximum_concurrency, 2)):
+                for _ in range(_pollers(binding)):
                     self.pollers.append(
                         QueuePoller(
                             sqs,
@@ -371,6 +375,11 @@ class LocalCloud:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def _pollers(binding: QueueBinding) -> int:
+    """Pollers for one event source mapping: its MaximumConcurrency, at most two on a laptop."""
+    return min(binding.maximum_concurrency, 2)
 
 
 def function_environment(stack: Stack, spec: FunctionSpec, aws_environment: dict[str, str]) -> dict[str, str]:

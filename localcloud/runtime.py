@@ -94,10 +94,17 @@ class _Worker:
             self.process.wait()
 
 
+# Workers of a function invoked over HTTP or by its schedule. One behind queues gets one per poller if
+# that is more, so that every queue's batches (each fetch lane's) run at once as their mappings allow.
+DEFAULT_MAX_WORKERS = 4
+
+
 class FunctionRuntime:
     """A pool of warm workers for one function, grown on demand up to ``max_workers``."""
 
-    def __init__(self, spec: FunctionSpec, environment: dict[str, str], log_dir: Path, max_workers: int = 4) -> None:
+    def __init__(
+        self, spec: FunctionSpec, environment: dict[str, str], log_dir: Path, max_workers: int = DEFAULT_MAX_WORKERS
+    ) -> None:
         self.spec = spec
         self._environment = {**os.environ, **environment}
         self._log = (log_dir / f"{spec.logical_id}.log").open("ab")
