@@ -105,7 +105,8 @@ def run(workdir: Path) -> dict[str, Any]:
         with support.environment(cloud.aws_environment()):
             # The clients a Lambda execution environment builds (AWS_ENDPOINT_URL points them at moto).
             store = BillsTable(aws_client("dynamodb"), environment["TABLE_NAME"])
-            queues = Queues(environment["FETCH_QUEUE_URL"], environment["PLAN_QUEUE_URL"])
+            lanes = json.loads(environment.get("FETCH_QUEUE_URLS", "{}"))
+            queues = Queues(environment["FETCH_QUEUE_URL"], environment["PLAN_QUEUE_URL"], lanes)
             result = _measure(store, queues, f"http://{HOST}:{port}", spec.timeout)
     result["lambda_memory_mb"] = spec.memory_mb
     result["max_concurrent_workers"] = binding.maximum_concurrency
@@ -118,9 +119,16 @@ def run(workdir: Path) -> dict[str, Any]:
 class Queues:
     fetch_url: str
     plan_url: str
+    # Each provider's fetch lane, beside the default FetchQueue (fetch_url).
+    fetch_lanes: dict[str, str] = field(default_factory=dict)
 
     def fetch(self) -> FetchQueue:
-        return FetchQueue(aws_client("sqs"), self.fetch_url)
+        return FetchQueue(aws_client("sqs"), self.fetch_url, self.fetch_lanes)
+
+    @property
+    def fetch_urls(self) -> list[str]:
+        """Every queue the planner's fetches may go to: FetchQueue and each lane."""
+        return [self.fetch_url, *self.fetch_lanes.values()]
 
     def plan(self) -> PlanQueue:
         return PlanQueue(aws_client("sqs"), self.plan_url)
@@ -136,7 +144,7 @@ def _measure(store: BillsTable, queues: Queues, endpoint: str, timeout_seconds: 
 
     # Fetchers take the messages off the queue while the planner sends, as in production; moto's queue
     # must stay short anyway, as its SendMessage takes time in proportion to the messages already queued.
-    with _drained(queues.fetch_url) as drained:
+    with _drained(queues.fetch_urls) as drained:
         dispatch = _dispatch(queues, endpoint)
         work = _take_plan_work(sqs, queues.plan_url)
         if work != list(keys.refresh_shards()):
@@ -150,9 +158,9 @@ def _measure(store: BillsTable, queues: Queues, endpoint: str, timeout_seconds: 
         many = _phase(store, queues, now, endpoint, rest, None)
         left_plan_work = _take_plan_work(sqs, queues.plan_url)
     phases = {"one_worker": single, "its_continuation": single_rest, "two_workers": pair, "five_workers": many}
-    left = sqs.get_queue_attributes(QueueUrl=queues.fetch_url, AttributeNames=["All"])["Attributes"]
+    left = [sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"] for url in queues.fetch_urls]
     check = _check(store, now, due, not_due, list(drained.received.values()))
-    check["left_in_queue"] = sum(int(left[name]) for name in QUEUE_DEPTH)
+    check["left_in_queue"] = sum(int(counts[name]) for counts in left for name in QUEUE_DEPTH)
     check["continuation_queued"] = continuation == first and not single["finished"]
     check["plan_work_left"] = len(left_plan_work)
     check["passed"] = (
@@ -398,13 +406,13 @@ class Drained:
 
 
 @contextlib.contextmanager
-def _drained(queue_url: str) -> Iterator[Drained]:
-    """Receives and deletes the queue's messages in another process, as the fetchers would, until the
-    block has ended and the queue is empty; then ``received`` holds every message."""
+def _drained(queue_urls: list[str]) -> Iterator[Drained]:
+    """Receives and deletes the queues' messages in another process, as the fetchers would, until the
+    block has ended and the queues are empty; then ``received`` holds every message."""
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
     ours, theirs = context.Pipe()
-    drainer = context.Process(target=_drain, args=(queue_url, dict(os.environ), stop, theirs), daemon=True)
+    drainer = context.Process(target=_drain, args=(queue_urls, dict(os.environ), stop, theirs), daemon=True)
     drainer.start()
     drained = Drained()
     try:
@@ -417,15 +425,15 @@ def _drained(queue_url: str) -> Iterator[Drained]:
     drained.received = {message_id: FetchRequest.model_validate_json(body) for message_id, body in bodies.items()}
 
 
-def _drain(queue_url: str, environment: dict[str, str], stop: Any, results: Any) -> None:
-    """``DRAINERS`` threads, each long-polling the queue and deleting what it received."""
+def _drain(queue_urls: list[str], environment: dict[str, str], stop: Any, results: Any) -> None:
+    """``DRAINERS`` threads per queue, each long-polling it and deleting what it received."""
     os.environ.update(environment)
     # Long polls, and no retries: a receive retried after a timeout would hide the messages it received.
     sqs = boto3.client("sqs", config=Config(read_timeout=60, retries={"total_max_attempts": 1}))
     bodies: dict[str, str] = {}
     calls = Counter[str]()
 
-    def drain() -> None:
+    def drain(queue_url: str) -> None:
         while True:
             stopping = stop.is_set()
             response = sqs.receive_message(
@@ -447,7 +455,7 @@ def _drain(queue_url: str, environment: dict[str, str], stop: Any, results: Any)
             )
             calls["delete"] += 1
 
-    threads = [threading.Thread(target=drain) for _ in range(DRAINERS)]
+    threads = [threading.Thread(target=drain, args=(url,)) for url in queue_urls for _ in range(DRAINERS)]
     for thread in threads:
         thread.start()
     results.send("ready")

@@ -27,8 +27,10 @@ from typing import Any
 
 import httpx
 
+from localcloud.cloud import STACK_NAME
 from localcloud.demo import link_with_oauth
 from localcloud.launch import Launched, launched, wait_for
+from localcloud.template import load_template, queues_bound_to
 
 TITLE = "Refresh throughput against provider rate limits"
 ACCOUNTS_PER_PROVIDER_PER_USER = 2
@@ -163,15 +165,19 @@ def _fetch_metrics(log: str) -> dict[str, int]:
 
 
 def _queue_drained(cloud: Launched) -> bool:
+    """Every fetch lane (FetchQueue and each provider's) empty: nothing queued, in flight or delayed."""
     sqs = cloud.aws("sqs")
-    url = sqs.get_queue_url(QueueName=FETCH_QUEUE)["QueueUrl"]
-    counts = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     waiting = (
         "ApproximateNumberOfMessages",
         "ApproximateNumberOfMessagesNotVisible",
         "ApproximateNumberOfMessagesDelayed",
     )
-    return all(counts[name] == "0" for name in waiting)
+    for lane in queues_bound_to(load_template(), "FetchProviderFunction"):
+        url = sqs.get_queue_url(QueueName=f"{STACK_NAME}-{lane}")["QueueUrl"]
+        counts = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        if any(counts[name] != "0" for name in waiting):
+            return False
+    return True
 
 
 def _aws_requests(endpoint: str) -> dict[str, int]:

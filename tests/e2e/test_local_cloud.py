@@ -16,6 +16,7 @@ import pytest
 
 from billhub.keys import refresh_sk
 from localcloud.demo import DEMO_CREDENTIALS, DEMO_EMAIL, DEMO_OAUTH_LOGINS, DEMO_PASSWORD, link_with_oauth
+from localcloud.template import load_template, queues_bound_to
 from mock_provider.sandbox import ANOMALY_MONTHS_BACK
 from tests.e2e.harness import Cloud, local_cloud, wait_until
 from tests.sandbox import SandboxAccount, expected_bill_views, sandbox_admin
@@ -165,16 +166,23 @@ def test_the_demo_user_from_make_run_has_bills_at_every_provider(cloud: Cloud) -
     assert {"GBP", "USD"} <= set(insights["trailing_average"])
 
 
-def test_a_message_that_always_fails_reaches_the_dead_letter_queue(cloud: Cloud) -> None:
+def test_a_message_that_always_fails_reaches_the_dead_letter_queue_from_every_fetch_lane(cloud: Cloud) -> None:
+    # Given a message no fetcher can read on each fetch lane (FetchQueue, and each provider's)
     sqs = cloud.aws("sqs")
-    sqs.send_message(QueueUrl=cloud.queue_url("FetchQueue"), MessageBody='{"poison": true}')
+    lanes = queues_bound_to(load_template(), "FetchProviderFunction")
+    for lane in lanes:
+        sqs.send_message(QueueUrl=cloud.queue_url(lane), MessageBody=json.dumps({"poison": lane}))
+    # Then each ends in the one FetchDLQ, through its lane's redrive policy
     dlq = cloud.queue_url("FetchDLQ")
-    parked = wait_until(
-        lambda: sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages"),
-        60,
-        "the poison message in the DLQ",
-    )
-    assert [message["Body"] for message in parked] == ['{"poison": true}']
+    parked: list[str] = []
+
+    def every_lanes_parked() -> bool:
+        received = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+        parked.extend(message["Body"] for message in received)
+        return len(parked) >= len(lanes)
+
+    wait_until(every_lanes_parked, 90, "each lane's poison message in the DLQ")
+    assert sorted(parked) == sorted(json.dumps({"poison": lane}) for lane in lanes)
 
 
 def account_of(cloud: Cloud, headers: dict[str, str], account_id: str) -> dict[str, Any]:
