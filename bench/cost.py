@@ -50,6 +50,9 @@ AWS_REQUEST_SECONDS = ASSUMED_UPDATE_ITEM_MS / 1000
 # DynamoDB units per request: items are under 1 KB (writes) / 4 KB (reads) except an account's bills,
 # read as one Query when a fetch compares what changed (24 bills of ~0.8 KB: 5 units).
 WRITE_UNITS = {"PutItem": 1, "UpdateItem": 1, "DeleteItem": 1, "TransactWriteItems": 4, "BatchWriteItem": 25}
+# A claim changes the account's GSI1 key: DynamoDB writes the index too, a delete and a put (a unit each,
+# its entries being small). One claim per scheduled fetch.
+GSI_WRITE_UNITS_PER_FETCH = 2
 READ_UNITS = {"GetItem": 1, "Query": 5, "BatchGetItem": 10}
 # 24 months of bills per account (~0.8 KB each, twice: the table and the all-attribute LSI) plus the account.
 STORED_GB = ACCOUNTS * (24 * 0.8 * 2 + 2) / 1024 / 1024
@@ -79,7 +82,8 @@ def estimate(benchmarks: dict[str, Any]) -> dict[str, Any]:
         return {name.split(".")[-1]: count for name, count in per_account.items() if name.startswith(f"{service}.")}
 
     dynamodb = per_fetch("DynamoDB")
-    write_units = sum(write_units_per_request[op] * n for op, n in dynamodb.items() if op in WRITE_UNITS)
+    table_write_units = sum(write_units_per_request[op] * n for op, n in dynamodb.items() if op in WRITE_UNITS)
+    write_units = table_write_units + GSI_WRITE_UNITS_PER_FETCH
     read_units = sum(READ_UNITS.get(op, 1) * n for op, n in dynamodb.items() if op in READ_UNITS)
     provider_requests = refresh["provider_requests_per_account"]
     fetcher = refresh["fetcher"]
@@ -113,7 +117,8 @@ def estimate(benchmarks: dict[str, Any]) -> dict[str, Any]:
             f"{write_units:.1f} write units per fetch: "
             + ", ".join(f"{op} {n}" for op, n in dynamodb.items() if op in WRITE_UNITS)
             + f"; an UpdateItem {write_units_per_request['UpdateItem']} unit(s) (account items {account_kb} KB, "
-            "measured; the budget's leases are smaller, so this is an upper bound)",
+            "measured; the budget's leases are smaller, so this is an upper bound); "
+            f"+ {GSI_WRITE_UNITS_PER_FETCH} in GSI1 for the claim's new key",
         ),
         Line(
             "DynamoDB reads (refresh + API)",
