@@ -72,7 +72,10 @@ def estimate(benchmarks: dict[str, Any]) -> dict[str, Any]:
     per_account: dict[str, float] = refresh["aws_requests_per_account"]
     # An UpdateItem rewrites an account (the claim, the save): billed by that item's size, by the 1 KB.
     account_kb = benchmarks["refresh_throughput"].get("account_item_kb", {}).get("median_kb", 1.0)
-    write_units_per_request = {**WRITE_UNITS, "UpdateItem": max(1, math.ceil(account_kb))}
+    account_units = max(1, math.ceil(account_kb))
+    write_units_per_request = {**WRITE_UNITS, "UpdateItem": account_units}
+    # Counted by item where the run did: only an account's writes cost its size, a lease's one unit.
+    by_item = refresh.get("dynamodb_items_per_account", {})
     fetches = ACCOUNTS * DAYS_PER_MONTH
     keys, snapshot_gb = _template_fixed_costs()
     users = ACCOUNTS / ACCOUNTS_PER_USER
@@ -83,6 +86,15 @@ def estimate(benchmarks: dict[str, Any]) -> dict[str, Any]:
 
     dynamodb = per_fetch("DynamoDB")
     table_write_units = sum(write_units_per_request[op] * n for op, n in dynamodb.items() if op in WRITE_UNITS)
+    if by_item:
+        table_write_units = sum(
+            WRITE_UNITS[op] * n for op, n in dynamodb.items() if op in WRITE_UNITS and op not in by_item
+        ) + sum(
+            (account_units if kind == "ACCOUNT" else WRITE_UNITS[op]) * n
+            for op, kinds in by_item.items()
+            if op in WRITE_UNITS
+            for kind, n in kinds.items()
+        )
     write_units = table_write_units + GSI_WRITE_UNITS_PER_FETCH
     read_units = sum(READ_UNITS.get(op, 1) * n for op, n in dynamodb.items() if op in READ_UNITS)
     provider_requests = refresh["provider_requests_per_account"]
@@ -116,8 +128,15 @@ def estimate(benchmarks: dict[str, Any]) -> dict[str, Any]:
             fetches * write_units * DYNAMODB_PER_MILLION_WRITE_UNITS / 1e6,
             f"{write_units:.1f} write units per fetch: "
             + ", ".join(f"{op} {n}" for op, n in dynamodb.items() if op in WRITE_UNITS)
-            + f"; an UpdateItem {write_units_per_request['UpdateItem']} unit(s) (account items {account_kb} KB, "
-            "measured; the budget's leases are smaller, so this is an upper bound); "
+            + (
+                "; by item: "
+                + "; ".join(f"{op} " + ", ".join(f"{k} {n}" for k, n in kinds.items()) for op, kinds in by_item.items())
+                if by_item
+                else ""
+            )
+            + f"; an account's write {account_units} unit(s) (account items {account_kb} KB, measured)"
+            + ("" if by_item else ", every UpdateItem taken as one (an upper bound)")
+            + "; "
             f"+ {GSI_WRITE_UNITS_PER_FETCH} in GSI1 for the claim's new key",
         ),
         Line(

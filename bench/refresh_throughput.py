@@ -128,11 +128,13 @@ def _measure(
             return log.read().decode(errors="replace")
 
     aws_before = _aws_requests(cloud.state["aws_endpoint"])
+    items_before = _item_requests(cloud.state["aws_endpoint"])
     started = time.monotonic()
     start()
     wait_for(lambda: done(written_since()), 900, "every account's fetch", 0.5)
     refresh_seconds = time.monotonic() - started
     aws_after = _aws_requests(cloud.state["aws_endpoint"])
+    items_after = _item_requests(cloud.state["aws_endpoint"])
     stats = httpx.get(f"{sandbox}/_admin/stats").json()
     written = written_since()
     durations = [float(m) for m in REPORT_DURATION.findall(written)]
@@ -150,8 +152,18 @@ def _measure(
         if count and name not in ("AmazonSQS.ReceiveMessage", "AmazonSQS.GetQueueUrl", "AmazonSQS.GetQueueAttributes")
     }
     dynamodb_requests = sum(count for name, count in aws_requests.items() if name.startswith("DynamoDB"))
+    # DynamoDB's one-item requests by the kind of item (an account's writes are billed by its size).
+    by_item = {
+        operation: {
+            kind: round((count - items_before.get(operation, {}).get(kind, 0)) / accounts, 2)
+            for kind, count in sorted(kinds.items())
+            if count > items_before.get(operation, {}).get(kind, 0)
+        }
+        for operation, kinds in sorted(items_after.items())
+    }
     return {
         "aws_requests_per_account": per_account,
+        "dynamodb_items_per_account": by_item,
         "dynamodb_requests_per_second": round(dynamodb_requests / refresh_seconds, 1),
         "fetch_outcomes": _fetch_metrics(written),
         "fetcher": {
@@ -284,6 +296,11 @@ def _queue_drained(cloud: Launched) -> bool:
 
 def _aws_requests(endpoint: str) -> dict[str, int]:
     counts: dict[str, int] = httpx.get(f"{endpoint}/_localcloud/requests").json()
+    return counts
+
+
+def _item_requests(endpoint: str) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = httpx.get(f"{endpoint}/_localcloud/requests/by-item").json()
     return counts
 
 
@@ -448,6 +465,11 @@ def _phase_report(phase: dict[str, Any], target_share: float) -> list[str]:
         f"{fetcher['log_bytes_per_account']} bytes of log per account.",
         "- AWS requests per account: "
         + ", ".join(f"{name} {count}" for name, count in phase["aws_requests_per_account"].items())
+        + "; DynamoDB's one-item requests by item: "
+        + "; ".join(
+            f"{operation} " + ", ".join(f"{kind} {n}" for kind, n in kinds.items())
+            for operation, kinds in phase.get("dynamodb_items_per_account", {}).items()
+        )
         + ".",
         f"- Target (at least {target_share:.0%} of the limit, never above it in any one second): "
         f"met by {', '.join(met) or 'none'}; missed by {', '.join(missed) or 'none'}.",

@@ -68,3 +68,15 @@ def test_the_planners_time_is_billed_when_its_benchmark_ran() -> None:
     (line,) = [x for x in with_planner["lines"] if x["service"] == "Lambda: planner"]
     fetches = cost.ACCOUNTS * cost.DAYS_PER_MONTH
     assert line["monthly_usd"] == pytest.approx(round(fetches / 147 * cost.LAMBDA_GB_SECOND_ARM, 2))
+
+
+def test_counted_by_item_only_an_accounts_writes_cost_its_size() -> None:
+    # Given 3 UpdateItems a fetch, counted by item: 2 of an account (1.3 KB), 1 of a rate counter
+    by_item = {**REFRESH, "dynamodb_items_per_account": {"UpdateItem": {"ACCOUNT": 2.0, "RATE": 1.0}}}
+    counted = cost.estimate({"refresh_throughput": {"scheduled": by_item, "account_item_kb": {"median_kb": 1.3}}})
+    (line,) = [x for x in counted["lines"] if x["service"] == "DynamoDB writes (refresh)"]
+    # Then a fetch writes 2 x 2 + 1 units in the table, and the claim's 2 in GSI1
+    units = 2 * 2 + 1 + cost.GSI_WRITE_UNITS_PER_FETCH
+    one_unit_a_fetch = cost.ACCOUNTS * cost.DAYS_PER_MONTH * cost.DYNAMODB_PER_MILLION_WRITE_UNITS / 1e6
+    assert line["monthly_usd"] == pytest.approx(units * one_unit_a_fetch, abs=0.02)
+    assert "RATE 1.0" in line["rests_on"]
