@@ -50,6 +50,9 @@ AWS_REQUEST_SECONDS = ASSUMED_UPDATE_ITEM_MS / 1000
 # DynamoDB units per request: items are under 1 KB (writes) / 4 KB (reads) except an account's bills,
 # read as one Query when a fetch compares what changed (24 bills of ~0.8 KB: 5 units).
 WRITE_UNITS = {"PutItem": 1, "UpdateItem": 1, "DeleteItem": 1, "TransactWriteItems": 4, "BatchWriteItem": 25}
+# A claim changes the account's GSI1 key: DynamoDB writes the index too, a delete and a put (a unit each,
+# its entries being small). One claim per scheduled fetch.
+GSI_WRITE_UNITS_PER_FETCH = 2
 READ_UNITS = {"GetItem": 1, "Query": 5, "BatchGetItem": 10}
 # 24 months of bills per account (~0.8 KB each, twice: the table and the all-attribute LSI) plus the account.
 STORED_GB = ACCOUNTS * (24 * 0.8 * 2 + 2) / 1024 / 1024
@@ -64,8 +67,15 @@ class Line:
 
 def estimate(benchmarks: dict[str, Any]) -> dict[str, Any]:
     """Cost lines from the refresh benchmark's per-account request counts (the rest are assumptions)."""
-    refresh = benchmarks["refresh_throughput"]
+    # The daily refresh is the scheduled one (a manual refresh writes its job too).
+    refresh = benchmarks["refresh_throughput"]["scheduled"]
     per_account: dict[str, float] = refresh["aws_requests_per_account"]
+    # An UpdateItem rewrites an account (the claim, the save): billed by that item's size, by the 1 KB.
+    account_kb = benchmarks["refresh_throughput"].get("account_item_kb", {}).get("median_kb", 1.0)
+    account_units = max(1, math.ceil(account_kb))
+    write_units_per_request = {**WRITE_UNITS, "UpdateItem": account_units}
+    # Counted by item where the run did: only an account's writes cost its size, a lease's one unit.
+    by_item = refresh.get("dynamodb_items_per_account", {})
     fetches = ACCOUNTS * DAYS_PER_MONTH
     keys, snapshot_gb = _template_fixed_costs()
     users = ACCOUNTS / ACCOUNTS_PER_USER
@@ -75,7 +85,17 @@ def estimate(benchmarks: dict[str, Any]) -> dict[str, Any]:
         return {name.split(".")[-1]: count for name, count in per_account.items() if name.startswith(f"{service}.")}
 
     dynamodb = per_fetch("DynamoDB")
-    write_units = sum(WRITE_UNITS.get(op, 1) * n for op, n in dynamodb.items() if op in WRITE_UNITS)
+    table_write_units = sum(write_units_per_request[op] * n for op, n in dynamodb.items() if op in WRITE_UNITS)
+    if by_item:
+        table_write_units = sum(
+            WRITE_UNITS[op] * n for op, n in dynamodb.items() if op in WRITE_UNITS and op not in by_item
+        ) + sum(
+            (account_units if kind == "ACCOUNT" else WRITE_UNITS[op]) * n
+            for op, kinds in by_item.items()
+            if op in WRITE_UNITS
+            for kind, n in kinds.items()
+        )
+    write_units = table_write_units + GSI_WRITE_UNITS_PER_FETCH
     read_units = sum(READ_UNITS.get(op, 1) * n for op, n in dynamodb.items() if op in READ_UNITS)
     provider_requests = refresh["provider_requests_per_account"]
     fetcher = refresh["fetcher"]
@@ -96,6 +116,7 @@ def estimate(benchmarks: dict[str, Any]) -> dict[str, Any]:
             f"{fetcher['duration_seconds_per_account']} s wall time measured here (moto's waits), nor waits for "
             "budget slots (fetches assumed to arrive within the providers' limits)",
         ),
+        *_planner_lines(benchmarks, fetches),
         Line(
             "Lambda: API handlers + authorizer",
             reads * 2 * (READ_HANDLER_SECONDS * FUNCTION_GB * LAMBDA_GB_SECOND_ARM + LAMBDA_PER_MILLION_REQUESTS / 1e6),
@@ -106,7 +127,17 @@ def estimate(benchmarks: dict[str, Any]) -> dict[str, Any]:
             "DynamoDB writes (refresh)",
             fetches * write_units * DYNAMODB_PER_MILLION_WRITE_UNITS / 1e6,
             f"{write_units:.1f} write units per fetch: "
-            + ", ".join(f"{op} {n}" for op, n in dynamodb.items() if op in WRITE_UNITS),
+            + ", ".join(f"{op} {n}" for op, n in dynamodb.items() if op in WRITE_UNITS)
+            + (
+                "; by item: "
+                + "; ".join(f"{op} " + ", ".join(f"{k} {n}" for k, n in kinds.items()) for op, kinds in by_item.items())
+                if by_item
+                else ""
+            )
+            + f"; an account's write {account_units} unit(s) (account items {account_kb} KB, measured)"
+            + ("" if by_item else ", every UpdateItem taken as one (an upper bound)")
+            + "; "
+            f"+ {GSI_WRITE_UNITS_PER_FETCH} in GSI1 for the claim's new key",
         ),
         Line(
             "DynamoDB reads (refresh + API)",
@@ -154,6 +185,24 @@ def estimate(benchmarks: dict[str, Any]) -> dict[str, Any]:
         "total_usd_per_month": round(total, 2),
         "per_account_cents": round(total / ACCOUNTS * 100, 3),
     }
+
+
+def _planner_lines(benchmarks: dict[str, Any], fetches: float) -> list[Line]:
+    """The shard workers' Lambda time: one account planned per fetch, at the rate the planner benchmark's
+    model gives one worker at its memory (its CPU measured, AWS's latencies assumed)."""
+    planner = benchmarks.get("planner_scale")
+    if not planner:
+        return []
+    estimates = planner["estimates"]
+    memory_mb = planner["lambda_memory_mb"]
+    per_second = estimates["by_memory_mb"][str(memory_mb)]["worker_per_second"]
+    return [
+        Line(
+            "Lambda: planner",
+            fetches / per_second * memory_mb / 1024 * LAMBDA_GB_SECOND_ARM,
+            f"{per_second} accounts/s per shard worker at {memory_mb} MB (planner benchmark's model)",
+        )
+    ]
 
 
 def fetcher_seconds_on_aws(refresh: dict[str, Any], memory_mb: int) -> dict[str, float]:

@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
+import io
 import json
 import logging
 import os
@@ -74,6 +75,10 @@ from localcloud.moto_faults import KINDS, DynamoDBFaults, FaultSettings
 from localcloud.moto_state import PersistedState
 
 REQUEST_COUNTS_PATH = "/_localcloud/requests"
+# DynamoDB's one-item requests by the kind of item (its key's prefix: ACCOUNT, RATE...), as DynamoDB bills
+# a write by its item's size.
+ITEM_COUNTS_PATH = "/_localcloud/requests/by-item"
+_ONE_ITEM_OPERATIONS = ("DynamoDB_20120810.GetItem", "DynamoDB_20120810.PutItem", "DynamoDB_20120810.UpdateItem")
 # How often a long poll looks for visible messages.
 LONG_POLL_STEP_SECONDS = 0.05
 logger = logging.getLogger("localcloud.moto_server")
@@ -86,17 +91,37 @@ class RequestCounts:
         self._app = app
         self._lock = threading.Lock()
         self._counts: defaultdict[str, int] = defaultdict(int)
+        self._by_item: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") == REQUEST_COUNTS_PATH:
+        if environ.get("PATH_INFO") in (REQUEST_COUNTS_PATH, ITEM_COUNTS_PATH):
             with self._lock:
-                body = json.dumps(dict(sorted(self._counts.items()))).encode()
+                counts: Any = self._counts if environ["PATH_INFO"] == REQUEST_COUNTS_PATH else self._by_item
+                body = json.dumps(counts, sort_keys=True).encode()
             start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
             return [body]
         operation = environ.get("HTTP_X_AMZ_TARGET") or "other"
+        kind = _item_kind(environ) if operation in _ONE_ITEM_OPERATIONS else None
         with self._lock:
             self._counts[operation] += 1
+            if kind is not None:
+                self._by_item[operation.partition(".")[2]][kind] += 1
         return self._app(environ, start_response)
+
+
+def _item_kind(environ: dict[str, Any]) -> str:
+    """The kind of item a one-item request names: its sort key's prefix under a user (ACCOUNT, BILL...),
+    else its partition key's (RATE, CIRCUIT...). The body is read here and put back for moto."""
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(length) if length else b""
+    environ["wsgi.input"] = io.BytesIO(body)
+    try:
+        request = json.loads(body)
+        item = request.get("Key") or request.get("Item") or {}
+        pk, sk = item["PK"]["S"], item["SK"]["S"]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return "other"
+    return str(sk if pk.startswith("USER#") else pk).split("#", 1)[0]
 
 
 class OneDynamoDBRequestAtATime:

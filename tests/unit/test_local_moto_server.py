@@ -347,3 +347,33 @@ def _table(client: Any, name: str) -> None:
         ],
         BillingMode="PAY_PER_REQUEST",
     )
+
+
+def test_one_item_requests_are_counted_by_the_kind_of_item(local_moto: tuple[Any, int]) -> None:
+    # Given the local moto server and a table holding a user's account and a rate counter
+    client, port = local_moto
+    client.create_table(
+        TableName="kinds",
+        KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"}, {"AttributeName": "SK", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": "PK", "AttributeType": "S"},
+            {"AttributeName": "SK", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    account = {"PK": {"S": "USER#u1"}, "SK": {"S": "ACCOUNT#a1"}}
+    rate = {"PK": {"S": "RATE#northgas"}, "SK": {"S": "SECOND#1"}}
+    before = httpx.get(f"http://127.0.0.1:{port}/_localcloud/requests/by-item").json().get("UpdateItem", {})
+    # When the account is written once and the counter twice (and each is read back)
+    client.put_item(TableName="kinds", Item={**account, "n": {"N": "1"}})
+    for _ in range(2):
+        client.update_item(
+            TableName="kinds", Key=rate, UpdateExpression="ADD n :one", ExpressionAttributeValues={":one": {"N": "1"}}
+        )
+    assert client.get_item(TableName="kinds", Key=account)["Item"]["n"] == {"N": "1"}
+    assert client.get_item(TableName="kinds", Key=rate)["Item"]["n"] == {"N": "2"}
+    # Then the server names each request by its item's kind, the body still reaching moto whole
+    by_item = httpx.get(f"http://127.0.0.1:{port}/_localcloud/requests/by-item").json()
+    assert by_item["UpdateItem"]["RATE"] - before.get("RATE", 0) == 2
+    assert by_item["PutItem"]["ACCOUNT"] >= 1
+    assert by_item["GetItem"]["ACCOUNT"] >= 1 and by_item["GetItem"]["RATE"] >= 1
