@@ -82,14 +82,15 @@ def admissions(api: Api, caps: Mapping[str, int]) -> Admissions:
 
 def scheduled_run(api: Api, now: datetime, caps: Mapping[str, int]) -> tuple[list[str], list[ShardRun]]:
     """One scheduled run with these hourly ``caps``: every shard's work dispatched, then done by workers
-    one after another (continuations included); the accounts enqueued, in the order they were, and the runs."""
+    one after another, none of which (with no time limit) may leave a continuation; the accounts
+    enqueued, and the runs."""
     dispatch_shard_work(plan_queue(api), now)
     store, fetch_queue = api.planner.store(), api.planner.queue()
     runs: list[ShardRun] = []
-    while messages := receive_plan_work(api):
-        for message in messages:
-            work = ShardWork.model_validate_json(message["Body"])
-            runs.append(plan_shard(store, fetch_queue, plan_queue(api), work, now, admissions=admissions(api, caps)))
+    for message in receive_plan_work(api):
+        work = ShardWork.model_validate_json(message["Body"])
+        runs.append(plan_shard(store, fetch_queue, plan_queue(api), work, now, admissions=admissions(api, caps)))
+    assert receive_plan_work(api) == [], "a worker queued a continuation"
     requests = api.take_fetch_requests()
     return [request.account_id for request in requests], runs
 
