@@ -209,3 +209,29 @@ def test_a_worker_of_the_keys_before_providers_admits_nothing_and_takes_its_acco
     assert (run.provider, run.planned, run.stopped) == (None, 12, "all_due_planned")
     assert sorted(request.account_id for request in api.take_fetch_requests()) == sorted(accounts)
     assert set(filed_shards(api, accounts).values()) == {keys.refresh_pk(3, "northgas")}
+
+
+def test_a_repair_files_an_account_from_before_providers_under_its_provider(api: Api, clock: Clock) -> None:
+    # Given a NorthGas account filed under a key from before providers, not due for a day
+    user_id = api.user()
+    account_id = account_in_shard(5)
+    store_account(api, user_id, "northgas", clock(), clock() + timedelta(days=1), account_id)
+    file_as_before_providers(api, [account_id])
+    assert filed_shards(api, [account_id]) == {account_id: keys.refresh_pk(5)}
+    # When its owner repairs it with new credentials (it is due at once)
+    accounts = api.refresh.bills_table().accounts
+    stored = accounts.get_account(user_id, account_id)
+    assert stored is not None
+    accounts.relink(stored, f"northgas-{account_id}", "****0000", clock(), credentials_ciphertext=b"renewed")
+    # Then the repair's write filed it under NorthGas's shard, where its provider's worker plans it
+    assert filed_shards(api, [account_id]) == {account_id: keys.refresh_pk(5, "northgas")}
+    run = plan_shard(
+        api.planner.store(),
+        api.planner.queue(),
+        plan_queue(api),
+        ShardWork(shard=5, provider="northgas"),
+        clock() + timedelta(seconds=1),
+        admissions=admissions(api, UNBOUNDED),
+    )
+    assert run.planned == 1
+    assert [request.account_id for request in api.take_fetch_requests()] == [account_id]
