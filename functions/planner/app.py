@@ -1,7 +1,8 @@
 """The planner, two events in one function. The EventBridge schedule's run puts one unit of work per
 refresh shard on the PlanQueue, then finishes the deletions a crash left unfinished (users with everything
 of theirs, and single accounts). Each PlanQueue message (one a batch) is a shard worker's: it enqueues a
-fetch for every due account of its shard, and queues its shard again if its time ran out first."""
+fetch for every due account of its shard that its provider's admissions of the hour allow, and queues its
+shard again if its time ran out first."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
 from billhub import deletion, planning
+from billhub.admission import Admissions
 from billhub.queue import DispatchFailed, EnqueueFailed, FetchQueue, PlanQueue, ShardWork
 from billhub.runtime import aws_client, utc_now
 from billhub.settings import PlannerSettings
 from billhub.store import BillsTable
+from billhub.store.service_records import AdmissionCounters
 
 logger = Logger()
 settings = PlannerSettings.from_environ(os.environ)
@@ -39,6 +42,13 @@ def plan_queue() -> PlanQueue:
     return PlanQueue(aws_client("sqs"), settings.PLAN_QUEUE_URL)
 
 
+@cache
+def admissions() -> Admissions:
+    """Each provider's hourly admissions, at the rate limits the fetchers hold it to."""
+    counters = AdmissionCounters(aws_client("dynamodb"), settings.TABLE_NAME)
+    return Admissions.for_registered_providers(counters, settings.PROVIDER_RATE_LIMITS)
+
+
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """A PlanQueue batch (``Records``) is shard work; any other event (the schedule's, or an invocation
@@ -50,7 +60,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 
 def _scheduled_run() -> dict[str, Any]:
     now = utc_now()
-    shards = planning.dispatch_shard_work(plan_queue())
+    shards = planning.dispatch_shard_work(plan_queue(), now)
     # Users first: theirs include their accounts' deletions; then accounts deleted on their own.
     users_finished = deletion.finish_abandoned_user_deletions(store(), now)
     finished = deletion.finish_abandoned_deletions(store(), now)
@@ -73,15 +83,28 @@ def _plan_shards(records: list[dict[str, Any]], context: LambdaContext) -> dict[
         try:
             work = ShardWork.model_validate_json(record["body"])
             time_limit = timedelta(milliseconds=context.get_remaining_time_in_millis() * planning.PLANNING_SHARE)
-            run = planning.plan_shard(store(), queue(), plan_queue(), work, utc_now(), time_limit)
+            run = planning.plan_shard(
+                store(), queue(), plan_queue(), work, utc_now(), time_limit, admissions=admissions()
+            )
         except (ValidationError, DispatchFailed, EnqueueFailed):
             logger.exception("a shard's planning failed; its message comes back", extra={"body": record["body"]})
             failures.append({"itemIdentifier": record["messageId"]})
             continue
         logger.info(
             "planned a shard",
-            extra={"shard": run.shard, "accounts": run.planned, "all_due_planned": run.finished},
+            extra={
+                "shard": run.shard,
+                "provider": run.provider,
+                "accounts": run.planned,
+                "all_due_planned": run.stopped == "all_due_planned",
+                "stopped": run.stopped,
+            },
         )
         if not run.finished:
             logger.info("the shard's worker ran out of time; a continuation plans the rest", extra={"shard": run.shard})
+        elif run.stopped == "admissions_spent":
+            logger.info(
+                "the provider's admissions of this hour are spent; the accounts left wait, due, for the next hour",
+                extra={"shard": run.shard, "provider": run.provider},
+            )
     return {"batchItemFailures": failures}

@@ -21,7 +21,7 @@ import pytest
 
 from billhub import keys
 from billhub.models import Account, AccountStatus, FetchRequest
-from billhub.planning import PlannerRun, ShardRun, plan_due_refreshes, plan_shard
+from billhub.planning import PlannerRun, ShardRun, all_refresh_shards, plan_due_refreshes, plan_shard
 from billhub.queue import EnqueueFailed, FetchQueue, PlanQueue, ShardWork
 from billhub.store import BillsTable
 from billhub.users import ProfileChange, change_profile
@@ -57,7 +57,7 @@ def run_planner(api: Api) -> list[str]:
     """One scheduled run of the planner, its shards' work done by the planner's workers: the accounts
     they enqueued, each checked to be enqueued once."""
     result = api.planner.handler(scheduled_event(), LambdaContext())
-    assert result["shards_dispatched"] == keys.REFRESH_SHARDS
+    assert result["shards_dispatched"] == len(all_refresh_shards())
     work_through_plan_queue(api)
     requests = api.take_fetch_requests()
     assert all(request.reason == "schedule" for request in requests)
@@ -97,6 +97,13 @@ def work_through_plan_queue(api: Api) -> int:
 
 def shards_of_plan_work(messages: list[dict[str, Any]]) -> list[int]:
     return sorted(ShardWork.model_validate_json(message["Body"]).shard for message in messages)
+
+
+def work_of(messages: list[dict[str, Any]]) -> set[tuple[str | None, int]]:
+    """The (provider, shard) each PlanQueue message names."""
+    units = [ShardWork.model_validate_json(message["Body"]) for message in messages]
+    assert len(units) == len(messages)
+    return {(unit.provider, unit.shard) for unit in units}
 
 
 def plan_queue(api: Api) -> PlanQueue:
@@ -208,7 +215,7 @@ def test_a_planner_out_of_time_leaves_the_accounts_due_last_to_the_next_run(api:
         api.planner.store(), api.planner.queue(), clock(), timedelta(seconds=1), clock=lambda: next(seconds)
     )
     # Then it has enqueued the twenty accounts due longest, and says that it did not finish
-    assert run == PlannerRun(planned=20, finished=False)
+    assert run == PlannerRun(planned=20, finished=False, stopped="out_of_time")
     assert sorted(request.account_id for request in api.take_fetch_requests()) == sorted(accounts[:20])
     # And the next run enqueues the other five
     assert run_planner(api) == sorted(accounts[20:])
@@ -259,9 +266,13 @@ def test_the_scheduled_run_dispatches_one_unit_of_work_per_shard_and_plans_nothi
     due_accounts(api, api.user(), 12, clock())
     # When the schedule runs the planner
     outcome = api.planner.handler(scheduled_event(), LambdaContext())
-    # Then the PlanQueue holds one unit of work per shard, and no fetch is enqueued yet
-    assert outcome["shards_dispatched"] == keys.REFRESH_SHARDS
-    assert shards_of_plan_work(receive_plan_work(api)) == list(range(keys.REFRESH_SHARDS))
+    # Then the PlanQueue holds one unit of work per shard of each provider and per shard of the keys
+    # from before providers were in them, each once, and no fetch is enqueued yet
+    providers = ["clearwater", "fibrelink", "northgas", "sparkgrid", None]
+    expected = {(provider, shard) for provider in providers for shard in range(keys.REFRESH_SHARDS)}
+    messages = receive_plan_work(api)
+    assert outcome["shards_dispatched"] == len(messages) == len(expected) == 5 * keys.REFRESH_SHARDS
+    assert work_of(messages) == expected
     assert api.take_fetch_requests() == []
 
 
@@ -271,7 +282,7 @@ def test_a_shard_worker_plans_the_due_accounts_of_its_shard_only(api: Api, clock
     in_three = due_accounts(api, user_id, 4, clock(), shard=3)
     in_five = due_accounts(api, user_id, 3, clock(), shard=5)
     # When a worker takes shard 3's work
-    plan_queue(api).send([3])
+    plan_queue(api).send([ShardWork(shard=3, provider="clearwater")])
     (message,) = receive_plan_work(api)
     assert deliver_plan_work(api, message) == {"batchItemFailures": []}
     # Then it enqueued shard 3's accounts, finished (no continuation), and left shard 5's due
@@ -289,13 +300,13 @@ def test_a_shard_worker_out_of_time_continues_its_shard_through_the_queue(api: A
         api.planner.store(),
         api.planner.queue(),
         plan_queue(api),
-        ShardWork(shard=2),
+        ShardWork(shard=2, provider="clearwater"),
         clock(),
         timedelta(seconds=1),
         clock=lambda: next(seconds),
     )
     # Then it enqueued the twenty due longest and queued shard 2's work again
-    assert run == ShardRun(shard=2, planned=20, finished=False)
+    assert run == ShardRun(shard=2, planned=20, finished=False, provider="clearwater", stopped="out_of_time")
     assert sorted(request.account_id for request in api.take_fetch_requests()) == sorted(accounts[:20])
     continuation = receive_plan_work(api)
     assert shards_of_plan_work(continuation) == [2]
@@ -315,7 +326,7 @@ def test_two_workers_on_the_same_shard_enqueue_each_due_account_once(api: Api, c
     def worker() -> ShardRun:
         fetch_queue = FetchQueue(boto3.client("sqs"), api.stack.refs["FetchQueue"])
         store = table(api, boto3.client("dynamodb"))
-        return plan_shard(store, fetch_queue, plan_queue(api), ShardWork(shard=4), clock())
+        return plan_shard(store, fetch_queue, plan_queue(api), ShardWork(shard=4, provider="clearwater"), clock())
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         runs = [pool.submit(worker) for _ in range(2)]
@@ -338,18 +349,21 @@ def test_accounts_filed_under_fewer_shards_are_planned_after_the_count_grows(
     # Given 24 due accounts, linked while there were only 2 shards
     monkeypatch.setattr(keys, "REFRESH_SHARDS", 2)
     accounts = due_accounts(api, api.user(), 24, clock())
-    assert set(filed_shards(api, accounts).values()) == {keys.refresh_pk(0), keys.refresh_pk(1)}
+    assert set(filed_shards(api, accounts).values()) == {
+        keys.refresh_pk(0, "clearwater"),
+        keys.refresh_pk(1, "clearwater"),
+    }
     # When the count has grown to 8 and the planner runs
     monkeypatch.setattr(keys, "REFRESH_SHARDS", 8)
     planned = run_planner(api)
     # Then every one of them is planned, once, and each claim filed its account under its shard of 8
     assert planned == sorted(accounts)
     filed = filed_shards(api, accounts)
-    assert filed == {account_id: keys.refresh_shard(account_id) for account_id in accounts}
+    assert filed == {account_id: keys.refresh_shard(account_id, "clearwater") for account_id in accounts}
     assert len(set(filed.values())) > 2
     # And an account linked now is filed among the 8 at once
     (new,) = due_accounts(api, api.user("new@example.com"), 1, clock())
-    assert filed_shards(api, [new]) == {new: keys.refresh_shard(new)}
+    assert filed_shards(api, [new]) == {new: keys.refresh_shard(new, "clearwater")}
     assert run_planner(api) == [new]
 
 
@@ -361,14 +375,14 @@ def test_an_account_rescheduled_after_the_count_grows_moves_to_its_shard_of_the_
     monkeypatch.setattr(keys, "REFRESH_SHARDS", 1)
     user_id = api.user()
     store_account(api, user_id, account_id, clock(), clock.at(hours=1))
-    assert filed_shards(api, [account_id]) == {account_id: keys.refresh_pk(0)}
+    assert filed_shards(api, [account_id]) == {account_id: keys.refresh_pk(0, "clearwater")}
     # When the count has grown to 8 and the account is rescheduled (a manual refresh, a new interval)
     monkeypatch.setattr(keys, "REFRESH_SHARDS", 8)
     stored = api.refresh.bills_table().accounts.get_account(user_id, account_id)
     assert stored is not None
     assert api.refresh.bills_table().schedule.reschedule(stored.account, clock.at(days=1), "daily")
     # Then it is filed under shard 5, and planned there once due
-    assert filed_shards(api, [account_id]) == {account_id: keys.refresh_pk(5)}
+    assert filed_shards(api, [account_id]) == {account_id: keys.refresh_pk(5, "clearwater")}
     clock.advance(days=1, minutes=1)
     assert run_planner(api) == [account_id]
 

@@ -77,8 +77,14 @@ def test_the_refresh_shard_count_only_grows() -> None:
 
 
 def test_the_refresh_schedule_in_gsi1() -> None:
+    # Filed with its provider; the same shard by the same digest, whichever the provider.
+    assert keys.refresh_shard(ACCOUNT, "northgas") == "REFRESH#northgas#6"
+    assert keys.refresh_pk(3, "sparkgrid") == "REFRESH#sparkgrid#3"
+    # Keys written before the provider was in them, still planned.
     assert keys.refresh_shard(ACCOUNT) == "REFRESH#6"
     assert keys.refresh_pk(3) == "REFRESH#3"
+    with pytest.raises(ValueError, match="#"):
+        keys.refresh_pk(3, "spark#grid")
     refresh_key = keys.refresh_sk(ACCOUNT, SINCE, "weekly")
     assert refresh_key == "2024-03-01T06:30:00+00:00#0123456789abcdef0123456789abcdef#weekly"
     assert (keys.interval_of(refresh_key), keys.next_refresh_of(refresh_key)) == ("weekly", SINCE)
@@ -133,6 +139,7 @@ def test_the_idempotency_records() -> None:
 
 def test_the_keys_of_rate_budgets_circuits_and_alerts() -> None:
     assert (keys.rate_pk("sparkgrid"), keys.rate_sk(1709274600)) == ("RATE#sparkgrid", "SECOND#1709274600")
+    assert (keys.admission_pk("northgas"), keys.admission_sk(1709272800)) == ("ADMIT#northgas", "HOUR#1709272800")
     assert keys.CIRCUIT_PK == "CIRCUIT"
     assert (keys.alert_pk("circuit-open#sparkgrid"), keys.ALERT_SK) == ("ALERT#circuit-open#sparkgrid", "ALERT")
     assert (keys.burst_pk("credentials#northgas"), keys.burst_sk(5697582)) == (

@@ -16,11 +16,13 @@ The layout is ``docs/data-model.md``'s item table:
     LOGINATTEMPTS#<kind>#<digest>  WINDOW                                failed sign-ins per email / source IP
     IDEMPOTENCY#<uid>              <route>#<sha256>                      an Idempotency-Key's first answer
     RATE#<provider>                SECOND#<epoch second>                 a provider's request budget
+    ADMIT#<provider>               HOUR#<epoch second of the hour>       a provider's scheduled refreshes admitted
     CIRCUIT                        <provider>                            a provider's circuit breaker
     ALERT#<incident>               ALERT                                 one alert per incident
     BURST#<burst>                  WINDOW#<window>                       events of a burst in a window
 
-    GSI1 of an account   REFRESH#<shard>   <next_refresh_at>#<aid>#<interval>
+    GSI1 of an account   REFRESH#<provider>#<shard>   <next_refresh_at>#<aid>#<interval>
+      (filed before providers)  REFRESH#<shard>
          being deleted   DELETING          <deleting_since>#<uid>#<aid>
     GSI1 of a profile    DELETING_USERS    <deleting_since>#<uid>      (while its user deletes themselves)
     LSI1 of a bill       (PK)              <issued_on>#<provider>#<aid>#<bill>
@@ -47,6 +49,7 @@ OAUTH_STATE = "OAUTHSTATE#"
 LOGIN_ATTEMPTS = "LOGINATTEMPTS#"
 IDEMPOTENCY = "IDEMPOTENCY#"
 RATE = "RATE#"
+ADMIT = "ADMIT#"
 ALERT = "ALERT#"
 BURST = "BURST#"
 # Sort key prefixes (a user's OAuth2 state pointers start with ``OAUTH_STATE`` too).
@@ -56,6 +59,7 @@ BILL = "BILL#"
 DELETED = "DELETED#"
 JOB = "JOB#"
 SECOND = "SECOND#"
+HOUR = "HOUR#"
 BURST_WINDOW = "WINDOW#"
 # GSI1 partition prefix of the accounts' refresh schedule.
 REFRESH = "REFRESH#"
@@ -68,6 +72,7 @@ PREFIXES = (
     LOGIN_ATTEMPTS,
     IDEMPOTENCY,
     RATE,
+    ADMIT,
     ALERT,
     BURST,
     ACCOUNT,
@@ -76,6 +81,7 @@ PREFIXES = (
     DELETED,
     JOB,
     SECOND,
+    HOUR,
     BURST_WINDOW,
     REFRESH,
 )
@@ -102,10 +108,12 @@ FIXED_KEYS = (
     DELETING_USERS,
 )
 
-# The refresh schedule's shards (GSI1PK REFRESH#<n>), each planned by a worker of its own. The count may
-# only ever grow, never shrink: an account keeps the shard it was filed under until it is next claimed
-# or rescheduled (then it moves to its shard under the count of the day), and planners plan every index
-# below the count, so accounts filed under a smaller count are still found, without a migration.
+# The refresh schedule's shards (GSI1PK REFRESH#<provider>#<n>; REFRESH#<n> for accounts filed before
+# the provider was in the key), each planned by a worker of its own. The count may only ever grow, never
+# shrink: an account keeps the shard it was filed under until it is next claimed or rescheduled (then it
+# moves to its shard under the count of the day), and planners plan every index below the count, of each
+# provider and of the keys without one, so accounts filed under a smaller count are still found, without
+# a migration.
 REFRESH_SHARDS = 8
 # A shard is one byte of the account id's digest, modulo the count.
 MAX_REFRESH_SHARDS = 256
@@ -170,15 +178,22 @@ def deleting_account_sk(deleting_since: datetime, user_id: str, account_id: str)
 
 
 # ---------------------------------------------------------------------- the refresh schedule (GSI1)
-def refresh_pk(shard: int) -> str:
-    return f"{REFRESH}{shard}"
+def refresh_pk(shard: int, provider: str | None = None) -> str:
+    """A shard of the provider's refresh schedule; without a provider, the shard as keys were written
+    before the provider was in them (still planned: those accounts move as they are next claimed)."""
+    if provider is None:
+        return f"{REFRESH}{shard}"
+    if SEPARATOR in provider:
+        raise ValueError("provider names never contain '#'")
+    return f"{REFRESH}{provider}#{shard}"
 
 
-def refresh_shard(account_id: str) -> str:
-    """The GSI1PK of the account's refresh schedule: one of ``REFRESH_SHARDS`` (read at each call, so a
-    grown count files accounts anew), by a digest of its id."""
+def refresh_shard(account_id: str, provider: str | None = None) -> str:
+    """The GSI1PK of the account's refresh schedule: one of ``REFRESH_SHARDS`` of its provider (the count
+    read at each call, so a grown count files accounts anew), by a digest of its id. Accounts are
+    filed with their provider; without one, this is the key they were filed under before."""
     digest = hashlib.sha256(account_id.encode()).digest()
-    return refresh_pk(digest[0] % REFRESH_SHARDS)
+    return refresh_pk(digest[0] % REFRESH_SHARDS, provider)
 
 
 def refresh_shards() -> range:
@@ -305,6 +320,16 @@ def rate_pk(provider: str) -> str:
 
 def rate_sk(second: int) -> str:
     return f"{SECOND}{second}"
+
+
+# ---------------------------------------------------------------------- scheduled refreshes admitted
+def admission_pk(provider: str) -> str:
+    return f"{ADMIT}{provider}"
+
+
+def admission_sk(hour: int) -> str:
+    """The counter of the hour that starts at epoch second ``hour``."""
+    return f"{HOUR}{hour}"
 
 
 # ---------------------------------------------------------------------- operator alerts

@@ -4,10 +4,10 @@ workers' units of planning to the PlanQueue."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from billhub import keys
 from billhub.models import FetchRequest
@@ -104,18 +104,30 @@ class FetchQueue:
             raise EnqueueFailed(f"fetch requests: {reasons}", [requests[index] for index in unsent]) from failures[0]
 
 
+def _registered_provider(name: str | None) -> str | None:
+    # Imported here: the registry's adapters are needed only once a message names a provider.
+    from billhub.providers import REGISTRY
+
+    if name is not None and name not in REGISTRY:
+        raise ValueError(f"'{name}' is not a registered provider")
+    return name
+
+
 class ShardWork(BaseModel):
-    """One shard worker's unit of work, a PlanQueue message: plan the due accounts of this shard."""
+    """One shard worker's unit of work, a PlanQueue message: plan the due accounts of this shard of this
+    provider's schedule; without a provider (as every message was before providers were in the keys),
+    of the keys written before."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     shard: int = Field(ge=0, lt=keys.MAX_REFRESH_SHARDS)
+    provider: Annotated[str | None, AfterValidator(_registered_provider)] = None
 
 
 class DispatchFailed(RuntimeError):
-    """SQS did not take every shard's unit of work (the shards named were not queued)."""
+    """SQS did not take every shard's unit of work (the units named were not queued)."""
 
-    def __init__(self, message: str, unsent: Sequence[int]) -> None:
+    def __init__(self, message: str, unsent: Sequence[ShardWork]) -> None:
         super().__init__(message)
         self.unsent = list(unsent)
 
@@ -127,9 +139,10 @@ class PlanQueue:
         self._sqs = sqs
         self._url = queue_url
 
-    def send(self, shards: Sequence[int]) -> None:
-        """One message per shard, 10 a request; ``DispatchFailed`` unless SQS took them all."""
+    def send(self, work: Sequence[ShardWork]) -> None:
+        """One message per unit of work, 10 a request; ``DispatchFailed`` unless SQS took them all."""
         try:
-            _send_in_batches(self._sqs, self._url, shards, lambda shard: ShardWork(shard=shard).model_dump_json())
+            # A legacy shard's message stays {"shard": n}, as every message was before providers.
+            _send_in_batches(self._sqs, self._url, work, lambda unit: unit.model_dump_json(exclude_none=True))
         except _NotAllSent as failure:
             raise DispatchFailed(f"shards' work: {failure.reason}", failure.unsent) from failure

@@ -47,6 +47,15 @@ class _ProviderSlots:
             self.second, self.left, self.closed, self.taken = second, 0, False, 0
 
 
+def provider_limits(agreed_limits: Mapping[str, int] | None = None) -> dict[str, int]:
+    """Each registered provider's requests per second: its published limit, or the one agreed with it
+    where ``agreed_limits`` (the deployment's PROVIDER_RATE_LIMITS) names one."""
+    from billhub.providers import REGISTRY
+
+    agreed = agreed_limits or {}
+    return {name: agreed.get(name, adapter.requests_per_second) for name, adapter in REGISTRY.items()}
+
+
 class ProviderRateLimiter:
     def __init__(
         self,
@@ -72,11 +81,7 @@ class ProviderRateLimiter:
     ) -> ProviderRateLimiter:
         """A limiter holding every registered provider to its published limit, or to the limit agreed
         with it where ``agreed_limits`` names one."""
-        from billhub.providers import REGISTRY
-
-        agreed = agreed_limits or {}
-        limits = {name: agreed.get(name, adapter.requests_per_second) for name, adapter in REGISTRY.items()}
-        return cls(budgets, limits, max_wait_seconds)
+        return cls(budgets, provider_limits(agreed_limits), max_wait_seconds)
 
     async def acquire(self, provider: str) -> None:
         """Takes one request slot, waiting for the next second if this one is full; ``ProviderBusy``

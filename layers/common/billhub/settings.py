@@ -99,7 +99,13 @@ def _every_registered_provider_reachable(
 ProviderName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{1,31}$")]
 
 
-class ProviderSettings(_EnvSettings):
+class RateLimitSettings(_EnvSettings):
+    # Requests per second per provider where they differ from the adapter's published limit (JSON): what
+    # the fetchers and linkers hold each provider to, and what the planner admits scheduled refreshes by.
+    PROVIDER_RATE_LIMITS: Json[dict[str, PositiveInt]] = Field(default_factory=dict)
+
+
+class ProviderSettings(RateLimitSettings):
     # Never echo the input in an error: the environment a function validates holds AWS credentials.
     model_config = ConfigDict(hide_input_in_errors=True)
 
@@ -112,8 +118,6 @@ class ProviderSettings(_EnvSettings):
     # The service's OAuth2 client registrations at the providers that need one.
     PROVIDER_CLIENTS_SECRET_ARN: str
     PROVIDER_CLIENTS_MAX_AGE_SECONDS: int = Field(default=300, ge=0)
-    # Requests per second per provider where they differ from the adapter's published limit (JSON).
-    PROVIDER_RATE_LIMITS: Json[dict[str, PositiveInt]] = Field(default_factory=dict)
 
 
 def _public_base_url(value: HttpUrl) -> str:
@@ -150,7 +154,7 @@ class LinkSettings(TableSettings, ProviderSettings, JwtSettings, FetchLaneSettin
         return f"{self.PUBLIC_BASE_URL}/accounts/oauth/{provider}/callback"
 
 
-class PlannerSettings(TableSettings, FetchLaneSettings):
+class PlannerSettings(TableSettings, FetchLaneSettings, RateLimitSettings):
     # The scheduled run puts one unit of work per refresh shard here; the planner's shard workers take them.
     PLAN_QUEUE_URL: str
 

@@ -70,6 +70,9 @@ class ProviderAdapter(ABC):
     category: ClassVar[Category]
     # The provider's published limit; the service keeps under it whatever the concurrency (ratelimit.py).
     requests_per_second: ClassVar[int]
+    # The provider requests one scheduled refresh of an account takes (its pages of bills, and a token
+    # when each fetch needs its own): what the planner's hourly admissions are counted in (admission.py).
+    requests_per_refresh: ClassVar[int]
     auth: ClassVar[ProviderAuth]
     credentials_model: ClassVar[type[BaseModel]]
 

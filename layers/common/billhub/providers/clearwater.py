@@ -66,6 +66,9 @@ class _BillsPage(Payload):
 class ClearWaterAdapter(ProviderAdapter):
     name: ClassVar[str] = "clearwater"
     requests_per_second: ClassVar[int] = 25
+    # 24 months of bills in pages of _PAGE_SIZE (12): 2 pages (mock_provider/clearwater.py); an API key,
+    # no token requests.
+    requests_per_refresh: ClassVar[int] = 2
     auth = ApiKeyHeader("X-Api-Key")
     credentials_model: ClassVar[type[BaseModel]] = ClearWaterCredentials
 

@@ -69,6 +69,9 @@ class _InvoicesPage(Payload):
 class FibreLinkAdapter(ProviderAdapter):
     name: ClassVar[str] = "fibrelink"
     requests_per_second: ClassVar[int] = 15
+    # 24 months of bills in the provider's pages of 8 (mock_provider/fibrelink.py PAGE_SIZE, followed by
+    # next link): 3 pages; HTTP Basic, no token requests.
+    requests_per_refresh: ClassVar[int] = 3
     auth = HttpBasic()
     credentials_model: ClassVar[type[BaseModel]] = FibreLinkCredentials
 

@@ -55,6 +55,9 @@ class _StatementsPage(Payload):
 class SparkGridAdapter(ProviderAdapter):
     name: ClassVar[str] = "sparkgrid"
     requests_per_second: ClassVar[int] = 20
+    # One token request (a day after the last fetch its access token has expired) and 24 months of bills
+    # in pages of _PAGE_SIZE (12): 2 pages, as mock_provider/sparkgrid.py pages them.
+    requests_per_refresh: ClassVar[int] = 3
     # Its token and authorize endpoints are configured (ProviderEndpoints), as real providers host them apart.
     auth = AuthorizationCodeGrant(scope="bills:read")
     credentials_model: ClassVar[type[BaseModel]] = OAuthTokens

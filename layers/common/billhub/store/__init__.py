@@ -24,7 +24,7 @@ from billhub.store.deletions import AccountDeletions, UserDeletions
 from billhub.store.errors import AccountGone, BillsLeftBehind, ConcurrentUpdate
 from billhub.store.jobs import RefreshJobs
 from billhub.store.oauth_states import LinksInProgress
-from billhub.store.schedule import DueRefresh, RefreshSchedule
+from billhub.store.schedule import DueRefresh, RefreshSchedule, RefreshShard
 from billhub.store.sign_in import SignInChecks
 from billhub.store.users import Users
 
@@ -40,6 +40,7 @@ __all__ = [
     "BillsTable",
     "ConcurrentUpdate",
     "DueRefresh",
+    "RefreshShard",
     "StoredAccount",
     "StoredBill",
 ]

@@ -154,7 +154,7 @@ class Accounts(Table):
                 "credentials_version": 1,
                 "link_key": link_key,
                 "identity_pending": identity_pending or None,
-                "GSI1PK": keys.refresh_shard(account.account_id),
+                "GSI1PK": keys.refresh_shard(account.account_id, account.provider),
                 "GSI1SK": keys.refresh_sk(account.account_id, account.next_refresh_at, account.refresh_interval),
             }
         )
@@ -221,6 +221,8 @@ class Accounts(Table):
                 "credentials = :credentials",
                 "credentials_version = credentials_version + :one",
                 "next_refresh_at = :now",
+                # Filed under its provider's shard of today's count, as a reschedule files it.
+                "GSI1PK = :shard",
                 "GSI1SK = :due",
             ]
             # The key carries the interval read with ``stored``: it must still be the account's.
@@ -231,6 +233,7 @@ class Accounts(Table):
                     ":credentials": credentials_ciphertext,
                     ":one": 1,
                     ":now": _iso(now),
+                    ":shard": keys.refresh_shard(account.account_id, account.provider),
                     ":due": keys.refresh_sk(account.account_id, now, account.refresh_interval),
                     **seen,
                 }

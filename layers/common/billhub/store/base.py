@@ -156,8 +156,13 @@ class Table:
         """A conditional ``UpdateItem`` of one account (the account's own writes make them, and so do the
         saves of its bills); False when its condition did not hold, ``ConcurrentUpdate`` when it kept
         meeting other transactions in flight."""
+        return self._update_account_returning(user_id, account_id, **update) is not None
+
+    def _update_account_returning(self, user_id: str, account_id: str, **update: Any) -> dict[str, Any] | None:
+        """As ``_update_account``, with the attributes its ``ReturnValues`` asked for ({} when none);
+        None when its condition did not hold."""
         try:
-            _retrying_conflicts(
+            response = _retrying_conflicts(
                 lambda: self._client.update_item(
                     TableName=self._table,
                     Key=_to_item({"PK": keys.user_pk(user_id), "SK": keys.account_sk(account_id)}),
@@ -167,6 +172,6 @@ class Table:
             )
         except ClientError as error:
             if _is_conditional_failure(error):
-                return False
+                return None
             raise
-        return True
+        return _from_item(response.get("Attributes", {}))

@@ -22,7 +22,7 @@ from billhub.models import (
 if TYPE_CHECKING:
     from billhub.store.accounts import StoredAccount
     from billhub.store.bill_queries import BillQuery
-    from billhub.store.schedule import DueRefresh
+    from billhub.store.schedule import DueRefresh, RefreshShard
     from billhub.store.service_records import SecondLease
 
 
@@ -79,13 +79,13 @@ class UserStore(Protocol):
 class RefreshScheduleStore(Protocol):
     """The accounts' next refreshes (``billhub.store.schedule.RefreshSchedule``)."""
 
-    def claim_due_refresh(self, due: DueRefresh, next_refresh_at: datetime) -> bool: ...
+    def claim_due_refresh(self, due: DueRefresh, next_refresh_at: datetime) -> DueRefresh | None: ...
 
     def release_refresh_claim(self, due: DueRefresh, claimed_until: datetime) -> bool: ...
 
     def reschedule(self, account: Account, next_refresh_at: datetime, refresh_interval: RefreshInterval) -> bool: ...
 
-    def due_refreshes(self, now: datetime, shards: Iterable[int] | None = None) -> Iterator[DueRefresh]: ...
+    def due_refreshes(self, now: datetime, shards: Iterable[RefreshShard]) -> Iterator[DueRefresh]: ...
 
 
 class AccountStore(Protocol):
@@ -196,6 +196,13 @@ class RequestBudgetStore(Protocol):
     """The providers' per-second request counters (``billhub.store.service_records.RequestBudgets``)."""
 
     def lease(self, provider: str, second: int, budget: int, wanted: int) -> SecondLease: ...
+
+
+class AdmissionStore(Protocol):
+    """The providers' per-hour counters of scheduled refreshes admitted
+    (``billhub.store.service_records.AdmissionCounters``)."""
+
+    def lease(self, provider: str, hour: int, cap: int, wanted: int) -> int: ...
 
 
 class AlertMarkerStore(Protocol):
