@@ -24,7 +24,7 @@ from billhub.deferral import FetchDeferrals
 from billhub.fetching import Fetcher, FetchResult, Safeguards, alert_when_a_circuit_opens
 from billhub.metrics import FetchMetrics
 from billhub.models import FetchRequest
-from billhub.providers.http import RetryPolicy
+from billhub.providers.http import RetryPolicy, tls_context
 from billhub.providers.session import ProviderConnector, ProviderDirectory
 from billhub.ratelimit import ProviderRateLimiter
 from billhub.runtime import aws_client, utc_now
@@ -96,7 +96,7 @@ def directory() -> ProviderDirectory:
 async def fetch_record(record: SQSRecord) -> FetchResult:
     # A message that is not a FetchRequest fails here on every delivery and ends in the DLQ.
     request = FetchRequest.model_validate_json(record.body)
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(verify=tls_context()) as client:
         connector = ProviderConnector(
             client, directory(), utc_now, retry_policy, FETCH_DEADLINE_SECONDS, rate_limiter=rate_limiter()
         )
