@@ -21,6 +21,7 @@ from billhub.circuit import DEFAULT_CONFIG as CIRCUIT_DEFAULTS
 from billhub.circuit import ProviderCircuits
 from billhub.credentials import CredentialVault
 from billhub.deferral import FetchDeferrals
+from billhub.fetch_recorder import FetchLogFormatter
 from billhub.fetching import Fetcher, FetchResult, Safeguards, alert_when_a_circuit_opens
 from billhub.metrics import FetchMetrics
 from billhub.models import FetchRequest
@@ -32,7 +33,7 @@ from billhub.settings import FetchSettings
 from billhub.store import BillsTable
 from billhub.store.service_records import AlertMarkers, RequestBudgets
 
-logger = Logger()
+logger = Logger(logger_formatter=FetchLogFormatter())
 settings = FetchSettings.from_environ(os.environ)
 # Report every failed record, even when the whole batch failed, so the queue retries record by record.
 processor = AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
