@@ -22,10 +22,11 @@ from billhub.circuit import DEFAULT_CONFIG as CIRCUIT_DEFAULTS
 from billhub.circuit import ProviderCircuits
 from billhub.credentials import CredentialVault
 from billhub.deferral import FetchDeferrals
+from billhub.fetch_recorder import FetchLogFormatter
 from billhub.fetching import Fetcher, FetchResult, Safeguards, alert_when_a_circuit_opens
 from billhub.metrics import FetchMetrics
 from billhub.models import FetchRequest
-from billhub.providers.http import RetryPolicy
+from billhub.providers.http import RetryPolicy, tls_context
 from billhub.providers.session import ProviderConnector, ProviderDirectory
 from billhub.ratelimit import ProviderRateLimiter
 from billhub.runtime import aws_client, utc_now
@@ -33,7 +34,7 @@ from billhub.settings import FetchSettings
 from billhub.store import BillsTable
 from billhub.store.service_records import AlertMarkers, RequestBudgets
 
-logger = Logger()
+logger = Logger(logger_formatter=FetchLogFormatter())
 settings = FetchSettings.from_environ(os.environ)
 # Report every failed record, even when the whole batch failed, so the queue retries record by record.
 processor = AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
@@ -97,7 +98,7 @@ def directory() -> ProviderDirectory:
 async def fetch_record(record: SQSRecord) -> FetchResult:
     # A message that is not a FetchRequest fails here on every delivery and ends in the DLQ.
     request = FetchRequest.model_validate_json(record.body)
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(verify=tls_context()) as client:
         connector = ProviderConnector(
             client, directory(), utc_now, retry_policy, FETCH_DEADLINE_SECONDS, rate_limiter=rate_limiter()
         )

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+from aws_lambda_powertools.logging.types import LogRecord
 
 from billhub.alerts import AdminAlerts
 from billhub.circuit import ProviderCircuits
@@ -42,6 +44,21 @@ DELETED = JobAccountResult(status="failed", error="The account was deleted.")
 NOT_LINKED = JobAccountResult(status="failed", error="The account needs to be linked again.")
 # Credential refusals at one provider within this window that make an incident worth an alert.
 CREDENTIAL_BURST = (5, 600)
+
+
+# Keys Powertools puts on every line that tell nothing the log group and the invocation's request id do
+# not already tell (CloudWatch Logs bills ingestion per byte, and the fetcher writes a line per account):
+# the function's name, ARN and memory size (one log group per function; the REPORT line gives the
+# memory), and the asyncio task's name (Python 3.12's ``taskName``, a counter of no meaning).
+LOG_KEYS_DROPPED = frozenset({"function_name", "function_arn", "function_memory_size", "taskName"})
+
+
+class FetchLogFormatter(LambdaPowertoolsFormatter):
+    """Powertools' JSON lines without ``LOG_KEYS_DROPPED``; the request id, cold start, level, location,
+    message, timestamp, service and each line's own fields stay."""
+
+    def serialize(self, log: LogRecord) -> str:
+        return super().serialize({key: value for key, value in log.items() if key not in LOG_KEYS_DROPPED})
 
 
 def off_loop[**Params, Result](call: Callable[Params, Result]) -> Callable[Params, Awaitable[Result]]:
