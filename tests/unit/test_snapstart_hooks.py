@@ -101,3 +101,15 @@ def test_after_a_restore_random_draws_differ_between_environments_of_one_snapsho
     without_the_hook = [random.random() for _ in range(4)]
     random.seed(1234)
     assert without_the_hook == [random.random() for _ in range(4)]
+
+
+def test_a_restored_environment_builds_its_own_tls_context() -> None:
+    from billhub.providers.http import tls_context
+
+    # Given a TLS context built before the snapshot, and shared by every client while warm
+    before = tls_context()
+    assert tls_context() is before
+    # When the environment is restored
+    snapstart.forget_shared_state()
+    # Then its clients get a context of its own, built after the restore
+    assert tls_context() is not before

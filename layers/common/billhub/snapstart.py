@@ -46,6 +46,10 @@ def forget_shared_state() -> None:
     constants = sys.modules.get("aws_lambda_powertools.utilities.parameters.constants")
     for provider in getattr(constants, "DEFAULT_PROVIDERS", {}).values():
         provider.clear_cache()
+    # The shared TLS context, if one was built before the snapshot: each environment builds its own.
+    http = sys.modules.get("billhub.providers.http")
+    if http is not None:
+        http.tls_context.cache_clear()
 
 
 def prepare_secrets() -> None:
