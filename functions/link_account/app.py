@@ -38,6 +38,9 @@ settings = LinkSettings.from_environ(os.environ)
 # Each provider step of a link (verify; or exchange the code, then verify) fits in this, so even the
 # OAuth callback's two steps answer well inside the function's 15 s timeout.
 LINK_DEADLINE_SECONDS = 6.0
+# Long enough to ride out a throttled lease's retry (botocore's backoff is up to 1 s, then 2 s) and the
+# fetchers' lanes at their limit, short enough to leave the provider's calls most of the deadline.
+LINK_BUDGET_WAIT_SECONDS = 2.5
 AccountIdPath = Annotated[str, Path(pattern=r"^[a-f0-9]{32}$")]
 OAUTH_VALUE = r"^[\x21-\x7e]+$"  # printable ASCII without spaces, as accounts.OAuthCallback takes it
 
@@ -90,9 +93,12 @@ def idempotency() -> IdempotentRoutes:
 
 @cache
 def rate_limiter() -> ProviderRateLimiter:
-    # The same budget the fetchers share; a user waits at most a second for a slot, else the link is pending.
+    # The same budget the fetchers share; a user waits at most LINK_BUDGET_WAIT_SECONDS for a slot, else the
+    # link is pending (an OAuth callback, whose code is single-use, answers 503).
     budgets = RequestBudgets(aws_client("dynamodb"), settings.TABLE_NAME)
-    return ProviderRateLimiter.for_registered_providers(budgets, 1.0, agreed_limits=settings.PROVIDER_RATE_LIMITS)
+    return ProviderRateLimiter.for_registered_providers(
+        budgets, LINK_BUDGET_WAIT_SECONDS, agreed_limits=settings.PROVIDER_RATE_LIMITS
+    )
 
 
 def _import_provider_plumbing() -> None:
