@@ -95,15 +95,7 @@ def local_moto() -> Iterator[tuple[Any, int]]:
 def test_a_cancelled_transaction_leaves_every_item_as_it_was(local_moto: tuple[Any, int]) -> None:
     # Given the local moto server (its rollback copies only the partitions a transaction writes)
     client, port = local_moto
-    client.create_table(
-        TableName="t",
-        KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"}, {"AttributeName": "SK", "KeyType": "RANGE"}],
-        AttributeDefinitions=[
-            {"AttributeName": "PK", "AttributeType": "S"},
-            {"AttributeName": "SK", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    _table(client, "t")
     for partition in ("U1", "U2"):
         client.put_item(TableName="t", Item={"PK": {"S": partition}, "SK": {"S": "A"}, "n": {"N": "1"}})
     update: Any = {
@@ -352,15 +344,7 @@ def _table(client: Any, name: str) -> None:
 def test_one_item_requests_are_counted_by_the_kind_of_item(local_moto: tuple[Any, int]) -> None:
     # Given the local moto server and a table holding a user's account and a rate counter
     client, port = local_moto
-    client.create_table(
-        TableName="kinds",
-        KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"}, {"AttributeName": "SK", "KeyType": "RANGE"}],
-        AttributeDefinitions=[
-            {"AttributeName": "PK", "AttributeType": "S"},
-            {"AttributeName": "SK", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    _table(client, "kinds")
     account = {"PK": {"S": "USER#u1"}, "SK": {"S": "ACCOUNT#a1"}}
     rate = {"PK": {"S": "RATE#northgas"}, "SK": {"S": "SECOND#1"}}
     before = httpx.get(f"http://127.0.0.1:{port}/_localcloud/requests/by-item").json().get("UpdateItem", {})
