@@ -19,6 +19,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -60,6 +61,9 @@ def _offline_value(parameters: dict[str, str], value: Any) -> str:
         return _PLACEHOLDER_ARN.format(argument)
     if key == "Fn::GetAtt":
         return _PLACEHOLDER_ARN.format(".".join(argument))
+    if key == "Fn::Sub" and isinstance(argument, str):
+        # Each ${Name} as a Ref of it (the fetch lanes' JSON map of queue URLs, say), so the text keeps its shape.
+        return re.sub(r"\$\{([^}]+)\}", lambda name: _offline_value(parameters, {"Ref": name[1]}), argument)
     return _PLACEHOLDER_ARN.format(key)
 
 
