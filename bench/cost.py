@@ -85,7 +85,6 @@ def estimate(benchmarks: dict[str, Any]) -> dict[str, Any]:
         return {name.split(".")[-1]: count for name, count in per_account.items() if name.startswith(f"{service}.")}
 
     dynamodb = per_fetch("DynamoDB")
-    table_write_units = sum(write_units_per_request[op] * n for op, n in dynamodb.items() if op in WRITE_UNITS)
     if by_item:
         table_write_units = sum(
             WRITE_UNITS[op] * n for op, n in dynamodb.items() if op in WRITE_UNITS and op not in by_item
@@ -95,11 +94,13 @@ def estimate(benchmarks: dict[str, Any]) -> dict[str, Any]:
             if op in WRITE_UNITS
             for kind, n in kinds.items()
         )
+    else:
+        table_write_units = sum(write_units_per_request[op] * n for op, n in dynamodb.items() if op in WRITE_UNITS)
     write_units = table_write_units + GSI_WRITE_UNITS_PER_FETCH
     read_units = sum(READ_UNITS.get(op, 1) * n for op, n in dynamodb.items() if op in READ_UNITS)
     provider_requests = refresh["provider_requests_per_account"]
     fetcher = refresh["fetcher"]
-    fetcher_mb = _fetcher_memory_mb()
+    fetcher_mb = fetcher_memory_mb()
     lambda_time = fetcher_seconds_on_aws(refresh, fetcher_mb)
     lines = [
         Line(
@@ -231,7 +232,7 @@ def fetcher_seconds_on_aws(refresh: dict[str, Any], memory_mb: int) -> dict[str,
     }
 
 
-def _fetcher_memory_mb() -> int:
+def fetcher_memory_mb() -> int:
     template = load_template()
     default_mb = template.get("Globals", {}).get("Function", {}).get("MemorySize", 128)
     return int(template["Resources"]["FetchProviderFunction"]["Properties"].get("MemorySize", default_mb))

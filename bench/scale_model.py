@@ -12,9 +12,8 @@ import math
 import sys
 from typing import Any
 
-from bench.cost import fetcher_seconds_on_aws
+from bench.cost import fetcher_memory_mb, fetcher_seconds_on_aws
 from localcloud.runtime import LAYER_DIR
-from localcloud.template import load_template
 
 if str(LAYER_DIR) not in sys.path:
     sys.path.insert(0, str(LAYER_DIR))
@@ -43,7 +42,7 @@ def estimate(benchmarks: dict[str, Any]) -> dict[str, Any]:
     due_per_second = ACCOUNTS / SECONDS_PER_DAY
     providers = _providers(refresh)
     accounts_per_provider = ACCOUNTS / len(providers)
-    fetcher_mb = _fetcher_memory_mb()
+    fetcher_mb = fetcher_memory_mb()
     fetcher_seconds = fetcher_seconds_on_aws(scheduled, fetcher_mb)["seconds_per_account"]
     requests = scheduled["aws_requests_per_account"]
     dynamodb_requests = sum(n for op, n in requests.items() if op.startswith("DynamoDB."))
@@ -137,12 +136,6 @@ def _providers(refresh: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "daily_capacity": math.floor(p["limit"] * SECONDS_PER_DAY / per_account),
         }
     return figures
-
-
-def _fetcher_memory_mb() -> int:
-    template = load_template()
-    default_mb = template.get("Globals", {}).get("Function", {}).get("MemorySize", 128)
-    return int(template["Resources"]["FetchProviderFunction"]["Properties"].get("MemorySize", default_mb))
 
 
 def report(model: dict[str, Any]) -> str:
