@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -24,10 +25,32 @@ from localcloud.template import ROOT
 STARTUP_TIMEOUT = 90
 
 
+# Ports are picked below the kernel's ephemeral range: a port the kernel handed out (bind to 0) can be
+# taken as the source port of any outgoing connection once its server stops, and a restart on it then
+# fails with "address in use" (seen in CI when the local cloud restarted on its ports).
+LISTEN_PORTS = range(20000, 32768)
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
 def free_port() -> int:
+    """A loopback port nothing listens on, outside the ephemeral range where the kernel allows it."""
+    candidates = _listen_ports()
+    for _ in range(200):
+        port = random.choice(candidates)
+        with socket.socket() as sock, contextlib.suppress(OSError):
+            sock.bind(("127.0.0.1", port))
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _listen_ports() -> range:
+    try:
+        low = int(EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return LISTEN_PORTS
+    return range(LISTEN_PORTS.start, low) if low > LISTEN_PORTS.start + 1000 else LISTEN_PORTS
 
 
 def wait_for[T](condition: Callable[[], T | None], timeout: float, what: str, interval: float = 0.2) -> T:
