@@ -190,6 +190,49 @@ def _subscription(
     return arn, {"Arn": arn}
 
 
+def _event_bus(client_for: ClientFactory, name: str, props: dict[str, Any], stack: Stack) -> tuple[str, dict[str, str]]:
+    client = client_for("events")
+    bus_name = props.get("Name", name)
+    try:
+        arn = client.describe_event_bus(Name=bus_name)["Arn"]
+    except client.exceptions.ResourceNotFoundException:
+        arn = client.create_event_bus(Name=bus_name)["EventBusArn"]
+    return bus_name, {"Arn": arn, "Name": bus_name}
+
+
+def _event_rule(
+    client_for: ClientFactory, name: str, props: dict[str, Any], stack: Stack
+) -> tuple[str, dict[str, str]]:
+    # moto matches a rule without a pattern to every event (AWS refuses one): the template always gives one.
+    client = client_for("events")
+    bus = props.get("EventBusName", "default")
+    arn = client.put_rule(
+        Name=name,
+        EventBusName=bus,
+        EventPattern=json.dumps(props["EventPattern"]),
+        State=props.get("State", "ENABLED"),
+        Description=props.get("Description", ""),
+    )["RuleArn"]
+    targets = [
+        {key: target[key] for key in ("Id", "Arn", "DeadLetterConfig", "RetryPolicy", "Input") if key in target}
+        for target in props.get("Targets", [])
+    ]
+    if targets:
+        client.put_targets(Rule=name, EventBusName=bus, Targets=targets)
+    # A rule on a custom bus is named "<bus>|<rule>" where CloudFormation's Ref answers it.
+    ref = name if bus == "default" else f"{bus}|{name}"
+    return ref, {"Arn": arn}
+
+
+def _queue_policy(
+    client_for: ClientFactory, name: str, props: dict[str, Any], stack: Stack
+) -> tuple[str, dict[str, str]]:
+    client = client_for("sqs")
+    for url in props["Queues"]:
+        client.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(props["PolicyDocument"])})
+    return name, {}
+
+
 CREATORS: dict[str, Creator] = {
     "AWS::DynamoDB::Table": _table,
     "AWS::SQS::Queue": _queue,
@@ -198,6 +241,9 @@ CREATORS: dict[str, Creator] = {
     "AWS::SecretsManager::Secret": _secret,
     "AWS::CloudWatch::Alarm": _alarm,
     "AWS::SNS::Subscription": _subscription,
+    "AWS::Events::EventBus": _event_bus,
+    "AWS::Events::Rule": _event_rule,
+    "AWS::SQS::QueuePolicy": _queue_policy,
 }
 
 

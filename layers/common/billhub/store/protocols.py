@@ -21,6 +21,7 @@ from billhub.models import (
 
 if TYPE_CHECKING:
     from billhub.store.accounts import StoredAccount
+    from billhub.webhook_models import Delivery, DeliveryRef, Webhook, WebhookSecret
     from billhub.store.bill_queries import BillQuery
     from billhub.store.schedule import DueRefresh, RefreshShard
     from billhub.store.service_records import SecondLease
@@ -159,6 +160,38 @@ class UserDeletionStore(Protocol):
     def unfinished_user_deletions(self, started_before: datetime) -> Iterator[str]: ...
 
     def user_being_deleted(self, user_id: str) -> User | None: ...
+
+
+class WebhookStore(Protocol):
+    """A user's webhooks (``billhub.store.webhooks.Webhooks``)."""
+
+    def create_webhook(self, webhook: Webhook, limit: int) -> bool: ...
+
+    def list_webhooks(self, user_id: str) -> list[Webhook]: ...
+
+    def get_webhook(self, user_id: str, webhook_id: str) -> Webhook | None: ...
+
+    def delete_webhook(self, user_id: str, webhook_id: str) -> bool: ...
+
+    def replace_secrets(self, webhook: Webhook, secrets: tuple[WebhookSecret, ...]) -> bool: ...
+
+    def record_webhook_health(
+        self, webhook: Webhook, failing_since: datetime | None, disabled_at: datetime | None, reason: str | None
+    ) -> None: ...
+
+
+class DeliveryStore(Protocol):
+    """Each event's delivery to each webhook, and the delivery log (``billhub.store.deliveries.Deliveries``)."""
+
+    def start_delivery(self, delivery: Delivery, expires_at: datetime) -> bool: ...
+
+    def get_delivery(self, ref: DeliveryRef) -> Delivery | None: ...
+
+    def record_attempt(self, before: Delivery, after: Delivery, expires_at: datetime) -> bool: ...
+
+    def deliveries_page(
+        self, user_id: str, webhook_id: str, limit: int, cursor: str | None
+    ) -> tuple[list[Delivery], str | None]: ...
 
 
 class Repositories(Protocol):
