@@ -52,5 +52,7 @@ class EventBus:
             answer = self._client.put_events(Entries=entries)  # type: ignore[arg-type]
             if not answer.get("FailedEntryCount"):
                 return
-            entries = [entry for entry, result in zip(entries, answer["Entries"], strict=True) if result.get("ErrorCode")]
+            entries = [
+                entry for entry, result in zip(entries, answer["Entries"], strict=True) if result.get("ErrorCode")
+            ]
         raise EventsNotPublished(f"EventBridge refused {len(entries)} of the events")

@@ -80,4 +80,3 @@ def bill_event_data(bill_view: BaseModel, account_view: BaseModel | None = None)
 def account_event_data(account_view: BaseModel, **extra: Any) -> dict[str, Any]:
     """An account's event data: the account as ``GET /accounts`` answers it, and what the event adds."""
     return {"account": account_view.model_dump(mode="json"), **extra}
-

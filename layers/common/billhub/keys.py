@@ -11,6 +11,8 @@ The layout is ``docs/data-model.md``'s item table:
     USER#<uid>                     BILL#<provider>#<aid>#<bill>          one bill
     USER#<uid>                     DELETED#<aid>                         an account deleted lately
     USER#<uid>                     JOB#<job_id>                          refresh job
+    USER#<uid>                     WEBHOOK#<wid>                         a webhook
+    USER#<uid>                     DELIVERY#<wid>#<occurred_at>#<event>  an event's delivery to a webhook
     USER#<uid>                     OAUTHSTATE#<nonce>                    names the OAuth2 state below
     OAUTHSTATE#<nonce>             STATE                                 an OAuth2 link in progress
     LOGINATTEMPTS#<kind>#<digest>  WINDOW                                failed sign-ins per email / source IP
@@ -58,6 +60,8 @@ LINK = "LINK#"
 BILL = "BILL#"
 DELETED = "DELETED#"
 JOB = "JOB#"
+WEBHOOK = "WEBHOOK#"
+DELIVERY = "DELIVERY#"
 SECOND = "SECOND#"
 HOUR = "HOUR#"
 BURST_WINDOW = "WINDOW#"
@@ -80,6 +84,8 @@ PREFIXES = (
     BILL,
     DELETED,
     JOB,
+    WEBHOOK,
+    DELIVERY,
     SECOND,
     HOUR,
     BURST_WINDOW,
@@ -269,6 +275,30 @@ def issued_since(since: date) -> str:
 # ---------------------------------------------------------------------- refresh jobs
 def job_sk(job_id: str) -> str:
     return f"{JOB}{job_id}"
+
+
+# ---------------------------------------------------------------------- webhooks
+def webhook_sk(webhook_id: str) -> str:
+    return f"{WEBHOOK}{webhook_id}"
+
+
+def webhooks_prefix() -> str:
+    return WEBHOOK
+
+
+def deliveries_prefix(webhook_id: str) -> str:
+    """Every delivery to one webhook; in the order of their events' times."""
+    return f"{DELIVERY}{webhook_id}{SEPARATOR}"
+
+
+def delivery_sk(webhook_id: str, occurred_at: datetime, event_id: str) -> str:
+    return f"{deliveries_prefix(webhook_id)}{_iso(occurred_at)}{SEPARATOR}{event_id}"
+
+
+def is_delivery_sk(sort_key: str, webhook_id: str) -> bool:
+    """Whether ``sort_key`` is a delivery key of ``webhook_id`` (a cursor names one)."""
+    rest = sort_key.removeprefix(deliveries_prefix(webhook_id))
+    return rest != sort_key and rest.count(SEPARATOR) == 1 and all(rest.split(SEPARATOR))
 
 
 # ---------------------------------------------------------------------- OAuth2 links in progress

@@ -4,7 +4,8 @@ only, one repository per aggregate over the helpers of ``base``:
 - ``users``: profiles and email guards; ``sign_in``: failed sign-in counters;
 - ``accounts``: linked accounts and their link guards; ``schedule``: when each is refreshed next;
 - ``bills``: bills and their revisions; ``jobs``: refresh jobs; ``oauth_states``: OAuth2 links in progress;
-- ``deletions``: deleting an account, and a user.
+- ``deletions``: deleting an account, and a user;
+- ``webhooks``: a user's webhooks; ``deliveries``: each event's delivery to each, the delivery log.
 
 The formats of their keys (and every prefix) are in ``billhub/keys.py``, whose table lists every item;
 what each holds, and which module holds it, is in docs/data-model.md. The domain depends on the
@@ -21,12 +22,14 @@ from billhub.store.base import BATCH_WRITE_LIMIT, CONFLICT_ATTEMPTS
 from billhub.store.bill_queries import BillQuery
 from billhub.store.bills import Bills, StoredBill
 from billhub.store.deletions import AccountDeletions, UserDeletions
+from billhub.store.deliveries import Deliveries
 from billhub.store.errors import AccountGone, BillsLeftBehind, ConcurrentUpdate
 from billhub.store.jobs import RefreshJobs
 from billhub.store.oauth_states import LinksInProgress
 from billhub.store.schedule import DueRefresh, RefreshSchedule, RefreshShard
 from billhub.store.sign_in import SignInChecks
 from billhub.store.users import Users
+from billhub.store.webhooks import Webhooks
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -61,3 +64,5 @@ class BillsTable:
         self.oauth_states = LinksInProgress(client, table_name)
         self.account_deletions = AccountDeletions(client, table_name)
         self.user_deletions = UserDeletions(client, table_name)
+        self.webhooks = Webhooks(client, table_name)
+        self.deliveries = Deliveries(client, table_name)

@@ -21,10 +21,10 @@ from billhub.models import (
 
 if TYPE_CHECKING:
     from billhub.store.accounts import StoredAccount
-    from billhub.webhook_models import Delivery, DeliveryRef, Webhook, WebhookSecret
     from billhub.store.bill_queries import BillQuery
     from billhub.store.schedule import DueRefresh, RefreshShard
     from billhub.store.service_records import SecondLease
+    from billhub.webhook_models import Delivery, DeliveryRef, Webhook, WebhookSecret
 
 
 class RefreshJobStore(Protocol):
@@ -223,6 +223,12 @@ class Repositories(Protocol):
 
     @property
     def user_deletions(self) -> UserDeletionStore: ...
+
+    @property
+    def webhooks(self) -> WebhookStore: ...
+
+    @property
+    def deliveries(self) -> DeliveryStore: ...
 
 
 class RequestBudgetStore(Protocol):
