@@ -22,6 +22,7 @@ from billhub.circuit import DEFAULT_CONFIG as CIRCUIT_DEFAULTS
 from billhub.circuit import ProviderCircuits
 from billhub.credentials import CredentialVault
 from billhub.deferral import FetchDeferrals
+from billhub.event_bus import EventBus
 from billhub.fetch_recorder import FetchLogFormatter
 from billhub.fetching import Fetcher, FetchResult, Safeguards, alert_when_a_circuit_opens
 from billhub.metrics import FetchMetrics
@@ -86,7 +87,8 @@ def safeguards() -> Safeguards:
     )
     circuits = ProviderCircuits(persistence, config, on_transition=alert_when_a_circuit_opens(alerts()))
     deferrals = FetchDeferrals(aws_client("sqs"), settings.FETCH_QUEUE_URL, lanes=settings.FETCH_QUEUE_URLS)
-    return Safeguards(circuits=circuits, deferrals=deferrals, alerts=alerts(), metrics=metrics)
+    events = EventBus(aws_client("events"), settings.EVENT_BUS_NAME)
+    return Safeguards(circuits=circuits, deferrals=deferrals, alerts=alerts(), metrics=metrics, events=events)
 
 
 def directory() -> ProviderDirectory:

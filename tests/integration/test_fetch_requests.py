@@ -134,11 +134,13 @@ def test_a_scheduled_fetch_makes_only_the_requests_it_needs(
     every_dynamodb_request.clear()
     scheduled_fetch(api, load_handler, user_id, account_id)
     # Then its bills are read too, and one transaction writes the new bill with the account's summary
+    # and its bill.created event (in the account's outbox), which one update empties once it is published
     assert requests_of_the_fetch(every_dynamodb_request, user_id, account_id) == {
         ("GetItem", keys.ACCOUNT): 1,
         ("GetItem", keys.CIRCUIT_PK): 1,
         ("Query", keys.BILL): 1,
         ("TransactWriteItems", f"{keys.BILL}+{keys.ACCOUNT}"): 1,
+        ("UpdateItem", keys.ACCOUNT): 1,
     }
     assert len(api.bills_of(user_id, "clearwater")["bills"]) == 25
 

@@ -42,7 +42,7 @@ def alarms_on(template: dict[str, Any], queue: str) -> list[dict[str, Any]]:
 
 def test_every_dead_letter_queue_alarms_on_each_new_arrival_not_on_its_depth(template: dict[str, Any]) -> None:
     queues = dead_letter_queues(template)
-    assert queues == {"FetchDLQ", "PlanDLQ"}
+    assert queues == {"FetchDLQ", "PlanDLQ", "DeliveryDLQ"}
     for queue in queues:
         (alarm,) = alarms_on(template, queue)
         # Not the depth (in ALARM as long as one old message stays, so a second incident is silent), and

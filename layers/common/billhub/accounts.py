@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from billhub import outbox
 from billhub.catalog import ProviderName
 from billhub.credentials import CredentialVault
 from billhub.errors import Conflict, CredentialsRejected, NotFound, ProviderDown, ServiceError, TooManyAccounts
@@ -325,8 +326,14 @@ async def _repair(
                 f"These credentials open a different {adapter.display_name} account ({identity.masked}) "
                 f"than the one linked here ({stored.account.external_ref}); link it as a new account instead."
             )
+        # Back to active from needing its user: the account's next fetch publishes the event (billhub.outbox).
+        announce = (
+            outbox.serialised([outbox.restored(stored.account, stored.credentials_version + 1, now)])
+            if stored.account.status is AccountStatus.NEEDS_REAUTH
+            else []
+        )
         try:
-            store.accounts.relink(stored, identity.external_id, identity.masked, now, ciphertext)
+            store.accounts.relink(stored, identity.external_id, identity.masked, now, ciphertext, announce)
         except AlreadyExists as error:
             raise DifferentProviderAccount(
                 f"This {adapter.display_name} account ({identity.masked}) is already linked as another account."

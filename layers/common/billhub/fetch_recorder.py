@@ -7,7 +7,7 @@ calls in a thread, so the fetches of a batch keep running concurrently meanwhile
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -15,9 +15,12 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 from aws_lambda_powertools.logging.types import LogRecord
 
+from billhub import outbox
 from billhub.alerts import AdminAlerts
 from billhub.circuit import ProviderCircuits
 from billhub.deferral import FetchDeferrals
+from billhub.event_bus import EventPublisher
+from billhub.events import Event
 from billhub.fetch_outcomes import (
     Alert,
     AwaitingReauth,
@@ -32,10 +35,11 @@ from billhub.fetch_outcomes import (
     Skip,
 )
 from billhub.metrics import FetchMetrics
-from billhub.models import Account, FetchRequest, JobAccountResult
+from billhub.models import Account, Bill, FetchRequest, JobAccountResult
 from billhub.providers.base import ProviderAdapter
 from billhub.providers.session import ProviderSession
 from billhub.store import AccountGone, StoredAccount
+from billhub.store.bills import BillChanges
 from billhub.store.protocols import Repositories
 
 logger = Logger(child=True)
@@ -80,6 +84,7 @@ class AsyncStore:
         self.save_fetched_bills = off_loop(store.bills.save_fetched_bills)
         self.record_fetch_failure = off_loop(store.accounts.record_fetch_failure)
         self.mark_needs_reauth = off_loop(store.accounts.mark_needs_reauth)
+        self.clear_outbox = off_loop(store.accounts.clear_outbox)
         self.record_job_result = off_loop(store.jobs.record_job_result)
 
 
@@ -92,6 +97,8 @@ class Safeguards:
     deferrals: FetchDeferrals | None = None
     alerts: AdminAlerts | None = None
     metrics: FetchMetrics | None = None
+    # Where the users' events go (the EventBridge bus); None: they stay in the accounts' outboxes.
+    events: EventPublisher | None = None
 
 
 @dataclass(frozen=True)
@@ -141,17 +148,51 @@ class OutcomeRecorder:
         if self._guards.metrics is not None:
             self._guards.metrics.record(provider, outcome, latency_ms, retries)
 
+    async def publish_outbox(self, account: Account, entries: Sequence[str]) -> None:
+        """Puts the account's outbox ``entries`` on the bus, then empties the outbox of them; raises
+        ``FetchFailed`` if the bus refused them (the retry, or the next fetch, sends them again)."""
+        if not entries or self._guards.events is None:
+            return
+        await self._publish(outbox.parsed(entries))
+        await self._store.clear_outbox(account.user_id, account.account_id, list(entries))
+
+    async def _publish(self, events: Sequence[Event]) -> None:
+        publisher = self._guards.events
+        if publisher is None or not events:
+            return
+        try:
+            await off_loop(publisher.publish)(events)
+        except Exception as error:
+            logger.warning("events not published", extra={"events": len(events), "reason": str(error)})
+            raise FetchFailed("The account's events could not be published; they are sent again.") from error
+
     async def _fetched(self, outcome: Fetched, attempt: Attempt) -> FetchResult:
         account = attempt.account
+        announced: list[str] = []
+        kept = len(Bill.latest_revisions(outcome.bills))
+
+        def announce(changes: BillChanges) -> list[str]:
+            at = attempt.attempted_at
+            if changes.first_success:
+                events = [outbox.synced(account, kept, at)]
+            else:
+                today = at.date()
+                events = [outbox.bill_created(account, bill, at, today) for bill in changes.created]
+                events += [outbox.bill_updated(account, bill, at, today) for bill in changes.updated]
+            entries = outbox.serialised(events)
+            announced.extend(entries)
+            return entries
+
         try:
             # As of when the provider was asked: a slower, older fetch can then never overwrite this one.
             # The account as this fetch read it spares the save a read of its own (its conditions catch a change).
             changed = await self._store.save_fetched_bills(
-                account, outcome.bills, attempt.attempted_at, seen=attempt.current
+                account, outcome.bills, attempt.attempted_at, seen=attempt.current, announce=announce
             )
         except AccountGone:
             # Deleted while the provider answered: its bills must not come back.
             return await self.skipped(Gone())
+        await self.publish_outbox(account, announced)
         await self._report(JobAccountResult(status="succeeded"))
         logger.info(
             "fetched bills",
@@ -182,7 +223,11 @@ class OutcomeRecorder:
         return FetchResult(account.account_id, "gave_up")
 
     async def _needs_reauth(self, outcome: NeedsReauth, attempt: Attempt) -> FetchResult:
-        await self._store.mark_needs_reauth(attempt.current, outcome.error, attempt.attempted_at)
+        current = attempt.current
+        event = outbox.needs_reauth(current.account, current.credentials_version, outcome.error, attempt.attempted_at)
+        entries = outbox.serialised([event])
+        if await self._store.mark_needs_reauth(current, outcome.error, attempt.attempted_at, entries):
+            await self.publish_outbox(current.account, entries)
         await self._report(JobAccountResult(status="failed", error=outcome.error))
         if outcome.count_refusal:
             await self._count_credential_refusal(attempt.adapter)
@@ -220,9 +265,15 @@ class OutcomeRecorder:
             await raise_alert(self._guards.alerts, alert.incident, alert.subject, {"message": alert.message})
 
     async def _report(self, result: JobAccountResult) -> None:
+        """Records the account's result in its job; the result that completes the job announces it.
+        (Every later delivery of a message of the job finds it complete and announces it again, under
+        the same event id: a publish that failed is made good by the retry.)"""
         request = self._request
-        if request.job_id:
-            await self._store.record_job_result(request.user_id, request.job_id, request.account_id, result)
+        if not request.job_id:
+            return
+        job = await self._store.record_job_result(request.user_id, request.job_id, request.account_id, result)
+        if job is not None and job.status != "running":
+            await self._publish([outbox.refresh_completed(job, job.created_at)])
 
 
 async def raise_alert(alerts: AdminAlerts, incident: str, subject: str, details: dict[str, object]) -> None:

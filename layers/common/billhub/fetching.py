@@ -98,6 +98,8 @@ class Fetcher:
         if stored is None or stored.account.status is AccountStatus.DELETING:
             # Deleted (or being deleted) since the message was sent: nothing to do, and no retry.
             return await recorder.skipped(Gone())
+        # Events an earlier write left unpublished (a crash, a refused PutEvents) go out first.
+        await recorder.publish_outbox(stored.account, stored.outbox)
         if stored.account.status is AccountStatus.NEEDS_REAUTH:
             return await recorder.skipped(AwaitingReauth())
         return await self._measured(recorder, stored, receive_count)

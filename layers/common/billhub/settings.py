@@ -164,7 +164,12 @@ class RefreshSettings(TableSettings, FetchLaneSettings):
     MANUAL_REFRESH_MIN_INTERVAL_SECONDS: int = Field(default=300, ge=0)
 
 
-class FetchSettings(TableSettings, ProviderSettings, FetchLaneSettings):
+class EventBusSettings(_EnvSettings):
+    # The bus the users' events go to (billhub.event_bus), routed from there to the webhook deliveries.
+    EVENT_BUS_NAME: str = Field(min_length=1)
+
+
+class FetchSettings(TableSettings, ProviderSettings, FetchLaneSettings, EventBusSettings):
     # Deferred fetches go back to their provider's lane (FetchLaneSettings) as new, delayed messages.
     ALERTS_TOPIC_ARN: str
     FETCH_MAX_RECEIVE_COUNT: int = Field(ge=1)

@@ -7,6 +7,7 @@ Their deletion is ``store.deletions``'s; where an account sits in GSI1 while it 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,12 +17,14 @@ from botocore.exceptions import ClientError
 from billhub import keys
 from billhub.models import MAX_ACCOUNTS_PER_USER, Account, AccountStatus
 from billhub.store.base import (
+    OUTBOX_APPEND,
     Table,
     _condition_failed_at,
     _is_conditional_failure,
     _iso,
     _retrying_conflicts,
     _to_item,
+    outbox_values,
 )
 from billhub.store.errors import AlreadyExists, CapReached, ConcurrentUpdate, ItemMissing
 from billhub.store.schedule import _schedule_unchanged
@@ -39,6 +42,9 @@ class StoredAccount:
     bills_version: int = 0
     # The last fetch saved in full (``store.last_fetch``), as stored.
     last_fetch: str | None = None
+    # Events written with a change of the account or its bills and not yet known to be published
+    # (``billhub.outbox``): each an ``Event`` as JSON.
+    outbox: tuple[str, ...] = ()
 
     def is_link_of(self, provider: str, external_id: str) -> bool:
         """Whether the account is linked as that provider account (its link guard is that one's)."""
@@ -173,6 +179,7 @@ class Accounts(Table):
             identity_pending=bool(item.get("identity_pending")),
             bills_version=int(item.get("bills_version", 0)),
             last_fetch=str(item["last_fetch"]) if item.get("last_fetch") is not None else None,
+            outbox=tuple(str(event) for event in item.get("outbox", ())),
         )
 
     def save_renewed_credentials(self, stored: StoredAccount, credentials_ciphertext: bytes) -> bool:
@@ -193,8 +200,10 @@ class Accounts(Table):
         external_ref: str,
         now: datetime,
         credentials_ciphertext: bytes | None = None,
+        announce: Sequence[str] = (),
     ) -> None:
-        """Confirms whose provider account this is and makes it active again, keeping its id and bills.
+        """Confirms whose provider account this is and makes it active again, keeping its id and bills;
+        ``announce``: events to add to its outbox in the same write.
 
         New credentials (a repair) replace the old ones and the account is due for refresh at once.
         When the identity differs from the one linked (a pending account verified for the first
@@ -238,6 +247,9 @@ class Accounts(Table):
                     **seen,
                 }
             )
+        if announce:
+            assignments.append(OUTBOX_APPEND)
+            values.update(outbox_values(announce))
         update: Any = {
             "Update": {
                 "TableName": self._table,
@@ -304,13 +316,32 @@ class Accounts(Table):
             ),
         )
 
-    def mark_needs_reauth(self, stored: StoredAccount, error: str, attempted_at: datetime) -> bool:
+    def mark_needs_reauth(
+        self, stored: StoredAccount, error: str, attempted_at: datetime, announce: Sequence[str] = ()
+    ) -> bool:
         """Asks the user to act, unless the credentials changed since ``stored`` was read (a repair or
-        a renewal happened meanwhile, and the refusal was of credentials no longer held): then False."""
-        return self._update_while_credentials_held(
-            stored,
-            "SET last_attempt_at = :at, last_error = :error, #status = :needs_reauth",
-            {":at": _iso(attempted_at), ":error": error, ":needs_reauth": AccountStatus.NEEDS_REAUTH.value},
+        a renewal happened meanwhile, and the refusal was of credentials no longer held): then False.
+        ``announce``: events to add to the account's outbox in the same write."""
+        update = "SET last_attempt_at = :at, last_error = :error, #status = :needs_reauth"
+        values: dict[str, Any] = {
+            ":at": _iso(attempted_at),
+            ":error": error,
+            ":needs_reauth": AccountStatus.NEEDS_REAUTH.value,
+        }
+        if announce:
+            update += f", {OUTBOX_APPEND}"
+            values.update(outbox_values(announce))
+        return self._update_while_credentials_held(stored, update, values)
+
+    def clear_outbox(self, user_id: str, account_id: str, published: Sequence[str]) -> bool:
+        """Empties the account's outbox if it still holds exactly ``published`` (False: an event was
+        added meanwhile, or the account is gone; what is left is published again later)."""
+        return self._update_account(
+            user_id,
+            account_id,
+            UpdateExpression="REMOVE outbox",
+            ConditionExpression="outbox = :published",
+            ExpressionAttributeValues=_to_item({":published": list(published)}),
         )
 
     def _update_while_credentials_held(self, stored: StoredAccount, update: str, values: dict[str, Any]) -> bool:

@@ -3,7 +3,7 @@ conditions and of transactions met in flight, and ``Table``, their access to the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -116,6 +116,15 @@ def _is_conditional_failure(error: ClientError) -> bool:
         reasons = error.response.get("CancellationReasons", [])
         return any(reason.get("Code") == "ConditionalCheckFailed" for reason in reasons)
     return False
+
+
+# An account's outbox (``billhub.outbox``): events written in the same request as the change they report.
+OUTBOX_APPEND = "outbox = list_append(if_not_exists(outbox, :no_events), :events)"
+
+
+def outbox_values(events: Sequence[str]) -> dict[str, Any]:
+    """The values ``OUTBOX_APPEND`` names, adding ``events``."""
+    return {":no_events": [], ":events": list(events)}
 
 
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:

@@ -10,7 +10,7 @@ account's paid bills issued before ``models.retention_cutoff`` (48 months), in t
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -23,12 +23,14 @@ from billhub.models import Account, AccountStatus, AccountSummary, Bill, kept_on
 from billhub.store.accounts import StoredAccount
 from billhub.store.base import (
     _JITTERED_BACK_OFF,
+    OUTBOX_APPEND,
     Table,
     _from_item,
     _is_conditional_failure,
     _is_transaction_conflict,
     _iso,
     _to_item,
+    outbox_values,
 )
 from billhub.store.bill_queries import BillQuery, cursor_of, start_key_of, status_filter
 from billhub.store.errors import AccountGone, ConcurrentUpdate, MalformedCursor
@@ -94,6 +96,29 @@ class _BillWrite:
     bill: Bill | None
     operation: dict[str, Any]
     size: int
+    replaces: bool = False  # a put of a bill held before (a revision), not a new one
+
+
+@dataclass(frozen=True)
+class BillChanges:
+    """What one transaction of a save changes, for the events it announces: whether the save is the
+    account's first successful fetch (then every transaction of it says so), the bills it adds, and the
+    bills it replaces with a newer version."""
+
+    first_success: bool
+    created: tuple[Bill, ...] = ()
+    updated: tuple[Bill, ...] = ()
+
+
+# What a save asks of its caller for each transaction: the events (JSON) to add to the account's outbox.
+type Announcer = Callable[[BillChanges], Sequence[str]]
+
+
+def _announce(events: Sequence[str], sets: list[str], values: dict[str, Any]) -> None:
+    """Adds ``events`` to the account's outbox in the update that ``sets`` and ``values`` make."""
+    if events:
+        sets.append(OUTBOX_APPEND)
+        values.update(outbox_values(events))
 
 
 def _exactly(stored: StoredBill) -> dict[str, Any]:
@@ -118,7 +143,13 @@ class Bills(Table):
         return [StoredBill(Bill.model_validate(item), str(item["fetched_at"])) for item in items]
 
     def save_fetched_bills(
-        self, account: Account, fetched: Sequence[Bill], as_of: datetime, *, seen: StoredAccount | None = None
+        self,
+        account: Account,
+        fetched: Sequence[Bill],
+        as_of: datetime,
+        *,
+        seen: StoredAccount | None = None,
+        announce: Announcer | None = None,
     ) -> int:
         """Stores what one fetch read from the provider at ``as_of``; returns how many bills changed.
 
@@ -134,11 +165,15 @@ class Bills(Table):
         conditions pin all it is read for, so had it changed since, nothing is written and the save
         starts over from a fresh read. When the fetch read what the last saved one did, the bills are
         not read either (``store.last_fetch``).
+
+        ``announce`` is asked, for each transaction, which events its changes make; they are added to
+        the account's outbox in that transaction (``billhub.outbox``), so a change is never stored
+        without its events.
         """
         if seen is not None:
             read = AccountAsRead.of_account(seen.account, seen.bills_version, seen.last_fetch)
             try:
-                return self._save_fetched_bills_once(account, fetched, as_of, read)
+                return self._save_fetched_bills_once(account, fetched, as_of, read, announce)
             except ConcurrentUpdate:
                 pass  # changed since the fetch read it: the attempts below read it afresh
         try:
@@ -147,18 +182,25 @@ class Bills(Table):
                 wait=_JITTERED_BACK_OFF,
                 retry=retry_if_exception_type(ConcurrentUpdate),
                 reraise=True,
-            )(self._save_after_reading_account, account, fetched, as_of)
+            )(self._save_after_reading_account, account, fetched, as_of, announce)
         except ConcurrentUpdate as error:
             raise ConcurrentUpdate(f"account {account.account_id} kept changing while its bills were saved") from error
 
-    def _save_after_reading_account(self, account: Account, fetched: Sequence[Bill], as_of: datetime) -> int:
+    def _save_after_reading_account(
+        self, account: Account, fetched: Sequence[Bill], as_of: datetime, announce: Announcer | None
+    ) -> int:
         current = self._get(keys.user_pk(account.user_id), keys.account_sk(account.account_id), consistent=True)
         if current is None or current["status"] == AccountStatus.DELETING.value:
             raise AccountGone(account.account_id)
-        return self._save_fetched_bills_once(account, fetched, as_of, AccountAsRead.of_item(current))
+        return self._save_fetched_bills_once(account, fetched, as_of, AccountAsRead.of_item(current), announce)
 
     def _save_fetched_bills_once(
-        self, account: Account, fetched: Sequence[Bill], as_of: datetime, current: AccountAsRead
+        self,
+        account: Account,
+        fetched: Sequence[Bill],
+        as_of: datetime,
+        current: AccountAsRead,
+        announce: Announcer | None = None,
     ) -> int:
         key = {"PK": keys.user_pk(account.user_id), "SK": keys.account_sk(account.account_id)}
         if current.last_success_at is not None and current.last_success_at > as_of:
@@ -193,9 +235,12 @@ class Bills(Table):
             return self._record_success(account, sets, removes, conditions, values)
         held = {stored.bill.provider_bill_id: stored for stored in self._stored_bills(account)}
         writes = self._changes(account, held, latest, as_of)
+        first_success = current.last_success_at is None
         if not writes:
             sets.append("last_fetch = :last_fetch")
             values[":last_fetch"] = last_fetch_of(version, [stored.bill for stored in held.values()], latest)
+            if first_success and announce is not None:
+                _announce(announce(BillChanges(first_success=True)), sets, values)
             return self._record_success(account, sets, removes, conditions, values)
         bills = {provider_bill_id: stored.bill for provider_bill_id, stored in held.items()}
         # Each transaction carries the account's summary as of its own bills, so at no moment do the
@@ -215,6 +260,15 @@ class Bills(Table):
                 values[":last_fetch"] = last_fetch_of(version + 1, list(bills.values()), latest)
             else:
                 chunk_sets, chunk_removes = sets, [*removes, "last_fetch"]
+            chunk_values = dict(values)
+            if announce is not None:
+                changes = BillChanges(
+                    first_success=first_success,
+                    created=tuple(write.bill for write in chunk if write.bill is not None and not write.replaces),
+                    updated=tuple(write.bill for write in chunk if write.bill is not None and write.replaces),
+                )
+                chunk_sets = list(chunk_sets)
+                _announce(announce(changes), chunk_sets, chunk_values)
             account_update: Any = {
                 "Update": {
                     "TableName": self._table,
@@ -224,7 +278,7 @@ class Bills(Table):
                     ),
                     "ConditionExpression": " AND ".join(conditions),
                     "ExpressionAttributeNames": {"#status": "status"},
-                    "ExpressionAttributeValues": _to_item(values),
+                    "ExpressionAttributeValues": _to_item(chunk_values),
                 }
             }
             try:
@@ -302,7 +356,7 @@ class Bills(Table):
             put["ConditionExpression"] = "attribute_not_exists(PK)"
         else:
             put.update(_exactly(previous))
-        return _BillWrite(bill.provider_bill_id, bill, {"Put": put}, _bill_bytes(item))
+        return _BillWrite(bill.provider_bill_id, bill, {"Put": put}, _bill_bytes(item), replaces=previous is not None)
 
     def _bill_delete(self, account: Account, stored: StoredBill) -> _BillWrite:
         key = {"PK": keys.user_pk(account.user_id), "SK": keys.bill_sk(stored.bill)}

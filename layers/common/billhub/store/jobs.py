@@ -6,7 +6,7 @@ from botocore.exceptions import ClientError
 
 from billhub import keys
 from billhub.models import JobAccountResult, RefreshJob
-from billhub.store.base import Table, _is_conditional_failure, _to_item
+from billhub.store.base import Table, _from_item, _is_conditional_failure, _to_item
 
 JOB_TTL_SECONDS = 7 * 24 * 3600
 
@@ -32,18 +32,24 @@ class RefreshJobs(Table):
         item = self._get(keys.user_pk(user_id), keys.job_sk(job_id), consistent=True)
         return RefreshJob.model_validate(item) if item else None
 
-    def record_job_result(self, user_id: str, job_id: str, account_id: str, result: JobAccountResult) -> None:
-        """Sets one account's outcome in the job; a redelivered message overwrites the same entry."""
+    def record_job_result(
+        self, user_id: str, job_id: str, account_id: str, result: JobAccountResult
+    ) -> RefreshJob | None:
+        """Sets one account's outcome in the job, and answers the job as it is then (None: expired); a
+        redelivered message overwrites the same entry."""
         try:
-            self._client.update_item(
+            answer = self._client.update_item(
                 TableName=self._table,
                 Key=_to_item({"PK": keys.user_pk(user_id), "SK": keys.job_sk(job_id)}),
                 UpdateExpression="SET results.#account = :result",
                 ConditionExpression="attribute_exists(PK)",
                 ExpressionAttributeNames={"#account": account_id},
                 ExpressionAttributeValues=_to_item({":result": result.model_dump(exclude_none=True)}),
+                ReturnValues="ALL_NEW",
             )
         except ClientError as error:
             if not _is_conditional_failure(error):
                 raise
             # The job expired; the account's own status still tells the outcome.
+            return None
+        return RefreshJob.model_validate(_from_item(answer["Attributes"]))

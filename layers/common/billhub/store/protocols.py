@@ -22,6 +22,7 @@ from billhub.models import (
 if TYPE_CHECKING:
     from billhub.store.accounts import StoredAccount
     from billhub.store.bill_queries import BillQuery
+    from billhub.store.bills import Announcer
     from billhub.store.schedule import DueRefresh, RefreshShard
     from billhub.store.service_records import SecondLease
     from billhub.webhook_models import Delivery, DeliveryRef, Webhook, WebhookSecret
@@ -34,7 +35,9 @@ class RefreshJobStore(Protocol):
 
     def get_job(self, user_id: str, job_id: str) -> RefreshJob | None: ...
 
-    def record_job_result(self, user_id: str, job_id: str, account_id: str, result: JobAccountResult) -> None: ...
+    def record_job_result(
+        self, user_id: str, job_id: str, account_id: str, result: JobAccountResult
+    ) -> RefreshJob | None: ...
 
 
 class OAuthStateStore(Protocol):
@@ -109,11 +112,16 @@ class AccountStore(Protocol):
         external_ref: str,
         now: datetime,
         credentials_ciphertext: bytes | None = None,
+        announce: Sequence[str] = (),
     ) -> None: ...
 
     def record_fetch_failure(self, account: Account, error: str, attempted_at: datetime) -> bool: ...
 
-    def mark_needs_reauth(self, stored: StoredAccount, error: str, attempted_at: datetime) -> bool: ...
+    def mark_needs_reauth(
+        self, stored: StoredAccount, error: str, attempted_at: datetime, announce: Sequence[str] = ()
+    ) -> bool: ...
+
+    def clear_outbox(self, user_id: str, account_id: str, published: Sequence[str]) -> bool: ...
 
 
 class BillStore(Protocol):
@@ -122,7 +130,13 @@ class BillStore(Protocol):
     def bills_of_account(self, account: Account) -> list[Bill]: ...
 
     def save_fetched_bills(
-        self, account: Account, fetched: Sequence[Bill], as_of: datetime, *, seen: StoredAccount | None = None
+        self,
+        account: Account,
+        fetched: Sequence[Bill],
+        as_of: datetime,
+        *,
+        seen: StoredAccount | None = None,
+        announce: Announcer | None = None,
     ) -> int: ...
 
     def bills_page(self, user_id: str, query: BillQuery) -> tuple[list[Bill], str | None]: ...
