@@ -69,6 +69,8 @@ class Receiver:
     answer_body: bytes = b""
     # Set: every request waits for it (at most 15 s) before answering.
     hold: threading.Event | None = None
+    # Set: the answer's first 8 KB are sent at once, the rest after ``trickle`` is set (at most 15 s).
+    trickle: threading.Event | None = None
     requests: list[Received] = field(default_factory=list)
     answered: list[float] = field(default_factory=list)
     url: str = ""
@@ -89,7 +91,13 @@ class Receiver:
                     self.send_header("location", receiver.location)
                 self.send_header("content-length", str(len(receiver.answer_body)))
                 self.end_headers()
-                self.wfile.write(receiver.answer_body)
+                if receiver.trickle is not None:
+                    self.wfile.write(receiver.answer_body[:8192])
+                    self.wfile.flush()
+                    receiver.trickle.wait(15)
+                    self.wfile.write(receiver.answer_body[8192:])
+                else:
+                    self.wfile.write(receiver.answer_body)
                 receiver.answered.append(time.monotonic())
 
             def log_message(self, format: str, *args: Any) -> None:
@@ -115,8 +123,9 @@ def receivers() -> Iterator[Callable[..., Receiver]]:
 
     yield start
     for server, thread, receiver in started:
-        if receiver.hold is not None:
-            receiver.hold.set()
+        for event in (receiver.hold, receiver.trickle):
+            if event is not None:
+                event.set()
         server.shutdown()
         server.server_close()
         thread.join(5)
@@ -306,6 +315,26 @@ def test_a_receiver_that_never_succeeds_fails_after_the_schedule(
     assert delivery.last_status_code == 503
     # Only a short excerpt of the answer is kept
     assert delivery.response_excerpt == "x" * 200
+
+
+def test_only_the_start_of_an_endless_answer_is_read(
+    service: Service, receivers: Callable[..., Receiver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(webhook_delivery, "ATTEMPT_SECONDS", 3.0)
+    # An answer of 1 MB whose first 8 KB come at once and the rest never (within the attempt)
+    receiver = receivers(default=500, answer_body="é".encode() * 500_000, trickle=threading.Event())
+    webhook = service.webhook(receiver.url)
+    event = bill_created(service.clock)
+
+    began = time.monotonic()
+    service.publish(event)
+
+    # The attempt ended on its status, not on the timeout waiting for the rest
+    assert time.monotonic() - began < 3
+    delivery = service.delivery(webhook, event)
+    assert delivery is not None
+    assert (delivery.last_status_code, delivery.last_error) == (500, "answered 500")
+    assert delivery.response_excerpt == "é" * 200
 
 
 def test_a_retry_due_beyond_the_queues_delay_hops(service: Service, receivers: Callable[..., Receiver]) -> None:
