@@ -10,11 +10,14 @@ import asyncio
 import base64
 import json
 import os
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -71,9 +74,12 @@ class Receiver:
     hold: threading.Event | None = None
     # Set: the answer's first 8 KB are sent at once, the rest after ``trickle`` is set (at most 15 s).
     trickle: threading.Event | None = None
+    # Set: served over TLS with this context (``url`` names 127.0.0.1 still; the test names the host).
+    tls: ssl.SSLContext | None = None
     requests: list[Received] = field(default_factory=list)
     answered: list[float] = field(default_factory=list)
     url: str = ""
+    port: int = 0
 
     def start(self) -> ThreadingHTTPServer:
         receiver = self
@@ -105,6 +111,9 @@ class Receiver:
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
+        if self.tls is not None:
+            server.socket = self.tls.wrap_socket(server.socket, server_side=True)
+        self.port = server.server_port
         self.url = f"http://127.0.0.1:{server.server_port}/hook"
         return server
 
@@ -159,6 +168,7 @@ class Service:
     policy: UrlPolicy = LOOPBACK
     schedule: RetrySchedule = SCHEDULE
     requests_made: int = 0
+    client: Callable[[], httpx.AsyncClient] = delivery_client
 
     def webhook(
         self, url: str, webhook_id: str = "wh_1", events: tuple[Any, ...] | None = None, secrets: tuple[str, ...] = ()
@@ -177,7 +187,7 @@ class Service:
         asyncio.run(self._handle(body))
 
     async def _handle(self, body: str) -> None:
-        async with delivery_client() as client:
+        async with self.client() as client:
 
             async def count(request: httpx.Request) -> None:
                 self.requests_made += 1
@@ -438,6 +448,68 @@ def test_a_host_that_now_resolves_to_a_private_address_is_refused_without_a_conn
     assert delivery is not None
     assert (delivery.state, delivery.attempts, delivery.last_status_code) == ("pending", 1, None)
     assert delivery.last_error is not None and delivery.last_error.startswith("refused: it points at")
+
+
+def _certificate(host: str) -> tuple[bytes, bytes]:
+    """A self-signed certificate for ``host`` and its key, PEM."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def test_an_https_delivery_reaches_the_checked_address_under_its_hosts_name(
+    service: Service, receivers: Callable[..., Receiver], tmp_path: Path
+) -> None:
+    certificate, key = _certificate("hooks.example.test")
+    (tmp_path / "cert.pem").write_bytes(certificate)
+    (tmp_path / "key.pem").write_bytes(key)
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    named: list[str | None] = []
+    server_tls.sni_callback = lambda connection, name, context: named.append(name)
+    receiver = receivers(tls=server_tls)
+    # The delivery's client, trusting the test's certificate instead of the public roots
+    trusted = ssl.create_default_context(cadata=certificate.decode())
+    trusted.verify_flags &= ~ssl.VERIFY_X509_STRICT
+    service.client = lambda: httpx.AsyncClient(follow_redirects=False, verify=trusted, timeout=10)
+    service.resolve = lambda host, port: ["127.0.0.1"]
+    webhook = service.webhook(f"https://hooks.example.test:{receiver.port}/hook")
+    impostor = service.webhook(f"https://other.example.test:{receiver.port}/hook", "wh_other")
+    event = bill_created(service.clock)
+
+    service.publish(event)
+
+    # The request went to the address checked, naming the host in SNI and Host; the certificate was
+    # checked against the host, so the other name on the same address was refused by TLS
+    [request] = receiver.requests
+    assert request.headers["host"] == f"hooks.example.test:{receiver.port}"
+    assert "hooks.example.test" in named
+    delivered = service.delivery(webhook, event)
+    assert delivered is not None and delivered.state == "delivered"
+    refused = service.delivery(impostor, event)
+    assert refused is not None and refused.state == "pending" and refused.last_status_code is None
+    assert refused.last_error is not None and refused.last_error.startswith("could not connect")
 
 
 def test_in_aws_a_loopback_receiver_is_refused(service: Service, receivers: Callable[..., Receiver]) -> None:
