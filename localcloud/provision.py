@@ -48,6 +48,13 @@ class Stack:
                 return self.attributes[logical_id][attribute]
             if key == "Fn::Sub":
                 return _SUB_VARIABLE.sub(lambda match: str(self._sub_variable(match.group(1))), argument)
+            if key == "Fn::Join":
+                delimiter, items = argument
+                parts = self.resolve(items)
+                if isinstance(parts, str):
+                    # A CommaDelimitedList parameter's Ref: the stack keeps its text, not the list.
+                    parts = [part.strip() for part in parts.split(",")]
+                return delimiter.join(str(part) for part in parts)
         return {key: self.resolve(item) for key, item in value.items()}
 
     def _sub_variable(self, name: str) -> str:

@@ -6,7 +6,17 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Annotated, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, Json, PositiveInt, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    Json,
+    PositiveInt,
+    StringConstraints,
+)
 
 
 class _EnvSettings(BaseModel):
@@ -186,3 +196,22 @@ class InsightsSettings(TableSettings):
     # bills. Over the sandbox's accounts, ordinary bills (seasonal swings included) stay below 1.73x and
     # the planted anomalies (3x a usual bill) are at least 2.00x: see docs/decisions.md.
     UNUSUAL_BILL_THRESHOLD: Decimal = Field(default=Decimal("1.8"), ge=1, le=10)
+
+
+def _comma_list(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",")]
+    return value
+
+
+class DeliverySettings(TableSettings):
+    CREDENTIALS_KEY_ID: str
+    # Failed attempts' retries go back on the delivery queue, delayed.
+    DELIVERY_QUEUE_URL: str
+    # "true": webhooks may point at loopback addresses, over http too (the local cloud); never in AWS.
+    WEBHOOK_ALLOW_LOOPBACK: bool = False
+    # Seconds before each retry of a failed delivery ("5,300,1800,..."; each lengthened by up to 20%
+    # jitter); after the last, the delivery is failed. The local cloud shortens it.
+    WEBHOOK_RETRY_DELAYS_SECONDS: Annotated[tuple[PositiveInt, ...], BeforeValidator(_comma_list)] = Field(
+        default=(5, 300, 1800, 7200, 18000, 36000, 36000), min_length=1
+    )
