@@ -7,7 +7,11 @@ MOCK_PROVIDER_PORT (8300), AWS_ENDPOINT_URL (use that endpoint, e.g. LocalStack,
 LOCALCLOUD_SCHEDULE_SECONDS (60), LOCALCLOUD_RETRY_DELAY_SECONDS (5, or "queue" for the queue's own
 visibility timeout), LOCALCLOUD_SEED (1), LOCALCLOUD_DATA_DIR (.localcloud/data), LOCALCLOUD_STATE_FILE
 (write the URLs there as JSON when up), LOCALCLOUD_DYNAMODB_FAULT_RATE (0), LOCALCLOUD_DYNAMODB_FAULTS
-(every kind) and LOCALCLOUD_DYNAMODB_FAULT_SEED (0): moto's fault mode (localcloud/moto_faults.py).
+(every kind) and LOCALCLOUD_DYNAMODB_FAULT_SEED (0): moto's fault mode (localcloud/moto_faults.py),
+LOCALCLOUD_WEBHOOK_RETRY_DELAYS ("2,4,8,16,32,64,128": seconds before each retry of a failed webhook
+delivery, for the template's WebhookRetryDelaysSeconds, whose default spreads them over 27 hours).
+Webhooks may point at loopback (http://127.0.0.1:<port>/...) here: the local cloud sets the template's
+WebhookAllowLoopback.
 """
 
 from __future__ import annotations

@@ -49,6 +49,8 @@ MOTO_STATE = "moto.pickle"
 SANDBOX_STATE = "mock_provider.json"
 # How long a stop waits for the pollers and the schedule to finish what they are doing.
 BACKGROUND_STOP_SECONDS = 2.0
+# The local cloud's webhook retry schedule (LOCALCLOUD_WEBHOOK_RETRY_DELAYS): a retry shows within seconds.
+LOCAL_WEBHOOK_RETRY_DELAYS = "2,4,8,16,32,64,128"
 # How long a server may take to save its state and exit once asked to stop.
 SERVER_STOP_SECONDS = 30.0
 
@@ -75,6 +77,8 @@ class CloudConfig:
     fresh: bool = False  # forget the kept state and start empty
     seed_demo: bool = True
     parameter_overrides: dict[str, str] = field(default_factory=dict)
+    # Seconds before each retry of a failed webhook delivery: seconds, where AWS's default takes 27 hours.
+    webhook_retry_delays: str = LOCAL_WEBHOOK_RETRY_DELAYS
     # moto's fault mode (localcloud.moto_faults): the share of DynamoDB requests answered as AWS does under
     # load (throttles, conflicts, internal errors), the seed of its draws, and which kinds (all by default).
     dynamodb_faults: FaultSettings = field(default_factory=FaultSettings)
@@ -96,6 +100,7 @@ class CloudConfig:
             seed_demo=environ.get("LOCALCLOUD_SEED", "1") != "0",
             # Template parameters for this run, e.g. '{"ManualRefreshMinIntervalSeconds": "0"}'.
             parameter_overrides=json.loads(environ.get("LOCALCLOUD_PARAMETER_OVERRIDES", "{}")),
+            webhook_retry_delays=environ.get("LOCALCLOUD_WEBHOOK_RETRY_DELAYS", LOCAL_WEBHOOK_RETRY_DELAYS),
             dynamodb_faults=FaultSettings(
                 rate=float(environ.get("LOCALCLOUD_DYNAMODB_FAULT_RATE", 0)),
                 seed=int(environ.get("LOCALCLOUD_DYNAMODB_FAULT_SEED", 0)),
@@ -167,6 +172,9 @@ class LocalCloud:
         # redirect URIs): the template has no default for them.
         parameters = {
             **service_parameters(self.mock_provider_url, public_base_url=self.gateway_url),
+            # A receiver on this machine may get webhooks, and sees a retry within seconds.
+            "WebhookAllowLoopback": "true",
+            "WebhookRetryDelaysSeconds": self.config.webhook_retry_delays,
             **self.config.parameter_overrides,
         }
         return provision(self.template, self.client, self.config.region, STACK_NAME, parameters)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import ssl
@@ -16,7 +17,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -43,6 +43,7 @@ from localcloud.provision import Stack
 from tests.conftest import Clock
 from tests.events import sqs_event
 from tests.integration.harness import LambdaContext
+from tests.webhook_receiver import Receiver, serving
 
 USER = "u1"
 SCHEDULE = RetrySchedule((1, 1, 1))
@@ -54,90 +55,10 @@ def _secret() -> str:
 
 
 # ------------------------------------------------------------------ the receiver
-
-
-@dataclass
-class Received:
-    headers: dict[str, str]
-    body: str
-
-
-@dataclass
-class Receiver:
-    """A threaded HTTP server on 127.0.0.1 answering POSTs by its script (then ``default``), recording each."""
-
-    script: list[int] = field(default_factory=list)
-    default: int = 204
-    location: str | None = None
-    answer_body: bytes = b""
-    # Set: every request waits for it (at most 15 s) before answering.
-    hold: threading.Event | None = None
-    # Set: the answer's first 8 KB are sent at once, the rest after ``trickle`` is set (at most 15 s).
-    trickle: threading.Event | None = None
-    # Set: served over TLS with this context (``url`` names 127.0.0.1 still; the test names the host).
-    tls: ssl.SSLContext | None = None
-    requests: list[Received] = field(default_factory=list)
-    answered: list[float] = field(default_factory=list)
-    url: str = ""
-    port: int = 0
-
-    def start(self) -> ThreadingHTTPServer:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length", "0"))
-                body = self.rfile.read(length).decode()
-                receiver.requests.append(Received({k.lower(): v for k, v in self.headers.items()}, body))
-                if receiver.hold is not None:
-                    receiver.hold.wait(15)
-                status = receiver.script.pop(0) if receiver.script else receiver.default
-                self.send_response(status)
-                if receiver.location is not None:
-                    self.send_header("location", receiver.location)
-                self.send_header("content-length", str(len(receiver.answer_body)))
-                self.end_headers()
-                if receiver.trickle is not None:
-                    self.wfile.write(receiver.answer_body[:8192])
-                    self.wfile.flush()
-                    receiver.trickle.wait(15)
-                    self.wfile.write(receiver.answer_body[8192:])
-                else:
-                    self.wfile.write(receiver.answer_body)
-                receiver.answered.append(time.monotonic())
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        if self.tls is not None:
-            server.socket = self.tls.wrap_socket(server.socket, server_side=True)
-        self.port = server.server_port
-        self.url = f"http://127.0.0.1:{server.server_port}/hook"
-        return server
-
-
 @pytest.fixture
 def receivers() -> Iterator[Callable[..., Receiver]]:
-    started: list[tuple[ThreadingHTTPServer, threading.Thread, Receiver]] = []
-
-    def start(**options: Any) -> Receiver:
-        receiver = Receiver(**options)
-        server = receiver.start()
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        thread.start()
-        started.append((server, thread, receiver))
-        return receiver
-
-    yield start
-    for server, thread, receiver in started:
-        for event in (receiver.hold, receiver.trickle):
-            if event is not None:
-                event.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with contextlib.ExitStack() as stack_of_receivers:
+        yield lambda **options: stack_of_receivers.enter_context(serving(Receiver(**options)))
 
 
 # ------------------------------------------------------------------ the service's side
