@@ -34,6 +34,7 @@ class Receiver:
     # Set: served over TLS with this context (``url`` names 127.0.0.1 still; the test names the host).
     tls: ssl.SSLContext | None = None
     requests: list[Received] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)  # what each request was answered, in order
     answered: list[float] = field(default_factory=list)
     url: str = ""
     port: int = 0
@@ -49,6 +50,7 @@ class Receiver:
                 if receiver.hold is not None:
                     receiver.hold.wait(15)
                 status = receiver.script.pop(0) if receiver.script else receiver.default
+                receiver.statuses.append(status)
                 self.send_response(status)
                 if receiver.location is not None:
                     self.send_header("location", receiver.location)

@@ -7,12 +7,15 @@ along, linking included, DynamoDB throttles, conflicts with transactions in flig
 It proves what a user and an operator rely on: every account ends refreshed or honestly marked, its
 last good bills intact, no bill lost or duplicated; no provider ever saw more requests in a second
 than its limit; each incident raised exactly one alert; deferred fetches never reached the DLQ,
-while a poison message did; the API never answered a 5xx. The figures, the DynamoDB faults injected and
-absorbed among them, are written to ``campaign.json`` beside the logs.
+while a poison message did; the API never answered a 5xx. Every user has a webhook, on a receiver
+that fails a share of its first requests: each account's account.synced and each job's
+refresh.completed reaches it, none lost and none answered 2xx twice (by event id). The figures, the
+DynamoDB faults injected and absorbed among them, are written to ``campaign.json`` beside the logs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
@@ -24,11 +27,13 @@ from typing import Any
 
 import httpx
 import pytest
+import standardwebhooks
 
 from localcloud.demo import link_with_oauth
 from localcloud.moto_faults import FAULTS_PATH
 from tests.e2e.harness import Cloud, local_cloud, wait_until
 from tests.sandbox import SandboxAccount, sandbox_admin
+from tests.webhook_receiver import Receiver, serving
 
 USERS = 25
 ACCOUNTS_PER_PROVIDER = 2  # per user: 25 users x 4 providers x 2 = 200 accounts
@@ -54,6 +59,9 @@ FAULT_CODES = {
     "TransactionCanceledException",
     "InternalServerError",
 }
+# The users' webhook receiver answers 500 to every other one of its first requests (then 204): the
+# deliveries it fails are retried (the local cloud retries within seconds).
+RECEIVER_SCRIPT = [500, 204] * 20
 # How a DynamoDB error that reached the service's code reads in a log (botocore's ClientError).
 _CLIENT_ERROR = re.compile(r"An error occurred \((\w+)\) when calling the (\w+) operation")
 
@@ -104,11 +112,15 @@ class Population:
     def __init__(self) -> None:
         self.users: list[dict[str, str]] = []
         self.sandbox: dict[str, SandboxAccount] = {}
+        self.webhook_secrets: dict[str, str] = {}  # webhook id -> its secret
 
-    def link_everyone(self, cloud: Cloud) -> None:
+    def link_everyone(self, cloud: Cloud, receiver: Receiver) -> None:
         for number in range(USERS):
             headers = cloud.new_user(f"campaign-{number}@example.com")
             self.users.append(headers)
+            webhook = cloud.api.post("/webhooks", headers=headers, json={"url": receiver.url})
+            assert webhook.status_code == 201, webhook.text
+            self.webhook_secrets[webhook.json()["webhook_id"]] = webhook.json()["secret"]
             for copy in range(ACCOUNTS_PER_PROVIDER):
                 tag = f"c{number}x{copy}"
                 links = {
@@ -240,12 +252,35 @@ def faults_the_functions_met(cloud: Cloud) -> dict[str, Counter[str]]:
     return met
 
 
+def webhook_successes(receiver: Receiver, secrets: dict[str, str]) -> Counter[tuple[str, str]]:
+    """(event type, event id) of each request the receiver answered 2xx, each signature verified with one
+    of the users' secrets."""
+    verifiers = [standardwebhooks.Webhook(secret) for secret in secrets.values()]
+    successes: Counter[tuple[str, str]] = Counter()
+    for request, status in zip(list(receiver.requests), list(receiver.statuses), strict=False):
+        payload = None
+        for verifier in verifiers:
+            with contextlib.suppress(standardwebhooks.WebhookVerificationError):
+                payload = verifier.verify(request.body, request.headers)
+                break
+        assert payload is not None, f"a request no user's secret signed: {request.headers}"
+        if 200 <= status < 300:
+            successes[(payload["type"], request.headers["webhook-id"])] += 1
+    return successes
+
+
 def test_two_hundred_accounts_survive_a_fault_campaign(cloud: Cloud, api_answers: ApiAnswers) -> None:
+    with serving(Receiver(script=list(RECEIVER_SCRIPT))) as receiver:
+        _campaign(cloud, api_answers, receiver)
+
+
+def _campaign(cloud: Cloud, api_answers: ApiAnswers, receiver: Receiver) -> None:
     began = time.monotonic()
     inbox = alert_inbox(cloud)
     population = Population()
-    # Given 200 linked accounts across the four providers, each fetched once (by its link) while all is well
-    population.link_everyone(cloud)
+    # Given 200 linked accounts across the four providers, each fetched once (by its link) while all is
+    # well, and each of their users with a webhook
+    population.link_everyone(cloud, receiver)
     linked_in = time.monotonic() - began
     assert_bills_exactly_the_providers(population, cloud)
     assert inbox() == []
@@ -298,6 +333,21 @@ def test_two_hundred_accounts_survive_a_fault_campaign(cloud: Cloud, api_answers
     injected = dynamodb_faults(cloud)
     assert set(injected["injected"]) == {"throughput", "throttling", "conflict", "internal"}, injected
 
+    # Every account's account.synced and every job's refresh.completed reached the receiver, each
+    # answered 2xx exactly once, and nothing was parked in the delivery DLQ
+    expected = len(accounts) + len(jobs)
+
+    def all_delivered() -> Counter[tuple[str, str]] | None:
+        successes = webhook_successes(receiver, population.webhook_secrets)
+        return successes if len(successes) >= expected else None
+
+    successes = wait_until(all_delivered, 120, "every event at the webhook receiver", interval=1.0)
+    kinds = Counter(kind for kind, _ in successes)
+    assert kinds == {"account.synced": len(accounts), "refresh.completed": len(jobs)}, kinds
+    assert set(successes.values()) == {1}, [key for key, count in successes.items() if count > 1]
+    delivery_dlq = cloud.aws("sqs").receive_message(QueueUrl=cloud.queue_url("DeliveryDLQ"), WaitTimeSeconds=1)
+    assert delivery_dlq.get("Messages", []) == []
+
     totals = emf_totals(cloud)
     met = faults_the_functions_met(cloud)
     escaped = sum(sum(errors.values()) for errors in met.values())
@@ -311,6 +361,9 @@ def test_two_hundred_accounts_survive_a_fault_campaign(cloud: Cloud, api_answers
         "refreshed_during_faults": len(refreshed),
         "honest_errors": Counter(a["last_error"] for a in honest),
         "incidents": incidents,
+        "webhook_events": dict(kinds),
+        "webhook_requests": len(receiver.requests),
+        "webhook_answers": dict(Counter(receiver.statuses)),
         "provider_requests": {p: stats[p]["requests"] for p in PROVIDER_LIMITS},
         "provider_answers": {p: stats[p]["by_status"] for p in PROVIDER_LIMITS},
         "max_requests_in_one_second": {p: stats[p]["max_requests_in_one_second"] for p in PROVIDER_LIMITS},
