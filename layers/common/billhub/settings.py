@@ -6,7 +6,17 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Annotated, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, Json, PositiveInt, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    Json,
+    PositiveInt,
+    StringConstraints,
+)
 
 
 class _EnvSettings(BaseModel):
@@ -17,6 +27,13 @@ class _EnvSettings(BaseModel):
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Self:
         return cls.model_validate(dict(environ))
+
+
+def _true_or_false(value: object) -> object:
+    """A template's boolean parameter, "true" or "false" exactly (pydantic would take "1", "yes", "on"...)."""
+    if isinstance(value, str) and value not in ("true", "false"):
+        raise ValueError('must be "true" or "false"')
+    return value == "true" if isinstance(value, str) else value
 
 
 class TableSettings(_EnvSettings):
@@ -181,3 +198,13 @@ class InsightsSettings(TableSettings):
     # bills. Over the sandbox's accounts, ordinary bills (seasonal swings included) stay below 1.73x and
     # the planted anomalies (3x a usual bill) are at least 2.00x: see docs/decisions.md.
     UNUSUAL_BILL_THRESHOLD: Decimal = Field(default=Decimal("1.8"), ge=1, le=10)
+
+
+class WebhookSettings(TableSettings):
+    # The vault's key: each webhook's signing secrets are stored encrypted under a data key of it.
+    CREDENTIALS_KEY_ID: str
+    # Where POST /webhooks/{webhook_id}/test puts its event.
+    EVENT_BUS_NAME: str
+    # The template's WebhookAllowLoopback: "true" lets webhooks point at http(s) on loopback (the local
+    # cloud), and nothing else that is not public.
+    WEBHOOK_ALLOW_LOOPBACK: Annotated[bool, BeforeValidator(_true_or_false)] = False
