@@ -36,6 +36,13 @@ DESIGN_ROUTES = {
     "GET /insights": "InsightsFunction",
     "POST /bills/refresh": "RefreshFunction",
     "GET /bills/refresh/{job_id}": "RefreshFunction",
+    "POST /webhooks": "WebhooksFunction",
+    "GET /webhooks": "WebhooksFunction",
+    "GET /webhooks/{webhook_id}": "WebhooksFunction",
+    "DELETE /webhooks/{webhook_id}": "WebhooksFunction",
+    "POST /webhooks/{webhook_id}/rotate-secret": "WebhooksFunction",
+    "POST /webhooks/{webhook_id}/test": "WebhooksFunction",
+    "GET /webhooks/{webhook_id}/deliveries": "WebhooksFunction",
 }
 
 
