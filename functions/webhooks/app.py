@@ -51,12 +51,18 @@ snapstart.register(
 @app.post(
     "/webhooks",
     summary="Register a webhook (its signing secret is answered here only)",
+    description=(
+        "Takes no `Idempotency-Key`: a remembered answer would keep the secret in the table in plain text for "
+        "24 hours. A client that lost a 201 finds the webhook in `GET /webhooks` (by its `url` and "
+        "`created_at`) and deletes it, or rotates its secret to learn one."
+    ),
     tags=["webhooks"],
     responses=documented(201, 400, 409, 413, 415, description="The webhook was registered."),
 )
 def create_webhook(
     store: Store, user_id: CallerId, request: webhooks.WebhookCreate
 ) -> Response[webhooks.WebhookCreated]:
+    # No Idempotency-Key here (see the description): the answer holds the secret, which is only kept sealed.
     created = webhooks.create_webhook(store.webhooks, sealer(), policy, user_id, request, utc_now())
     return Response(status_code=201, content_type=content_types.APPLICATION_JSON, body=created)
 
