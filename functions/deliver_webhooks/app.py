@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from billhub import runtime
+from billhub import runtime, webhooks
 from billhub.credentials import CredentialVault
 from billhub.runtime import aws_client
 from billhub.settings import DeliverySettings
@@ -36,10 +36,8 @@ def store() -> BillsTable:
 
 @cache
 def vault() -> CredentialVault:
-    # TODO(lead): CredentialVault(aws_client("kms"), settings.CREDENTIALS_KEY_ID, purpose="webhook-secret")
-    # once the vault takes a purpose; until then it decrypts under "provider-credentials" and the
-    # webhooks' secrets (encrypted as "webhook-secret") will not open.
-    return CredentialVault(aws_client("kms"), settings.CREDENTIALS_KEY_ID)
+    # The webhooks' signing secrets are sealed under a purpose of their own (billhub.webhooks).
+    return CredentialVault(aws_client("kms"), settings.CREDENTIALS_KEY_ID, purpose=webhooks.SECRET_PURPOSE)
 
 
 @cache

@@ -46,6 +46,7 @@ class Api:
         self.planner = load("PlannerFunction")
         self.fetch = load("FetchProviderFunction")
         self.delete = load("DeleteAccountFunction")
+        self.webhooks = load("WebhooksFunction")
 
     def call(self, module: ModuleType, method: str, path: str, **kwargs: Any) -> tuple[int, Any, dict[str, str]]:
         response = module.handler(http_event(method, path, **kwargs), LambdaContext())

@@ -79,6 +79,8 @@ def test_authorizer_refuses_missing_or_bad_tokens(api: Api, authorization: str |
         ("insights", "GET", "/insights"),
         ("refresh", "POST", "/bills/refresh"),
         ("delete", "DELETE", "/accounts/" + "0" * 32),
+        ("webhooks", "GET", "/webhooks"),
+        ("webhooks", "POST", "/webhooks/wh_" + "0" * 24 + "/test"),
     ],
 )
 def test_a_guarded_route_without_the_authorizers_verdict_is_401(

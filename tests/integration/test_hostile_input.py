@@ -56,6 +56,9 @@ BODY_ROUTES = {
         "link", True, {"credentials": {"api_key": SENTINEL}}, json.dumps(API_KEY)
     ),
     ("POST", "/bills/refresh"): BodyRoute("refresh", True, {"account_ids": [SENTINEL]}, '"{account}"'),
+    ("POST", "/webhooks"): BodyRoute(
+        "webhooks", True, {"url": "https://93.184.215.14/hooks", "description": SENTINEL}, '"ledger"'
+    ),
 }
 
 

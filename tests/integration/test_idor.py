@@ -32,6 +32,7 @@ B_CREDENTIALS = {
     "fibrelink": {"username": "bob", "password": "pass_good"},
 }
 NOT_FOUND = "not_found"
+WEBHOOK_URL = "https://93.184.215.14/hooks"  # a public address literal: no DNS lookup
 
 
 @dataclass
@@ -42,6 +43,8 @@ class World:
     b_accounts: dict[str, str]
     a_job: str
     b_job: str
+    a_webhook: str
+    b_webhook: str
 
     @property
     def a_ids(self) -> list[str]:
@@ -82,7 +85,14 @@ def world(api: Api) -> World:
     status, body = api.oauth_link(a, "sparkgrid", "alice_sg")
     assert status == 201, body
     accounts[a]["sparkgrid"] = body["account_id"]
-    return World(a, b, accounts[a], accounts[b], start_job(api, a), start_job(api, b))
+    webhooks = {user_id: create_webhook(api, user_id) for user_id in (a, b)}
+    return World(a, b, accounts[a], accounts[b], start_job(api, a), start_job(api, b), webhooks[a], webhooks[b])
+
+
+def create_webhook(api: Api, user_id: str) -> str:
+    status, body, _ = api.call(api.webhooks, "POST", "/webhooks", user_id=user_id, body={"url": WEBHOOK_URL})
+    assert status == 201, body
+    return str(body["webhook_id"])
 
 
 def assert_not_found(answer: tuple[int, Any, dict[str, str]]) -> None:
@@ -104,6 +114,7 @@ def no_a_ids(world: World, body: Any) -> None:
     for account_id in world.a_ids:
         assert account_id not in text
     assert world.a_job not in text
+    assert world.a_webhook not in text
 
 
 Case = Callable[[Api, World], None]
@@ -355,6 +366,54 @@ def _job(api: Api, world: World) -> None:
         query={"user_id": world.a},
     )
     assert status == 200 and body["job_id"] == world.b_job, body
+
+
+# ------------------------------------------------------------------ webhooks function
+@covers("POST", "/webhooks")
+def _create_webhook(api: Api, world: World) -> None:
+    assert_refused(
+        api.call(api.webhooks, "POST", "/webhooks", user_id=world.b, body={"url": WEBHOOK_URL, "user_id": world.a})
+    )
+    status, created, _ = api.call(
+        api.webhooks, "POST", "/webhooks", user_id=world.b, query={"user_id": world.a}, body={"url": WEBHOOK_URL}
+    )
+    assert status == 201, created
+    status, listing, _ = api.call(api.webhooks, "GET", "/webhooks", user_id=world.b)
+    assert created["webhook_id"] in [hook["webhook_id"] for hook in listing["webhooks"]]
+
+
+@covers("GET", "/webhooks")
+def _list_webhooks(api: Api, world: World) -> None:
+    status, body, _ = api.call(api.webhooks, "GET", "/webhooks", user_id=world.b, query={"user_id": world.a})
+    assert status == 200 and [hook["webhook_id"] for hook in body["webhooks"]] == [world.b_webhook], body
+    no_a_ids(world, body)
+
+
+def _webhook_route_not_found(method: str, route: str) -> Case:
+    def case(api: Api, world: World) -> None:
+        for webhook_id in (world.a_webhook, "wh_" + uuid.uuid4().hex[:24]):
+            assert_not_found(api.route(api.webhooks, method, route, {"webhook_id": webhook_id}, user_id=world.b))
+        # Nothing was published for A's webhook.
+        queued = boto3.client("sqs").receive_message(QueueUrl=api.stack.refs["DeliveryQueue"], MaxNumberOfMessages=10)
+        assert not queued.get("Messages"), queued
+        # B's own webhook answers (the route works; A's id is what it refuses).
+        status, body, _ = api.route(
+            api.webhooks, method, route, {"webhook_id": world.b_webhook}, user_id=world.b, query={"user_id": world.a}
+        )
+        assert status in (200, 202, 204), body
+        no_a_ids(world, body)
+
+    return case
+
+
+for _method, _route in (
+    ("GET", "/webhooks/{webhook_id}"),
+    ("DELETE", "/webhooks/{webhook_id}"),
+    ("POST", "/webhooks/{webhook_id}/rotate-secret"),
+    ("POST", "/webhooks/{webhook_id}/test"),
+    ("GET", "/webhooks/{webhook_id}/deliveries"),
+):
+    covers(_method, _route)(_webhook_route_not_found(_method, _route))
 
 
 # ------------------------------------------------------------------ the matrix

@@ -18,7 +18,7 @@ from tests.integration.harness import API_KEY, Api, user_items
 ACCOUNT = "{account}"  # stands for the linked account's id in a path
 HEX_ID = "0123456789abcdef0123456789abcdef"
 # Routes that take no path, query, header or body input of their own.
-NO_INPUT = {("GET", "/providers"), ("GET", "/accounts"), ("GET", "/me")}
+NO_INPUT = {("GET", "/providers"), ("GET", "/accounts"), ("GET", "/me"), ("GET", "/webhooks")}
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,14 @@ PROVIDER_BILLS = ("bills", "GET", "/bills/{provider}")
 INSIGHTS = ("insights", "GET", "/insights")
 REFRESH = ("refresh", "POST", "/bills/refresh")
 JOB = ("refresh", "GET", "/bills/refresh/{job_id}")
+CREATE_WEBHOOK = ("webhooks", "POST", "/webhooks")
+WEBHOOK = ("webhooks", "GET", "/webhooks/{webhook_id}")
+DELETE_WEBHOOK = ("webhooks", "DELETE", "/webhooks/{webhook_id}")
+ROTATE = ("webhooks", "POST", "/webhooks/{webhook_id}/rotate-secret")
+TEST_WEBHOOK = ("webhooks", "POST", "/webhooks/{webhook_id}/test")
+DELIVERIES = ("webhooks", "GET", "/webhooks/{webhook_id}/deliveries")
+WEBHOOK_URL = "https://93.184.215.14/hooks"
+NO_WEBHOOK = {"webhook_id": "wh_" + "0" * 24}
 V, INVALID_JSON = ("validation_error", 422), ("invalid_json", 400)
 GOOD_PASSWORD = "long-enough-pw"
 OWN = {"account_id": ACCOUNT}
@@ -408,6 +416,35 @@ CASES = [
     ),
     case("job: id with wrong characters", *JOB, 422, "validation_error", path={"job_id": "not-a-job"}),
     case("job: oversize id", *JOB, 422, "validation_error", path={"job_id": "a" * 300}),
+    # ---- the webhooks
+    case("webhook: oversize url", *CREATE_WEBHOOK, 422, "validation_error", body={"url": WEBHOOK_URL + "a" * 2048}),
+    case("webhook: url wrong type", *CREATE_WEBHOOK, 422, "validation_error", body={"url": ["x"]}),
+    case("webhook: private url", *CREATE_WEBHOOK, 422, "webhook_url_refused", body={"url": "https://10.0.0.1/"}),
+    case(
+        "webhook: unknown event", *CREATE_WEBHOOK, 422, "validation_error", body={"url": WEBHOOK_URL, "events": ["x"]}
+    ),
+    case(
+        "webhook: oversize description",
+        *CREATE_WEBHOOK,
+        422,
+        "validation_error",
+        body={"url": WEBHOOK_URL, "description": "d" * 201},
+    ),
+    case("webhook: unknown field", *CREATE_WEBHOOK, 422, "validation_error", body={"url": WEBHOOK_URL, "secret": "x"}),
+    case("webhook: invalid JSON", *CREATE_WEBHOOK, 400, "invalid_json", raw_body='{"url": '),
+    case("webhook: id with wrong characters", *WEBHOOK, 422, "validation_error", path={"webhook_id": "wh_..%2F..%2Fx"}),
+    case("webhook: oversize id", *DELETE_WEBHOOK, 422, "validation_error", path={"webhook_id": "wh_" + "a" * 300}),
+    case("webhook: no such id to rotate", *ROTATE, 404, "not_found", path=NO_WEBHOOK),
+    case("webhook: no such id to test", *TEST_WEBHOOK, 404, "not_found", path=NO_WEBHOOK),
+    case("deliveries: limit too big", *DELIVERIES, 422, "validation_error", path=NO_WEBHOOK, query={"limit": "101"}),
+    case(
+        "deliveries: cursor with wrong characters",
+        *DELIVERIES,
+        422,
+        "validation_error",
+        path=NO_WEBHOOK,
+        query={"cursor": "a b"},
+    ),
 ]
 
 

@@ -31,6 +31,7 @@ CLIENTS = {
     "GetBillsFunction": ["bills_table"],
     "InsightsFunction": ["bills_table"],
     "RefreshFunction": ["bills_table", "queue", "idempotency"],
+    "WebhooksFunction": ["bills_table", "sealer", "publisher"],
 }
 
 
@@ -123,3 +124,19 @@ def test_after_a_restore_the_oauth_states_key_ring_forgets_what_it_learnt(api: A
     # A restore: what the ring learnt before it is gone, so the first key is found as AWSPREVIOUS.
     after_restore()
     assert states.redeem(begun, "sparkgrid", clock.now) == pending
+
+
+def test_after_a_restore_the_webhook_vault_makes_a_new_data_key(api: Api, aws_calls: list[str]) -> None:
+    # Given the webhooks function restored once, having sealed a secret with a data key
+    run_snapstart_lifecycle()
+    user_id = api.user()
+    body = {"url": "https://93.184.215.14/hooks"}
+    first = api.call(api.webhooks, "POST", "/webhooks", user_id=user_id, body=body)
+    assert first[0] == 201, first
+    assert aws_calls.count("kms.GenerateDataKey") == 1
+    # When the next one is sealed in the same environment, it reuses that key; after a restore it does not
+    assert api.call(api.webhooks, "POST", "/webhooks", user_id=user_id, body=body)[0] == 201
+    assert aws_calls.count("kms.GenerateDataKey") == 1
+    after_restore()
+    assert api.call(api.webhooks, "POST", "/webhooks", user_id=user_id, body=body)[0] == 201
+    assert aws_calls.count("kms.GenerateDataKey") == 2

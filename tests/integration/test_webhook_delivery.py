@@ -26,7 +26,7 @@ import httpx
 import pytest
 import standardwebhooks
 
-from billhub import webhook_delivery
+from billhub import webhook_delivery, webhooks
 from billhub.credentials import CredentialVault
 from billhub.events import Event, event_id
 from billhub.store import BillsTable
@@ -146,11 +146,8 @@ class Service:
 
 
 def webhook_vault(stack: Stack) -> CredentialVault:
-    """The vault the webhooks' secrets are sealed with, as the delivery function builds it.
-
-    TODO(lead): purpose="webhook-secret" here and in functions/deliver_webhooks/app.py once the vault
-    takes a purpose."""
-    return CredentialVault(boto3.client("kms"), stack.refs["CredentialsKey"])
+    """The vault the webhooks' secrets are sealed with, as the webhooks and delivery functions build it."""
+    return CredentialVault(boto3.client("kms"), stack.refs["CredentialsKey"], purpose=webhooks.SECRET_PURPOSE)
 
 
 @pytest.fixture

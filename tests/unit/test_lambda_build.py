@@ -67,8 +67,14 @@ def test_only_the_functions_that_reach_the_credential_vault_get_cryptography(tem
         for spec in function_specs(template)
         if any(name.split(".")[0] == "cryptography" for name in _reached(spec.code_dir))
     }
-    # Through billhub.credentials, the credential vault (the delivery opens the webhooks' signing secrets).
-    assert vault_users == {"LinkAccountFunction", "FetchProviderFunction", "DeliverWebhooksFunction"}
+    # Through billhub.credentials, the credential vault (the webhooks' to seal their signing secrets, the
+    # delivery to open them).
+    assert vault_users == {
+        "LinkAccountFunction",
+        "FetchProviderFunction",
+        "WebhooksFunction",
+        "DeliverWebhooksFunction",
+    }
     for logical_id, names in layers.items():
         expected = ["CommonLayer", "CryptoLayer"] if logical_id in vault_users else ["CommonLayer"]
         assert names == expected, logical_id

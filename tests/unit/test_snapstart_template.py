@@ -21,6 +21,7 @@ SNAPSTART = {
     "GetBillsFunction",
     "InsightsFunction",
     "RefreshFunction",
+    "WebhooksFunction",
 }
 TOOLS_PYTHON = ROOT / ".venv-tools" / "bin" / "python"
 

@@ -82,11 +82,13 @@ ERROR_DESCRIPTIONS = {
     400: "Bad request: the body is not JSON, or a value the route checks itself is wrong.",
     401: "Unauthorized: no valid bearer token, or the email or password is wrong.",
     404: "Not found: no such route, or the resource is not the caller's.",
-    409: "Conflict: the resource exists or changed meanwhile (try again), or a limit is reached (`too_many_accounts`).",
+    409: "Conflict: the resource exists or changed meanwhile (try again), a limit is reached (`too_many_accounts`, "
+    "`too_many_webhooks`), or the webhook is disabled (`webhook_disabled`).",
     413: "The request body is larger than the API accepts.",
     415: "The request body is not `application/json`.",
     422: "The request is invalid (`validation_error`: `details` lists each problem; `invalid_credentials_format`), "
-    "the provider refused the credentials, or an `Idempotency-Key` was reused with another body.",
+    "the provider refused the credentials, a webhook URL is refused (`webhook_url_refused`), or an "
+    "`Idempotency-Key` was reused with another body.",
     429: "Too many requests: try again after the `Retry-After` seconds (also `details.retry_after`).",
     503: "A provider or a dependency is unavailable right now, or the service is busy (`try_again`); "
     "try again later (after `Retry-After` seconds where it is sent).",

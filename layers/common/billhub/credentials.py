@@ -9,7 +9,9 @@ data key, wrapped by KMS, is stored beside them (docs/decisions.md):
 
 - The associated data is that header (through the wrapped key) and the canonical encoding of the context
   {user_id, account_id, purpose}: a ciphertext copied onto another account item, or any byte changed,
-  refuses to decrypt.
+  refuses to decrypt. The purpose is the vault's (``PURPOSE`` for provider credentials,
+  ``"webhook-secret"`` for webhooks' signing secrets, with the webhook's id as the account id), so a
+  credential never decrypts as a webhook secret, nor the other way round.
 - The wrapped key's KMS encryption context names only the purpose: one data key serves many credentials.
 - An encrypting vault reuses its data key for ``DATA_KEY_MAX_AGE_SECONDS`` and ``DATA_KEY_MAX_MESSAGES``;
   a decrypting one keeps the last ``UNWRAPPED_KEYS_KEPT`` unwrapped keys as long, so the credentials one
@@ -64,9 +66,16 @@ class _DataKey:
 
 
 class CredentialVault:
-    def __init__(self, kms: KMSClient, key_id: str, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, kms: KMSClient, key_id: str, clock: Callable[[], float] = time.monotonic, purpose: str = PURPOSE
+    ) -> None:
+        """``purpose`` names what the vault keeps (provider credentials, webhook signing secrets): it is in
+        every ciphertext's associated data and its data keys' KMS context, so what one purpose's vault
+        sealed never opens in another's."""
         self._kms = kms
         self._key_id = key_id
+        self._purpose = purpose
+        self._key_context = {"purpose": purpose}
         self._clock = clock
         # One KMS request at a time: concurrent fetches of a batch wait for the data key the first one
         # asks for rather than each asking for its own.
@@ -79,7 +88,7 @@ class CredentialVault:
         key = self._encrypting_key()
         header = _HEADER.pack(MAGIC, VERSION, len(key.wrapped)) + key.wrapped
         nonce = os.urandom(NONCE_BYTES)
-        sealed = key.cipher.encrypt(nonce, plaintext, header + _associated_data(user_id, account_id))
+        sealed = key.cipher.encrypt(nonce, plaintext, header + self._associated_data(user_id, account_id))
         return header + nonce + sealed
 
     def decrypt(self, user_id: str, account_id: str, ciphertext: bytes) -> dict[str, Any]:
@@ -92,7 +101,7 @@ class CredentialVault:
         header, nonce = ciphertext[:nonce_at], ciphertext[nonce_at : nonce_at + NONCE_BYTES]
         key = self._unwrapped_key(header[_HEADER.size :])
         sealed = ciphertext[nonce_at + NONCE_BYTES :]
-        plaintext = key.cipher.decrypt(nonce, sealed, header + _associated_data(user_id, account_id))
+        plaintext = key.cipher.decrypt(nonce, sealed, header + self._associated_data(user_id, account_id))
         credentials: dict[str, Any] = json.loads(plaintext)
         return credentials
 
@@ -107,7 +116,7 @@ class CredentialVault:
             key = self._encrypting
             if key is None or not self._fresh(key) or key.messages >= DATA_KEY_MAX_MESSAGES:
                 response = self._kms.generate_data_key(
-                    KeyId=self._key_id, KeySpec="AES_256", EncryptionContext=_KEY_CONTEXT
+                    KeyId=self._key_id, KeySpec="AES_256", EncryptionContext=self._key_context
                 )
                 key = _DataKey(AESGCM(response["Plaintext"]), response["CiphertextBlob"], self._clock())
                 self._encrypting = key
@@ -121,7 +130,9 @@ class CredentialVault:
             if key is not None and self._fresh(key):
                 self._unwrapped.move_to_end(wrapped)
                 return key
-            response = self._kms.decrypt(KeyId=self._key_id, CiphertextBlob=wrapped, EncryptionContext=_KEY_CONTEXT)
+            response = self._kms.decrypt(
+                KeyId=self._key_id, CiphertextBlob=wrapped, EncryptionContext=self._key_context
+            )
             key = _DataKey(AESGCM(response["Plaintext"]), wrapped, self._clock())
             self._keep(key)
             return key
@@ -138,19 +149,15 @@ class CredentialVault:
 
     def _decrypt_legacy(self, user_id: str, account_id: str, ciphertext: bytes) -> dict[str, Any]:
         response = self._kms.decrypt(
-            KeyId=self._key_id, CiphertextBlob=ciphertext, EncryptionContext=_context(user_id, account_id)
+            KeyId=self._key_id, CiphertextBlob=ciphertext, EncryptionContext=self._context(user_id, account_id)
         )
         credentials: dict[str, Any] = json.loads(response["Plaintext"])
         return credentials
 
+    def _context(self, user_id: str, account_id: str) -> dict[str, str]:
+        # ``account_id`` names what the secret belongs to: an account, or a webhook for a webhook's secret.
+        return {"user_id": user_id, "account_id": account_id, "purpose": self._purpose}
 
-_KEY_CONTEXT = {"purpose": PURPOSE}
-
-
-def _context(user_id: str, account_id: str) -> dict[str, str]:
-    return {"user_id": user_id, "account_id": account_id, "purpose": PURPOSE}
-
-
-def _associated_data(user_id: str, account_id: str) -> bytes:
-    """The context, canonically: JSON with sorted keys and every string quoted, so no two contexts meet."""
-    return json.dumps(_context(user_id, account_id), sort_keys=True, separators=(",", ":")).encode()
+    def _associated_data(self, user_id: str, account_id: str) -> bytes:
+        """The context, canonically: JSON with sorted keys and every string quoted, so no two contexts meet."""
+        return json.dumps(self._context(user_id, account_id), sort_keys=True, separators=(",", ":")).encode()

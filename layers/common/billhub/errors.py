@@ -65,6 +65,27 @@ class TooManyAccounts(ServiceError):
         )
 
 
+class TooManyWebhooks(ServiceError):
+    status = 409
+    code = "too_many_webhooks"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"You can register at most {limit} webhooks; delete one to register another.", details={"limit": limit}
+        )
+
+
+class WebhookDisabled(ServiceError):
+    status = 409
+    code = "webhook_disabled"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This webhook is disabled (its endpoint failed every delivery for too long): register it again to "
+            "receive events."
+        )
+
+
 class CredentialsRejected(ServiceError):
     status = 422
     code = "credentials_rejected"

@@ -29,6 +29,13 @@ class _EnvSettings(BaseModel):
         return cls.model_validate(dict(environ))
 
 
+def _true_or_false(value: object) -> object:
+    """A template's boolean parameter, "true" or "false" exactly (pydantic would take "1", "yes", "on"...)."""
+    if isinstance(value, str) and value not in ("true", "false"):
+        raise ValueError('must be "true" or "false"')
+    return value == "true" if isinstance(value, str) else value
+
+
 class TableSettings(_EnvSettings):
     TABLE_NAME: str = Field(min_length=3)
 
@@ -198,6 +205,15 @@ class InsightsSettings(TableSettings):
     UNUSUAL_BILL_THRESHOLD: Decimal = Field(default=Decimal("1.8"), ge=1, le=10)
 
 
+class WebhookSettings(TableSettings, EventBusSettings):
+    # The vault's key: each webhook's signing secrets are stored encrypted under a data key of it.
+    CREDENTIALS_KEY_ID: str
+    # EVENT_BUS_NAME: where POST /webhooks/{webhook_id}/test puts its event.
+    # The template's WebhookAllowLoopback: "true" lets webhooks point at http(s) on loopback (the local
+    # cloud), and nothing else that is not public.
+    WEBHOOK_ALLOW_LOOPBACK: Annotated[bool, BeforeValidator(_true_or_false)] = False
+
+
 def _comma_list(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",")]
@@ -209,7 +225,7 @@ class DeliverySettings(TableSettings):
     # Failed attempts' retries go back on the delivery queue, delayed.
     DELIVERY_QUEUE_URL: str
     # "true": webhooks may point at loopback addresses, over http too (the local cloud); never in AWS.
-    WEBHOOK_ALLOW_LOOPBACK: bool = False
+    WEBHOOK_ALLOW_LOOPBACK: Annotated[bool, BeforeValidator(_true_or_false)] = False
     # Seconds before each retry of a failed delivery ("5,300,1800,..."; each lengthened by up to 20%
     # jitter); after the last, the delivery is failed. The local cloud shortens it.
     WEBHOOK_RETRY_DELAYS_SECONDS: Annotated[tuple[PositiveInt, ...], BeforeValidator(_comma_list)] = Field(
