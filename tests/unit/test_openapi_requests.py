@@ -29,6 +29,7 @@ _BASE = "urn:billhub:openapi"
 _REGISTRY = Registry().with_resource(_BASE, Resource.from_contents(DOCUMENT, default_specification=DRAFT202012))
 ABSENT = object()
 HEX = "0123456789abcdef" * 2
+WEBHOOK_ID = "wh_" + HEX[:24]
 Request = dict[str, Any]
 
 
@@ -96,6 +97,18 @@ VALID: dict[tuple[str, str], Request] = {
     ("get", "/me"): {},
     ("patch", "/me"): {"body": {"preferences": {"due_soon_days": 7}}},
     ("delete", "/me"): {"body": {"password": "x"}},
+    ("post", "/webhooks"): {
+        "body": {"url": "https://hooks.example.com/billhub", "events": ["bill.created"], "description": "Home"}
+    },
+    ("get", "/webhooks"): {},
+    ("get", "/webhooks/{webhook_id}"): {"path": {"webhook_id": WEBHOOK_ID}},
+    ("delete", "/webhooks/{webhook_id}"): {"path": {"webhook_id": WEBHOOK_ID}},
+    ("post", "/webhooks/{webhook_id}/rotate-secret"): {"path": {"webhook_id": WEBHOOK_ID}},
+    ("post", "/webhooks/{webhook_id}/test"): {"path": {"webhook_id": WEBHOOK_ID}},
+    ("get", "/webhooks/{webhook_id}/deliveries"): {
+        "path": {"webhook_id": WEBHOOK_ID},
+        "query": {"limit": 20, "cursor": "eyJ-_9"},
+    },
 }
 OPERATIONS = sorted((method, path) for path, item in DOCUMENT["paths"].items() for method in item)
 BODY_OPERATIONS = [key for key in OPERATIONS if "requestBody" in DOCUMENT["paths"][key[1]][key[0]]]
