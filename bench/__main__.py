@@ -24,7 +24,7 @@ RESULTS_JSON = BENCH_DIR / "results.json"
 RESULTS_MD = BENCH_DIR / "RESULTS.md"
 WORK_DIR = ROOT / ".localcloud" / "bench"
 # In the order they run and appear; the cheap ones first.
-BENCHMARKS = ("cold_start", "planner_scale", "read_path", "refresh_throughput", "restart")
+BENCHMARKS = ("cold_start", "planner_scale", "read_path", "refresh_throughput", "webhook_delivery", "restart")
 
 
 class Benchmark(Protocol):

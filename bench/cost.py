@@ -28,6 +28,7 @@ KMS_KEY_MONTH = 1.00
 SECRETS_PER_10K_CALLS = 0.05
 LOGS_PER_GB_INGESTED = 0.50
 SNS_PER_MILLION = 0.50
+EVENTBRIDGE_PER_MILLION_EVENTS = 1.00  # custom events put on a bus (each 64 KB chunk of an entry)
 # SnapStart (Lambda pricing, "SnapStart Pricing"): a snapshot cached per GB-second of the version's memory.
 SNAPSTART_CACHE_GB_SECOND = 0.0000015046
 
@@ -56,6 +57,32 @@ GSI_WRITE_UNITS_PER_FETCH = 2
 READ_UNITS = {"GetItem": 1, "Query": 5, "BatchGetItem": 10}
 # 24 months of bills per account (~0.8 KB each, twice: the table and the all-attribute LSI) plus the account.
 STORED_GB = ACCOUNTS * (24 * 0.8 * 2 + 2) / 1024 / 1024
+
+# Webhooks. The events an account makes a month: its monthly bill (bill.created), a provider's revision
+# of one bill in ten (bill.updated), a reminder before each due date (bill.due_soon) and one bill in ten
+# paid late (bill.overdue), and now and then its credentials refused or repaired (needs_reauth/restored).
+EVENTS_PER_ACCOUNT_PER_MONTH = {
+    "bill.created": 1.0,
+    "bill.updated": 0.1,
+    "bill.due_soon": 1.0,
+    "bill.overdue": 0.1,
+    "account.needs_reauth/restored": 0.03,
+}
+# Of them, the ones a fetch's change makes (saved with the account's outbox, which the fetch then empties).
+OUTBOX_EVENTS = ("bill.created", "bill.updated", "account.needs_reauth/restored")
+# Plus refresh.completed for each refresh a user asks for: about two a month.
+MANUAL_REFRESHES_PER_USER_PER_MONTH = 2
+# The share of users with a webhook (one each); the others' events still go through the bus, the queue
+# and the delivery function, whose fan-out Queries their (no) webhooks.
+WEBHOOK_USER_SHARE = 0.2
+# A delivery item holds the event (a bill as GET /bills shows it, its line items): ~1.5 KB, 2 write
+# units; the benchmark's items, of a bill with two line items, are the floor of that (used if larger).
+DELIVERY_ITEM_KB = 1.5
+# The fan-out's Query of the user's webhooks: one small item or none, eventually consistent.
+WEBHOOK_QUERY_READ_UNITS = 0.5
+# A real receiver across the internet answers in ~300 ms (the benchmark's answers at once, on loopback);
+# a batch's attempts run at once, so the wait is shared by the deliveries of an invocation.
+RECEIVER_SECONDS = 0.3
 
 
 @dataclass(frozen=True)
@@ -175,8 +202,10 @@ def estimate(benchmarks: dict[str, Any]) -> dict[str, Any]:
             f"{fetcher['log_bytes_per_account']} bytes of fetcher log per fetch",
         ),
     ]
+    webhook_lines = _webhook_lines(benchmarks, account_units)
+    lines += webhook_lines
     total = sum(line.monthly_usd for line in lines)
-    return {
+    estimate = {
         "accounts": ACCOUNTS,
         "fetches_per_month": fetches,
         "fetcher_lambda": {name: round(value, 4) for name, value in lambda_time.items()},
@@ -186,6 +215,96 @@ def estimate(benchmarks: dict[str, Any]) -> dict[str, Any]:
         "total_usd_per_month": round(total, 2),
         "per_account_cents": round(total / ACCOUNTS * 100, 3),
     }
+    if webhook_lines:
+        webhooks = sum(line.monthly_usd for line in webhook_lines)
+        estimate["webhooks_usd_per_month"] = round(webhooks, 2)
+        estimate["webhook_events_per_month"] = round(webhook_events_per_month())
+    return estimate
+
+
+def webhook_events_per_month() -> float:
+    """Every event the service puts on its bus a month (for users with webhooks or not)."""
+    per_account = sum(EVENTS_PER_ACCOUNT_PER_MONTH.values())
+    return ACCOUNTS * per_account + ACCOUNTS / ACCOUNTS_PER_USER * MANUAL_REFRESHES_PER_USER_PER_MONTH
+
+
+def _webhook_lines(benchmarks: dict[str, Any], account_units: int) -> list[Line]:
+    """The webhooks' lines, from the delivery benchmark's requests per delivery (each of its events went
+    to one webhook) and the assumed event rate; none if the benchmark has not run."""
+    bench = benchmarks.get("webhook_delivery")
+    if not bench:
+        return []
+    measured = bench["throughput"]
+    per_delivery: dict[str, float] = measured["aws_requests_per_delivery"]
+    function = measured["function"]
+    events = webhook_events_per_month()
+    deliveries = events * WEBHOOK_USER_SHARE
+    outbox_changes = ACCOUNTS * sum(EVENTS_PER_ACCOUNT_PER_MONTH[name] for name in OUTBOX_EVENTS)
+    # An invocation takes a batch of events; the receive and the delete of each batch are SQS requests.
+    per_invocation = function["deliveries_per_invocation"] or 1.0
+    batches = events / per_invocation
+    sqs_requests = events + 2 * batches  # the rule's send per event, a receive and a delete per batch
+    memory_mb = function_memory_mb("DeliverWebhooksFunction")
+    cpu_scale = max(1.0, FULL_VCPU_MB / memory_mb)
+    cpu_seconds = function["cpu_seconds_per_delivery"] * cpu_scale
+    aws_requests = sum(n for name, n in per_delivery.items() if not name.startswith("SQS."))
+    # Every event: its CPU (an upper bound for one without a webhook) and its Query's wait; a delivery
+    # adds its other AWS requests' waits and the receiver's answer, shared by the batch's attempts.
+    event_seconds = cpu_seconds + AWS_REQUEST_SECONDS / per_invocation
+    delivery_seconds = (max(0.0, aws_requests - 1) * AWS_REQUEST_SECONDS + RECEIVER_SECONDS) / per_invocation
+    lambda_seconds = events * event_seconds + deliveries * delivery_seconds
+    item_kb = max(DELIVERY_ITEM_KB, measured.get("delivery_item_kb", {}).get("median_kb", 0.0))
+    delivery_units = math.ceil(item_kb)
+    write_units = deliveries * 2 * delivery_units + outbox_changes * account_units
+    read_units = events * WEBHOOK_QUERY_READ_UNITS
+    kms = deliveries * per_delivery.get("KMS.Decrypt", 0.0)
+    return [
+        Line(
+            "EventBridge (webhook events)",
+            events * EVENTBRIDGE_PER_MILLION_EVENTS / 1e6,
+            f"{events / 1e6:.2f} M events a month (assumed: "
+            + ", ".join(f"{name} {n:g}" for name, n in EVENTS_PER_ACCOUNT_PER_MONTH.items())
+            + f" per account, refresh.completed {MANUAL_REFRESHES_PER_USER_PER_MONTH} per user)",
+        ),
+        Line(
+            "SQS (webhook deliveries)",
+            sqs_requests * SQS_PER_MILLION / 1e6,
+            f"the rule's send per event + a receive and a delete per batch of {per_invocation:g} (measured)",
+        ),
+        Line(
+            "Lambda: webhook delivery",
+            lambda_seconds * memory_mb / 1024 * LAMBDA_GB_SECOND_ARM + batches * LAMBDA_PER_MILLION_REQUESTS / 1e6,
+            f"per event {event_seconds:.3f} s at {memory_mb} MB (its own CPU, {function['cpu_seconds_per_delivery']} s "
+            f"measured x {cpu_scale:.2f}, + its Query's wait shared by the batch); per delivery "
+            f"({WEBHOOK_USER_SHARE:.0%} of users with a webhook, assumed) + {delivery_seconds:.3f} s "
+            f"({aws_requests - 1:.2f} more AWS requests x {AWS_REQUEST_SECONDS * 1000:g} ms + the receiver's "
+            f"{RECEIVER_SECONDS * 1000:.0f} ms, assumed, shared by the batch); not the "
+            f"{function['duration_seconds_per_delivery']} s wall measured here",
+        ),
+        Line(
+            "DynamoDB writes (webhooks)",
+            write_units * DYNAMODB_PER_MILLION_WRITE_UNITS / 1e6,
+            f"{deliveries / 1e6:.2f} M deliveries x (PutItem + attempt UpdateItem) x {delivery_units} units "
+            f"(delivery items {item_kb:g} KB; {measured.get('delivery_item_kb', {}).get('median_kb', '?')} KB "
+            f"measured) + the outbox's account UpdateItem ({account_units} units) per changed fetch, "
+            f"{outbox_changes / 1e6:.2f} M a month",
+        ),
+        Line(
+            "DynamoDB reads (webhooks)",
+            read_units * DYNAMODB_PER_MILLION_READ_UNITS / 1e6,
+            f"the fan-out's Query of the user's webhooks ({WEBHOOK_QUERY_READ_UNITS} units) for every event",
+        ),
+        Line(
+            "KMS (webhook secrets)",
+            kms * KMS_PER_10K_REQUESTS / 1e4,
+            f"Decrypt {per_delivery.get('KMS.Decrypt', 0.0)} per delivery (measured; data keys cached)",
+        ),
+        Line(
+            "CloudWatch Logs (webhooks)",
+            events * function["log_bytes_per_delivery"] / 1024**3 * LOGS_PER_GB_INGESTED,
+            f"{function['log_bytes_per_delivery']} bytes of delivery log per event (measured per delivery)",
+        ),
+    ]
 
 
 def _planner_lines(benchmarks: dict[str, Any], fetches: float) -> list[Line]:
@@ -233,9 +352,13 @@ def fetcher_seconds_on_aws(refresh: dict[str, Any], memory_mb: int) -> dict[str,
 
 
 def fetcher_memory_mb() -> int:
+    return function_memory_mb("FetchProviderFunction")
+
+
+def function_memory_mb(name: str) -> int:
     template = load_template()
     default_mb = template.get("Globals", {}).get("Function", {}).get("MemorySize", 128)
-    return int(template["Resources"]["FetchProviderFunction"]["Properties"].get("MemorySize", default_mb))
+    return int(template["Resources"][name]["Properties"].get("MemorySize", default_mb))
 
 
 def _template_fixed_costs() -> tuple[int, float]:
@@ -258,6 +381,14 @@ def report(cost: dict[str, Any]) -> str:
     rows.append(
         f"| **total** | **{cost['total_usd_per_month']:,.2f}** | {cost['per_account_cents']} cents per account |"
     )
+    if "webhooks_usd_per_month" in cost:
+        rows += [
+            "",
+            "Of the total, webhooks (the lines from EventBridge on): "
+            f"**{cost['webhooks_usd_per_month']:,.2f}** USD a month, "
+            f"for {cost['webhook_events_per_month'] / 1e6:.2f} M events, {WEBHOOK_USER_SHARE:.0%} of users with "
+            "a webhook (assumed).",
+        ]
     return "\n".join(
         [
             f"{cost['accounts']:,} linked accounts refreshed daily ({math.ceil(cost['fetches_per_month']):,} fetches "
