@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import statistics
 import sys
 import threading
@@ -168,7 +169,9 @@ def run(workdir: Path) -> dict[str, Any]:
             base = f"http://127.0.0.1:{server.server_address[1]}"
             with ThreadPoolExecutor(LINKERS) as pool:
                 users = list(pool.map(lambda n: _register(cloud.state["api"], base, n, receiver), range(USERS)))
+            unloaded = _unloaded_latency(cloud, receiver, users)
             throughput = _throughput_phase(cloud, receiver, users)
+            throughput["unloaded"] = unloaded
             throughput["checks"] = _check_deliveries(cloud, users[:CHECKED_USERS], EVENTS // USERS)
             throughput["delivery_item_kb"] = _delivery_item_kb(cloud)
             per_fetch = _events_per_fetch(cloud, receiver, users[:LINKING_USERS], throughput)
@@ -238,6 +241,24 @@ def _bill_event(user: User, sequence: int, at: datetime) -> Event:
     )
 
 
+def _unloaded_latency(cloud: Launched, receiver: Receiver, users: list[User]) -> dict[str, Any]:
+    """One PutEvents of 10 events (for the last users, whose delivery logs are not checked), nothing else
+    in flight: the latency without a backlog (this also warms the delivery function up)."""
+    events = [_bill_event(user, EVENTS, datetime.now(UTC)) for user in users[-PUT_EVENTS_LIMIT:]]
+    start = receiver.count()
+    expected = {event.event_id for event in events}
+    began = time.monotonic()
+    EventBus(cloud.aws("events"), BUS).publish(events)
+    wait_for(lambda: {a.event_id for a in receiver.since(start)} >= expected, 120, "the first events' delivery", 0.05)
+    latencies = sorted(a.at - began for a in receiver.since(start) if a.event_id in expected)
+    wait_for(lambda: _delivery_queue_drained(cloud), 120, "the delivery queue to drain", 0.5)
+    return {
+        "events": len(events),
+        "latency_p50_s": round(_percentile(latencies, 50), 3),
+        "latency_max_s": round(latencies[-1], 3),
+    }
+
+
 def _throughput_phase(cloud: Launched, receiver: Receiver, users: list[User]) -> dict[str, Any]:
     now = datetime.now(UTC)
     events = [_bill_event(users[n % USERS], n // USERS, now) for n in range(EVENTS)]
@@ -286,6 +307,13 @@ def _throughput_phase(cloud: Launched, receiver: Receiver, users: list[User]) ->
         "latency_p95_s": round(_percentile(latencies, 95), 3),
         "latency_max_s": round(latencies[-1], 3),
         "aws_requests": dict(sorted(requests.items())),
+        # Everything moto served meanwhile (the puts and the poller's receives included), a second.
+        "aws_requests_per_second": round((sum(requests.values()) + puts) / seconds, 1),
+        "dynamodb_requests_per_second": round(
+            sum(n for name, n in requests.items() if name.startswith("DynamoDB")) / seconds, 1
+        ),
+        # The machine's load (other work on it included) at the end of the phase: 1, 5, 15 minutes.
+        "load_average": [round(load, 1) for load in os.getloadavg()],
         "aws_requests_per_delivery": {
             _operation(name): round(count / EVENTS, 3)
             for name, count in sorted(requests.items())
@@ -559,8 +587,15 @@ def report(result: dict[str, Any]) -> str:
         f"deliveries/s** overall, median {t['median_per_second']} a second (full seconds), at most "
         f"{t['max_in_one_second']} in one second.",
         f"- Latency, put to received: p50 **{t['latency_p50_s']} s**, p95 **{t['latency_p95_s']} s**, "
-        f"max {t['latency_max_s']} s (the puts queue behind each other and the deliveries on moto, one request "
-        "at a time).",
+        f"max {t['latency_max_s']} s under load (the puts queue with the deliveries on moto, one request "
+        "at a time). "
+        f"Alone (one `PutEvents` of {t['unloaded']['events']} with nothing else in flight, before the run): "
+        f"p50 {t['unloaded']['latency_p50_s']} s, max {t['unloaded']['latency_max_s']} s.",
+        f"- moto served {t['aws_requests_per_second']} AWS requests a second meanwhile (all services, the "
+        f"poller's receives included), {t['dynamodb_requests_per_second']} of them DynamoDB's, which it serves "
+        "one at a time (the refresh benchmark's phases are a comparison); the machine's load average was "
+        f"{', '.join(str(x) for x in t['load_average'])} (1, 5, 15 min) at the end, other work included. "
+        "The rate is this machine's and moto's, not the delivery function's (each batch's attempts run at once).",
         "- AWS requests per delivery (the benchmark's own `PutEvents` and the local poller's receives left out): "
         + ", ".join(f"{name} {n}" for name, n in t["aws_requests_per_delivery"].items())
         + f"; DynamoDB's one-item requests by item: {items(t['dynamodb_items_per_delivery'])}.",
