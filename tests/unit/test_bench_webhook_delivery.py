@@ -6,6 +6,7 @@ import base64
 from datetime import UTC, datetime
 
 import httpx
+import pytest
 import standardwebhooks
 
 from bench import webhook_delivery
@@ -25,18 +26,17 @@ def post(base: str, path: str, msg_id: str, body: str, secret: str) -> int:
     return httpx.post(f"{base}{path}", content=body, headers=headers).status_code
 
 
-def test_the_receiver_answers_204_counts_every_request_and_verifies_a_sample() -> None:
+def test_the_receiver_answers_204_counts_every_request_and_verifies_a_sample(monkeypatch: pytest.MonkeyPatch) -> None:
     receiver = Receiver(secrets={"/hooks/0": SECRET})
     server = receiver.serve()
     base = f"http://127.0.0.1:{server.server_address[1]}"
+    # Given every request sampled, one signed with the webhook's secret and one with another
+    monkeypatch.setattr(webhook_delivery, "SIGNATURE_SAMPLE", 1)
     try:
-        # Given every request sampled, one signed with the webhook's secret and one with another
-        webhook_delivery.SIGNATURE_SAMPLE = 1
         other = "whsec_" + base64.b64encode(b"o" * 32).decode()
         assert post(base, "/hooks/0", "msg_" + "a" * 32, '{"type":"bill.created"}', SECRET) == 204
         assert post(base, "/hooks/0", "msg_" + "b" * 32, '{"type":"bill.updated"}', other) == 204
     finally:
-        webhook_delivery.SIGNATURE_SAMPLE = 10
         server.shutdown()
         server.server_close()
     # Then both are counted by type, one verified, the other kept as a bad signature
