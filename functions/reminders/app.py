@@ -71,5 +71,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         "emails": run.emails,
         "events": run.events,
         "skipped": run.skipped,
+        "events_failed": len(run.events_failed),
+        "emails_failed": len(run.emails_failed),
         "finished": run.finished,
     }

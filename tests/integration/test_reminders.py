@@ -20,7 +20,7 @@ import pytest
 from moto.ses.models import ses_backends
 
 from billhub import keys, reminders
-from billhub.event_bus import EventBus
+from billhub.event_bus import EventBus, EventsNotPublished
 from billhub.events import event_id
 from billhub.models import Account, Bill, BillStatus, Category, bill_id_of
 from billhub.reminder_times import next_reminder_at
@@ -264,3 +264,54 @@ def test_a_profile_from_before_the_reminders_is_filed_at_its_next_login(api: Api
     # Then they are on the schedule, due at the next 08:00 UTC
     raw = dynamodb.get_item(TableName=stack.refs["BillsTable"], Key=key)["Item"]
     assert raw["GSI1SK"]["S"] == keys.reminder_sk(user_id, next_reminder_at(clock()))
+
+
+def test_events_the_bus_refused_go_out_the_next_day_and_the_email_still_goes_today(
+    api: Api,
+    table: BillsTable,
+    stack: Stack,
+    clock: Clock,
+    run_reminders: Callable[[], dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a user with an overdue bill, and EventBridge refusing every entry today
+    account = user_with_account(api, table)
+    today = next_reminder_at(clock.now).date()
+    table.bills.save_fetched_bills(account, [a_bill(account, "LATE-1", today - timedelta(days=1), "5.00")], clock())
+    events_delivered(stack)
+    refused = EventBus.publish
+
+    def refuse(self: EventBus, events: Any) -> None:
+        raise EventsNotPublished("throttled")
+
+    monkeypatch.setattr(EventBus, "publish", refuse)
+    # When the reminders run
+    to_reminder_time(clock)
+    answer = run_reminders()
+    # Then the email went, no event did, and the bill is not recorded as announced
+    assert (answer["emails"], answer["events"], answer["events_failed"]) == (1, 0, 1)
+    assert events_delivered(stack) == []
+    # and the next day, with the bus back, its bill.overdue goes out
+    monkeypatch.setattr(EventBus, "publish", refused)
+    to_reminder_time(clock)
+    assert run_reminders()["events"] == 1
+    assert [event["type"] for event in events_delivered(stack)] == ["bill.overdue"]
+
+
+def test_an_email_ses_refuses_is_reported_and_never_sent_twice(
+    api: Api, table: BillsTable, stack: Stack, clock: Clock, run_reminders: Callable[[], dict[str, Any]]
+) -> None:
+    # Given a user with an overdue bill, and the sender no longer a verified identity
+    account = user_with_account(api, table)
+    today = next_reminder_at(clock.now).date()
+    table.bills.save_fetched_bills(account, [a_bill(account, "LATE-1", today - timedelta(days=1), "5.00")], clock())
+    boto3.client("ses").delete_identity(Identity=stack.parameters["ReminderSender"])
+    # When the reminders run, and again within the hour
+    to_reminder_time(clock)
+    answer = run_reminders()
+    clock.advance(minutes=30)
+    again = run_reminders()
+    # Then nothing was sent, the run says so, and the claim held: the second run did not try again
+    assert (answer["reminded"], answer["emails"], answer["emails_failed"]) == (1, 0, 1)
+    assert again["reminded"] == 0
+    assert sent_emails() == []

@@ -37,6 +37,7 @@ from billhub.models import Account, AccountStatus, BillStatus, OpenBill
 from billhub.money import totals_by_currency
 from billhub.reminder_times import REMINDER_HOUR as REMINDER_HOUR
 from billhub.reminder_times import next_reminder_at as next_reminder_at
+from billhub.store.errors import ConcurrentUpdate
 
 if TYPE_CHECKING:
     from billhub.store.protocols import ReminderRepositories
@@ -277,7 +278,11 @@ def send_reminders(
         if out_of_time():
             run.finished = False
             break
-        remind_user(store, publisher, mail, due, now, run)
+        try:
+            remind_user(store, publisher, mail, due, now, run)
+        except ConcurrentUpdate:
+            # Its profile kept meeting transactions (a link's, a deletion's): still due, for the next run.
+            run.skipped += 1
     return run
 
 
