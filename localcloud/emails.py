@@ -2,23 +2,20 @@
 person sees what a user would get (the daily reminders: ``billhub.reminders``).
 
 moto keeps each sent message in its SES backend (``sent_messages``), a ``SendRawEmail`` as its MIME text
-and a ``SendEmail`` with one body only, and not when it was sent: ``record_send_times`` notes that as
-each is taken.
+and a ``SendEmail`` with one body only, and not when it was sent: ``record_send_times`` notes that on
+each message as it is taken, so the time is kept with it across restarts (``localcloud.moto_state``
+saves moto's backends, SES's mail included).
 """
 
 from __future__ import annotations
 
 import email
 import email.policy
-import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 EMAILS_PATH = "/_localcloud/emails"
-
-_lock = threading.Lock()
-_sent_at: dict[str, str] = {}
 
 
 def record_send_times() -> None:
@@ -32,8 +29,7 @@ def record_send_times() -> None:
 
         def recording(self: Any, *args: Any, _original: Callable[..., Any] = original, **kwargs: Any) -> Any:
             message = _original(self, *args, **kwargs)
-            with _lock:
-                _sent_at[message.id] = datetime.now(UTC).isoformat()
+            message.localcloud_sent_at = datetime.now(UTC).isoformat()
             return message
 
         recording._records_send_time = True  # type: ignore[attr-defined]
@@ -62,8 +58,7 @@ def as_json(messages: Iterable[Any]) -> list[dict[str, Any]]:
         else:
             to = ", ".join(message.destinations.get("ToAddresses", []))
             subject, text, html = message.subject, None, message.body
-        with _lock:
-            sent_at = _sent_at.get(message.id)
+        sent_at = getattr(message, "localcloud_sent_at", None)
         found.append({"to": to, "subject": subject, "text": text, "html": html, "sent_at": sent_at})
     # Newest first: by the time noted, those sent in the same instant latest first.
     order = sorted(range(len(found)), key=lambda index: (found[index]["sent_at"] or "", index), reverse=True)

@@ -99,6 +99,29 @@ class ReminderSchedule(Table):
             reminded_overdue=frozenset(str(mark) for mark in item.get("reminded_overdue", [])),
         )
 
+    def reschedule_reminder(self, user_id: str, next_reminder_at: datetime) -> bool:
+        """Sets the user's next reminder to ``next_reminder_at`` (filing a profile from before the
+        reminders too); False if the user is gone or being deleted (nothing written)."""
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=_to_item({"PK": keys.user_pk(user_id), "SK": keys.PROFILE_SK}),
+                UpdateExpression="SET next_reminder_at = :next, GSI1PK = :shard, GSI1SK = :next_key",
+                ConditionExpression="attribute_exists(PK) AND attribute_not_exists(deleting_since)",
+                ExpressionAttributeValues=_to_item(
+                    {
+                        ":next": _iso(next_reminder_at),
+                        ":shard": keys.reminder_shard(user_id),
+                        ":next_key": keys.reminder_sk(user_id, next_reminder_at),
+                    }
+                ),
+            )
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                return False
+            raise
+        return True
+
     def claim_reminder(
         self,
         due: DueReminder,
