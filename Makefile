@@ -27,7 +27,7 @@ export SAM_CLI_TELEMETRY := 0
 # The filter always succeeds, so under pipefail a pip failure still fails the target.
 PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: help install run test lint typecheck template unit integration e2e invoke clean openapi bench smoke
+.PHONY: help install run test lint typecheck template unit integration e2e invoke remind clean openapi bench smoke
 
 help:
 	@echo "make run    - start the whole system locally (moto, mock provider, API on 127.0.0.1:3000);"
@@ -35,6 +35,7 @@ help:
 	@echo "make test   - lint, type-check, validate and build the template, run every test"
 	@echo "make bench  - run the benchmarks (about 20 minutes); writes bench/results.json and bench/RESULTS.md"
 	@echo "make invoke FUNCTION=<LogicalId> EVENT=events/<file>.json - run one handler against 'make run'"
+	@echo "make remind [EMAIL=<address>] - make a user's daily reminder (the demo's by default) due now in 'make run'"
 	@echo "make smoke API=<url> [PROVIDER=<name> CREDENTIALS='{...}' | CREDENTIALS_FILE=<path>] - the acceptance"
 	@echo "              flow against a deployed API (default: ClearWater's sandbox demo key) with a throwaway user"
 
@@ -92,6 +93,10 @@ test: install lint typecheck template
 # The cold-start benchmark measures what `sam build` ships, so it builds first (the tools venv).
 bench: $(VENV)/.installed $(TOOLS)/.installed
 	$(PY) -m bench $(ONLY)
+
+# Makes a user's daily reminder (the demo user's by default) due now in the running `make run`.
+remind: $(VENV)/.installed
+	$(PY) -m localcloud.remind $(EMAIL)
 
 invoke: $(VENV)/.installed
 	@test -n "$(FUNCTION)" -a -n "$(EVENT)" || { echo "usage: make invoke FUNCTION=<LogicalId> EVENT=events/<file>.json"; exit 2; }

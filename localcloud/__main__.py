@@ -12,6 +12,10 @@ LOCALCLOUD_WEBHOOK_RETRY_DELAYS ("2,4,8,16,32,64,128": seconds before each retry
 delivery, for the template's WebhookRetryDelaysSeconds, whose default spreads them over 27 hours).
 Webhooks may point at loopback (http://127.0.0.1:<port>/...) here: the local cloud sets the template's
 WebhookAllowLoopback.
+
+Every template schedule (the planner's, the daily reminders') fires every LOCALCLOUD_SCHEDULE_SECONDS.
+The mail moto's SES took (the daily reminders: what a user would get) is at
+``GET <AWS (moto)>/_localcloud/emails``, newest first, as [{"to", "subject", "text", "html", "sent_at"}].
 """
 
 from __future__ import annotations
@@ -78,7 +82,8 @@ billhub is running locally (started in {state["startup_seconds"]} s)
   AWS (moto)     {cloud.endpoint_url}
   mock provider  {cloud.mock_provider_url}
   logs           {config.log_dir}
-  schedule       the planner runs every {config.schedule_seconds:g} s
+  schedule       the planner and the reminders run every {config.schedule_seconds:g} s
+  sent mail      {cloud.endpoint_url}/_localcloud/emails (the daily reminders, newest first)
 {_state_lines(cloud)}
 
 Demo login: {DEMO_EMAIL} / {DEMO_PASSWORD} (one account at each of the four sandbox providers is linked and refreshing)

@@ -39,6 +39,9 @@ timeout ran out, or that is due for its dead-letter queue, was never seen again.
 DynamoDB's request rules that moto does not check (unused expression values, batch and transaction
 sizes, number precision) are checked before moto sees a request (``localcloud.dynamodb_rules``).
 
+``GET /_localcloud/emails`` answers the mail its SES took, newest first, as ``[{"to", "subject", "text",
+"html", "sent_at"}]`` (``localcloud.emails``): what a user would get, the daily reminders above all.
+
 ``GET /_localcloud/requests`` answers how many requests each AWS operation has received (by its
 ``X-Amz-Target``, e.g. ``DynamoDB_20120810.GetItem``), so benchmarks can count what a call costs.
 """
@@ -71,6 +74,7 @@ from moto.sqs.models import Queue
 from werkzeug.serving import run_simple
 
 from localcloud.dynamodb_rules import DynamoDBRules
+from localcloud.emails import EmailsView, record_send_times
 from localcloud.moto_faults import KINDS, DynamoDBFaults, FaultSettings
 from localcloud.moto_state import PersistedState
 
@@ -349,11 +353,14 @@ def main() -> None:
     _transactions_idempotent_per_token()
     _queries_read_one_partition()
     _long_polls_see_messages_come_back()
+    record_send_times()
     # Faults answer before the gate: a throttled request, as on AWS, waits for nothing and changes nothing.
-    app: Callable[..., Iterable[bytes]] = RequestCounts(
-        # A request DynamoDB refuses as invalid is refused before it could be throttled.
-        DynamoDBRules(
-            DynamoDBFaults(OneDynamoDBRequestAtATime(DomainDispatcherApplication(create_backend_app)), faults)
+    app: Callable[..., Iterable[bytes]] = EmailsView(
+        RequestCounts(
+            # A request DynamoDB refuses as invalid is refused before it could be throttled.
+            DynamoDBRules(
+                DynamoDBFaults(OneDynamoDBRequestAtATime(DomainDispatcherApplication(create_backend_app)), faults)
+            )
         )
     )
     if faults.rate > 0:

@@ -4,6 +4,7 @@ moto's server -> SQS poller -> fetcher -> mock provider. Nothing in-process, not
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -15,6 +16,8 @@ import httpx
 import pytest
 
 from billhub.keys import refresh_sk
+from billhub.reminders import reminder_subject
+from billhub.store import BillsTable
 from localcloud.demo import DEMO_CREDENTIALS, DEMO_EMAIL, DEMO_OAUTH_LOGINS, DEMO_PASSWORD, link_with_oauth
 from localcloud.template import load_template, queues_bound_to
 from mock_provider.sandbox import ANOMALY_MONTHS_BACK
@@ -319,3 +322,44 @@ def test_a_browser_back_from_the_provider_sees_a_page_over_http(cloud: Cloud) ->
     assert (again.status_code, "This link request has expired" in again.text) == (400, True), again.text
     denied = cloud.api.get(back_from_provider("user_denied"), headers=browser)
     assert (denied.status_code, "did not grant access" in denied.text) == (400, True), denied.text
+
+
+def test_a_users_daily_reminder_shows_among_the_local_clouds_sent_mail(cloud: Cloud) -> None:
+    # Given a user with a ClearWater account, reminded of bills due within 60 days
+    email = "reminded@example.com"
+    headers = cloud.new_user(email)
+    linked = cloud.api.post(
+        "/accounts/link",
+        headers=headers,
+        json={"provider": "clearwater", "credentials": {"api_key": "cw_sandbox_e2e_reminders"}},
+    )
+    assert linked.status_code == 201, linked.text
+    changed = cloud.api.patch("/me", headers=headers, json={"preferences": {"due_soon_days": 60}})
+    assert changed.status_code == 200 and changed.json()["preferences"]["reminders"] is True
+
+    def fetched() -> dict[str, Any] | None:
+        page: dict[str, Any] = cloud.api.get("/bills", headers=headers).json()
+        return page if page["bills"] else None
+
+    totals = wait_until(fetched, 60, "the account's first fetch")["totals"]
+    # When their reminder comes due (as the next 08:00 UTC would make it), and the schedule runs
+    table = BillsTable(cloud.aws("dynamodb"), "billhub-local-BillsTable")
+    user_id = table.users.user_id_for_email(email)
+    assert user_id is not None
+    assert table.reminders.reschedule_reminder(user_id, datetime.now(UTC))
+    # Then the mail moto's SES took holds their email, listing as many bills as GET /bills counts
+    listed = totals["due_soon_count"] + totals["overdue_count"]
+    mails_url = f"{cloud.aws_endpoint}/_localcloud/emails"
+
+    def their_mail() -> list[dict[str, Any]] | None:
+        mails = [mail for mail in httpx.get(mails_url).json() if mail["to"] == email]
+        return mails or None
+
+    if listed == 0:  # nothing due within 60 days on this date of the sandbox: no email, after a run
+        time.sleep(3 * SCHEDULE_SECONDS)
+        assert their_mail() is None
+        return
+    (mail,) = wait_until(their_mail, 10 * SCHEDULE_SECONDS, "the reminder email")
+    assert mail["subject"] == reminder_subject(totals["due_soon_count"], totals["overdue_count"])
+    assert "ClearWater Utilities" in mail["text"] and "ClearWater Utilities" in mail["html"]
+    assert mail["sent_at"] is not None

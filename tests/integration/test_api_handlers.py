@@ -30,7 +30,12 @@ def test_register_login_and_me(api: Api) -> None:
     assert verdict == {"isAuthorized": True, "context": {"user_id": user_id}}
     status, profile, _ = api.call(api.auth, "GET", "/me", user_id=user_id)
     assert status == 200 and profile["email"] == "ada@example.com"
-    assert profile["preferences"] == {"refresh_interval": "daily", "due_soon_days": 7, "currency": "USD"}
+    assert profile["preferences"] == {
+        "refresh_interval": "daily",
+        "due_soon_days": 7,
+        "currency": "USD",
+        "reminders": True,
+    }
 
 
 def test_email_is_unique(api: Api) -> None:

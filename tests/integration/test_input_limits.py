@@ -152,6 +152,7 @@ CASES = [
     case("me: due_soon_days wrong type", *ME, 422, "validation_error", body={"preferences": {"due_soon_days": "soon"}}),
     case("me: lowercase currency", *ME, 422, "validation_error", body={"preferences": {"currency": "usd"}}),
     case("me: unknown interval", *ME, 422, "validation_error", body={"preferences": {"refresh_interval": "hourly"}}),
+    case("me: reminders not a boolean", *ME, 422, "validation_error", body={"preferences": {"reminders": "sometimes"}}),
     # ---- DELETE /me
     case("delete me: no body", *DELETE_ME, 422, "validation_error"),
     case("delete me: empty password", *DELETE_ME, 422, "validation_error", body={"password": ""}),

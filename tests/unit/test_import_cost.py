@@ -106,10 +106,12 @@ FUNCTION_ENVIRONMENT = {
     "JWT_AUDIENCE": "billhub-api",
     "AWS_DEFAULT_REGION": "us-east-1",
     "POWERTOOLS_LOG_LEVEL": "WARNING",
+    "EVENT_BUS_NAME": "bus",
+    "REMINDER_SENDER": "reminders@billhub.example",
 }
 
 
-@pytest.mark.parametrize("function", ["get_bills", "insights"])
+@pytest.mark.parametrize("function", ["get_bills", "insights", "reminders"])
 def test_functions_that_never_touch_credentials_do_not_import_cryptography(function: str) -> None:
     printed = fresh_interpreter(
         CRYPTO_IMPORTED, str(ROOT / "functions" / function / "app.py"), env=FUNCTION_ENVIRONMENT

@@ -7,6 +7,7 @@ So the examples spell every key out literally, and a change to one is a failing 
 from __future__ import annotations
 
 import ast
+import hashlib
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -187,3 +188,13 @@ def test_the_scan_finds_a_key_spelled_elsewhere() -> None:
     leaked = 'key = {"PK": f"USER#{user_id}", "SK": "PROFILE"}\nsweep = "DELETING"\n'
     found = [value for _, value in _strings(leaked) if value.startswith(keys.PREFIXES) or value in keys.FIXED_KEYS]
     assert sorted(found) == ["DELETING", "PROFILE", "USER#"]
+
+
+def test_the_keys_of_the_reminder_schedule() -> None:
+    # A profile's GSI1 while it is on the daily reminders' schedule: one of 8 shards by its id's digest.
+    assert keys.REMINDER_SHARDS == 8
+    assert keys.remind_pk(3) == "REMIND#3"
+    assert keys.reminder_shard(USER) == f"REMIND#{hashlib.sha256(USER.encode()).digest()[0] % 8}"
+    assert list(keys.reminder_shards()) == list(range(8))
+    assert keys.reminder_sk(USER, SINCE) == "2024-03-01T06:30:00+00:00#4f1c2b9e8d7a6c5b4a3928170f6e5d4c"
+    assert keys.reminder_due_by(SINCE) == "2024-03-01T06:30:00+00:00#~"

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
+from billhub.reminders import Email, SesEmailSender
 from localcloud.launch import free_port
 from localcloud.moto_server import IdempotentParameterMismatch, _TransactionTokens
 from tests.e2e.harness import wait_until
@@ -361,3 +362,27 @@ def test_one_item_requests_are_counted_by_the_kind_of_item(local_moto: tuple[Any
     assert by_item["UpdateItem"]["RATE"] - before.get("RATE", 0) == 2
     assert by_item["PutItem"]["ACCOUNT"] >= 1
     assert by_item["GetItem"]["ACCOUNT"] >= 1 and by_item["GetItem"]["RATE"] >= 1
+
+
+def test_the_mail_its_ses_took_is_shown_newest_first(local_moto: tuple[Any, int]) -> None:
+    # Given the local moto server and a verified sender, as the local cloud provisions the reminders' one
+    _, port = local_moto
+    ses: Any = boto3.client(
+        "ses",
+        region_name="us-east-1",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    ses.verify_email_identity(EmailAddress="reminders@billhub.example")
+    sender = SesEmailSender(ses, "reminders@billhub.example")
+    # When two emails are sent, the way the reminders send them (text and HTML)
+    sender.send(Email(to="ada@example.com", subject="1 bill due soon", text="first\n", html="<p>first</p>"))
+    sender.send(Email(to="bob@example.com", subject="2 bills overdue", text="second\n", html="<p>second</p>"))
+    # Then GET /_localcloud/emails lists both, newest first, each with its text, HTML and time
+    shown = httpx.get(f"http://127.0.0.1:{port}/_localcloud/emails").json()
+    assert [(mail["to"], mail["subject"], mail["text"], mail["html"]) for mail in shown[:2]] == [
+        ("bob@example.com", "2 bills overdue", "second\n", "<p>second</p>\n"),
+        ("ada@example.com", "1 bill due soon", "first\n", "<p>first</p>\n"),
+    ]
+    assert all(mail["sent_at"] for mail in shown[:2])

@@ -72,8 +72,9 @@ def test_every_http_routed_function_times_out_before_the_gateway_gives_up(templa
 
 def test_the_schedule_runs_the_planner_a_function_of_its_own(template: dict[str, Any]) -> None:
     scheduled = [spec for spec in function_specs(template) if spec.schedules]
-    assert [spec.logical_id for spec in scheduled] == ["PlannerFunction"]
-    (planner,) = scheduled
+    # The planner, and the daily reminders on a schedule of their own.
+    assert sorted(spec.logical_id for spec in scheduled) == ["PlannerFunction", "RemindersFunction"]
+    (planner,) = [spec for spec in scheduled if spec.logical_id == "PlannerFunction"]
     events = template["Resources"]["PlannerFunction"]["Properties"]["Events"].values()
     (event,) = [event for event in events if event["Type"] == "Schedule"]
     assert event["Properties"]["Schedule"] == {"Ref": "RefreshSchedule"}
@@ -81,6 +82,32 @@ def test_the_schedule_runs_the_planner_a_function_of_its_own(template: dict[str,
     assert planner.routes == []
     assert planner.timeout > HTTP_API_INTEGRATION_TIMEOUT_SECONDS
     assert planner.memory_mb > template["Globals"]["Function"]["MemorySize"]
+
+
+def test_the_reminders_run_on_their_own_schedule_and_email_only_from_their_sender(template: dict[str, Any]) -> None:
+    (reminders,) = [spec for spec in function_specs(template) if spec.logical_id == "RemindersFunction"]
+    resource = template["Resources"]["RemindersFunction"]["Properties"]
+    (event,) = [event for event in resource["Events"].values() if event["Type"] == "Schedule"]
+    assert event["Properties"]["Schedule"] == {"Ref": "ReminderSchedule"}
+    assert template["Parameters"]["ReminderSchedule"]["Default"] == "rate(1 hour)"
+    assert (reminders.routes, reminders.timeout, reminders.memory_mb) == ([], 300, 512)
+    assert reminders.environment["EVENT_BUS_NAME"] == {"Ref": "EventBus"}
+    assert reminders.environment["REMINDER_SENDER"] == {"Ref": "ReminderSender"}
+    # SES sends only from the sender the stack verifies.
+    identity = template["Resources"]["ReminderSenderIdentity"]
+    assert (identity["Type"], identity["Properties"]["EmailIdentity"]) == (
+        "AWS::SES::EmailIdentity",
+        {"Ref": "ReminderSender"},
+    )
+    ses = [
+        statement
+        for policy in resource["Policies"]
+        if "Statement" in policy
+        for statement in policy["Statement"]
+        if str(statement["Action"]).startswith("ses:")
+    ]
+    assert [statement["Action"] for statement in ses] == ["ses:SendRawEmail"]
+    assert ses[0]["Resource"]["Fn::Sub"].endswith(":identity/${ReminderSender}")
 
 
 def test_the_planner_works_its_shards_from_the_plan_queue_all_at_once(template: dict[str, Any]) -> None:

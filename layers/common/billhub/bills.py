@@ -198,7 +198,8 @@ def bill_view(bill: Bill, today: date) -> BillView:
     )
 
 
-def _open_bill_view(account: Account, bill: OpenBill, today: date) -> OpenBillView:
+def open_bill_view(account: Account, bill: OpenBill, today: date) -> OpenBillView:
+    """An account summary's unpaid bill as ``GET /bills`` lists it among the overdue and due soon."""
     return OpenBillView(
         bill_id=bill_id_of(account.provider, account.account_id, bill.provider_bill_id),
         account_id=account.account_id,
@@ -243,8 +244,8 @@ def bills_page(
             due_soon_count=len(due_soon),
             due_soon_days=due_soon_days,
         ),
-        overdue=[_open_bill_view(account, bill, today) for account, bill in overdue],
-        due_soon=[_open_bill_view(account, bill, today) for account, bill in due_soon],
+        overdue=[open_bill_view(account, bill, today) for account, bill in overdue],
+        due_soon=[open_bill_view(account, bill, today) for account, bill in due_soon],
         accounts=[freshness(account, now) for account in accounts],
         as_of=now.replace(microsecond=0),
         next_cursor=next_cursor,

@@ -26,7 +26,8 @@ The layout is ``docs/data-model.md``'s item table:
     GSI1 of an account   REFRESH#<provider>#<shard>   <next_refresh_at>#<aid>#<interval>
       (filed before providers)  REFRESH#<shard>
          being deleted   DELETING          <deleting_since>#<uid>#<aid>
-    GSI1 of a profile    DELETING_USERS    <deleting_since>#<uid>      (while its user deletes themselves)
+    GSI1 of a profile    REMIND#<shard>    <next_reminder_at>#<uid>    (the daily reminders' schedule)
+         being deleted   DELETING_USERS    <deleting_since>#<uid>      (while its user deletes themselves)
     LSI1 of a bill       (PK)              <issued_on>#<provider>#<aid>#<bill>
 """
 
@@ -67,6 +68,8 @@ HOUR = "HOUR#"
 BURST_WINDOW = "WINDOW#"
 # GSI1 partition prefix of the accounts' refresh schedule.
 REFRESH = "REFRESH#"
+# GSI1 partition prefix of the profiles' reminder schedule.
+REMIND = "REMIND#"
 
 # Every prefix above: no other module may spell one.
 PREFIXES = (
@@ -90,6 +93,7 @@ PREFIXES = (
     HOUR,
     BURST_WINDOW,
     REFRESH,
+    REMIND,
 )
 
 # Fixed keys.
@@ -232,6 +236,38 @@ def interval_of(refresh_key: str) -> RefreshInterval:
 def next_refresh_of(refresh_key: str) -> datetime:
     """When the account is due: the time a ``refresh_sk`` starts with."""
     return datetime.fromisoformat(refresh_key.split(SEPARATOR, 1)[0])
+
+
+# ---------------------------------------------------------------------- the reminder schedule (GSI1)
+# The profiles' reminder schedule's shards (GSI1PK REMIND#<n>), each queried on its own by the reminders
+# function. As with the refresh shards, the count may only grow: a profile keeps the shard it was filed
+# under until its next claim files it under today's count, and every index below the count is queried.
+REMINDER_SHARDS = 8
+
+
+def remind_pk(shard: int) -> str:
+    return f"{REMIND}{shard}"
+
+
+def reminder_shard(user_id: str) -> str:
+    """The GSI1PK of the user's reminder schedule: one of ``REMINDER_SHARDS`` (the count read at each
+    call), by a digest of their id."""
+    digest = hashlib.sha256(user_id.encode()).digest()
+    return remind_pk(digest[0] % REMINDER_SHARDS)
+
+
+def reminder_shards() -> range:
+    """Every shard the reminders function queries: all below the count."""
+    return range(REMINDER_SHARDS)
+
+
+def reminder_sk(user_id: str, next_reminder_at: datetime) -> str:
+    return f"{_iso(next_reminder_at)}#{user_id}"
+
+
+def reminder_due_by(now: datetime) -> str:
+    """The highest GSI1SK of a profile whose reminder is due at or before ``now``."""
+    return f"{_iso(now)}#~"
 
 
 # ---------------------------------------------------------------------- bills

@@ -78,6 +78,8 @@ class Preferences(BaseModel):
     refresh_interval: RefreshInterval = "daily"
     due_soon_days: int = Field(default=7, ge=1, le=60)
     currency: CurrencyCode = "USD"
+    # A daily email listing the bills due soon and the overdue ones (``billhub.reminders``).
+    reminders: bool = True
 
 
 class User(BaseModel):
@@ -87,6 +89,9 @@ class User(BaseModel):
     preferences: Preferences = Field(default_factory=Preferences)
     # Set when the user deleted themselves and the deletion has not finished yet.
     deleting_since: datetime | None = None
+    # When their next daily reminder is due (their GSI1 keys say it too); None for a profile from before
+    # the reminders, which is filed at its next login (``billhub.users.login``).
+    next_reminder_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -186,6 +186,12 @@ class EventBusSettings(_EnvSettings):
     EVENT_BUS_NAME: str = Field(min_length=1)
 
 
+class ReminderSettings(TableSettings, EventBusSettings):
+    # The address the daily reminders are sent from: an SES identity of the account (the template's
+    # ReminderSender, verified there as an AWS::SES::EmailIdentity).
+    REMINDER_SENDER: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+
+
 class FetchSettings(TableSettings, ProviderSettings, FetchLaneSettings, EventBusSettings):
     # Deferred fetches go back to their provider's lane (FetchLaneSettings) as new, delayed messages.
     ALERTS_TOPIC_ARN: str

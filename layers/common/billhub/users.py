@@ -16,6 +16,7 @@ from billhub.auth import DUMMY_PASSWORD_HASH, TokenService, hash_password, verif
 from billhub.errors import Conflict, NotFound, ServiceError, Unauthorized
 from billhub.models import CurrencyCode, LoginSubject, Preferences, RefreshInterval, User
 from billhub.refresh import apply_refresh_interval
+from billhub.reminder_times import next_reminder_at
 from billhub.store.errors import AlreadyExists, ItemMissing
 from billhub.store.protocols import LoginThrottle, Repositories, UserStore
 
@@ -87,6 +88,7 @@ class PreferencesChange(BaseModel):
     refresh_interval: RefreshInterval | None = None
     due_soon_days: int | None = Field(default=None, ge=1, le=60)
     currency: CurrencyCode | None = None
+    reminders: bool | None = Field(default=None, description="false: no daily email of bills due soon and overdue")
 
 
 class ProfileChange(BaseModel):
@@ -105,7 +107,8 @@ class DeletionRequest(BaseModel):
 
 
 def register(users: UserStore, request: Credentials, now: datetime) -> Registered:
-    user = User(user_id=uuid.uuid4().hex, email=request.email, created_at=now)
+    # Filed on the daily reminders' schedule in the same write that creates the profile.
+    user = User(user_id=uuid.uuid4().hex, email=request.email, created_at=now, next_reminder_at=next_reminder_at(now))
     try:
         users.create_user(user, hash_password(request.password))
     except AlreadyExists as error:
@@ -153,6 +156,10 @@ def login(
     if not verify_password(request.password, password_hash) or found is None or found[0].deleting_since is not None:
         raise Unauthorized("Email or password is wrong.")
     _passed(store.sign_in, attempt, now)
+    if found[0].next_reminder_at is None:
+        # A profile from before the reminders: filed on their schedule once, at its first login since
+        # (a conditional write that never files a profile being deleted).
+        store.users.file_for_reminders(found[0].user_id, next_reminder_at(now))
     issued = tokens.issue(found[0].user_id, now)
     return AccessToken(access_token=issued.access_token, expires_in=issued.expires_in)
 

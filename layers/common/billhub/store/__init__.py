@@ -3,6 +3,7 @@ only, one repository per aggregate over the helpers of ``base``:
 
 - ``users``: profiles and email guards; ``sign_in``: failed sign-in counters;
 - ``accounts``: linked accounts and their link guards; ``schedule``: when each is refreshed next;
+- ``reminders``: when each user is reminded next, and the bills announced to them;
 - ``bills``: bills and their revisions; ``jobs``: refresh jobs; ``oauth_states``: OAuth2 links in progress;
 - ``deletions``: deleting an account, and a user;
 - ``webhooks``: a user's webhooks; ``deliveries``: each event's delivery to each, the delivery log.
@@ -26,6 +27,7 @@ from billhub.store.deliveries import Deliveries
 from billhub.store.errors import AccountGone, BillsLeftBehind, ConcurrentUpdate
 from billhub.store.jobs import RefreshJobs
 from billhub.store.oauth_states import LinksInProgress
+from billhub.store.reminders import DueReminder, ReminderSchedule
 from billhub.store.schedule import DueRefresh, RefreshSchedule, RefreshShard
 from billhub.store.sign_in import SignInChecks
 from billhub.store.users import Users
@@ -43,6 +45,7 @@ __all__ = [
     "BillsTable",
     "ConcurrentUpdate",
     "DueRefresh",
+    "DueReminder",
     "RefreshShard",
     "StoredAccount",
     "StoredBill",
@@ -59,6 +62,7 @@ class BillsTable:
         self.sign_in = SignInChecks(client, table_name)
         self.accounts = Accounts(client, table_name)
         self.schedule = RefreshSchedule(client, table_name)
+        self.reminders = ReminderSchedule(client, table_name)
         self.bills = Bills(client, table_name)
         self.jobs = RefreshJobs(client, table_name)
         self.oauth_states = LinksInProgress(client, table_name)

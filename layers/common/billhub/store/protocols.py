@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from billhub.store.accounts import StoredAccount
     from billhub.store.bill_queries import BillQuery
     from billhub.store.bills import Announcer
+    from billhub.store.reminders import DueReminder, ReminderProfile
     from billhub.store.schedule import DueRefresh, RefreshShard
     from billhub.store.service_records import SecondLease
     from billhub.webhook_models import Delivery, DeliveryRef, Webhook, WebhookSecret
@@ -64,6 +65,8 @@ class UserStore(Protocol):
     """Profiles and email guards (``billhub.store.users.Users``)."""
 
     def create_user(self, user: User, password_hash: str) -> None: ...
+
+    def file_for_reminders(self, user_id: str, next_reminder_at: datetime) -> bool: ...
 
     def user_id_for_email(self, email: str) -> str | None: ...
 
@@ -243,6 +246,32 @@ class Repositories(Protocol):
 
     @property
     def deliveries(self) -> DeliveryStore: ...
+
+
+class ReminderScheduleStore(Protocol):
+    """The profiles' reminder schedule (``billhub.store.reminders.ReminderSchedule``)."""
+
+    def due_reminders(self, now: datetime, shards: Iterable[int]) -> Iterator[DueReminder]: ...
+
+    def reminder_profile(self, user_id: str) -> ReminderProfile | None: ...
+
+    def claim_reminder(
+        self,
+        due: DueReminder,
+        next_reminder_at: datetime,
+        reminded_due_soon: Iterable[str],
+        reminded_overdue: Iterable[str],
+    ) -> bool: ...
+
+
+class ReminderRepositories(Protocol):
+    """What the daily reminders read and write (``billhub.store.BillsTable`` is one)."""
+
+    @property
+    def reminders(self) -> ReminderScheduleStore: ...
+
+    @property
+    def accounts(self) -> AccountStore: ...
 
 
 class RequestBudgetStore(Protocol):

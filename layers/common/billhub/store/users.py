@@ -12,15 +12,18 @@ from billhub import keys
 from billhub.models import Preferences, RefreshInterval, User
 from billhub.store.base import Table, _from_item, _is_conditional_failure, _iso, _retrying_conflicts, _to_item
 from billhub.store.errors import AlreadyExists, ItemMissing
+from billhub.store.reminders import reminder_filing
 
 
 class Users(Table):
     """Profiles and email guards: who may sign in, and what they prefer."""
 
     def create_user(self, user: User, password_hash: str) -> None:
-        """``AlreadyExists`` if the email is another user's (or the user id is taken)."""
+        """``AlreadyExists`` if the email is another user's (or the user id is taken). A user with a
+        ``next_reminder_at`` is filed on the reminder schedule in the same write (``store.reminders``)."""
         profile = _to_item(
             {
+                **reminder_filing(user.user_id, user.next_reminder_at),
                 "PK": keys.user_pk(user.user_id),
                 "SK": keys.PROFILE_SK,
                 "type": "user",
@@ -59,6 +62,31 @@ class Users(Table):
             if _is_conditional_failure(error):
                 raise AlreadyExists(f"email of user {user.user_id} is registered already") from error
             raise
+
+    def file_for_reminders(self, user_id: str, next_reminder_at: datetime) -> bool:
+        """Files a profile from before the reminders on their schedule, at ``next_reminder_at``; False
+        (nothing written) if it is filed already, gone, or being deleted: a profile being deleted is
+        never filed again (its GSI1 is the deletion sweep's)."""
+        try:
+            self._retried.update_item(
+                TableName=self._table,
+                Key=_to_item({"PK": keys.user_pk(user_id), "SK": keys.PROFILE_SK}),
+                UpdateExpression="SET next_reminder_at = :next, GSI1PK = :shard, GSI1SK = :key",
+                ConditionExpression="attribute_exists(PK) AND attribute_not_exists(deleting_since) "
+                "AND attribute_not_exists(next_reminder_at)",
+                ExpressionAttributeValues=_to_item(
+                    {
+                        ":next": _iso(next_reminder_at),
+                        ":shard": keys.reminder_shard(user_id),
+                        ":key": keys.reminder_sk(user_id, next_reminder_at),
+                    }
+                ),
+            )
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                return False
+            raise
+        return True
 
     def user_id_for_email(self, email: str) -> str | None:
         item = self._get(keys.email_pk(email), keys.EMAIL_SK)
