@@ -6,8 +6,7 @@ calls in a thread, so the fetches of a batch keep running concurrently meanwhile
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -41,6 +40,7 @@ from billhub.providers.session import ProviderSession
 from billhub.store import AccountGone, StoredAccount
 from billhub.store.bills import BillChanges
 from billhub.store.protocols import Repositories
+from billhub.threads import off_loop
 
 logger = Logger(child=True)
 
@@ -63,15 +63,6 @@ class FetchLogFormatter(LambdaPowertoolsFormatter):
 
     def serialize(self, log: LogRecord) -> str:
         return super().serialize({key: value for key, value in log.items() if key not in LOG_KEYS_DROPPED})
-
-
-def off_loop[**Params, Result](call: Callable[Params, Result]) -> Callable[Params, Awaitable[Result]]:
-    """``call`` as a coroutine function that runs it in a thread, off the event loop."""
-
-    async def in_thread(*args: Params.args, **kwargs: Params.kwargs) -> Result:
-        return await asyncio.to_thread(call, *args, **kwargs)
-
-    return in_thread
 
 
 class AsyncStore:

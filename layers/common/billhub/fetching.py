@@ -19,7 +19,7 @@ from billhub.circuit import Transition
 from billhub.credentials import CredentialVault
 from billhub.errors import NotFound
 from billhub.fetch_outcomes import AwaitingReauth, DuplicateLink, FetchFailed, FetchResult, Gone, classify
-from billhub.fetch_recorder import AsyncStore, Attempt, OutcomeRecorder, Safeguards, off_loop, raise_alert
+from billhub.fetch_recorder import AsyncStore, Attempt, OutcomeRecorder, Safeguards, raise_alert
 from billhub.models import AccountStatus, Bill, FetchRequest
 from billhub.providers import REGISTRY
 from billhub.providers.base import ProviderAdapter
@@ -27,6 +27,7 @@ from billhub.providers.session import ProviderConnector, ProviderSession
 from billhub.store import ConcurrentUpdate, StoredAccount
 from billhub.store.errors import AlreadyExists, ItemMissing
 from billhub.store.protocols import Repositories
+from billhub.threads import off_loop
 
 __all__ = ["DuplicateLink", "FetchFailed", "FetchResult", "Fetcher", "Safeguards", "alert_when_a_circuit_opens"]
 

@@ -38,8 +38,8 @@ from aws_lambda_powertools import Logger
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from billhub.events import Event
-from billhub.fetch_recorder import off_loop
 from billhub.providers.http import tls_context
+from billhub.threads import off_loop
 from billhub.webhook_models import Delivery, DeliveryRef, Webhook
 from billhub.webhook_urls import RefusedUrl, Resolver, UrlPolicy, check_url, pinned, public_addresses
 
