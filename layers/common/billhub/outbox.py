@@ -14,10 +14,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from datetime import date, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from billhub.bills import bill_view
-from billhub.events import Event, account_event_data, bill_event_data, event_id
+from billhub.events import Event, EventType, account_event_data, bill_event_data, event_id
 from billhub.models import Account, AccountStatus, Bill, RefreshJob
 
 if TYPE_CHECKING:
@@ -35,37 +35,26 @@ def _content_digest(bill: Bill) -> str:
     return hashlib.sha256(bill.model_dump_json().encode()).hexdigest()[:32]
 
 
+def _event(event_type: EventType, fact: Sequence[str], user_id: str, at: datetime, data: dict[str, Any]) -> Event:
+    return Event(event_id=event_id(event_type, *fact), type=event_type, user_id=user_id, occurred_at=at, data=data)
+
+
 def synced(account: Account, bills: int, at: datetime) -> Event:
     """An account's first successful fetch: one event with its bill count, not one per historical bill."""
     after = account.model_copy(update={"status": AccountStatus.ACTIVE, "last_success_at": at, "last_error": None})
-    return Event(
-        event_id=event_id("account.synced", account.account_id),
-        type="account.synced",
-        user_id=account.user_id,
-        occurred_at=at,
-        data=account_event_data(_account_view(after), bills=bills),
-    )
+    data = account_event_data(_account_view(after), bills=bills)
+    return _event("account.synced", [account.account_id], account.user_id, at, data)
 
 
 def bill_created(account: Account, bill: Bill, at: datetime, today: date) -> Event:
-    return Event(
-        event_id=event_id("bill.created", bill.bill_id),
-        type="bill.created",
-        user_id=account.user_id,
-        occurred_at=at,
-        data=bill_event_data(bill_view(bill, today)),
-    )
+    data = bill_event_data(bill_view(bill, today))
+    return _event("bill.created", [bill.bill_id], account.user_id, at, data)
 
 
 def bill_updated(account: Account, bill: Bill, at: datetime, today: date) -> Event:
     """A provider's revision of a bill (or the same revision changed: paid since): one event per content."""
-    return Event(
-        event_id=event_id("bill.updated", bill.bill_id, _content_digest(bill)),
-        type="bill.updated",
-        user_id=account.user_id,
-        occurred_at=at,
-        data=bill_event_data(bill_view(bill, today)),
-    )
+    data = bill_event_data(bill_view(bill, today))
+    return _event("bill.updated", [bill.bill_id, _content_digest(bill)], account.user_id, at, data)
 
 
 def needs_reauth(account: Account, credentials_version: int, error: str, at: datetime) -> Event:
@@ -73,39 +62,24 @@ def needs_reauth(account: Account, credentials_version: int, error: str, at: dat
     after = account.model_copy(
         update={"status": AccountStatus.NEEDS_REAUTH, "last_error": error, "last_attempt_at": at}
     )
-    return Event(
-        event_id=event_id("account.needs_reauth", account.account_id, str(credentials_version)),
-        type="account.needs_reauth",
-        user_id=account.user_id,
-        occurred_at=at,
-        data=account_event_data(_account_view(after)),
-    )
+    fact = [account.account_id, str(credentials_version)]
+    return _event("account.needs_reauth", fact, account.user_id, at, account_event_data(_account_view(after)))
 
 
 def restored(account: Account, credentials_version: int, at: datetime) -> Event:
     """An account that needed its user back to active after a repair (``credentials_version``: the
     repair's, so each repair is a fact of its own)."""
     after = account.model_copy(update={"status": AccountStatus.ACTIVE, "last_error": None})
-    return Event(
-        event_id=event_id("account.restored", account.account_id, str(credentials_version)),
-        type="account.restored",
-        user_id=account.user_id,
-        occurred_at=at,
-        data=account_event_data(_account_view(after)),
-    )
+    fact = [account.account_id, str(credentials_version)]
+    return _event("account.restored", fact, account.user_id, at, account_event_data(_account_view(after)))
 
 
 def refresh_completed(job: RefreshJob, at: datetime) -> Event:
     """A refresh job whose every account has a final result, with its counts."""
     from billhub.refresh import JobStatus
 
-    return Event(
-        event_id=event_id("refresh.completed", job.job_id),
-        type="refresh.completed",
-        user_id=job.user_id,
-        occurred_at=at,
-        data={"job": JobStatus.of(job).model_dump(mode="json")},
-    )
+    data = {"job": JobStatus.of(job).model_dump(mode="json")}
+    return _event("refresh.completed", [job.job_id], job.user_id, at, data)
 
 
 def serialised(events: Sequence[Event]) -> list[str]:
