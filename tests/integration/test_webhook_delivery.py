@@ -50,6 +50,17 @@ SCHEDULE = RetrySchedule((1, 1, 1))
 LOOPBACK = UrlPolicy(allow_loopback_http=True)
 
 
+def _receive_within(sqs: Any, queue_url: str, seconds: float) -> list[dict[str, Any]]:
+    """The messages that become visible on the queue within ``seconds`` (polled, not long-polled: under
+    libfaketime in-process moto's timed wait would never wake)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        if messages or time.monotonic() > deadline:
+            return [dict(message) for message in messages]
+        time.sleep(0.05)
+
+
 def _secret() -> str:
     return "whsec_" + base64.b64encode(os.urandom(24)).decode()
 
@@ -603,8 +614,7 @@ def test_the_handler_reports_only_records_whose_store_write_failed(
     assert answer == {"batchItemFailures": [{"itemIdentifier": "m-store-down"}]}
     assert len(failing.requests) == 1 and len(working.requests) == 1
     # The retry went on the delivery queue, delayed by the shortened schedule's first delay
-    answered = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=5)
-    received: list[dict[str, Any]] = [dict(message) for message in answered["Messages"]]
+    received = _receive_within(sqs, queue_url, seconds=5)
     [retry] = [RetryMessage.model_validate_json(message["Body"]) for message in received]
     assert (retry.retry.webhook_id, retry.attempts) == ("wh_failing", 1)
     # Handled once due, the retry is the second attempt
