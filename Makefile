@@ -33,7 +33,7 @@ help:
 	@echo "make run    - start the whole system locally (moto, mock provider, API on 127.0.0.1:3000);"
 	@echo "              keeps its state in .localcloud/data across restarts, FRESH=1 starts empty"
 	@echo "make test   - lint, type-check, validate and build the template, run every test"
-	@echo "make bench  - run the benchmarks (about 20 minutes); writes bench/results.json and bench/RESULTS.md"
+	@echo "make bench  - run the benchmarks (about 25 minutes); writes bench/results.json and bench/RESULTS.md"
 	@echo "make invoke FUNCTION=<LogicalId> EVENT=events/<file>.json - run one handler against 'make run'"
 	@echo "make remind [EMAIL=<address>] - make a user's daily reminder (the demo's by default) due now in 'make run'"
 	@echo "make smoke API=<url> [PROVIDER=<name> CREDENTIALS='{...}' | CREDENTIALS_FILE=<path>] - the acceptance"
