@@ -1,5 +1,5 @@
-"""The caller's webhooks over HTTP: register, list, read, delete, rotate a signing secret, send a test
-event, and the delivery log. Deliveries themselves are functions/deliver_webhooks'."""
+"""The caller's webhooks over HTTP: register, list, read, delete, rotate a signing secret, enable a
+disabled one again, send a test event, and the delivery log. Deliveries themselves are functions/deliver_webhooks'."""
 
 from __future__ import annotations
 
@@ -98,6 +98,16 @@ def delete_webhook(store: Store, user_id: CallerId, webhook_id: WebhookIdPath) -
 )
 def rotate_secret(store: Store, user_id: CallerId, webhook_id: WebhookIdPath) -> webhooks.SecretRotated:
     return webhooks.rotate_secret(store.webhooks, sealer(), user_id, webhook_id, utc_now())
+
+
+@app.post(
+    "/webhooks/<webhook_id>/enable",
+    summary="Turn a disabled webhook back on (deliveries that already failed stay failed)",
+    tags=["webhooks"],
+    responses=documented(200, 404),
+)
+def enable_webhook(store: Store, user_id: CallerId, webhook_id: WebhookIdPath) -> webhooks.WebhookView:
+    return webhooks.enable_webhook(store.webhooks, user_id, webhook_id)
 
 
 @app.post(

@@ -412,6 +412,7 @@ for _method, _route in (
     ("GET", "/webhooks/{webhook_id}"),
     ("DELETE", "/webhooks/{webhook_id}"),
     ("POST", "/webhooks/{webhook_id}/rotate-secret"),
+    ("POST", "/webhooks/{webhook_id}/enable"),
     ("POST", "/webhooks/{webhook_id}/test"),
     ("GET", "/webhooks/{webhook_id}/deliveries"),
 ):

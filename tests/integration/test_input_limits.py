@@ -59,6 +59,7 @@ CREATE_WEBHOOK = ("webhooks", "POST", "/webhooks")
 WEBHOOK = ("webhooks", "GET", "/webhooks/{webhook_id}")
 DELETE_WEBHOOK = ("webhooks", "DELETE", "/webhooks/{webhook_id}")
 ROTATE = ("webhooks", "POST", "/webhooks/{webhook_id}/rotate-secret")
+ENABLE = ("webhooks", "POST", "/webhooks/{webhook_id}/enable")
 TEST_WEBHOOK = ("webhooks", "POST", "/webhooks/{webhook_id}/test")
 DELIVERIES = ("webhooks", "GET", "/webhooks/{webhook_id}/deliveries")
 WEBHOOK_URL = "https://93.184.215.14/hooks"
@@ -436,6 +437,8 @@ CASES = [
     case("webhook: id with wrong characters", *WEBHOOK, 422, "validation_error", path={"webhook_id": "wh_..%2F..%2Fx"}),
     case("webhook: oversize id", *DELETE_WEBHOOK, 422, "validation_error", path={"webhook_id": "wh_" + "a" * 300}),
     case("webhook: no such id to rotate", *ROTATE, 404, "not_found", path=NO_WEBHOOK),
+    case("webhook: no such id to enable", *ENABLE, 404, "not_found", path=NO_WEBHOOK),
+    case("webhook: id to enable with wrong characters", *ENABLE, 422, "validation_error", path={"webhook_id": "wh_x"}),
     case("webhook: no such id to test", *TEST_WEBHOOK, 404, "not_found", path=NO_WEBHOOK),
     case("deliveries: limit too big", *DELIVERIES, 422, "validation_error", path=NO_WEBHOOK, query={"limit": "101"}),
     case(

@@ -1,6 +1,7 @@
 """The webhooks API through API Gateway-shaped events (moto in process): registering, listing, reading,
-deleting, rotating a secret, sending a test event and reading the delivery log; the URL policy; the
-secret shown once and stored only sealed; another user's webhook absent everywhere; hostile bodies."""
+deleting, rotating a secret, enabling a disabled one, sending a test event and reading the delivery log; the
+URL policy; the secret shown once and stored only sealed; another user's webhook absent everywhere; hostile
+bodies."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ ROUTES = (
     ("GET", "/webhooks/{webhook_id}"),
     ("DELETE", "/webhooks/{webhook_id}"),
     ("POST", "/webhooks/{webhook_id}/rotate-secret"),
+    ("POST", "/webhooks/{webhook_id}/enable"),
     ("POST", "/webhooks/{webhook_id}/test"),
     ("GET", "/webhooks/{webhook_id}/deliveries"),
 )
@@ -376,6 +378,40 @@ def test_a_disabled_webhook_takes_no_test(api: Api, stack: Stack, clock: Clock) 
     assert (shown["disabled"], shown["disabled_reason"]) == (True, "every delivery failed for 3 days")
     assert datetime.fromisoformat(shown["disabled_at"]) == clock.now
     assert datetime.fromisoformat(shown["failing_since"]) == since
+
+
+def test_a_disabled_webhook_is_enabled_again_and_takes_a_test(api: Api, stack: Stack, clock: Clock) -> None:
+    # Given a webhook disabled after three days of failures, which takes no test
+    user_id = api.user()
+    status, created = create(api, user_id)
+    assert status == 201, created
+    webhook_id = created["webhook_id"]
+    records = table(stack).webhooks
+    webhook = records.get_webhook(user_id, webhook_id)
+    assert webhook is not None
+    records.record_webhook_health(webhook, clock.now - timedelta(days=3), clock.now, "every delivery failed for 3 days")
+    status, body = on(api, "POST", "/webhooks/{webhook_id}/test", user_id, webhook_id)
+    assert status == 409 and body["code"] == "webhook_disabled", body
+    # When it is enabled, Then it answers 200 with the webhook, no longer disabled nor failing
+    status, enabled = on(api, "POST", "/webhooks/{webhook_id}/enable", user_id, webhook_id)
+    assert status == 200, enabled
+    assert (enabled["disabled"], enabled["disabled_at"], enabled["disabled_reason"], enabled["failing_since"]) == (
+        False,
+        None,
+        None,
+        None,
+    )
+    # And GET answers the same, the same id (its secret unchanged)
+    status, shown = on(api, "GET", "/webhooks/{webhook_id}", user_id, webhook_id)
+    assert status == 200 and shown == enabled and shown["webhook_id"] == webhook_id, shown
+    after = records.get_webhook(user_id, webhook_id)
+    assert after is not None and after.secrets == webhook.secrets
+    # And enabling it again answers it unchanged
+    status, again = on(api, "POST", "/webhooks/{webhook_id}/enable", user_id, webhook_id)
+    assert status == 200 and again == enabled, again
+    # And it takes a test event again
+    status, sent = on(api, "POST", "/webhooks/{webhook_id}/test", user_id, webhook_id)
+    assert status == 202, sent
 
 
 def _cursor(text: str) -> str:

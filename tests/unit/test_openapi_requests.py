@@ -104,6 +104,7 @@ VALID: dict[tuple[str, str], Request] = {
     ("get", "/webhooks/{webhook_id}"): {"path": {"webhook_id": WEBHOOK_ID}},
     ("delete", "/webhooks/{webhook_id}"): {"path": {"webhook_id": WEBHOOK_ID}},
     ("post", "/webhooks/{webhook_id}/rotate-secret"): {"path": {"webhook_id": WEBHOOK_ID}},
+    ("post", "/webhooks/{webhook_id}/enable"): {"path": {"webhook_id": WEBHOOK_ID}},
     ("post", "/webhooks/{webhook_id}/test"): {"path": {"webhook_id": WEBHOOK_ID}},
     ("get", "/webhooks/{webhook_id}/deliveries"): {
         "path": {"webhook_id": WEBHOOK_ID},

@@ -41,6 +41,7 @@ DESIGN_ROUTES = {
     "GET /webhooks/{webhook_id}": "WebhooksFunction",
     "DELETE /webhooks/{webhook_id}": "WebhooksFunction",
     "POST /webhooks/{webhook_id}/rotate-secret": "WebhooksFunction",
+    "POST /webhooks/{webhook_id}/enable": "WebhooksFunction",
     "POST /webhooks/{webhook_id}/test": "WebhooksFunction",
     "GET /webhooks/{webhook_id}/deliveries": "WebhooksFunction",
 }

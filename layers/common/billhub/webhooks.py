@@ -283,6 +283,18 @@ def rotate_secret(
     raise TryAgain()
 
 
+def enable_webhook(store: WebhookStore, user_id: str, webhook_id: str) -> WebhookView:
+    """Turns a disabled webhook back on: it is no longer disabled and no longer failing since any time, and
+    new events are delivered to it again; the deliveries that already failed stay failed (they are not
+    retried). An enabled webhook is answered unchanged; ``NotFound`` for another user's or an unknown id."""
+    webhook = _owned(store, user_id, webhook_id)
+    if webhook.disabled_at is None:
+        return view(webhook)
+    store.record_webhook_health(webhook, None, None, None)
+    # Read again: the write does nothing to a webhook deleted meanwhile, which is then a 404.
+    return get_webhook(store, user_id, webhook_id)
+
+
 def send_test(
     store: WebhookStore, publisher: EventPublisher, user_id: str, webhook_id: str, now: datetime
 ) -> WebhookTestSent:
