@@ -24,17 +24,19 @@ def test_a_free_port_is_below_the_ephemeral_range_and_bindable(tmp_path: Path, m
         sock.bind(("127.0.0.1", ports.pop()))
 
 
-def test_a_port_in_use_is_never_picked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Given a range of two ports, one of them listened on
-    ranges = tmp_path / "ip_local_port_range"
-    monkeypatch.setattr(launch, "EPHEMERAL_RANGE_FILE", ranges)
-    with socket.socket() as taken:
+def test_a_port_in_use_is_never_picked(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given two candidate ports, one listened on and one free (not merely the busy one's neighbour,
+    # which anything on the machine may hold)
+    with socket.socket() as taken, socket.socket() as probe:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = taken.getsockname()[1]
-        monkeypatch.setattr(launch, "_listen_ports", lambda: range(busy, busy + 2))
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+        probe.close()
+        monkeypatch.setattr(launch, "_listen_ports", lambda: [busy, free])
         # When ports are picked, Then the listened one never is
-        assert {launch.free_port() for _ in range(20)} == {busy + 1}
+        assert {launch.free_port() for _ in range(20)} == {free}
 
 
 def test_an_unreadable_range_falls_back_to_the_default_ports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
